@@ -1,0 +1,65 @@
+"""Host-side NumPy batches: shuffled fixed-size training batches and complete evaluation passes.
+
+Every batch is a dict with `image` [B, 256, 256, 3] uint8, `mask` [B, 256, 256] uint8, `label` [B]
+int32, `patient` [B] str, `index` [B] int64 (position in the dataset) and, for evaluation,
+`valid` [B] bool: the last partial batch is padded to full size so that jitted steps see one shape,
+and `valid` marks the padding so no example is dropped or counted twice.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from jaxbrain.data.builder import SliceArrays
+
+Batch = dict[str, np.ndarray]
+
+
+def check_batch_size(batch_size: int, num_devices: int) -> None:
+  """A global batch must split evenly across the data-parallel devices."""
+  if batch_size < 1 or batch_size % num_devices:
+    raise ValueError(f'batch size {batch_size} must be a positive multiple of the {num_devices} devices')
+
+
+def _gather(data: SliceArrays, indices: np.ndarray) -> Batch:
+  return {
+      'image': data.image[indices],
+      'mask': data.mask[indices],
+      'label': data.label[indices],
+      'patient': data.patient[indices],
+      'index': indices.astype(np.int64),
+  }
+
+
+def epoch_order(indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+  """The shuffled order of one epoch: a pure function of (seed, epoch), so resuming is exact."""
+  return np.random.default_rng([seed, epoch]).permutation(np.asarray(indices))
+
+
+def train_batches(data: SliceArrays, indices: np.ndarray, batch_size: int, seed: int, epoch: int,
+                  start_batch: int = 0) -> Iterator[Batch]:
+  """Full batches of a freshly shuffled epoch; the remainder (< batch_size) is left out this epoch.
+
+  `start_batch` skips batches already consumed, for resuming mid-epoch.
+  """
+  order = epoch_order(indices, seed, epoch)
+  for b in range(start_batch, len(order) // batch_size):
+    yield _gather(data, order[b * batch_size:(b + 1) * batch_size])
+
+
+def num_train_batches(num_examples: int, batch_size: int) -> int:
+  return num_examples // batch_size
+
+
+def eval_batches(data: SliceArrays, indices: np.ndarray, batch_size: int) -> Iterator[Batch]:
+  """Every example exactly once, in order; the last batch padded and marked by `valid`."""
+  indices = np.asarray(indices)
+  for start in range(0, len(indices), batch_size):
+    chunk = indices[start:start + batch_size]
+    valid = np.ones(batch_size, bool)
+    valid[len(chunk):] = False
+    padded = np.concatenate([chunk, np.full(batch_size - len(chunk), chunk[0], chunk.dtype)])
+    batch = _gather(data, padded)
+    batch['valid'] = valid
+    yield batch

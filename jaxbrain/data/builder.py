@@ -1,0 +1,143 @@
+"""TFDS builder for the LGG kaggle_3m dataset (manual download), stored as array_record.
+
+Builds and reads without TensorFlow: images are yielded as PNG bytes (encoding NumPy arrays would
+call `tf.image.encode_png`) and read back with `tfds.data_source`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from jaxbrain.data import kaggle3m
+
+SPLIT = 'full'  # one TFDS split with every slice; jaxbrain.data.splits makes train/eval by index
+
+
+class Lgg(tfds.core.GeneratorBasedBuilder):
+  """LGG brain MRI slices (Buda et al. 2019) with FLAIR-abnormality masks."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+  Download the "LGG Segmentation Dataset" from Kaggle
+  (https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation), unzip it, and pass the
+  folder `kaggle_3m` (the one holding TCGA_<inst>_<id>_<date>/ patient folders and data.csv) as
+  the manual dir: `jaxbrain.data.build_dataset('/path/to/kaggle_3m')` or
+  `python -m experiments.exp20 --data-dir /path/to/kaggle_3m`. Both the original .tif files and
+  lossless .png conversions with the same names are accepted.
+  """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    size = kaggle3m.IMAGE_SIZE
+    return self.dataset_info_from_configs(
+        description='Brain MR slices of 110 TCGA lower-grade glioma patients with tumor masks.',
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(size, size, 3)),
+            'mask': tfds.features.Image(shape=(size, size, 1)),
+            'label': tfds.features.ClassLabel(names=['no_tumor', 'tumor']),
+            'patient': tfds.features.Text(),
+            'institution': tfds.features.Text(),
+            'slice': np.int32,
+        }),
+        supervised_keys=('image', 'label'),
+        homepage='https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation',
+        citation="""@article{buda2019association,
+  title={Association of genomic subtypes of lower-grade gliomas with shape features automatically
+         extracted by a deep learning algorithm},
+  author={Buda, Mateusz and Saha, Ashirbani and Mazurowski, Maciej A},
+  journal={Computers in Biology and Medicine}, volume={109}, year={2019}}""",
+    )
+
+  def _split_generators(self, dl_manager):
+    records = kaggle3m.scan(dl_manager.manual_dir)
+    return {SPLIT: self._generate_examples(records)}
+
+  def _generate_examples(self, records):
+    for record in records:
+      image, mask = kaggle3m.read_slice(record)
+      yield f'{record.patient}_{record.slice:03d}', {
+          'image': _png(image),
+          'mask': _png(mask[..., None]),
+          'label': int(mask.any()),
+          'patient': record.patient,
+          'institution': record.institution,
+          'slice': record.slice,
+      }
+
+
+def _png(array: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(buffer, 'PNG')
+  return buffer.getvalue()
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceArrays:
+  """The whole dataset in host memory, sorted by (patient, slice).
+
+  image: [N, 256, 256, 3] uint8; mask: [N, 256, 256] uint8 (1 = tumor); label: [N] int32;
+  patient, institution: [N] str; slice: [N] int32.
+  """
+  image: np.ndarray
+  mask: np.ndarray
+  label: np.ndarray
+  patient: np.ndarray
+  institution: np.ndarray
+  slice: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.label)
+
+
+def default_data_dir(kaggle_dir: str | Path, cache_root: str | Path = 'checkpoints/tfds') -> Path:
+  """A per-source TFDS data dir, so a phantom and a real tree never share a built dataset."""
+  key = hashlib.sha1(str(Path(kaggle_dir).resolve()).encode()).hexdigest()[:12]
+  return Path(cache_root) / key
+
+
+def build_dataset(kaggle_dir: str | Path, data_dir: str | Path | None = None) -> Lgg:
+  """Validates `kaggle_dir` and builds the TFDS dataset (once; later calls reuse it).
+
+  A failed build removes its incomplete files, so nothing half-written is mistaken for a dataset.
+  """
+  kaggle_dir = Path(kaggle_dir)
+  data_dir = Path(data_dir) if data_dir is not None else default_data_dir(kaggle_dir)
+  builder = Lgg(data_dir=str(data_dir), file_format='array_record')
+  if not Path(builder.data_dir).exists():
+    kaggle3m.scan(kaggle_dir)  # fail fast on layout problems, before TFDS creates anything
+    try:
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(kaggle_dir)))
+    except BaseException:
+      for leftover in Path(data_dir).glob('lgg/incomplete.*'):
+        shutil.rmtree(leftover, ignore_errors=True)
+      raise
+  return builder
+
+
+def load_arrays(builder: Lgg) -> SliceArrays:
+  """Reads every example of a built dataset into host memory, sorted by (patient, slice)."""
+  source = builder.as_data_source(split=SPLIT)
+  examples = [source[i] for i in range(len(source))]
+  decode = lambda value: value.decode() if isinstance(value, bytes) else str(value)
+  order = sorted(range(len(examples)), key=lambda i: (decode(examples[i]['patient']), int(examples[i]['slice'])))
+  examples = [examples[i] for i in order]
+  return SliceArrays(
+      image=np.stack([e['image'] for e in examples]).astype(np.uint8),
+      mask=np.stack([e['mask'][..., 0] for e in examples]).astype(np.uint8),
+      label=np.array([e['label'] for e in examples], np.int32),
+      patient=np.array([decode(e['patient']) for e in examples]),
+      institution=np.array([decode(e['institution']) for e in examples]),
+      slice=np.array([e['slice'] for e in examples], np.int32),
+  )
+
+
+def load_dataset(kaggle_dir: str | Path, data_dir: str | Path | None = None) -> SliceArrays:
+  """Builds (if needed) and loads a kaggle_3m tree: the one call experiments make."""
+  return load_arrays(build_dataset(kaggle_dir, data_dir))

@@ -1,0 +1,146 @@
+"""ResNet18/50 in Flax linen, numerically the torchvision networks (ResNet50 is v1.5).
+
+Submodule names follow torchvision's state_dict (`conv1`, `bn1`, `layer1_0`, ...), so porting is
+a plain key table (see `porting.py`). Parameters live under `backbone/...` and `head/...`: the
+feature-extractor strategy freezes by that path prefix. BatchNorm (`layers.BatchNorm`) is PyTorch's:
+epsilon 1e-5, momentum 0.9 in Flax's convention (= PyTorch's 0.1), unbiased running variance.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxbrain.models.heads import ClassifierHead
+from jaxbrain.models.layers import BatchNorm
+
+# torchvision initializes conv kernels with kaiming_normal_(mode='fan_out', nonlinearity='relu')
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1
+
+
+def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
+  """PyTorch's symmetric padding k//2 (SAME pads asymmetrically for stride 2 and differs)."""
+  return ((k // 2, k // 2), (k // 2, k // 2))
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut; ResNet18/34."""
+  features: int
+  strides: int = 1
+  conv: Callable = nn.Conv
+  norm: Callable = BatchNorm
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.features, (3, 3), (self.strides, self.strides), padding=_pad(3), name='conv1')(x)
+    y = nn.relu(self.norm(name='bn1')(y))
+    y = self.conv(self.features, (3, 3), padding=_pad(3), name='conv2')(y)
+    y = self.norm(name='bn2')(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.features, (1, 1), (self.strides, self.strides), padding='VALID',
+                           name='downsample_conv')(residual)
+      residual = self.norm(name='downsample_bn')(residual)
+    return nn.relu(y + residual)
+
+
+class Bottleneck(nn.Module):
+  """1x1 -> 3x3 (strided: v1.5) -> 1x1 with 4x expansion; ResNet50/101/152."""
+  features: int
+  strides: int = 1
+  conv: Callable = nn.Conv
+  norm: Callable = BatchNorm
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = nn.relu(self.norm(name='bn1')(self.conv(self.features, (1, 1), padding='VALID', name='conv1')(x)))
+    y = self.conv(self.features, (3, 3), (self.strides, self.strides), padding=_pad(3), name='conv2')(y)
+    y = nn.relu(self.norm(name='bn2')(y))
+    y = self.norm(name='bn3')(self.conv(self.features * 4, (1, 1), padding='VALID', name='conv3')(y))
+    if residual.shape != y.shape:
+      residual = self.conv(self.features * 4, (1, 1), (self.strides, self.strides), padding='VALID',
+                           name='downsample_conv')(residual)
+      residual = self.norm(name='downsample_bn')(residual)
+    return nn.relu(y + residual)
+
+
+class ResNetBackbone(nn.Module):
+  """Stem + 4 stages + global average pool: [B, H, W, 3] -> pooled features [B, 512 or 2048].
+
+  `capture` names stages ('layer1'..'layer4') whose outputs are sown into the `intermediates`
+  collection, for checks against a reference.
+  """
+  stage_sizes: Sequence[int]
+  block_cls: Any
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                             epsilon=BN_EPSILON, dtype=self.dtype)
+    x = conv(64, (7, 7), (2, 2), padding=_pad(7), name='conv1')(x.astype(self.dtype))
+    x = nn.relu(norm(name='bn1')(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
+    for i, num_blocks in enumerate(self.stage_sizes):
+      for j in range(num_blocks):
+        strides = 2 if i > 0 and j == 0 else 1
+        x = self.block_cls(64 * 2 ** i, strides, conv=conv, norm=norm, name=f'layer{i + 1}_{j}')(x)
+      self.sow('intermediates', f'layer{i + 1}', x)
+    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+class ResNet(nn.Module):
+  """Backbone + classifier head; `head_hidden=()` gives torchvision's single `fc` layer.
+
+  `frozen_backbone=True` runs the backbone on its running statistics behind a stop_gradient:
+  the feature-extractor strategy, where no gradient work is spent on it.
+  """
+  stage_sizes: Sequence[int]
+  block_cls: Any
+  num_classes: int = 1000
+  head_hidden: Sequence[int] = ()
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.backbone = ResNetBackbone(self.stage_sizes, self.block_cls, self.dtype)
+    self.head = ClassifierHead(self.num_classes, self.head_hidden, self.dropout_rate)
+
+  @property
+  def num_features(self) -> int:
+    return 512 * self.block_cls.expansion
+
+  def __call__(self, x, train: bool = False, frozen_backbone: bool = False):
+    features = self.features(x, train=train and not frozen_backbone)
+    if frozen_backbone:
+      features = jax.lax.stop_gradient(features)
+    return self.classify(features, train=train)
+
+  def features(self, x, train: bool = False):
+    """Pooled backbone features [B, 512 | 2048], float32."""
+    return self.backbone(x, train=train)
+
+  def classify(self, features, train: bool = False):
+    """Logits [B, num_classes] from pooled features (cached features train the head alone)."""
+    return self.head(features, train=train)
+
+
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
+ARCHITECTURES = {'resnet18': ResNet18, 'resnet50': ResNet50}
+
+
+def create_model(arch: str, **kwargs) -> ResNet:
+  """`create_model('resnet18', num_classes=2, head_hidden=(256, 128))`."""
+  if arch not in ARCHITECTURES:
+    raise ValueError(f'unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}')
+  return ARCHITECTURES[arch](**kwargs)

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from jaxbrain.data import SliceArrays, check_batch_size, eval_batches, train_batches
+
+
+def fake(n=23):
+  return SliceArrays(
+      image=np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8),
+      mask=np.zeros((n, 4, 4), np.uint8), label=np.arange(n) % 2, patient=np.array([f'P{i // 5}' for i in range(n)]),
+      institution=np.array(['XX'] * n), slice=np.arange(n))
+
+
+def test_eval_covers_every_example_exactly_once():
+  data = fake()
+  indices = np.arange(3, 20)  # 17 examples, batch 8 -> 8, 8, 1 (+7 padding)
+  seen = []
+  batches = list(eval_batches(data, indices, 8))
+  assert [b['image'].shape[0] for b in batches] == [8, 8, 8]
+  for batch in batches:
+    seen += list(batch['index'][batch['valid']])
+    np.testing.assert_array_equal(batch['image'][:, 0, 0, 0], batch['index'])
+  assert seen == list(indices)
+  assert batches[-1]['valid'].sum() == 1
+
+
+def test_train_batches_shuffle_per_epoch_and_are_full():
+  data = fake()
+  indices = np.arange(23)
+  epoch0 = list(train_batches(data, indices, 4, seed=0, epoch=0))
+  epoch1 = list(train_batches(data, indices, 4, seed=0, epoch=1))
+  assert len(epoch0) == 5 and all(b['label'].shape == (4,) for b in epoch0)
+  flat0 = np.concatenate([b['index'] for b in epoch0])
+  assert len(set(flat0)) == 20 and not np.array_equal(flat0, np.concatenate([b['index'] for b in epoch1]))
+  again = np.concatenate([b['index'] for b in train_batches(data, indices, 4, seed=0, epoch=0)])
+  np.testing.assert_array_equal(flat0, again)
+  resumed = np.concatenate([b['index'] for b in train_batches(data, indices, 4, seed=0, epoch=0, start_batch=2)])
+  np.testing.assert_array_equal(flat0[8:], resumed)
+
+
+def test_batch_size_must_split_across_devices():
+  check_batch_size(8, 8)
+  with pytest.raises(ValueError, match='multiple of the 8 devices'):
+    check_batch_size(12, 8)

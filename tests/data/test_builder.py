@@ -1,0 +1,60 @@
+"""The TFDS builder: same pixels as direct decoding, both formats, no leftovers on failure."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxbrain.data import DataError, build_dataset, kaggle3m, load_arrays, load_dataset
+
+
+@pytest.mark.parametrize('fixture', ['phantom_tif', 'phantom_png'])
+def test_builds_every_slice_with_its_mask(request, tmp_path, fixture):
+  root = request.getfixturevalue(fixture)
+  data = load_dataset(root, tmp_path / 'tfds')
+  records = kaggle3m.scan(root)
+  assert len(data) == len(records)
+  assert [(p, s) for p, s in zip(data.patient, data.slice)] == [(r.patient, r.slice) for r in records]
+  for i in (0, len(records) // 2, len(records) - 1):
+    image, mask = kaggle3m.read_slice(records[i])
+    np.testing.assert_array_equal(data.image[i], image)
+    np.testing.assert_array_equal(data.mask[i], mask)
+    assert data.label[i] == mask.any()
+    assert data.institution[i] == records[i].institution
+  assert data.image.dtype == np.uint8 and data.image.shape[1:] == (256, 256, 3)
+
+
+def test_second_call_reuses_the_built_dataset(phantom_png, tmp_path):
+  builder = build_dataset(phantom_png, tmp_path / 'tfds')
+  stamp = sorted(p.stat().st_mtime_ns for p in (tmp_path / 'tfds').rglob('*') if p.is_file())
+  again = build_dataset(phantom_png, tmp_path / 'tfds')
+  assert sorted(p.stat().st_mtime_ns for p in (tmp_path / 'tfds').rglob('*') if p.is_file()) == stamp
+  assert len(load_arrays(again)) == len(load_arrays(builder))
+
+
+def test_failed_build_leaves_nothing(phantom_png, tmp_path):
+  tree = shutil.copytree(phantom_png, tmp_path / 'kaggle_3m')
+  victim = kaggle3m.scan(tree)[-1].image_path
+  victim.write_bytes(victim.read_bytes()[:500])
+  with pytest.raises(DataError, match=victim.name):
+    build_dataset(tree, tmp_path / 'tfds')
+  leftovers = [p for p in (tmp_path / 'tfds').rglob('*') if p.is_file()] if (tmp_path / 'tfds').exists() else []
+  assert leftovers == []
+
+
+@pytest.mark.realdata
+def test_cli_reports_the_shared_lgg_copy(real_data):
+  out = subprocess.run([sys.executable, '-m', 'jaxbrain.cli', 'data', str(real_data), '--json'],
+                       capture_output=True, text=True, check=True).stdout
+  summary = json.loads(out)
+  assert (summary['patients'], summary['slices'], summary['tumor_slices']) == (80, 2855, 994)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_builds_the_shared_lgg_copy(real_data, tmp_path):
+  data = load_dataset(real_data, tmp_path / 'tfds')
+  assert (len(set(data.patient)), len(data), int(data.label.sum())) == (80, 2855, 994)
+  assert data.mask.max() == 1 and np.array_equal(data.label, data.mask.reshape(len(data), -1).any(1))

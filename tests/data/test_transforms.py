@@ -1,0 +1,69 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxbrain.data import Preprocess, preprocess
+from jaxbrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, normalize, random_hflip, resize
+
+
+def test_normalization_values():
+  pixels = jnp.array([[[[0.485, 0.456, 0.406], [1.0, 0.0, 0.5]]]])
+  out = np.asarray(normalize(pixels))
+  np.testing.assert_allclose(out[0, 0, 0], [0, 0, 0], atol=1e-6)
+  np.testing.assert_allclose(out[0, 0, 1], [(1 - .485) / .229, (0 - .456) / .224, (.5 - .406) / .225], rtol=1e-6)
+
+
+def test_flip_moves_image_and_mask_together():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (64, 8, 8, 3)).astype(np.uint8)
+  masks = (images[..., 1] > 128).astype(np.uint8)  # mask is a function of the image pixels
+  out_images, out_masks = random_hflip(jax.random.key(0), jnp.asarray(images), jnp.asarray(masks))
+  out_images, out_masks = np.asarray(out_images), np.asarray(out_masks)
+  flipped = np.array([np.array_equal(o, i[:, ::-1]) and not np.array_equal(o, i) for o, i in zip(out_images, images)])
+  kept = np.array([np.array_equal(o, i) for o, i in zip(out_images, images)])
+  assert np.all(flipped | kept) and 16 < flipped.sum() < 48  # random per example
+  np.testing.assert_array_equal(out_masks, (out_images[..., 1] > 128).astype(np.uint8))
+
+
+def test_flip_is_reproducible_from_the_key():
+  images = jnp.arange(16 * 4 * 4 * 3, dtype=jnp.float32).reshape(16, 4, 4, 3)
+  a, _ = random_hflip(jax.random.key(5), images)
+  b, _ = random_hflip(jax.random.key(5), images)
+  c, _ = random_hflip(jax.random.key(6), images)
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+def test_resize_to_224_preserves_constant_images_and_masks():
+  images = jnp.full((2, 256, 256, 3), 0.25)
+  masks = jnp.zeros((2, 256, 256)).at[:, 100:156, 100:156].set(1)
+  assert resize(images, 224).shape == (2, 224, 224, 3)
+  np.testing.assert_allclose(resize(images, 224), 0.25, atol=1e-6)
+  resized = resize(masks[..., None], 224, 'nearest')[..., 0]
+  assert set(np.unique(resized)) == {0.0, 1.0}
+  assert abs(float(resized[0].sum()) - 56 * 56 * (224 / 256) ** 2) < 150
+
+
+@pytest.mark.parametrize('name', VARIANTS)
+def test_variants(name):
+  config = Preprocess.from_name(name, size=32)
+  assert config.name == name
+  images = np.full((4, 64, 64, 3), 255, np.uint8)
+  images[:, :, :32] = 0  # left half black: a flip is visible
+  masks = (images[..., 0] > 0).astype(np.uint8)
+  out, out_masks = jax.jit(lambda k, x, m: preprocess(config, k, x, m, train=True))(jax.random.key(1), images, masks)
+  assert out.shape == (4, 32, 32, 3) and out.dtype == jnp.float32 and out_masks.shape == (4, 32, 32)
+  white = (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD) if config.normalize else np.ones(3)
+  right_white = np.allclose(out[:, 16:, 28:], white, atol=1e-5)
+  np.testing.assert_array_equal(out_masks[:, :, 28:] == 1, np.broadcast_to(
+      np.isclose(out[:, :, 28:, 0], white[0], atol=1e-5), out_masks[:, :, 28:].shape))
+  if not config.flip:
+    assert right_white
+  evaluated, _ = preprocess(config, None, images, train=False)
+  assert np.allclose(evaluated[:, :, 28:], white, atol=1e-5)  # no flip outside training
+
+
+def test_unknown_variant():
+  with pytest.raises(ValueError, match='unknown preprocessing'):
+    Preprocess.from_name('resize_rotate')
