@@ -37,29 +37,34 @@ def epoch_order(indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(np.asarray(indices))
 
 
-def train_batches(data: SliceArrays, indices: np.ndarray, batch_size: int, seed: int, epoch: int,
-                  start_batch: int = 0) -> Iterator[Batch]:
-  """Full batches of a freshly shuffled epoch; the remainder (< batch_size) is left out this epoch.
-
-  `start_batch` skips batches already consumed, for resuming mid-epoch.
-  """
+def train_index_batches(indices: np.ndarray, batch_size: int, seed: int, epoch: int,
+                        start_batch: int = 0) -> Iterator[np.ndarray]:
+  """Dataset indices of each full batch of a shuffled epoch; the remainder (< batch_size) sits
+  this epoch out. `start_batch` skips batches already consumed, for resuming mid-epoch."""
   order = epoch_order(indices, seed, epoch)
   for b in range(start_batch, len(order) // batch_size):
-    yield _gather(data, order[b * batch_size:(b + 1) * batch_size])
+    yield order[b * batch_size:(b + 1) * batch_size]
 
 
-def num_train_batches(num_examples: int, batch_size: int) -> int:
-  return num_examples // batch_size
+def train_batches(data: SliceArrays, indices: np.ndarray, batch_size: int, seed: int, epoch: int,
+                  start_batch: int = 0) -> Iterator[Batch]:
+  """`train_index_batches` gathered into image batches."""
+  for chunk in train_index_batches(indices, batch_size, seed, epoch, start_batch):
+    yield _gather(data, chunk)
+
+
+def eval_index_batches(indices: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(indices padded to batch_size, valid mask) covering every index exactly once, in order."""
+  indices = np.asarray(indices)
+  for start in range(0, len(indices), batch_size):
+    chunk = indices[start:start + batch_size]
+    valid = np.arange(batch_size) < len(chunk)
+    yield np.concatenate([chunk, np.full(batch_size - len(chunk), chunk[0], chunk.dtype)]), valid
 
 
 def eval_batches(data: SliceArrays, indices: np.ndarray, batch_size: int) -> Iterator[Batch]:
   """Every example exactly once, in order; the last batch padded and marked by `valid`."""
-  indices = np.asarray(indices)
-  for start in range(0, len(indices), batch_size):
-    chunk = indices[start:start + batch_size]
-    valid = np.ones(batch_size, bool)
-    valid[len(chunk):] = False
-    padded = np.concatenate([chunk, np.full(batch_size - len(chunk), chunk[0], chunk.dtype)])
+  for padded, valid in eval_index_batches(indices, batch_size):
     batch = _gather(data, padded)
     batch['valid'] = valid
     yield batch

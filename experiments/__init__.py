@@ -1,0 +1,1 @@
+"""One module per experiment: `python -m experiments.exp20 --help`."""

@@ -1,0 +1,72 @@
+"""Command-line overrides for an experiment's frozen config, and the call to the one runner."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxbrain.data.kaggle3m import DataError
+from jaxbrain.models import WeightsError, WeightsNotFoundError
+from jaxbrain.train import INITS, Interrupted, RunExistsError, TrainConfig, train_and_evaluate
+from jaxbrain.train.sharding import initialize_distributed
+
+# With no --data-dir the experiment runs on the embedded phantom data with this demo budget
+# (under 10 minutes on a 2-core CPU); any of these given on the command line wins.
+PHANTOM_BUDGET = {'image_size': 128, 'epochs': 5, 'learning_rate': 0.01, 'init': 'scratch'}
+
+
+def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog=f'python -m experiments.{config.experiment}',
+      description=f'{config.experiment}: {config.arch} {config.strategy}, {config.preprocess}, batch '
+                  f'{config.batch_size}, {config.epochs} epochs, SGD lr {config.learning_rate} momentum '
+                  f'{config.momentum}. Without --data-dir: a short demo on synthetic phantom data.')
+  add = parser.add_argument
+  add('--data-dir', help='the kaggle_3m folder of the LGG dataset (.tif or .png); default: phantom demo')
+  add('--split', choices=('patient', 'slice'), help='patient (default, leak-free) or slice (the report\'s 85/15)')
+  add('--fold', type=int, help='fold 0-4 of a 5-fold patient split instead of the 85/15 one')
+  add('--epochs', type=int)
+  add('--batch-size', type=int)
+  add('--image-size', type=int, help='resize target (the report: 224)')
+  add('--learning-rate', type=float)
+  add('--momentum', type=float)
+  add('--init', choices=INITS, help='imagenet (needs the torchvision weights file) or scratch')
+  add('--weights', help='torchvision .pth or .safetensors file for --init imagenet')
+  add('--workdir', help='output root (default: checkpoints)')
+  add('--run-name', help='run folder name under WORKDIR/EXPERIMENT/')
+  add('--seed', type=int)
+  add('--no-feature-cache', dest='feature_cache', action='store_false', default=None,
+      help='feature extractor: run the frozen backbone every step instead of caching its features')
+  add('--bootstrap-samples', type=int, help='patient bootstrap resamples for 95%% intervals (0: none)')
+  add('--resume', action='store_true', help='continue from the newest complete checkpoint of this run')
+  add('--overwrite', action='store_true', help='delete an existing run of the same name first')
+  add('--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
+  add('--no-progress', dest='progress', action='store_false', help='no progress bars')
+  return parser
+
+
+def resolve(config: TrainConfig, argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+  """The experiment's config with the command line's overrides (and the phantom budget) applied."""
+  args = build_parser(config).parse_args(argv)
+  run_flags = ('resume', 'overwrite', 'distributed', 'progress')
+  changes = {k: v for k, v in vars(args).items() if v is not None and k not in run_flags}
+  if 'data_dir' not in changes:
+    budget = {k: v for k, v in PHANTOM_BUDGET.items() if k not in changes}
+    changes.update(budget)
+    print(f'No --data-dir given: running a short demo on the embedded synthetic phantom data with {budget}. '
+          f'For the real study pass --data-dir /path/to/kaggle_3m (and put the ImageNet weights in place, see '
+          f'README "Pretrained weights").', flush=True)
+  return config.replace(**changes), args
+
+
+def main(config: TrainConfig, argv: list[str] | None = None) -> dict:
+  """Entry point of every experiment module."""
+  config, args = resolve(config, argv)
+  initialize_distributed(force=args.distributed)
+  try:
+    return train_and_evaluate(config, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
+  except Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(130)
+  except (DataError, WeightsError, WeightsNotFoundError, RunExistsError, ValueError) as e:
+    print(f'{config.experiment}: error: {e}', file=sys.stderr)
+    sys.exit(2)

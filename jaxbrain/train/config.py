@@ -1,0 +1,61 @@
+"""Training configuration: one frozen dataclass, the report's settings by default."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from jaxbrain.data.transforms import VARIANTS
+from jaxbrain.models.heads import REPORT_HEAD_DROPOUT, REPORT_HEAD_HIDDEN
+
+STRATEGIES = ('feature_extractor', 'finetune')
+INITS = ('imagenet', 'scratch')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything a classification run depends on; saved as `config.json` in the run directory."""
+  experiment: str = 'adhoc'
+  arch: str = 'resnet18'
+  strategy: str = 'finetune'  # 'feature_extractor': frozen backbone, train the head only
+  preprocess: str = 'resize_flip_normalize'
+  image_size: int = 224
+  batch_size: int = 8
+  epochs: int = 30
+  learning_rate: float = 1e-4
+  momentum: float = 0.5
+  head_hidden: tuple[int, ...] = REPORT_HEAD_HIDDEN
+  dropout_rate: float = REPORT_HEAD_DROPOUT
+  init: str = 'imagenet'
+  weights: Optional[str] = None  # explicit weights file; else $JAXBRAIN_WEIGHTS, then the torch hub cache
+  data_dir: Optional[str] = None  # a kaggle_3m folder; None = the embedded phantom dataset
+  split: str = 'patient'
+  fold: Optional[int] = None  # fold of a 5-fold patient split instead of the 85/15 one
+  eval_fraction: float = 0.15
+  seed: int = 0
+  workdir: str = 'checkpoints'
+  run_name: Optional[str] = None  # default: derived from split, fold, init, size and seed
+  feature_cache: bool = True  # feature_extractor only: compute backbone features once
+  keep_checkpoints: int = 3
+  bootstrap_samples: int = 1000
+  phantom_patients: int = 16  # size of the embedded dataset when data_dir is None
+
+  def __post_init__(self):
+    checks = [(self.strategy in STRATEGIES, f'strategy must be one of {STRATEGIES}'),
+              (self.preprocess in VARIANTS, f'preprocess must be one of {VARIANTS}'),
+              (self.init in INITS, f'init must be one of {INITS}'),
+              (self.split in ('patient', 'slice'), 'split must be "patient" or "slice"'),
+              (self.batch_size > 0 and self.epochs > 0 and self.image_size >= 32, 'sizes must be positive')]
+    for ok, message in checks:
+      if not ok:
+        raise ValueError(f'{message}; got {dataclasses.asdict(self)}')
+
+  def replace(self, **changes) -> 'TrainConfig':
+    return dataclasses.replace(self, **changes)
+
+  @property
+  def resolved_run_name(self) -> str:
+    if self.run_name:
+      return self.run_name
+    fold = f'-fold{self.fold}' if self.fold is not None else ''
+    data = '' if self.data_dir else '-phantom'
+    return f'{self.split}{fold}-{self.init}-{self.image_size}px-seed{self.seed}{data}'

@@ -1,0 +1,103 @@
+"""What a run leaves in its directory: config.json, metrics.jsonl (one line per epoch),
+metrics.json (final), TensorBoard event files, and PNG plots (curves, confusion matrix, ROC)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def _jsonable(value):
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (np.floating, float)):
+    return None if math.isnan(value) else float(value)
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def write_json(path: Path, value) -> None:
+  """Writes atomically (temp file + rename): a reader never sees half a file."""
+  tmp = path.with_suffix(path.suffix + '.tmp')
+  tmp.write_text(json.dumps(_jsonable(value), indent=2) + '\n')
+  tmp.replace(path)
+
+
+def read_history(run_dir: Path) -> list[dict]:
+  path = run_dir / 'metrics.jsonl'
+  return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+class RunWriter:
+  """Appends per-epoch records and mirrors scalars to TensorBoard (tensorboardX; no TensorFlow)."""
+
+  def __init__(self, run_dir: Path):
+    from tensorboardX import SummaryWriter
+
+    self.run_dir = run_dir
+    self.tensorboard = SummaryWriter(str(run_dir / 'tensorboard'))
+
+  def epoch(self, record: dict, keep_epochs_below: int | None = None) -> None:
+    """Adds one epoch's record; on resume, records of epochs being redone are dropped first."""
+    history = [r for r in read_history(self.run_dir) if keep_epochs_below is None or r['epoch'] < keep_epochs_below]
+    history.append(_jsonable(record))
+    tmp = self.run_dir / 'metrics.jsonl.tmp'
+    tmp.write_text(''.join(json.dumps(r) + '\n' for r in history))
+    tmp.replace(self.run_dir / 'metrics.jsonl')
+    for name, value in record.items():
+      if isinstance(value, (int, float)) and name not in ('epoch', 'step') and value is not None:
+        self.tensorboard.add_scalar(name, value, record['epoch'])
+    self.tensorboard.flush()
+
+  def close(self) -> None:
+    self.tensorboard.close()
+
+
+def plot_run(run_dir: Path, history: list[dict], final: dict, labels: np.ndarray, probabilities: np.ndarray) -> None:
+  """curves.png (loss and accuracy per epoch), confusion_matrix.png, roc.png."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  from jaxbrain.metrics import roc_curve
+
+  epochs = [r['epoch'] + 1 for r in history]
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+  ax_loss.plot(epochs, [r['train_loss'] for r in history], 'o-', label='train')
+  ax_loss.set(xlabel='epoch', ylabel='cross-entropy', title='loss')
+  ax_acc.plot(epochs, [r['train_accuracy'] for r in history], 'o-', label='train')
+  ax_acc.plot(epochs, [r['eval_accuracy'] for r in history], 's-', label='eval')
+  ax_acc.plot(epochs, [r['eval_roc_auc'] for r in history], '^--', label='eval ROC AUC')
+  ax_acc.set(xlabel='epoch', ylabel='accuracy', title='accuracy', ylim=(0, 1.02))
+  for ax in (ax_loss, ax_acc):
+    ax.legend()
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(run_dir / 'curves.png', dpi=100)
+  plt.close(fig)
+
+  matrix = np.array(final['confusion_matrix'])
+  fig, ax = plt.subplots(figsize=(4, 4))
+  ax.imshow(matrix, cmap='Blues')
+  for (i, j), count in np.ndenumerate(matrix):
+    ax.text(j, i, str(count), ha='center', va='center', color='black', fontsize=14)
+  ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=['no tumor', 'tumor'], yticklabels=['no tumor', 'tumor'],
+         xlabel='predicted', ylabel='true', title=f'accuracy {final["accuracy"]:.3f}')
+  fig.tight_layout()
+  fig.savefig(run_dir / 'confusion_matrix.png', dpi=100)
+  plt.close(fig)
+
+  fpr, tpr = roc_curve(labels, probabilities)
+  fig, ax = plt.subplots(figsize=(4, 4))
+  ax.plot(fpr, tpr, label=f'AUC {final["roc_auc"]:.3f}')
+  ax.plot([0, 1], [0, 1], ':', color='gray')
+  ax.set(xlabel='false-positive rate', ylabel='true-positive rate', title='ROC (eval split)')
+  ax.legend(loc='lower right')
+  fig.tight_layout()
+  fig.savefig(run_dir / 'roc.png', dpi=100)
+  plt.close(fig)

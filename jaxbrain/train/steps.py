@@ -1,0 +1,97 @@
+"""Pure train/eval steps: `train_step(state, batch) -> (state, metrics)`, `eval_step(state, batch) -> outputs`.
+
+Augmentation (flip, resize, normalize) runs inside the step on the accelerator, driven by the
+state's rng: `step_key -> (flip key, dropout key)`. The cached-feature head step consumes the
+same keys the same way, so training on the feature cache is the same computation as training
+through the frozen backbone.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxbrain.data.transforms import Preprocess, preprocess
+from jaxbrain.models.resnet import ResNet
+from jaxbrain.train.state import TrainState
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def _update(state: TrainState, tx: optax.GradientTransformation, loss_fn: Callable, labels: jax.Array):
+  """One optimizer step from `loss_fn(params) -> (loss, (logits, batch_stats))`."""
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        batch_stats=batch_stats, opt_state=opt_state)
+  return state, {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+
+
+def make_train_step(model: ResNet, tx: optax.GradientTransformation, config: Preprocess,
+                    frozen_backbone: bool) -> Callable:
+  """Images [B, H, W, 3] uint8 + labels [B] -> one SGD step on cross-entropy."""
+
+  def train_step(state: TrainState, batch: dict):
+    flip_key, dropout_key = jax.random.split(state.step_key())
+    images, _ = preprocess(config, flip_key, batch['image'], train=True)
+
+    def loss_fn(params):
+      variables = {'params': params, 'batch_stats': state.batch_stats}
+      if frozen_backbone:  # running statistics, never updated; no gradient through the backbone
+        logits = model.apply(variables, images, train=True, frozen_backbone=True, rngs={'dropout': dropout_key})
+        batch_stats = state.batch_stats
+      else:
+        logits, updated = model.apply(variables, images, train=True, rngs={'dropout': dropout_key},
+                                      mutable=['batch_stats'])
+        batch_stats = updated['batch_stats']
+      return cross_entropy(logits, batch['label']), (logits, batch_stats)
+
+    return _update(state, tx, loss_fn, batch['label'])
+
+  return train_step
+
+
+def make_head_train_step(model: ResNet, tx: optax.GradientTransformation) -> Callable:
+  """Cached features [B, F] (or [B, 2, F]: original, flipped) + labels [B] -> one step of the head."""
+
+  def head_train_step(state: TrainState, batch: dict):
+    flip_key, dropout_key = jax.random.split(state.step_key())
+    features = batch['features']
+    if features.ndim == 3:  # the same Bernoulli draw random_hflip makes for the images
+      flip = jax.random.bernoulli(flip_key, 0.5, (features.shape[0],))
+      features = jnp.where(flip[:, None], features[:, 1], features[:, 0])
+
+    def loss_fn(params):
+      variables = {'params': params, 'batch_stats': state.batch_stats}
+      logits = model.apply(variables, features, train=True, method='classify', rngs={'dropout': dropout_key})
+      return cross_entropy(logits, batch['label']), (logits, state.batch_stats)
+
+    return _update(state, tx, loss_fn, batch['label'])
+
+  return head_train_step
+
+
+def make_eval_step(model: ResNet, config: Preprocess) -> Callable:
+  """Images -> {'logits' [B, 2], 'probability' [B] of tumor}, in inference mode."""
+
+  def eval_step(state: TrainState, batch: dict):
+    images, _ = preprocess(config, None, batch['image'], train=False)
+    logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
+    return {'logits': logits, 'probability': jax.nn.softmax(logits)[:, 1]}
+
+  return eval_step
+
+
+def make_head_eval_step(model: ResNet) -> Callable:
+  """Cached features [B, F] -> the same outputs as `make_eval_step`."""
+
+  def head_eval_step(state: TrainState, batch: dict):
+    logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, batch['features'],
+                         train=False, method='classify')
+    return {'logits': logits, 'probability': jax.nn.softmax(logits)[:, 1]}
+
+  return head_eval_step

@@ -1,0 +1,59 @@
+"""The two transfer-learning strategies: optimizer partition by parameter path, and the feature cache.
+
+Feature extractor: parameters under `backbone/` get `optax.set_to_zero()` (big_vision's way of
+freezing), the head gets SGD; the backbone runs on its running statistics behind a stop_gradient.
+Fine-tune: every parameter gets SGD and BatchNorm runs in training mode.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxbrain.data.batching import eval_batches
+from jaxbrain.data.builder import SliceArrays
+from jaxbrain.data.transforms import Preprocess, preprocess
+
+FROZEN, TRAINABLE = 'frozen', 'trainable'
+
+
+def param_labels(params, strategy: str):
+  """'frozen' for every leaf under `backbone/` in the feature-extractor strategy, else 'trainable'."""
+  def label(path, _):
+    top = path[0].key if hasattr(path[0], 'key') else str(path[0])
+    return FROZEN if strategy == 'feature_extractor' and top == 'backbone' else TRAINABLE
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(params, strategy: str, learning_rate: float, momentum: float) -> optax.GradientTransformation:
+  """SGD with momentum on trainable leaves; frozen leaves get zero updates and no optimizer state."""
+  return optax.partition(
+      {TRAINABLE: optax.sgd(learning_rate, momentum=momentum or None), FROZEN: optax.set_to_zero()},
+      param_labels(params, strategy))
+
+
+def cache_features(features_fn: Callable, data: SliceArrays, indices: np.ndarray, config: Preprocess,
+                   batch_size: int, with_flipped: bool, progress: bool = False) -> np.ndarray:
+  """Pooled features of the frozen backbone for `indices`: [N, F], or [N, 2, F] with the
+  horizontally flipped copy of each image second, so random-flip training on the cache is exact.
+
+  `features_fn(images)` maps preprocessed float images to features (jitted by the caller).
+  """
+  eval_config = Preprocess(config.size, flip=False, normalize=config.normalize)
+  views = (False, True) if with_flipped else (False,)
+  batches = eval_batches(data, indices, batch_size)
+  if progress:
+    from tqdm import tqdm
+    batches = tqdm(batches, total=-(-len(indices) // batch_size), desc='caching features', unit='batch')
+  out = []
+  for batch in batches:
+    per_view = []
+    for flipped in views:
+      images = batch['image'][:, :, ::-1] if flipped else batch['image']
+      per_view.append(np.asarray(features_fn(preprocess(eval_config, None, jnp.asarray(images))[0])))
+    out.append(np.stack(per_view, 1)[batch['valid']])
+  features = np.concatenate(out)
+  return features if with_flipped else features[:, 0]

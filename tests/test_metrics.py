@@ -1,0 +1,61 @@
+"""Every metric against a case computed by hand."""
+import math
+
+import numpy as np
+import pytest
+
+from jaxbrain.metrics import bootstrap_by_patient, classification_metrics, confusion_matrix, roc_auc, roc_curve
+
+# 10 slices: 4 tumor (1), 6 healthy (0). Threshold 0.5 -> predictions below.
+LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+PROBS = np.array([0.9, 0.8, 0.4, 0.6, 0.7, 0.2, 0.1, 0.3, 0.45, 0.05])
+# predictions:     1    1    0    1    1    0    0    0    0     0
+# TP = 3, FN = 1, FP = 1, TN = 5
+
+
+def test_confusion_matrix():
+  np.testing.assert_array_equal(confusion_matrix(LABELS, PROBS >= 0.5), [[5, 1], [1, 3]])
+
+
+def test_hand_computed_metrics():
+  m = classification_metrics(LABELS, PROBS)
+  assert m['confusion_matrix'] == [[5, 1], [1, 3]]
+  assert m['accuracy'] == pytest.approx(8 / 10)
+  assert m['sensitivity'] == pytest.approx(3 / 4)
+  assert m['specificity'] == pytest.approx(5 / 6)
+  assert m['balanced_accuracy'] == pytest.approx((3 / 4 + 5 / 6) / 2)
+  assert m['precision'] == pytest.approx(3 / 4)
+  assert m['f1'] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
+  # AUC: of the 4 x 6 = 24 (tumor, healthy) pairs, the tumor score is higher in all but
+  # (0.4 vs 0.7), (0.4 vs 0.45), (0.6 vs 0.7): 21 / 24
+  assert m['roc_auc'] == pytest.approx(21 / 24)
+
+
+def test_auc_ties_count_half():
+  assert roc_auc([1, 0], [0.5, 0.5]) == pytest.approx(0.5)
+  assert roc_auc([1, 1, 0, 0], [0.8, 0.5, 0.5, 0.1]) == pytest.approx((1 + 1 + 0.5 + 1) / 4)
+
+
+def test_roc_curve_ends_and_area():
+  fpr, tpr = roc_curve(LABELS, PROBS)
+  assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
+  assert np.trapezoid(tpr, fpr) == pytest.approx(21 / 24)
+
+
+def test_undefined_ratios_are_nan():
+  m = classification_metrics(np.zeros(4, int), np.array([0.1, 0.2, 0.7, 0.3]))
+  assert math.isnan(m['sensitivity']) and math.isnan(m['roc_auc'])
+  assert m['specificity'] == pytest.approx(3 / 4)
+
+
+def test_patient_bootstrap_interval():
+  patients = np.array(['a', 'a', 'b', 'b', 'c', 'c', 'd', 'd', 'e', 'e'])
+  ci = bootstrap_by_patient(LABELS, PROBS, patients, samples=200, seed=0)
+  low, high = ci['accuracy']
+  assert 0 <= low <= 0.8 <= high <= 1
+  # a perfect classifier has a degenerate interval at 1
+  perfect = bootstrap_by_patient(LABELS, LABELS.astype(float), patients, samples=50)
+  assert perfect['accuracy'] == [1.0, 1.0]
+  # resampling whole patients: each resample's accuracy is a mean of per-patient pairs, so on
+  # 5 patients it takes values in multiples of 1/10
+  assert all(round(v * 10, 6) == round(v * 10) for v in ci['accuracy'])
