@@ -7,11 +7,15 @@ import sys
 from jaxbrain.data.kaggle3m import DataError
 from jaxbrain.models import WeightsError, WeightsNotFoundError
 from jaxbrain.train import INITS, Interrupted, RunExistsError, TrainConfig, train_and_evaluate
+from jaxbrain.train.config import OPTIMIZERS, SCHEDULES
 from jaxbrain.train.sharding import initialize_distributed
 
 # With no --data-dir the experiment runs on the embedded phantom data with this demo budget
 # (under 10 minutes on a 2-core CPU); any of these given on the command line wins.
-PHANTOM_BUDGET = {'image_size': 128, 'epochs': 5, 'learning_rate': 0.01, 'init': 'scratch'}
+PHANTOM_BUDGET = {
+    'classify': {'image_size': 128, 'epochs': 5, 'learning_rate': 0.01, 'init': 'scratch'},
+    'segment': {'image_size': 128, 'epochs': 5, 'init': 'scratch'},
+}
 
 
 def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
@@ -29,6 +33,9 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
   add('--image-size', type=int, help='resize target (the report: 224)')
   add('--learning-rate', type=float)
   add('--momentum', type=float)
+  add('--optimizer', choices=OPTIMIZERS)
+  add('--lr-schedule', choices=SCHEDULES, help='constant (the report) or cosine decay to 0')
+  add('--unet-width', type=int, help='segmentation: channels of the first ResUNet level')
   add('--init', choices=INITS, help='imagenet (needs the torchvision weights file) or scratch')
   add('--weights', help='torchvision .pth or .safetensors file for --init imagenet')
   add('--workdir', help='output root (default: checkpoints)')
@@ -50,7 +57,7 @@ def resolve(config: TrainConfig, argv: list[str] | None = None) -> tuple[TrainCo
   run_flags = ('resume', 'overwrite', 'distributed', 'progress')
   changes = {k: v for k, v in vars(args).items() if v is not None and k not in run_flags}
   if 'data_dir' not in changes:
-    budget = {k: v for k, v in PHANTOM_BUDGET.items() if k not in changes}
+    budget = {k: v for k, v in PHANTOM_BUDGET[config.task].items() if k not in changes}
     changes.update(budget)
     print(f'No --data-dir given: running a short demo on the embedded synthetic phantom data with {budget}. '
           f'For the real study pass --data-dir /path/to/kaggle_3m (and put the ImageNet weights in place, see '

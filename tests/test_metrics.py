@@ -59,3 +59,45 @@ def test_patient_bootstrap_interval():
   # resampling whole patients: each resample's accuracy is a mean of per-patient pairs, so on
   # 5 patients it takes values in multiples of 1/10
   assert all(round(v * 10, 6) == round(v * 10) for v in ci['accuracy'])
+
+
+# --- segmentation, on hand-made 4x4 masks ---------------------------------------------------
+from jaxbrain.metrics import dice, iou, segmentation_metrics  # noqa: E402
+
+SQUARE = np.zeros((4, 4), bool)
+SQUARE[:2, :2] = True  # 4 pixels
+SHIFTED = np.zeros((4, 4), bool)
+SHIFTED[:2, 1:3] = True  # 4 pixels, 2 shared with SQUARE
+EMPTY = np.zeros((4, 4), bool)
+
+
+def test_dice_and_iou_by_hand():
+  assert dice(SQUARE, SQUARE) == 1.0
+  assert dice(SQUARE, SHIFTED) == pytest.approx(2 * 2 / 8)
+  assert iou(SQUARE, SHIFTED) == pytest.approx(2 / 6)
+
+
+def test_empty_cases():
+  assert dice(EMPTY, EMPTY) == 1.0 and iou(EMPTY, EMPTY) == 1.0  # both empty: perfect by definition
+  assert dice(EMPTY, EMPTY, empty_score=float('nan')) != dice(EMPTY, EMPTY, empty_score=float('nan'))
+  assert dice(SQUARE, EMPTY) == 0.0 and dice(EMPTY, SQUARE) == 0.0  # empty vs non-empty: zero
+  assert iou(EMPTY, SQUARE) == 0.0
+
+
+def test_segmentation_metrics_by_hand():
+  # patient a: slices (SQUARE vs SQUARE), (EMPTY pred vs EMPTY true)  -> volume dice 1
+  # patient b: slices (SHIFTED vs SQUARE), (SQUARE pred vs EMPTY true) -> volume: P = 8 px, T = 4 px,
+  #            overlap 2 -> dice 4 / 12; IoU 2 / 10
+  predicted = np.stack([SQUARE, EMPTY, SHIFTED, SQUARE])
+  true = np.stack([SQUARE, EMPTY, SQUARE, EMPTY])
+  m = segmentation_metrics(predicted, true, np.array(['a', 'a', 'b', 'b']))
+  assert m['dice_per_volume'] == pytest.approx((1 + 4 / 12) / 2)
+  assert m['iou_per_volume'] == pytest.approx((1 + 2 / 10) / 2)
+  assert m['dice_tumor_slices'] == pytest.approx((1 + 0.5) / 2)
+  assert m['false_positive_rate'] == pytest.approx(1 / 2)  # b's empty slice has a prediction, a's does not
+  assert m['tumor_detection_rate'] == 1.0 and m['volumes'] == 2
+
+
+def test_segmentation_metrics_without_tumor_slices():
+  m = segmentation_metrics(np.stack([EMPTY, SQUARE]), np.stack([EMPTY, EMPTY]), np.array(['a', 'a']))
+  assert math.isnan(m['dice_tumor_slices']) and m['dice_per_volume'] == 0.0 and m['false_positive_rate'] == 0.5

@@ -75,12 +75,14 @@ class Bottleneck(nn.Module):
 class ResNetBackbone(nn.Module):
   """Stem + 4 stages + global average pool: [B, H, W, 3] -> pooled features [B, 512 or 2048].
 
-  `capture` names stages ('layer1'..'layer4') whose outputs are sown into the `intermediates`
-  collection, for checks against a reference.
+  Each stage's output is sown into the `intermediates` collection (checks against a reference).
+  `pool=False` returns the feature pyramid instead (stem at stride 2, layer1..layer4 at strides
+  4..32): the encoder of a U-Net, with the same parameters.
   """
   stage_sizes: Sequence[int]
   block_cls: Any
   dtype: Any = jnp.float32
+  pool: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -89,12 +91,16 @@ class ResNetBackbone(nn.Module):
                              epsilon=BN_EPSILON, dtype=self.dtype)
     x = conv(64, (7, 7), (2, 2), padding=_pad(7), name='conv1')(x.astype(self.dtype))
     x = nn.relu(norm(name='bn1')(x))
+    pyramid = [x]
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(64 * 2 ** i, strides, conv=conv, norm=norm, name=f'layer{i + 1}_{j}')(x)
       self.sow('intermediates', f'layer{i + 1}', x)
+      pyramid.append(x)
+    if not self.pool:
+      return pyramid
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 

@@ -7,15 +7,19 @@ from typing import Optional
 from jaxbrain.data.transforms import VARIANTS
 from jaxbrain.models.heads import REPORT_HEAD_DROPOUT, REPORT_HEAD_HIDDEN
 
+TASKS = ('classify', 'segment')
 STRATEGIES = ('feature_extractor', 'finetune')
 INITS = ('imagenet', 'scratch')
+OPTIMIZERS = ('sgd', 'adam')
+SCHEDULES = ('constant', 'cosine')
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Everything a classification run depends on; saved as `config.json` in the run directory."""
   experiment: str = 'adhoc'
-  arch: str = 'resnet18'
+  task: str = 'classify'  # 'segment': a ResUNet predicts the tumor mask
+  arch: str = 'resnet18'  # segment: 'resunet' (residual encoder) or 'resnet18'/'resnet50' (ResNet encoder)
   strategy: str = 'finetune'  # 'feature_extractor': frozen backbone, train the head only
   preprocess: str = 'resize_flip_normalize'
   image_size: int = 224
@@ -23,6 +27,9 @@ class TrainConfig:
   epochs: int = 30
   learning_rate: float = 1e-4
   momentum: float = 0.5
+  optimizer: str = 'sgd'
+  lr_schedule: str = 'constant'  # 'cosine': decay to 0 over the run
+  unet_width: int = 16  # segment: channels of the first ResUNet level
   head_hidden: tuple[int, ...] = REPORT_HEAD_HIDDEN
   dropout_rate: float = REPORT_HEAD_DROPOUT
   init: str = 'imagenet'
@@ -40,7 +47,10 @@ class TrainConfig:
   phantom_patients: int = 16  # size of the embedded dataset when data_dir is None
 
   def __post_init__(self):
-    checks = [(self.strategy in STRATEGIES, f'strategy must be one of {STRATEGIES}'),
+    checks = [(self.task in TASKS, f'task must be one of {TASKS}'),
+              (self.strategy in STRATEGIES, f'strategy must be one of {STRATEGIES}'),
+              (self.optimizer in OPTIMIZERS, f'optimizer must be one of {OPTIMIZERS}'),
+              (self.lr_schedule in SCHEDULES, f'lr_schedule must be one of {SCHEDULES}'),
               (self.preprocess in VARIANTS, f'preprocess must be one of {VARIANTS}'),
               (self.init in INITS, f'init must be one of {INITS}'),
               (self.split in ('patient', 'slice'), 'split must be "patient" or "slice"'),

@@ -1,4 +1,4 @@
-"""The one classification runner: `train_and_evaluate(config)`.
+"""The one runner, for classification and segmentation: `train_and_evaluate(config)`.
 
 files -> validated examples -> split -> host batches -> sharded jitted step -> metrics, checkpoints
 and plots in `workdir/<experiment>/<run>/`. Side effects (files, signals, progress bars) live
@@ -7,29 +7,24 @@ here; everything it calls is pure.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import shutil
 import signal
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxbrain.data import Preprocess, SliceArrays, check_batch_size, load_dataset, make_split, write_phantom
+from jaxbrain.data import SliceArrays, check_batch_size, load_dataset, make_split, write_phantom
 from jaxbrain.data.batching import eval_index_batches, train_index_batches
 from jaxbrain.data.builder import default_data_dir
-from jaxbrain.metrics import CLASSIFICATION_KEYS, bootstrap_by_patient, classification_metrics
-from jaxbrain.models import cached_torchvision_weights, create_model, find_weights, with_pretrained_backbone
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.config import TrainConfig
-from jaxbrain.train.outputs import RunWriter, plot_run, read_history, write_json
+from jaxbrain.train.outputs import RunWriter, plot_curves, read_history, write_json
 from jaxbrain.train.state import create_train_state
-from jaxbrain.train.steps import make_eval_step, make_head_eval_step, make_head_train_step, make_train_step
-from jaxbrain.train.strategies import cache_features, make_optimizer
+from jaxbrain.train.tasks import build_task
 
 
 class RunExistsError(FileExistsError):
@@ -52,17 +47,6 @@ def prepare_data(config: TrainConfig) -> tuple[SliceArrays, str]:
       write_phantom(root, n_patients=config.phantom_patients, seed=0)
     source = f'phantom (synthetic, {config.phantom_patients} patients) at {root.resolve()}'
   return load_dataset(root, default_data_dir(root, cache_root)), source
-
-
-def init_variables(config: TrainConfig, model, rng: jax.Array) -> tuple[dict, str]:
-  """Fresh variables, with the ImageNet backbone when `config.init == 'imagenet'` (never faked)."""
-  dummy = jnp.zeros((1, config.image_size, config.image_size, 3))
-  variables = jax.jit(functools.partial(model.init, train=False))({'params': rng}, dummy)
-  if config.init == 'scratch':
-    return variables, 'scratch (random initialization, not ImageNet-pretrained)'
-  path = find_weights(config.arch, config.weights)
-  pretrained = cached_torchvision_weights(config.arch, path, Path(config.workdir) / 'pretrained')
-  return with_pretrained_backbone(variables, pretrained), f'imagenet ({path})'
 
 
 class _StopFlag:
@@ -96,122 +80,92 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def train_and_evaluate(config: TrainConfig, resume: bool = False, overwrite: bool = False,
                        progress: bool = True) -> dict:
-  """Trains `config`, evaluates every epoch, and returns the final metrics (also in metrics.json)."""
+  """Trains `config` (classification or segmentation), evaluates every epoch, and returns the final
+  metrics (also written to metrics.json)."""
   is_writer = jax.process_index() == 0
   run_dir = Path(config.workdir) / config.experiment / config.resolved_run_name
   data, source = prepare_data(config)
   split = make_split(config.split, data.patient, data.label, eval_fraction=config.eval_fraction,
                      fold=config.fold, seed=config.seed)
-  model = create_model(config.arch, num_classes=2, head_hidden=config.head_hidden, dropout_rate=config.dropout_rate)
-  variables, init_description = init_variables(config, model, jax.random.key(config.seed))
+  task = build_task(config, data, split, progress=progress and is_writer)
   if is_writer:
     _prepare_run_dir(run_dir, resume, overwrite)
   mesh = sharding.make_mesh()
   check_batch_size(config.batch_size, mesh.size)
-  tx = make_optimizer(variables['params'], config.strategy, config.learning_rate, config.momentum)
-  state = sharding.replicate(create_train_state(variables, tx, config.seed), mesh)
-  preprocess = Preprocess.from_name(config.preprocess, config.image_size)
-  frozen = config.strategy == 'feature_extractor'
-  use_cache = frozen and config.feature_cache
-
-  if use_cache:
-    features_fn = functools.partial(jax.jit(lambda v, x: model.apply(v, x, method='features')), variables)
-    cache = functools.partial(cache_features, features_fn, data, config=preprocess, batch_size=config.batch_size,
-                              progress=progress and is_writer)
-    inputs = {'train': cache(indices=split.train, with_flipped=preprocess.flip),
-              'eval': cache(indices=split.eval, with_flipped=False)}
-    rows = {part: {int(i): r for r, i in enumerate(getattr(split, part))} for part in ('train', 'eval')}
-    gather = lambda part, idx: {'features': inputs[part][[rows[part][int(i)] for i in idx]]}
-    train_step = make_head_train_step(model, tx)
-    eval_step = make_head_eval_step(model)
-    input_keys = ('features',)
-  else:
-    gather = lambda part, idx: {'image': data.image[idx]}
-    train_step = make_train_step(model, tx, preprocess, frozen)
-    eval_step = make_eval_step(model, preprocess)
-    input_keys = ('image',)
-  train_step = sharding.jit_train_step(train_step, mesh)
-  eval_step = sharding.jit_eval_step(eval_step, mesh)
+  state = sharding.replicate(create_train_state(task.variables, task.tx, config.seed), mesh)
+  train_step = sharding.jit_train_step(task.train_step, mesh)
+  eval_step = sharding.jit_eval_step(task.eval_step, mesh)
 
   def evaluate(state) -> np.ndarray:
-    probabilities = []
+    outputs = []
     for idx, valid in eval_index_batches(split.eval, config.batch_size):
-      batch = sharding.shard_batch(gather('eval', idx), mesh, input_keys)
-      probabilities.append(sharding.to_host(eval_step(state, batch)['probability'])[valid])
-    return np.concatenate(probabilities)
+      inputs = task.inputs('eval', idx)
+      outputs.append(sharding.to_host(eval_step(state, sharding.shard_batch(inputs, mesh, tuple(inputs))))
+                     [task.output_key][valid])
+    return np.concatenate(outputs)
 
   checkpoints = Checkpoints(run_dir, config.keep_checkpoints)
-  progress_record = {'epoch': 0, 'batch': 0, 'best_roc_auc': None, 'loss_sum': 0.0, 'correct': 0.0}
+  progress_record = {'epoch': 0, 'batch': 0, 'best': None, 'sums': {}}
   if resume and checkpoints.latest_step() is not None:
     state, progress_record = checkpoints.restore(state)
     print(f'resumed {run_dir} at epoch {progress_record["epoch"]}, batch {progress_record["batch"]}')
   counts = {'train_slices': len(split.train), 'eval_slices': len(split.eval),
             'train_patients': len(set(data.patient[split.train])), 'eval_patients': len(set(data.patient[split.eval])),
             'eval_tumor_slices': int(data.label[split.eval].sum()), 'devices': mesh.size}
-  header = {'config': dataclasses.asdict(config), 'init': init_description, 'data': source, 'counts': counts,
-            'feature_cache': use_cache}
   writer = None
   if is_writer:
-    write_json(run_dir / 'config.json', header)
+    write_json(run_dir / 'config.json', {'config': dataclasses.asdict(config), 'init': task.init_description,
+                                         'data': source, 'counts': counts, **task.extras})
     writer = RunWriter(run_dir)
-    print(f'{config.experiment}: {config.arch} {config.strategy}, {config.preprocess} {config.image_size}px; '
-          f'init {init_description}; data {source}; {config.split} split: {counts["train_slices"]} train / '
-          f'{counts["eval_slices"]} eval slices; {mesh.size} device(s); run dir {run_dir}')
+    what = config.strategy if config.task == 'classify' else 'segmentation'
+    print(f'{config.experiment}: {config.arch} {what}, {config.preprocess} {config.image_size}px; '
+          f'init {task.init_description}; data {source}; {config.split} split: {counts["train_slices"]} train / '
+          f'{counts["eval_slices"]} eval slices; {mesh.size} device(s); run dir {run_dir}', flush=True)
 
-  labels = data.label[split.eval]
   steps_per_epoch = len(split.train) // config.batch_size
   with _StopFlag() as stop:
     for epoch in range(progress_record['epoch'], config.epochs):
       start = progress_record['batch']
-      loss_sum, correct = progress_record['loss_sum'], progress_record['correct']
+      sums = dict(progress_record['sums'])
       bar = tqdm(train_index_batches(split.train, config.batch_size, config.seed, epoch, start),
                  total=steps_per_epoch, initial=start, desc=f'epoch {epoch + 1}/{config.epochs}',
                  unit='batch', disable=not (progress and is_writer), leave=False)
       for b, idx in enumerate(bar, start=start):
-        batch = gather('train', idx)
-        batch['label'] = data.label[idx]
-        state, metrics = train_step(state, sharding.shard_batch(batch, mesh, input_keys + ('label',)))
-        metrics = jax.device_get(metrics)
-        loss_sum += float(metrics['loss'])
-        correct += float(metrics['accuracy']) * config.batch_size
-        bar.set_postfix(loss=f'{loss_sum / (b + 1):.4f}', acc=f'{correct / ((b + 1) * config.batch_size):.3f}')
+        batch = {**task.inputs('train', idx), **task.targets(idx)}
+        state, metrics = train_step(state, sharding.shard_batch(batch, mesh, tuple(batch)))
+        for name, value in jax.device_get(metrics).items():
+          sums[name] = sums.get(name, 0.0) + float(value)
+        bar.set_postfix({name: f'{total / (b + 1):.4f}' for name, total in sums.items()})
         if stop.signal is not None:
-          checkpoints.save(state, {**progress_record, 'epoch': epoch, 'batch': b + 1, 'loss_sum': loss_sum,
-                                   'correct': correct})
+          checkpoints.save(state, {**progress_record, 'epoch': epoch, 'batch': b + 1, 'sums': sums})
           checkpoints.close()
           raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {b + 1}; '
                             f'checkpoint saved in {run_dir}; continue with --resume')
       bar.close()
-      probabilities = evaluate(state)
-      metrics = classification_metrics(labels, probabilities)
-      best = progress_record['best_roc_auc']
-      improved = not math.isnan(metrics['roc_auc']) and (best is None or metrics['roc_auc'] > best)
-      progress_record = {'epoch': epoch + 1, 'batch': 0, 'loss_sum': 0.0, 'correct': 0.0,
-                         'best_roc_auc': metrics['roc_auc'] if improved else best}
+      metrics = task.metrics(evaluate(state))
+      score, best = metrics[task.selection], progress_record['best']
+      improved = not math.isnan(score) and (best is None or score > best)
+      progress_record = {'epoch': epoch + 1, 'batch': 0, 'best': score if improved else best, 'sums': {}}
       if is_writer:
         record = {'epoch': epoch, 'step': int(jax.device_get(state.step)),
-                  'train_loss': loss_sum / max(steps_per_epoch, 1),
-                  'train_accuracy': correct / max(steps_per_epoch * config.batch_size, 1),
-                  **{f'eval_{k}': metrics[k] for k in CLASSIFICATION_KEYS}}
+                  **{f'train_{name}': total / max(steps_per_epoch, 1) for name, total in sums.items()},
+                  **{f'eval_{k}': metrics[k] for k in task.headline}}
         writer.epoch(record, keep_epochs_below=epoch)
-        print(f'epoch {epoch + 1}/{config.epochs}: loss {record["train_loss"]:.4f}, train acc '
-              f'{record["train_accuracy"]:.3f}, eval acc {metrics["accuracy"]:.3f}, ROC AUC {metrics["roc_auc"]:.3f}')
+        shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items() if k.startswith(('train_', 'eval_')) and
+                          isinstance(v, float) and not k.startswith(('eval_precision', 'eval_f1', 'eval_iou')))
+        print(f'epoch {epoch + 1}/{config.epochs}: {shown}', flush=True)
       checkpoints.save(state, progress_record, best=improved)
 
-  probabilities = evaluate(state)
-  final = classification_metrics(labels, probabilities)
-  if config.split == 'patient' and config.bootstrap_samples:
-    final['confidence_95'] = bootstrap_by_patient(labels, probabilities, data.patient[split.eval],
-                                                  samples=config.bootstrap_samples, seed=config.seed)
-  final.update({'split': config.split, 'fold': config.fold, 'init': init_description, 'data': source,
-                'counts': counts, 'epochs': config.epochs, 'experiment': config.experiment, 'arch': config.arch,
-                'strategy': config.strategy, 'preprocess': config.preprocess, 'image_size': config.image_size})
+  outputs = evaluate(state)
+  final = task.final_metrics(outputs)
+  final.update({'task': config.task, 'split': config.split, 'fold': config.fold, 'init': task.init_description,
+                'data': source, 'counts': counts, 'epochs': config.epochs, 'experiment': config.experiment,
+                'arch': config.arch, 'strategy': config.strategy, 'preprocess': config.preprocess,
+                'image_size': config.image_size})
   checkpoints.close()
   if is_writer:
     write_json(run_dir / 'metrics.json', final)
-    np.savez(run_dir / 'eval_predictions.npz', index=split.eval, label=labels, probability=probabilities,
-             patient=data.patient[split.eval])
-    plot_run(run_dir, read_history(run_dir), final, labels, probabilities)
+    plot_curves(run_dir, read_history(run_dir), tuple(task.headline[:3]))
+    task.write_outputs(run_dir, final, outputs)
     writer.close()
   return final
-

@@ -58,29 +58,37 @@ class RunWriter:
     self.tensorboard.close()
 
 
-def plot_run(run_dir: Path, history: list[dict], final: dict, labels: np.ndarray, probabilities: np.ndarray) -> None:
-  """curves.png (loss and accuracy per epoch), confusion_matrix.png, roc.png."""
+def _pyplot():
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+  return plt
 
-  from jaxbrain.metrics import roc_curve
 
+def plot_curves(run_dir: Path, history: list[dict], eval_keys: tuple[str, ...]) -> None:
+  """curves.png: training loss, and the training metric with the main eval metrics, per epoch."""
+  plt = _pyplot()
   epochs = [r['epoch'] + 1 for r in history]
-  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+  fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
   ax_loss.plot(epochs, [r['train_loss'] for r in history], 'o-', label='train')
-  ax_loss.set(xlabel='epoch', ylabel='cross-entropy', title='loss')
-  ax_acc.plot(epochs, [r['train_accuracy'] for r in history], 'o-', label='train')
-  ax_acc.plot(epochs, [r['eval_accuracy'] for r in history], 's-', label='eval')
-  ax_acc.plot(epochs, [r['eval_roc_auc'] for r in history], '^--', label='eval ROC AUC')
-  ax_acc.set(xlabel='epoch', ylabel='accuracy', title='accuracy', ylim=(0, 1.02))
-  for ax in (ax_loss, ax_acc):
-    ax.legend()
+  ax_loss.set(xlabel='epoch', ylabel='loss', title='training loss')
+  train_keys = [k for k in history[0] if k.startswith('train_') and k != 'train_loss'] if history else []
+  for key in train_keys + [f'eval_{k}' for k in eval_keys]:
+    ax_metric.plot(epochs, [r.get(key) for r in history], 'o-' if key.startswith('train') else 's--', label=key)
+  ax_metric.set(xlabel='epoch', title='metrics', ylim=(0, 1.02))
+  for ax in (ax_loss, ax_metric):
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(run_dir / 'curves.png', dpi=100)
   plt.close(fig)
 
+
+def plot_classification(run_dir: Path, final: dict, labels: np.ndarray, probabilities: np.ndarray) -> None:
+  """confusion_matrix.png and roc.png of the eval split."""
+  from jaxbrain.metrics import roc_curve
+
+  plt = _pyplot()
   matrix = np.array(final['confusion_matrix'])
   fig, ax = plt.subplots(figsize=(4, 4))
   ax.imshow(matrix, cmap='Blues')
@@ -101,3 +109,18 @@ def plot_run(run_dir: Path, history: list[dict], final: dict, labels: np.ndarray
   fig.tight_layout()
   fig.savefig(run_dir / 'roc.png', dpi=100)
   plt.close(fig)
+
+
+def save_overlays(folder: Path, images: np.ndarray, predicted: np.ndarray, true: np.ndarray, names: list[str],
+                  tumor_count: int = 8, empty_count: int = 4) -> None:
+  """PNG overlays (prediction red, truth outlined green) of evenly spaced eval slices: some with
+  tumor, some without."""
+  from PIL import Image
+
+  from jaxbrain.localize.overlay import mask_overlay
+
+  folder.mkdir(parents=True, exist_ok=True)
+  has_tumor = true.reshape(len(true), -1).any(1)
+  for group, count in ((np.flatnonzero(has_tumor), tumor_count), (np.flatnonzero(~has_tumor), empty_count)):
+    for i in group[np.linspace(0, len(group) - 1, min(count, len(group))).astype(int)] if len(group) else []:
+      Image.fromarray(mask_overlay(images[i], predicted[i], true[i])).save(folder / f'{names[i]}.png')

@@ -22,13 +22,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def _update(state: TrainState, tx: optax.GradientTransformation, loss_fn: Callable, labels: jax.Array):
-  """One optimizer step from `loss_fn(params) -> (loss, (logits, batch_stats))`."""
+def _update(state: TrainState, tx: optax.GradientTransformation, loss_fn: Callable, metrics_fn: Callable):
+  """One optimizer step from `loss_fn(params) -> (loss, (logits, batch_stats))`; metrics from logits."""
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         batch_stats=batch_stats, opt_state=opt_state)
-  return state, {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+  return state, {'loss': loss, **metrics_fn(logits)}
+
+
+def _accuracy(labels: jax.Array) -> Callable:
+  return lambda logits: {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
 
 
 def make_train_step(model: ResNet, tx: optax.GradientTransformation, config: Preprocess,
@@ -50,7 +54,7 @@ def make_train_step(model: ResNet, tx: optax.GradientTransformation, config: Pre
         batch_stats = updated['batch_stats']
       return cross_entropy(logits, batch['label']), (logits, batch_stats)
 
-    return _update(state, tx, loss_fn, batch['label'])
+    return _update(state, tx, loss_fn, _accuracy(batch['label']))
 
   return train_step
 
@@ -70,7 +74,7 @@ def make_head_train_step(model: ResNet, tx: optax.GradientTransformation) -> Cal
       logits = model.apply(variables, features, train=True, method='classify', rngs={'dropout': dropout_key})
       return cross_entropy(logits, batch['label']), (logits, state.batch_stats)
 
-    return _update(state, tx, loss_fn, batch['label'])
+    return _update(state, tx, loss_fn, _accuracy(batch['label']))
 
   return head_train_step
 
@@ -95,3 +99,48 @@ def make_head_eval_step(model: ResNet) -> Callable:
     return {'logits': logits, 'probability': jax.nn.softmax(logits)[:, 1]}
 
   return head_eval_step
+
+
+def segmentation_loss(logits: jax.Array, masks: jax.Array, smooth: float = 1.0) -> jax.Array:
+  """Binary cross-entropy + soft Dice over the whole batch (logits, masks: [B, H, W]).
+
+  Batch-level soft Dice stays defined when most slices have empty masks; `smooth` keeps an
+  all-empty batch at loss ~0 for a confident empty prediction.
+  """
+  bce = optax.sigmoid_binary_cross_entropy(logits, masks).mean()
+  probabilities = jax.nn.sigmoid(logits)
+  intersection = jnp.sum(probabilities * masks)
+  soft_dice = (2 * intersection + smooth) / (jnp.sum(probabilities) + jnp.sum(masks) + smooth)
+  return bce + 1 - soft_dice
+
+
+def make_segmentation_train_step(model, tx: optax.GradientTransformation, config: Preprocess) -> Callable:
+  """Images [B, H, W, 3] uint8 + masks [B, H, W] -> one step on BCE + soft Dice; flips both together."""
+
+  def train_step(state: TrainState, batch: dict):
+    flip_key, _ = jax.random.split(state.step_key())
+    images, masks = preprocess(config, flip_key, batch['image'], batch['mask'], train=True)
+
+    def loss_fn(params):
+      logits, updated = model.apply({'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+                                    mutable=['batch_stats'])
+      return segmentation_loss(logits, masks), (logits, updated['batch_stats'])
+
+    def batch_dice(logits):
+      predicted = logits > 0
+      return {'dice': (2 * jnp.sum(predicted * masks) + 1) / (jnp.sum(predicted) + jnp.sum(masks) + 1)}
+
+    return _update(state, tx, loss_fn, batch_dice)
+
+  return train_step
+
+
+def make_segmentation_eval_step(model, config: Preprocess) -> Callable:
+  """Images -> {'mask_probability' [B, S, S]} at the model's resolution."""
+
+  def eval_step(state: TrainState, batch: dict):
+    images, _ = preprocess(config, None, batch['image'], train=False)
+    logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
+    return {'mask_probability': jax.nn.sigmoid(logits)}
+
+  return eval_step

@@ -28,11 +28,15 @@ def param_labels(params, strategy: str):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def make_optimizer(params, strategy: str, learning_rate: float, momentum: float) -> optax.GradientTransformation:
-  """SGD with momentum on trainable leaves; frozen leaves get zero updates and no optimizer state."""
-  return optax.partition(
-      {TRAINABLE: optax.sgd(learning_rate, momentum=momentum or None), FROZEN: optax.set_to_zero()},
-      param_labels(params, strategy))
+def make_optimizer(params, strategy: str, learning_rate: float, momentum: float, optimizer: str = 'sgd',
+                   schedule: str = 'constant', total_steps: int = 1) -> optax.GradientTransformation:
+  """SGD with momentum (or Adam) on trainable leaves; frozen leaves get zero updates and no state.
+
+  `schedule='cosine'` decays the learning rate to 0 over `total_steps`.
+  """
+  rate = optax.cosine_decay_schedule(learning_rate, max(total_steps, 1)) if schedule == 'cosine' else learning_rate
+  trainable = optax.adam(rate) if optimizer == 'adam' else optax.sgd(rate, momentum=momentum or None)
+  return optax.partition({TRAINABLE: trainable, FROZEN: optax.set_to_zero()}, param_labels(params, strategy))
 
 
 def cache_features(features_fn: Callable, data: SliceArrays, indices: np.ndarray, config: Preprocess,

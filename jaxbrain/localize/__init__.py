@@ -1,0 +1,1 @@
+"""Localization: overlays of tumor masks and heatmaps, Grad-CAM, and prediction on scans."""
