@@ -1,4 +1,4 @@
-"""The `jaxbrain` command line: `jaxbrain data DIR`, `jaxbrain phantom OUT`."""
+"""The `jaxbrain` command line: `jaxbrain data DIR`, `jaxbrain phantom OUT`, `jaxbrain predict INPUT...`."""
 from __future__ import annotations
 
 import argparse
@@ -30,27 +30,49 @@ def _phantom(args) -> int:
   return 0
 
 
+def _predict(args) -> int:
+  from jaxbrain.localize.predict import predict
+
+  summary = predict(args.inputs, args.run, args.out, seg_run_dir=args.seg_run, batch_size=args.batch_size,
+                    progress=not args.no_progress)
+  slices = sum(p['slices'] for p in summary.values())
+  tumor = sum(len(p['slices_with_tumor']) for p in summary.values())
+  print(f'{slices} slices of {len(summary)} patients: {tumor} predicted with tumor; wrote {args.out}/predictions.csv, '
+        f'summary.json, overlays/' + (', masks/' if args.seg_run else ''))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='jaxbrain', description=__doc__)
   commands = parser.add_subparsers(dest='command', required=True)
   data = commands.add_parser('data', help='validate a kaggle_3m tree and summarize it')
   data.add_argument('dir', help='the kaggle_3m folder (patient folders TCGA_<inst>_<id>_<date>/)')
   data.add_argument('--json', action='store_true', help='print one JSON object instead of text')
-  data.set_defaults(run=_data)
+  data.set_defaults(run_command=_data)
   phantom = commands.add_parser('phantom', help='write a synthetic dataset in the kaggle_3m layout')
   phantom.add_argument('out', help='folder to create')
   phantom.add_argument('--patients', type=int, default=10)
   phantom.add_argument('--seed', type=int, default=0)
   phantom.add_argument('--format', choices=('tif', 'png'), default='tif')
-  phantom.set_defaults(run=_phantom)
+  phantom.set_defaults(run_command=_phantom)
+  predict = commands.add_parser('predict', help='score slices with trained runs; write masks and overlays')
+  predict.add_argument('inputs', nargs='+', help='.tif/.png slices, kaggle_3m patient folders or trees')
+  predict.add_argument('--run', required=True, help='run directory of a classification experiment (exp01-exp20)')
+  predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01/seg02)')
+  predict.add_argument('--out', required=True, help='output folder (outside the inputs)')
+  predict.add_argument('--batch-size', type=int, default=16)
+  predict.add_argument('--no-progress', action='store_true')
+  predict.set_defaults(run_command=_predict)
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
+  from jaxbrain.localize.predict import RunError
+
   try:
-    return args.run(args)
-  except (kaggle3m.DataError, FileExistsError) as e:
+    return args.run_command(args)
+  except (kaggle3m.DataError, FileExistsError, RunError) as e:
     print(f'jaxbrain {args.command}: error: {e}', file=sys.stderr)
     return 2
 

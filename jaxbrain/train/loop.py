@@ -157,7 +157,7 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, overwrite: boo
       checkpoints.save(state, progress_record, best=improved)
 
   outputs = evaluate(state)
-  final = task.final_metrics(outputs)
+  final = task.final_metrics(outputs, state)
   final.update({'task': config.task, 'split': config.split, 'fold': config.fold, 'init': task.init_description,
                 'data': source, 'counts': counts, 'epochs': config.epochs, 'experiment': config.experiment,
                 'arch': config.arch, 'strategy': config.strategy, 'preprocess': config.preprocess,

@@ -111,6 +111,22 @@ def plot_classification(run_dir: Path, final: dict, labels: np.ndarray, probabil
   plt.close(fig)
 
 
+def _evenly(count: int, total: int) -> np.ndarray:
+  return np.linspace(0, total - 1, min(count, total)).astype(int) if total else np.zeros(0, int)
+
+
+def save_heatmaps(folder: Path, images: np.ndarray, heatmaps: np.ndarray, true: np.ndarray, names: list[str],
+                  count: int = 8) -> None:
+  """Grad-CAM overlays (heatmap red-yellow, true tumor outlined green) of evenly spaced tumor slices."""
+  from PIL import Image
+
+  from jaxbrain.localize.overlay import heatmap_overlay
+
+  folder.mkdir(parents=True, exist_ok=True)
+  for i in _evenly(count, len(images)):
+    Image.fromarray(heatmap_overlay(images[i], heatmaps[i], true[i])).save(folder / f'{names[i]}.png')
+
+
 def save_overlays(folder: Path, images: np.ndarray, predicted: np.ndarray, true: np.ndarray, names: list[str],
                   tumor_count: int = 8, empty_count: int = 4) -> None:
   """PNG overlays (prediction red, truth outlined green) of evenly spaced eval slices: some with
@@ -122,5 +138,5 @@ def save_overlays(folder: Path, images: np.ndarray, predicted: np.ndarray, true:
   folder.mkdir(parents=True, exist_ok=True)
   has_tumor = true.reshape(len(true), -1).any(1)
   for group, count in ((np.flatnonzero(has_tumor), tumor_count), (np.flatnonzero(~has_tumor), empty_count)):
-    for i in group[np.linspace(0, len(group) - 1, min(count, len(group))).astype(int)] if len(group) else []:
+    for i in group[_evenly(count, len(group))]:
       Image.fromarray(mask_overlay(images[i], predicted[i], true[i])).save(folder / f'{names[i]}.png')

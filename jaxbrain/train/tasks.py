@@ -16,12 +16,13 @@ import numpy as np
 import optax
 
 from jaxbrain.data import Preprocess, SliceArrays, Split
-from jaxbrain.data.transforms import resize
+from jaxbrain.data.transforms import preprocess as preprocess_images, resize
 from jaxbrain.metrics import CLASSIFICATION_KEYS, bootstrap_by_patient, classification_metrics, segmentation_metrics
 from jaxbrain.models import cached_torchvision_weights, create_model, find_weights, with_pretrained_backbone
 from jaxbrain.models.resunet import ResUNet
 from jaxbrain.train.config import TrainConfig
-from jaxbrain.train.outputs import plot_classification, save_overlays
+from jaxbrain.localize.gradcam import gradcam, pointing_game
+from jaxbrain.train.outputs import plot_classification, save_heatmaps, save_overlays
 from jaxbrain.train.steps import (make_eval_step, make_head_eval_step, make_head_train_step,
                                   make_segmentation_eval_step, make_segmentation_train_step, make_train_step)
 from jaxbrain.train.strategies import cache_features, make_optimizer
@@ -44,7 +45,7 @@ class Task:
   metrics: Callable[[np.ndarray], dict]  # eval outputs, in split.eval order -> metrics
   selection: str  # metric that picks the best checkpoint (higher is better)
   headline: tuple[str, ...]  # metrics logged every epoch
-  final_metrics: Callable[[np.ndarray], dict]
+  final_metrics: Callable[[np.ndarray, Any], dict]  # (eval outputs, final train state) -> metrics
   write_outputs: Callable[[Path, dict, np.ndarray], None]  # run dir, final metrics, eval outputs
   extras: dict = dataclasses.field(default_factory=dict)  # facts for config.json
 
@@ -92,17 +93,27 @@ def classification_task(config: TrainConfig, data: SliceArrays, split: Split, pr
     inputs = lambda part, idx: {'image': data.image[idx]}
     train_step, eval_step = make_train_step(model, tx, preprocess, frozen), make_eval_step(model, preprocess)
 
-  def final_metrics(probabilities):
+  tumor_slices = split.eval[labels == 1]
+  heatmaps = {}
+
+  def final_metrics(probabilities, state):
     final = classification_metrics(labels, probabilities)
     if config.split == 'patient' and config.bootstrap_samples:
       final['confidence_95'] = bootstrap_by_patient(labels, probabilities, patients, samples=config.bootstrap_samples,
                                                     seed=config.seed)
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    cam = jax.jit(lambda x: gradcam(model, variables, preprocess_images(preprocess, None, x)[0]))
+    heatmaps['tumor'] = np.concatenate([np.asarray(cam(data.image[tumor_slices[s:s + config.batch_size]]))
+                                        for s in range(0, len(tumor_slices), config.batch_size)] or [np.zeros((0, 1, 1))])
+    final['gradcam_pointing_game'] = pointing_game(heatmaps['tumor'], data.mask[tumor_slices])
     return final
 
   def write_outputs(run_dir, final, probabilities):
     np.savez(run_dir / 'eval_predictions.npz', index=split.eval, label=labels, probability=probabilities,
              patient=patients)
     plot_classification(run_dir, final, labels, probabilities)
+    save_heatmaps(run_dir / 'gradcam', data.image[tumor_slices], heatmaps['tumor'], data.mask[tumor_slices],
+                  [f'{p}_{s}' for p, s in zip(data.patient[tumor_slices], data.slice[tumor_slices])])
 
   return Task(model, variables, init_description, tx, train_step, eval_step, inputs,
               targets=lambda idx: {'label': data.label[idx]}, output_key='probability',
@@ -135,7 +146,8 @@ def segmentation_task(config: TrainConfig, data: SliceArrays, split: Split, prog
   return Task(model, variables, init_description, tx, make_segmentation_train_step(model, tx, preprocess),
               make_segmentation_eval_step(model, preprocess), inputs=lambda part, idx: {'image': data.image[idx]},
               targets=lambda idx: {'mask': data.mask[idx]}, output_key='mask_probability', metrics=metrics,
-              selection='dice_per_volume', headline=SEGMENTATION_KEYS, final_metrics=metrics,
+              selection='dice_per_volume', headline=SEGMENTATION_KEYS,
+              final_metrics=lambda probabilities, state: metrics(probabilities),
               write_outputs=write_outputs)
 
 
