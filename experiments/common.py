@@ -36,6 +36,7 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
   add('--optimizer', choices=OPTIMIZERS)
   add('--lr-schedule', choices=SCHEDULES, help='constant (the report) or cosine decay to 0')
   add('--unet-width', type=int, help='segmentation: channels of the first ResUNet level')
+  add('--compute-dtype', choices=('float32', 'bfloat16'), help='bfloat16: mixed precision (GPU/TPU)')
   add('--init', choices=INITS, help='imagenet (needs the torchvision weights file) or scratch')
   add('--weights', help='torchvision .pth or .safetensors file for --init imagenet')
   add('--workdir', help='output root (default: checkpoints)')
@@ -46,7 +47,11 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
   add('--bootstrap-samples', type=int, help='patient bootstrap resamples for 95%% intervals (0: none)')
   add('--resume', action='store_true', help='continue from the newest complete checkpoint of this run')
   add('--overwrite', action='store_true', help='delete an existing run of the same name first')
-  add('--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
+  add('--distributed', action='store_true',
+      help='multi-process: call jax.distributed.initialize(), which detects Slurm, Open MPI or TPU/GKE')
+  add('--coordinator-address', help='multi-process: host:port of process 0 (implies --distributed)')
+  add('--num-processes', type=int, help='multi-process: number of processes')
+  add('--process-id', type=int, help='multi-process: this process (0 writes logs, plots and metrics)')
   add('--no-progress', dest='progress', action='store_false', help='no progress bars')
   return parser
 
@@ -54,7 +59,7 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
 def resolve(config: TrainConfig, argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
   """The experiment's config with the command line's overrides (and the phantom budget) applied."""
   args = build_parser(config).parse_args(argv)
-  run_flags = ('resume', 'overwrite', 'distributed', 'progress')
+  run_flags = ('resume', 'overwrite', 'distributed', 'progress', 'coordinator_address', 'num_processes', 'process_id')
   changes = {k: v for k, v in vars(args).items() if v is not None and k not in run_flags}
   if 'data_dir' not in changes:
     budget = {k: v for k, v in PHANTOM_BUDGET[config.task].items() if k not in changes}
@@ -68,7 +73,7 @@ def resolve(config: TrainConfig, argv: list[str] | None = None) -> tuple[TrainCo
 def main(config: TrainConfig, argv: list[str] | None = None) -> dict:
   """Entry point of every experiment module."""
   config, args = resolve(config, argv)
-  initialize_distributed(force=args.distributed)
+  initialize_distributed(args.coordinator_address, args.num_processes, args.process_id, force=args.distributed)
   try:
     return train_and_evaluate(config, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
   except Interrupted as e:

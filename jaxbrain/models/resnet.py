@@ -28,48 +28,44 @@ def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
   return ((k // 2, k // 2), (k // 2, k // 2))
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut; ResNet18/34."""
+def _shortcut(residual, y, features: int, strides: int, conv: Callable, norm: Callable):
+  """Identity, or torchvision's `downsample` (1x1 strided conv + BN) when the shape changes."""
+  if residual.shape == y.shape:
+    return residual
+  residual = conv(features, (1, 1), (strides, strides), padding='VALID', name='downsample_conv')(residual)
+  return norm(name='downsample_bn')(residual)
+
+
+class _Block(nn.Module):
   features: int
   strides: int = 1
   conv: Callable = nn.Conv
   norm: Callable = BatchNorm
+
+
+class BasicBlock(_Block):
+  """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut; ResNet18/34."""
   expansion = 1
 
   @nn.compact
   def __call__(self, x):
-    residual = x
     y = self.conv(self.features, (3, 3), (self.strides, self.strides), padding=_pad(3), name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(self.features, (3, 3), padding=_pad(3), name='conv2')(y)
-    y = self.norm(name='bn2')(y)
-    if residual.shape != y.shape:
-      residual = self.conv(self.features, (1, 1), (self.strides, self.strides), padding='VALID',
-                           name='downsample_conv')(residual)
-      residual = self.norm(name='downsample_bn')(residual)
-    return nn.relu(y + residual)
+    y = self.norm(name='bn2')(self.conv(self.features, (3, 3), padding=_pad(3), name='conv2')(y))
+    return nn.relu(y + _shortcut(x, y, self.features, self.strides, self.conv, self.norm))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """1x1 -> 3x3 (strided: v1.5) -> 1x1 with 4x expansion; ResNet50/101/152."""
-  features: int
-  strides: int = 1
-  conv: Callable = nn.Conv
-  norm: Callable = BatchNorm
   expansion = 4
 
   @nn.compact
   def __call__(self, x):
-    residual = x
     y = nn.relu(self.norm(name='bn1')(self.conv(self.features, (1, 1), padding='VALID', name='conv1')(x)))
     y = self.conv(self.features, (3, 3), (self.strides, self.strides), padding=_pad(3), name='conv2')(y)
     y = nn.relu(self.norm(name='bn2')(y))
     y = self.norm(name='bn3')(self.conv(self.features * 4, (1, 1), padding='VALID', name='conv3')(y))
-    if residual.shape != y.shape:
-      residual = self.conv(self.features * 4, (1, 1), (self.strides, self.strides), padding='VALID',
-                           name='downsample_conv')(residual)
-      residual = self.norm(name='downsample_bn')(residual)
-    return nn.relu(y + residual)
+    return nn.relu(y + _shortcut(x, y, self.features * 4, self.strides, self.conv, self.norm))
 
 
 class ResNetBackbone(nn.Module):

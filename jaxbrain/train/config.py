@@ -30,6 +30,7 @@ class TrainConfig:
   optimizer: str = 'sgd'
   lr_schedule: str = 'constant'  # 'cosine': decay to 0 over the run
   unet_width: int = 16  # segment: channels of the first ResUNet level
+  compute_dtype: str = 'float32'  # 'bfloat16': mixed precision (float32 weights and BatchNorm statistics)
   head_hidden: tuple[int, ...] = REPORT_HEAD_HIDDEN
   dropout_rate: float = REPORT_HEAD_DROPOUT
   init: str = 'imagenet'
@@ -54,6 +55,7 @@ class TrainConfig:
               (self.preprocess in VARIANTS, f'preprocess must be one of {VARIANTS}'),
               (self.init in INITS, f'init must be one of {INITS}'),
               (self.split in ('patient', 'slice'), 'split must be "patient" or "slice"'),
+              (self.compute_dtype in ('float32', 'bfloat16'), 'compute_dtype must be float32 or bfloat16'),
               (self.batch_size > 0 and self.epochs > 0 and self.image_size >= 32, 'sizes must be positive')]
     for ok, message in checks:
       if not ok:

@@ -35,8 +35,22 @@ class Interrupted(KeyboardInterrupt):
   """SIGTERM/SIGINT arrived; the state was checkpointed before raising."""
 
 
+def _process0_first(fn):
+  """Runs `fn` on process 0 first (it may write shared files), then on the others."""
+  if jax.process_count() == 1:
+    return fn()
+  from jax.experimental import multihost_utils
+  result = fn() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices('jaxbrain: process 0 prepared the data')
+  return result if jax.process_index() == 0 else fn()
+
+
 def prepare_data(config: TrainConfig) -> tuple[SliceArrays, str]:
   """Loads `config.data_dir`, or the embedded phantom dataset (generated once) when it is None."""
+  return _process0_first(lambda: _load(config))
+
+
+def _load(config: TrainConfig) -> tuple[SliceArrays, str]:
   cache_root = Path(config.workdir) / 'tfds'
   if config.data_dir:
     root = Path(config.data_dir)
@@ -108,7 +122,7 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, overwrite: boo
   progress_record = {'epoch': 0, 'batch': 0, 'best': None, 'sums': {}}
   if resume and checkpoints.latest_step() is not None:
     state, progress_record = checkpoints.restore(state)
-    print(f'resumed {run_dir} at epoch {progress_record["epoch"]}, batch {progress_record["batch"]}')
+    print(f'resumed {run_dir} at epoch {progress_record["epoch"] + 1}, batch {progress_record["batch"]}')
   counts = {'train_slices': len(split.train), 'eval_slices': len(split.eval),
             'train_patients': len(set(data.patient[split.train])), 'eval_patients': len(set(data.patient[split.eval])),
             'eval_tumor_slices': int(data.label[split.eval].sum()), 'devices': mesh.size}

@@ -40,10 +40,21 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def process_slice(global_size: int) -> slice:
+  """This process's rows of a global batch: every process reads the same global batch order and
+  feeds only its own contiguous share (the one its local devices hold)."""
+  if global_size % jax.process_count():
+    raise ValueError(f'global batch {global_size} does not split across {jax.process_count()} processes')
+  local = global_size // jax.process_count()
+  return slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+
+
 def shard_batch(batch: dict, mesh: Mesh, keys: tuple[str, ...]) -> dict:
-  """Places this process's part of a global batch (host NumPy) on the mesh, split along 'data'."""
+  """Places a global batch (host NumPy, the same on every process) on the mesh, split along 'data';
+  each process transfers only its own share."""
   sharding = data_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in keys}
+  rows = process_slice(len(batch[keys[0]]))
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])[rows]) for k in keys}
 
 
 def replicate(tree, mesh: Mesh):

@@ -18,7 +18,8 @@ import optax
 from jaxbrain.data import Preprocess, SliceArrays, Split
 from jaxbrain.data.transforms import preprocess as preprocess_images, resize
 from jaxbrain.metrics import CLASSIFICATION_KEYS, bootstrap_by_patient, classification_metrics, segmentation_metrics
-from jaxbrain.models import cached_torchvision_weights, create_model, find_weights, with_pretrained_backbone
+from jaxbrain.models import (cached_torchvision_weights, create_model, find_weights, load_torchvision_weights,
+                             with_pretrained_backbone)
 from jaxbrain.models.resunet import ResUNet
 from jaxbrain.train.config import TrainConfig
 from jaxbrain.localize.gradcam import gradcam, pointing_game
@@ -53,7 +54,10 @@ class Task:
 def _pretrained(config: TrainConfig, variables: dict) -> tuple[dict, str]:
   """Puts the ImageNet ResNet backbone into `variables`; never fakes it (fails with instructions)."""
   path = find_weights(config.arch, config.weights)
-  pretrained = cached_torchvision_weights(config.arch, path, Path(config.workdir) / 'pretrained')
+  if jax.process_count() > 1:  # the orbax cache is a single-process convenience; every process converts
+    pretrained = load_torchvision_weights(config.arch, path)
+  else:
+    pretrained = cached_torchvision_weights(config.arch, path, Path(config.workdir) / 'pretrained')
   return with_pretrained_backbone(variables, pretrained), f'imagenet ({path})'
 
 
@@ -72,7 +76,8 @@ def _optimizer(config: TrainConfig, variables: dict, steps_per_epoch: int) -> op
 
 
 def classification_task(config: TrainConfig, data: SliceArrays, split: Split, progress: bool) -> Task:
-  model = create_model(config.arch, num_classes=2, head_hidden=config.head_hidden, dropout_rate=config.dropout_rate)
+  model = create_model(config.arch, num_classes=2, head_hidden=config.head_hidden, dropout_rate=config.dropout_rate,
+                       dtype=jnp.dtype(config.compute_dtype))
   variables, init_description = _initialize(config, model)
   tx = _optimizer(config, variables, len(split.train) // config.batch_size)
   preprocess = Preprocess.from_name(config.preprocess, config.image_size)

@@ -1,8 +1,9 @@
-"""Runs a few fine-tune steps on the mesh of all visible devices and saves losses and params.
+"""Runs a few fine-tune steps on the mesh of all (global) devices and saves losses and params.
 
-Used by test_sharding with XLA_FLAGS=--xla_force_host_platform_device_count=N in a subprocess.
+Used by test_sharding in subprocesses: one process with XLA_FLAGS=--xla_force_host_platform_device_count=N,
+or several processes joined by jax.distributed (`--coordinator ADDRESS --num-processes P --process-id I`).
 """
-import sys
+import argparse
 
 import jax
 import numpy as np
@@ -12,7 +13,14 @@ from jaxbrain.train.steps import make_train_step
 from tests.train.helpers import PREPROCESS, batches, setup
 
 
-def main(out: str) -> None:
+def main() -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument('out')
+  parser.add_argument('--coordinator')
+  parser.add_argument('--num-processes', type=int)
+  parser.add_argument('--process-id', type=int)
+  args = parser.parse_args()
+  sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
   model, tx, state = setup('finetune', lr=1e-3)  # a small fine-tuning lr, as in the report
   mesh = sharding.make_mesh()
   step = sharding.jit_train_step(make_train_step(model, tx, PREPROCESS, frozen_backbone=False), mesh)
@@ -22,11 +30,12 @@ def main(out: str) -> None:
     placed = sharding.shard_batch(batch, mesh, ('image', 'label'))
     assert len(placed['image'].sharding.device_set) == mesh.size
     state, metrics = step(state, placed)
-    losses.append(float(metrics['loss']))
-  flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(
-      {'params': state.params, 'batch_stats': state.batch_stats})}
-  np.savez(out, losses=np.array(losses), devices=mesh.size, **flat)
+    losses.append(float(sharding.to_host(metrics)['loss']))
+  tree = sharding.to_host({'params': state.params, 'batch_stats': state.batch_stats})
+  if jax.process_index() == 0:
+    flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+    np.savez(args.out, losses=np.array(losses), devices=mesh.size, processes=jax.process_count(), **flat)
 
 
 if __name__ == '__main__':
-  main(sys.argv[1])
+  main()

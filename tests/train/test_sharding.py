@@ -1,25 +1,65 @@
-"""The data-parallel step on 8 (emulated CPU) devices equals the 1-device step."""
+"""The data-parallel step on 8 (emulated CPU) devices, and on 2 processes x 2 devices joined by
+jax.distributed, equals the 1-device step on the same global batches."""
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def environment(devices: int) -> dict:
+  return {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}', 'JAX_PLATFORMS': 'cpu'}
+
+
 def run_on(devices: int, out: Path) -> dict:
-  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}', 'JAX_PLATFORMS': 'cpu'}
-  subprocess.run([sys.executable, '-m', 'tests.train.sharded_steps', str(out)], cwd=ROOT, env=env, check=True)
+  subprocess.run([sys.executable, '-m', 'tests.train.sharded_steps', str(out)], cwd=ROOT, env=environment(devices),
+                 check=True)
   return dict(np.load(out))
 
 
-def test_eight_devices_match_one(tmp_path):
-  one = run_on(1, tmp_path / 'one.npz')
+def assert_same(result: dict, reference: dict):
+  np.testing.assert_allclose(result.pop('losses'), reference.pop('losses'), rtol=1e-5)
+  assert result.keys() == reference.keys() and len(reference) > 100
+  for name in reference:
+    np.testing.assert_allclose(result[name], reference[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.fixture(scope='module')
+def one_device(tmp_path_factory):
+  result = run_on(1, tmp_path_factory.mktemp('one') / 'one.npz')
+  assert int(result.pop('devices')) == 1 and int(result.pop('processes')) == 1
+  return result
+
+
+def test_eight_devices_match_one(one_device, tmp_path):
   eight = run_on(8, tmp_path / 'eight.npz')
-  assert int(one.pop('devices')) == 1 and int(eight.pop('devices')) == 8
-  np.testing.assert_allclose(eight.pop('losses'), one.pop('losses'), rtol=1e-5)
-  assert one.keys() == eight.keys() and len(one) > 100
-  for name in one:
-    np.testing.assert_allclose(eight[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
+  assert int(eight.pop('devices')) == 8 and int(eight.pop('processes')) == 1
+  assert_same(eight, dict(one_device))
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(one_device, tmp_path):
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  out = tmp_path / 'multi.npz'
+  processes = [subprocess.Popen([sys.executable, '-m', 'tests.train.sharded_steps', str(out), '--coordinator',
+                                 f'127.0.0.1:{port}', '--num-processes', '2', '--process-id', str(i)],
+                                cwd=ROOT, env=environment(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for i in range(2)]
+  for process in processes:
+    try:
+      output, _ = process.communicate(timeout=170)
+    except subprocess.TimeoutExpired:
+      for p in processes:
+        p.kill()
+      pytest.fail('multi-process run timed out')
+    assert process.returncode == 0, output[-3000:]
+  multi = dict(np.load(out))
+  assert int(multi.pop('devices')) == 4 and int(multi.pop('processes')) == 2
+  assert_same(multi, dict(one_device))

@@ -1,0 +1,240 @@
+"""jaxbrain against PyTorch on this machine: training and inference images/second, side by side.
+
+  python bench/run.py            # ResNet18/50 x batch 8/32, train + inference, feature cache (~15 min on 2 cores)
+  python bench/run.py --quick    # ResNet18 training at batch 8 only (< 3 minutes)
+
+Each measurement runs in its own subprocess (one framework at a time, so neither competes for
+cores and peak memory is its own). Both frameworks get the same work: uint8 224x224 images
+scaled to [0, 1], forward, cross-entropy, backward and an SGD-momentum update (training), or
+a forward pass (inference), on the same architecture (the report's head on a ResNet). Figures
+are the median and range over repeats after warm-up; jaxbrain's compile time is reported apart.
+The last line printed is one JSON object: per case, both images/second and `ratio` (jaxbrain / PyTorch).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _timed_repeats(step, repeats: int, steps: int, batch: int) -> list[float]:
+  rates = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    step(steps)
+    rates.append(steps * batch / (time.perf_counter() - start))
+  return rates
+
+
+def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from jaxbrain.data import Preprocess
+  from jaxbrain.models import create_model
+  from jaxbrain.train.state import create_train_state
+  from jaxbrain.train.steps import make_eval_step, make_train_step
+  from jaxbrain.train.strategies import make_optimizer
+
+  model = create_model(arch, num_classes=2, head_hidden=(256, 64), dropout_rate=0.25)
+  images = np.random.default_rng(0).integers(0, 255, (batch, 224, 224, 3), dtype=np.uint8)
+  labels = np.arange(batch, dtype=np.int32) % 2
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+  tx = make_optimizer(variables['params'], 'finetune', 1e-4, 0.5)
+  state = create_train_state(variables, tx, 0)
+  config = Preprocess(224, flip=False, normalize=False)
+  batch_data = {'image': jnp.asarray(images), 'label': jnp.asarray(labels)}
+  holder = {'state': state}
+  if mode == 'train':
+    fn = jax.jit(make_train_step(model, tx, config, frozen_backbone=False), donate_argnums=0)
+
+    def run(n):
+      for _ in range(n):
+        holder['state'], metrics = fn(holder['state'], batch_data)
+      jax.block_until_ready(metrics)
+  else:
+    fn = jax.jit(make_eval_step(model, config))
+
+    def run(n):
+      for _ in range(n):
+        out = fn(holder['state'], batch_data)
+      jax.block_until_ready(out)
+
+  start = time.perf_counter()
+  run(1)
+  compile_s = time.perf_counter() - start
+  run(2)
+  rates = _timed_repeats(run, repeats, steps, batch)
+  return {'rates': rates, 'compile_s': compile_s, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'device': jax.devices()[0].platform}
+
+
+def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int) -> dict:
+  import torch
+  from torch import nn
+
+  sys.path.insert(0, str(ROOT))
+  from tests.models.torch_reference import BasicBlock, Bottleneck, ResNet
+
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  block, layers = (BasicBlock, [2, 2, 2, 2]) if arch == 'resnet18' else (Bottleneck, [3, 4, 6, 3])
+  model = ResNet(block, layers)
+  features = model.fc.in_features
+  model.fc = nn.Sequential(nn.Linear(features, 256), nn.ReLU(), nn.Dropout(0.25), nn.Linear(256, 64),
+                           nn.Dropout(0.25), nn.Linear(64, 2))
+  images = torch.randint(0, 255, (batch, 3, 224, 224), dtype=torch.uint8)
+  labels = torch.arange(batch) % 2
+  optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.5)
+  loss_fn = nn.CrossEntropyLoss()
+  if mode == 'train':
+    model.train()
+
+    def run(n):
+      for _ in range(n):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(images.float() / 255), labels)
+        loss.backward()
+        optimizer.step()
+  else:
+    model.eval()
+
+    def run(n):
+      with torch.no_grad():
+        for _ in range(n):
+          torch.softmax(model(images.float() / 255), 1)
+
+  run(2)
+  return {'rates': _timed_repeats(run, repeats, steps, batch), 'threads': torch.get_num_threads()}
+
+
+def feature_cache_worker(arch: str, batch: int, repeats: int, examples: int) -> dict:
+  """A feature-extractor epoch over `examples` images: frozen backbone each step vs cached features."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from jaxbrain.data import Preprocess, SliceArrays
+  from jaxbrain.models import create_model
+  from jaxbrain.train.state import create_train_state
+  from jaxbrain.train.steps import make_head_train_step, make_train_step
+  from jaxbrain.train.strategies import cache_features, make_optimizer
+
+  model = create_model(arch, num_classes=2, head_hidden=(256, 64), dropout_rate=0.25)
+  rng = np.random.default_rng(0)
+  data = SliceArrays(image=rng.integers(0, 255, (examples, 256, 256, 3), dtype=np.uint8),
+                     mask=np.zeros((examples, 256, 256), np.uint8), label=(np.arange(examples) % 2).astype(np.int32),
+                     patient=np.array(['p'] * examples), institution=np.array(['x'] * examples), slice=np.arange(examples))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+  tx = make_optimizer(variables['params'], 'feature_extractor', 1e-4, 0.5)
+  config = Preprocess(224, flip=True, normalize=True)
+  frozen_step = jax.jit(make_train_step(model, tx, config, frozen_backbone=True))
+  head_step = jax.jit(make_head_train_step(model, tx))
+  features_fn = jax.jit(lambda x: model.apply(variables, x, method='features'))
+
+  start = time.perf_counter()
+  cached = cache_features(features_fn, data, np.arange(examples), config, batch, with_flipped=True)
+  cache_s = time.perf_counter() - start
+
+  def epoch(step, inputs):
+    state = create_train_state(variables, tx, 0)
+    for s in range(0, examples - batch + 1, batch):
+      state, metrics = step(state, {**inputs(slice(s, s + batch)), 'label': data.label[s:s + batch]})
+    jax.block_until_ready(metrics)
+
+  frozen_epoch = lambda: epoch(frozen_step, lambda sl: {'image': data.image[sl]})
+  cached_epoch = lambda: epoch(head_step, lambda sl: {'features': cached[sl]})
+  frozen_epoch(), cached_epoch()  # compile
+  timings = {}
+  for name, fn in (('frozen_backbone_epoch_s', frozen_epoch), ('cached_features_epoch_s', cached_epoch)):
+    samples = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      fn()
+      samples.append(time.perf_counter() - start)
+    timings[name] = statistics.median(samples)
+  return {**timings, 'cache_build_s': cache_s, 'examples': examples,
+          'speedup': timings['frozen_backbone_epoch_s'] / timings['cached_features_epoch_s']}
+
+
+def run_worker(args: list[str], env: dict | None = None) -> dict:
+  """Runs one measurement in a fresh process; returns its JSON result plus its peak RSS."""
+  out = subprocess.run([sys.executable, __file__, '--worker', *args], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, **(env or {})})
+  if out.returncode:
+    raise RuntimeError(f'worker {args} failed:\n{out.stderr[-3000:]}')
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summarize(rates: list[float]) -> dict:
+  return {'median': statistics.median(rates), 'min': min(rates), 'max': max(rates), 'repeats': len(rates)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--quick', action='store_true', help='ResNet18 training at batch 8 only')
+  parser.add_argument('--repeats', type=int, default=None)
+  parser.add_argument('--out', default='bench/results', help='folder for results.json and results.md')
+  parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    kind, *rest = args.worker
+    if kind == 'cache':
+      result = feature_cache_worker(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+    else:
+      arch, batch, mode, repeats, steps = rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4])
+      result = (jax_worker if kind == 'jax' else torch_worker)(arch, batch, mode, repeats, steps)
+    result['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+    return
+
+  repeats = args.repeats or (3 if args.quick else 5)
+  cases = [('resnet18', 8, 'train')] if args.quick else [
+      (arch, batch, mode) for arch in ('resnet18', 'resnet50') for batch in (8, 32) for mode in ('train', 'infer')]
+  results, table = {}, []
+  for arch, batch, mode in cases:
+    steps = max(2, 64 // batch) if arch == 'resnet18' else max(1, 32 // batch)
+    worker_args = [arch, str(batch), mode, str(repeats), str(steps)]
+    ours, theirs = run_worker(['jax', *worker_args]), run_worker(['torch', *worker_args])
+    ours_s, theirs_s = summarize(ours['rates']), summarize(theirs['rates'])
+    name = f'{arch}_{mode}_b{batch}'
+    results[name] = {'jaxbrain': round(ours_s['median'], 2), 'pytorch': round(theirs_s['median'], 2),
+                     'ratio': round(ours_s['median'] / theirs_s['median'], 3),
+                     'jaxbrain_range': [round(ours_s['min'], 2), round(ours_s['max'], 2)],
+                     'pytorch_range': [round(theirs_s['min'], 2), round(theirs_s['max'], 2)],
+                     'jaxbrain_compile_s': round(ours['compile_s'], 1),
+                     'peak_rss_mb': {'jaxbrain': round(ours['peak_rss_mb']), 'pytorch': round(theirs['peak_rss_mb'])}}
+    table.append(f"| {arch} | {mode} | {batch} | {ours_s['median']:.1f} ({ours_s['min']:.1f}–{ours_s['max']:.1f}) | "
+                 f"{theirs_s['median']:.1f} ({theirs_s['min']:.1f}–{theirs_s['max']:.1f}) | "
+                 f"**{results[name]['ratio']:.2f}** | {ours['compile_s']:.1f} | {ours['peak_rss_mb']:.0f} / "
+                 f"{theirs['peak_rss_mb']:.0f} |")
+    print(table[-1], flush=True)
+  if not args.quick:
+    cache = run_worker(['cache', 'resnet18', '8', '3', '96'])
+    results['feature_cache_resnet18'] = {k: round(v, 3) if isinstance(v, float) else v for k, v in cache.items()}
+    print(f"feature-extractor epoch ({cache['examples']} images, ResNet18): frozen backbone "
+          f"{cache['frozen_backbone_epoch_s']:.2f} s, cached features {cache['cached_features_epoch_s']:.4f} s "
+          f"({cache['speedup']:.0f}x); building the cache once: {cache['cache_build_s']:.1f} s", flush=True)
+  header = ('| model | step | batch | jaxbrain img/s (range) | PyTorch img/s (range) | ratio | jaxbrain compile s | '
+            'peak RSS MB (jax / torch) |\n|---|---|---|---|---|---|---|---|')
+  machine = f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'results.md').write_text(f'{machine}; XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}\n\n{header}\n' +
+                                  '\n'.join(table) + '\n')
+  (out / 'results.json').write_text(json.dumps(results, indent=2) + '\n')
+  print(json.dumps(results))
+
+
+if __name__ == '__main__':
+  main()
