@@ -35,6 +35,7 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
   add('--momentum', type=float)
   add('--optimizer', choices=OPTIMIZERS)
   add('--lr-schedule', choices=SCHEDULES, help='constant (the report) or cosine decay to 0')
+  add('--weight-decay', type=float, help='L2 weight decay (default 0, as the report)')
   add('--unet-width', type=int, help='segmentation: channels of the first ResUNet level')
   add('--compute-dtype', choices=('float32', 'bfloat16'), help='bfloat16: mixed precision (GPU/TPU)')
   add('--init', choices=INITS, help='imagenet (needs the torchvision weights file) or scratch')

@@ -27,3 +27,22 @@ def real_data() -> Path:
   if not REAL_DATA.is_dir():
     pytest.skip(f'real LGG data not found at {REAL_DATA}')
   return REAL_DATA.resolve()
+
+
+@pytest.fixture(scope='session')
+def trained_runs(phantom_png, tmp_path_factory):
+  """(classification run dir, segmentation run dir): one tiny epoch each on the phantom."""
+  from jaxbrain.train import TrainConfig, train_and_evaluate
+
+  workdir = tmp_path_factory.mktemp('runs')
+  tiny = dict(data_dir=str(phantom_png), workdir=str(workdir), image_size=32, batch_size=4, init='scratch', epochs=1,
+              bootstrap_samples=0, head_hidden=(32, 16))
+  train_and_evaluate(TrainConfig(experiment='cls', learning_rate=0.01, **tiny), progress=False)
+  seg = train_and_evaluate(TrainConfig(experiment='seg', task='segment', arch='resunet', unet_width=4, optimizer='adam',
+                                       learning_rate=1e-3, preprocess='resize_flip', **tiny), progress=False)
+  for key in ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate'):
+    assert 0 <= seg[key] <= 1
+  run = lambda name: next((workdir / name).iterdir())
+  assert list((run('seg') / 'overlays').glob('*.png'))
+  assert list((run('cls') / 'gradcam').glob('*.png'))
+  return run('cls'), run('seg')

@@ -7,6 +7,7 @@ Every problem raises `DataError` naming the file and what is wrong; stray non-im
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import warnings
 from collections import Counter, defaultdict
@@ -96,9 +97,10 @@ def _scan_case(case_dir: Path) -> list[SliceRecord]:
   return [SliceRecord(patient, institution, n, images[n], masks[n]) for n in sorted(images)]
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, data: bytes | None = None) -> Image.Image:
+  """Decodes `path` (or `data`, the file's bytes, named by `path` in errors) and checks its size."""
   try:
-    image = Image.open(path)
+    image = Image.open(io.BytesIO(data) if data is not None else path)
     image.load()
   except FileNotFoundError:
     raise DataError(f'{path}: file not found') from None
@@ -111,9 +113,12 @@ def _open(path: Path) -> Image.Image:
   return image
 
 
-def read_image(path: str | Path) -> np.ndarray:
-  """Decodes one slice image: uint8 [256, 256, 3] (pre-contrast, FLAIR, post-contrast)."""
-  image = _open(Path(path))
+def read_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
+  """Decodes one slice image: uint8 [256, 256, 3] (pre-contrast, FLAIR, post-contrast).
+
+  `data`: the file's bytes when they come from elsewhere (e.g. Spark); `path` then names them.
+  """
+  image = _open(Path(path), data)
   if image.mode != 'RGB':
     raise DataError(f'{path}: wrong mode {image.mode!r}, expected a 3-channel RGB image')
   return np.asarray(image, dtype=np.uint8)

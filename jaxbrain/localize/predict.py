@@ -98,51 +98,60 @@ def _check_output_dir(out_dir: Path, inputs: list[Path]) -> None:
       raise RunError(f'{out_dir}: holds input files (e.g. {path}); choose an output folder outside the inputs')
 
 
-def _batched(fn, arrays: np.ndarray, batch_size: int) -> np.ndarray:
-  """Applies a jitted fn to fixed-size batches (the last one padded) and trims the padding."""
-  out = []
-  for start in range(0, len(arrays), batch_size):
-    chunk = arrays[start:start + batch_size]
-    padded = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - len(chunk), 0)]) if len(chunk) < batch_size else chunk
-    out.append(np.asarray(fn(padded))[:len(chunk)])
-  return np.concatenate(out)
+class Scorer:
+  """A classifier (and optional segmenter) run, jitted once, scoring uint8 slices [N, 256, 256, 3].
+
+  `score` returns (tumor probability [N], Grad-CAM heatmaps [N, h, w], masks [N, 256, 256] or None).
+  """
+
+  def __init__(self, run_dir: str | Path, seg_run_dir: str | Path | None = None, batch_size: int = 16):
+    self.classifier = load_run(run_dir, 'classify')
+    self.segmenter = load_run(seg_run_dir, 'segment') if seg_run_dir else None
+    self.batch_size = batch_size
+    self._classify = jax.jit(self._classify_batch)
+    self._segment = jax.jit(self._segment_batch)
+
+  def _classify_batch(self, batch):
+    run = self.classifier
+    x, _ = preprocess(run.preprocess, None, batch)
+    probability = jax.nn.softmax(run.model.apply(run.variables, x))[:, 1]
+    return probability, gradcam(run.model, run.variables, x)
+
+  def _segment_batch(self, batch):
+    run = self.segmenter
+    x, _ = preprocess(run.preprocess, None, batch)
+    logits = run.model.apply(run.variables, x)
+    return jax.image.resize(logits, (len(batch), *batch.shape[1:3]), 'bilinear') > 0
+
+  def score(self, images: np.ndarray):
+    probabilities, heatmaps, masks = [], [], []
+    for start in range(0, len(images), self.batch_size):
+      chunk = images[start:start + self.batch_size]
+      padded = np.concatenate([chunk, np.repeat(chunk[:1], self.batch_size - len(chunk), 0)])
+      probability, heatmap = self._classify(padded)
+      probabilities.append(np.asarray(probability)[:len(chunk)])
+      heatmaps.append(np.asarray(heatmap)[:len(chunk)])
+      if self.segmenter:
+        masks.append(np.asarray(self._segment(padded))[:len(chunk)])
+    return np.concatenate(probabilities), np.concatenate(heatmaps), np.concatenate(masks) if masks else None
 
 
 def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Path, seg_run_dir: str | Path | None = None,
             batch_size: int = 16, progress: bool = True) -> dict:
   """Scores every input slice; writes predictions.csv, summary.json, masks/ and overlays/ under out_dir."""
-  classifier = load_run(run_dir, 'classify')
-  segmenter = load_run(seg_run_dir, 'segment') if seg_run_dir else None
+  scorer = Scorer(run_dir, seg_run_dir, batch_size)
   paths = collect_inputs(inputs)
   out_dir = Path(out_dir)
   _check_output_dir(out_dir, paths)
   images = np.stack(kaggle3m.map_slices(kaggle3m.read_image, paths, progress='reading' if progress else None))
-
-  @jax.jit
-  def classify(batch):
-    x, _ = preprocess(classifier.preprocess, None, batch)
-    probability = jax.nn.softmax(classifier.model.apply(classifier.variables, x))[:, 1]
-    return jnp.concatenate([probability[:, None], gradcam(classifier.model, classifier.variables, x).reshape(
-        len(batch), -1)], 1)
-
-  chunks = range(0, len(images), batch_size)
+  chunks = range(0, len(images), 16 * batch_size)
   if progress:
     from tqdm import tqdm
-    chunks = tqdm(chunks, desc='predicting', unit='batch')
-  scored = np.concatenate([_batched(classify, images[s:s + batch_size], batch_size) for s in chunks])
-  probabilities = scored[:, 0]
-  side = int(round(np.sqrt(scored.shape[1] - 1)))
-  heatmaps = scored[:, 1:].reshape(len(images), side, side)
-  masks = None
-  if segmenter:
-    @jax.jit
-    def segment(batch):
-      x, _ = preprocess(segmenter.preprocess, None, batch)
-      logits = segmenter.model.apply(segmenter.variables, x)
-      full = jax.image.resize(logits, (len(batch), *batch.shape[1:3]), 'bilinear')
-      return full > 0
-
-    masks = _batched(segment, images, batch_size)
+    chunks = tqdm(chunks, desc='predicting', unit='chunk')
+  scored = [scorer.score(images[s:s + 16 * batch_size]) for s in chunks]
+  probabilities = np.concatenate([p for p, _, _ in scored])
+  heatmaps = np.concatenate([h for _, h, _ in scored])
+  masks = np.concatenate([m for _, _, m in scored]) if seg_run_dir else None
 
   (out_dir / 'overlays').mkdir(parents=True, exist_ok=True)
   if masks is not None:

@@ -29,6 +29,7 @@ class TrainConfig:
   momentum: float = 0.5
   optimizer: str = 'sgd'
   lr_schedule: str = 'constant'  # 'cosine': decay to 0 over the run
+  weight_decay: float = 0.0
   unet_width: int = 16  # segment: channels of the first ResUNet level
   compute_dtype: str = 'float32'  # 'bfloat16': mixed precision (float32 weights and BatchNorm statistics)
   head_hidden: tuple[int, ...] = REPORT_HEAD_HIDDEN

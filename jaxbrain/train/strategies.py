@@ -29,13 +29,16 @@ def param_labels(params, strategy: str):
 
 
 def make_optimizer(params, strategy: str, learning_rate: float, momentum: float, optimizer: str = 'sgd',
-                   schedule: str = 'constant', total_steps: int = 1) -> optax.GradientTransformation:
+                   schedule: str = 'constant', total_steps: int = 1, weight_decay: float = 0.0) -> optax.GradientTransformation:
   """SGD with momentum (or Adam) on trainable leaves; frozen leaves get zero updates and no state.
 
-  `schedule='cosine'` decays the learning rate to 0 over `total_steps`.
+  `schedule='cosine'` decays the learning rate to 0 over `total_steps`; `weight_decay` adds
+  L2 decay (as PyTorch's SGD `weight_decay`) to the trainable leaves.
   """
   rate = optax.cosine_decay_schedule(learning_rate, max(total_steps, 1)) if schedule == 'cosine' else learning_rate
   trainable = optax.adam(rate) if optimizer == 'adam' else optax.sgd(rate, momentum=momentum or None)
+  if weight_decay:
+    trainable = optax.chain(optax.add_decayed_weights(weight_decay), trainable)
   return optax.partition({TRAINABLE: trainable, FROZEN: optax.set_to_zero()}, param_labels(params, strategy))
 
 

@@ -72,7 +72,7 @@ def _initialize(config: TrainConfig, model) -> tuple[dict, str]:
 def _optimizer(config: TrainConfig, variables: dict, steps_per_epoch: int) -> optax.GradientTransformation:
   strategy = config.strategy if config.task == 'classify' else 'finetune'
   return make_optimizer(variables['params'], strategy, config.learning_rate, config.momentum, config.optimizer,
-                        config.lr_schedule, steps_per_epoch * config.epochs)
+                        config.lr_schedule, steps_per_epoch * config.epochs, config.weight_decay)
 
 
 def classification_task(config: TrainConfig, data: SliceArrays, split: Split, progress: bool) -> Task:

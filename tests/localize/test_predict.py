@@ -9,29 +9,9 @@ import pytest
 from jaxbrain import cli
 from jaxbrain.data import kaggle3m
 from jaxbrain.localize.predict import RunError, load_run, predict
-from jaxbrain.train import TrainConfig, train_and_evaluate
 
-TINY = dict(image_size=32, batch_size=4, init='scratch', epochs=1, bootstrap_samples=0, head_hidden=(32, 16))
-
-
-@pytest.fixture(scope='module')
-def runs(phantom_png, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('runs')
-  train_and_evaluate(TrainConfig(experiment='cls', data_dir=str(phantom_png), workdir=str(workdir), learning_rate=0.01,
-                                 **TINY), progress=False)
-  seg = train_and_evaluate(TrainConfig(experiment='seg', task='segment', arch='resunet', unet_width=4, optimizer='adam',
-                                       learning_rate=1e-3, preprocess='resize_flip', data_dir=str(phantom_png),
-                                       workdir=str(workdir), **TINY), progress=False)
-  for key in ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate'):
-    assert 0 <= seg[key] <= 1
-  run = lambda name: next((workdir / name).iterdir())
-  assert list((run('seg') / 'overlays').glob('*.png'))
-  assert list((run('cls') / 'gradcam').glob('*.png'))
-  return run('cls'), run('seg')
-
-
-def test_predict_writes_every_output(runs, phantom_png, tmp_path):
-  classifier, segmenter = runs
+def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
+  classifier, segmenter = trained_runs
   out = tmp_path / 'out'
   assert cli.main(['predict', str(phantom_png), '--run', str(classifier), '--seg-run', str(segmenter), '--out', str(out),
                    '--no-progress']) == 0
@@ -55,8 +35,8 @@ def test_predict_writes_every_output(runs, phantom_png, tmp_path):
   assert (out / 'overlays' / f'{stem}_overlay.png').is_file()
 
 
-def test_classifier_alone_gives_gradcam_overlays(runs, phantom_png, tmp_path):
-  classifier, _ = runs
+def test_classifier_alone_gives_gradcam_overlays(trained_runs, phantom_png, tmp_path):
+  classifier, _ = trained_runs
   one = kaggle3m.scan(phantom_png)[3].image_path
   summary = predict([one], classifier, tmp_path / 'out', progress=False)
   assert sum(p['slices'] for p in summary.values()) == 1
@@ -66,8 +46,8 @@ def test_classifier_alone_gives_gradcam_overlays(runs, phantom_png, tmp_path):
     assert 'tumor_pixels' not in next(csv.DictReader(f))
 
 
-def test_errors(runs, phantom_png, tmp_path, capsys):
-  classifier, segmenter = runs
+def test_errors(trained_runs, phantom_png, tmp_path, capsys):
+  classifier, segmenter = trained_runs
   with pytest.raises(RunError, match='is a segment run, but a classification run'):
     load_run(segmenter, 'classify')
   with pytest.raises(RunError, match='not a jaxbrain run directory'):

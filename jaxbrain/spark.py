@@ -1,0 +1,116 @@
+"""Batch scoring of scan archives on Apache Spark: one Parquet row per slice.
+
+  python -m jaxbrain.spark INPUT... --run RUN_DIR [--seg-run RUN_DIR] --out scores.parquet [--master local[2]]
+
+INPUT: files, folders (searched recursively) or any Hadoop-compatible URI Spark reads (`s3a://`,
+`hdfs://`, `gs://`), or `--list FILE` with one such path per line. Files are read by Spark's
+`binaryFile` source and scored in `mapInPandas` Arrow batches; each Python worker loads the runs
+once (`jaxbrain.localize.predict.Scorer`) and keeps them for its later batches. An unreadable
+file gives a row with its `error` and no scores: one bad file never fails the job. The run
+directories must be readable by the executors: a shared filesystem path, or shipped with the
+job (`spark-submit --archives runs.zip#runs ... --run runs/exp20/<run>`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+SCHEMA = ('path string, patient string, slice int, probability double, label int, tumor_pixels long, '
+          'error string')
+IMAGE_GLOB = '*.{tif,tiff,png,TIF,TIFF,PNG}'
+_SCORERS: dict = {}  # per Python worker: (run, seg_run) -> Scorer, so a model loads once per worker
+
+
+def _local_path(uri: str) -> str:
+  return uri[len('file:'):] if uri.startswith('file:') else uri
+
+
+def score_batches(batches: Iterator, run_dir: str, seg_run_dir: str | None, batch_size: int) -> Iterator:
+  """mapInPandas body: DataFrames of (path, content) -> DataFrames in SCHEMA."""
+  import pandas as pd
+
+  from jaxbrain.data.kaggle3m import DataError, read_image
+  from jaxbrain.localize.predict import Scorer, slice_identity
+
+  key = (run_dir, seg_run_dir)
+  if key not in _SCORERS:
+    _SCORERS[key] = Scorer(run_dir, seg_run_dir, batch_size)
+  scorer = _SCORERS[key]
+  for frame in batches:
+    rows, images, good = [], [], []
+    for uri, content in zip(frame['path'], frame['content']):
+      path = _local_path(uri)
+      patient, number = slice_identity(Path(path))
+      row = {'path': uri, 'patient': patient, 'slice': number, 'probability': None, 'label': None,
+             'tumor_pixels': None, 'error': None}
+      try:
+        images.append(read_image(path, bytes(content)))
+        good.append(len(rows))
+      except DataError as e:
+        row['error'] = str(e)
+      rows.append(row)
+    if images:
+      probabilities, _, masks = scorer.score(np.stack(images))
+      for j, i in enumerate(good):
+        rows[i].update(probability=float(probabilities[j]), label=int(probabilities[j] >= 0.5),
+                       tumor_pixels=int(masks[j].sum()) if masks is not None else None)
+    yield pd.DataFrame(rows, columns=[c.split()[0] for c in SCHEMA.split(', ')]).astype(
+        {'slice': 'Int32', 'label': 'Int32', 'tumor_pixels': 'Int64'})
+
+
+def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | None = None, batch_size: int = 16,
+          files_per_batch: int = 64):
+  """Scores every slice image under `inputs` (not `_mask` files) and writes a Parquet table to `out`."""
+  from pyspark.sql import functions as F
+
+  spark.conf.set('spark.sql.execution.arrow.maxRecordsPerBatch', str(files_per_batch))
+  files = (spark.read.format('binaryFile').option('recursiveFileLookup', 'true').option('pathGlobFilter', IMAGE_GLOB)
+           .load(inputs).select('path', 'content')
+           .where(~F.regexp_extract('path', r'([^/]*)$', 1).rlike(r'_mask\.[A-Za-z]+$')))
+  run_dir = str(Path(run_dir).resolve()) if '://' not in run_dir else run_dir
+  seg = (str(Path(seg_run_dir).resolve()) if '://' not in seg_run_dir else seg_run_dir) if seg_run_dir else None
+  scored = files.mapInPandas(lambda it: score_batches(it, run_dir, seg, batch_size), schema=SCHEMA)
+  scored.write.mode('overwrite').parquet(out)
+  return spark.read.parquet(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m jaxbrain.spark', description=__doc__.splitlines()[0])
+  parser.add_argument('inputs', nargs='*', help='files, folders or URIs of slice images')
+  parser.add_argument('--list', help='a text file with one input path or URI per line')
+  parser.add_argument('--run', required=True, help='classification run directory')
+  parser.add_argument('--seg-run', help='segmentation run directory (adds tumor_pixels)')
+  parser.add_argument('--out', required=True, help='Parquet output path or URI')
+  parser.add_argument('--master', help='Spark master, e.g. local[2]; default: what spark-submit gives')
+  parser.add_argument('--batch-size', type=int, default=16)
+  args = parser.parse_args(argv)
+  inputs = list(args.inputs)
+  if args.list:
+    inputs += [line.strip() for line in Path(args.list).read_text().splitlines() if line.strip()]
+  if not inputs:
+    parser.error('give INPUT paths or --list FILE')
+  inputs = [str(Path(p).resolve()) if '://' not in p else p for p in inputs]
+
+  from pyspark.sql import SparkSession
+
+  os.environ.setdefault('PYSPARK_PYTHON', sys.executable)  # local workers use this interpreter and its packages
+  builder = SparkSession.builder.appName('jaxbrain-score')
+  if args.master:
+    builder = builder.master(args.master)
+  spark = builder.getOrCreate()
+  try:
+    table = score(spark, inputs, args.run, args.out, args.seg_run, args.batch_size)
+    total, failed = table.count(), table.where('error IS NOT NULL').count()
+    print(f'scored {total - failed} slices ({failed} unreadable) into {args.out}')
+  finally:
+    spark.stop()
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,39 @@
+"""Spark batch scoring (local[2]) gives the same rows as `jaxbrain predict`; bad files become error rows."""
+import csv
+import shutil
+
+import pytest
+
+pytest.importorskip('pyspark', reason='pip install -e ".[spark]"')
+if shutil.which('java') is None:
+  pytest.skip('Spark needs Java (.ci/run installs it)', allow_module_level=True)
+
+from jaxbrain import spark as jspark  # noqa: E402
+from jaxbrain.data import kaggle3m  # noqa: E402
+from jaxbrain.localize.predict import predict  # noqa: E402
+
+
+@pytest.mark.slow
+def test_spark_scores_match_predict(trained_runs, phantom_png, tmp_path):
+  classifier, segmenter = trained_runs
+  tree = shutil.copytree(phantom_png, tmp_path / 'scans')
+  predict([tree], classifier, tmp_path / 'predict', seg_run_dir=segmenter, progress=False)
+  with open(tmp_path / 'predict' / 'predictions.csv') as f:
+    expected = {row['path']: row for row in csv.DictReader(f)}
+  bad = next(p for p in tree.iterdir() if p.is_dir()) / 'broken_scan.png'
+  bad.write_bytes(b'not a png')
+  assert jspark.main([str(tree), '--run', str(classifier), '--seg-run', str(segmenter),
+                      '--out', str(tmp_path / 'scores.parquet'), '--master', 'local[2]']) == 0
+  import pandas as pd
+  table = pd.read_parquet(tmp_path / 'scores.parquet')
+  table['path'] = table['path'].str.replace('file:', '', n=1)
+  assert len(table) == len(kaggle3m.scan(phantom_png)) + 1
+  broken = table[table['path'] == str(bad)].iloc[0]
+  assert 'not an image file' in broken['error'] and pd.isna(broken['probability'])
+  scored = table[table['error'].isna()]
+  assert set(scored['path']) == set(expected)
+  for _, row in scored.iterrows():
+    want = expected[row['path']]
+    assert row['probability'] == pytest.approx(float(want['probability']), abs=1e-6)
+    assert int(row['label']) == int(want['label']) and int(row['tumor_pixels']) == int(want['tumor_pixels'])
+    assert (row['patient'], int(row['slice'])) == (want['patient'], int(want['slice']))
