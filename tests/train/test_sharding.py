@@ -16,39 +16,42 @@ def environment(devices: int) -> dict:
   return {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}', 'JAX_PLATFORMS': 'cpu'}
 
 
-def run_on(devices: int, out: Path) -> dict:
-  subprocess.run([sys.executable, '-m', 'tests.train.sharded_steps', str(out)], cwd=ROOT, env=environment(devices),
-                 check=True)
+def run_on(devices: int, phantom: Path, out: Path) -> dict:
+  subprocess.run([sys.executable, '-m', 'tests.train.sharded_steps', str(phantom), str(out)], cwd=ROOT,
+                 env=environment(devices), check=True)
   return dict(np.load(out))
 
 
 def assert_same(result: dict, reference: dict):
-  np.testing.assert_allclose(result.pop('losses'), reference.pop('losses'), rtol=1e-5)
+  """Equal up to float rounding: reductions (BatchNorm statistics, gradient sums) run in another
+  order across devices."""
+  np.testing.assert_allclose(result.pop('losses'), reference.pop('losses'), rtol=1e-4)
   assert result.keys() == reference.keys() and len(reference) > 100
   for name in reference:
     np.testing.assert_allclose(result[name], reference[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 @pytest.fixture(scope='module')
-def one_device(tmp_path_factory):
-  result = run_on(1, tmp_path_factory.mktemp('one') / 'one.npz')
+def one_device(phantom_tif, tmp_path_factory):
+  result = run_on(1, phantom_tif, tmp_path_factory.mktemp('one') / 'one.npz')
   assert int(result.pop('devices')) == 1 and int(result.pop('processes')) == 1
   return result
 
 
-def test_eight_devices_match_one(one_device, tmp_path):
-  eight = run_on(8, tmp_path / 'eight.npz')
+def test_eight_devices_match_one(one_device, phantom_tif, tmp_path):
+  eight = run_on(8, phantom_tif, tmp_path / 'eight.npz')
   assert int(eight.pop('devices')) == 8 and int(eight.pop('processes')) == 1
   assert_same(eight, dict(one_device))
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(one_device, tmp_path):
+def test_two_processes_match_one(one_device, phantom_tif, tmp_path):
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   out = tmp_path / 'multi.npz'
-  processes = [subprocess.Popen([sys.executable, '-m', 'tests.train.sharded_steps', str(out), '--coordinator',
+  processes = [subprocess.Popen([sys.executable, '-m', 'tests.train.sharded_steps', str(phantom_tif), str(out),
+                                 '--coordinator',
                                  f'127.0.0.1:{port}', '--num-processes', '2', '--process-id', str(i)],
                                 cwd=ROOT, env=environment(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for i in range(2)]
