@@ -13,7 +13,7 @@ import warnings
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -193,7 +193,3 @@ def summarize(root: str | Path, progress: bool = False) -> dict:
       'formats': sorted({r.image_path.suffix.lower() for r in records}),
   }
 
-
-def patients_of(records: Iterable[SliceRecord]) -> list[str]:
-  """Sorted unique patient ids."""
-  return sorted({r.patient for r in records})
