@@ -1,5 +1,5 @@
-"""The data-parallel step on 8 (emulated CPU) devices, and on 2 processes x 2 devices joined by
-jax.distributed, equals the 1-device step on the same global batches."""
+"""The data-parallel step on 8 (emulated CPU) devices equals the 1-device step, and 2 processes x 2
+devices joined by jax.distributed equal 1 process on 4 devices, on the same global batches."""
 import os
 import socket
 import subprocess
@@ -65,4 +65,7 @@ def test_two_processes_match_one(one_device, phantom_tif, tmp_path):
     assert process.returncode == 0, output[-3000:]
   multi = dict(np.load(out))
   assert int(multi.pop('devices')) == 4 and int(multi.pop('processes')) == 2
+  four = run_on(4, phantom_tif, tmp_path / 'four.npz')
+  assert int(four.pop('devices')) == 4 and int(four.pop('processes')) == 1
+  assert_same(dict(multi), four)
   assert_same(multi, dict(one_device))
