@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -47,9 +46,11 @@ def cache_features(features_fn: Callable, data: SliceArrays, indices: np.ndarray
   """Pooled features of the frozen backbone for `indices`: [N, F], or [N, 2, F] with the
   horizontally flipped copy of each image second, so random-flip training on the cache is exact.
 
-  `features_fn(images)` maps preprocessed float images to features (jitted by the caller).
+  `features_fn(images)` maps preprocessed float images to features; it is jitted here together
+  with the preprocessing.
   """
   eval_config = Preprocess(config.size, flip=False, normalize=config.normalize)
+  embed = jax.jit(lambda images: features_fn(preprocess(eval_config, None, images)[0]))  # one program per batch
   views = (False, True) if with_flipped else (False,)
   batches = eval_batches(data, indices, batch_size)
   if progress:
@@ -60,7 +61,7 @@ def cache_features(features_fn: Callable, data: SliceArrays, indices: np.ndarray
     per_view = []
     for flipped in views:
       images = batch['image'][:, :, ::-1] if flipped else batch['image']
-      per_view.append(np.asarray(features_fn(preprocess(eval_config, None, jnp.asarray(images))[0])))
+      per_view.append(np.asarray(embed(images)))
     out.append(np.stack(per_view, 1)[batch['valid']])
   features = np.concatenate(out)
   return features if with_flipped else features[:, 0]
