@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from jaxbrain.data.kaggle3m import DataError
+from jaxbrain.data.transforms import AUGMENTED, VARIANTS
 from jaxbrain.models import WeightsError, WeightsNotFoundError
 from jaxbrain.train import INITS, Interrupted, RunExistsError, TrainConfig, train_and_evaluate
 from jaxbrain.train.config import OPTIMIZERS, SCHEDULES
@@ -31,6 +32,8 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
   add('--epochs', type=int)
   add('--batch-size', type=int)
   add('--image-size', type=int, help='resize target (the report: 224)')
+  add('--preprocess', choices=VARIANTS + AUGMENTED,
+      help='the report\'s variants, or one with random scale/rotation (_affine, for segmentation)')
   add('--learning-rate', type=float)
   add('--momentum', type=float)
   add('--optimizer', choices=OPTIMIZERS)

@@ -1,7 +1,9 @@
 """The report's preprocessing variants as jittable JAX functions, run on the accelerator.
 
 Order: random horizontal flip (image and mask together) -> resize -> scale to [0, 1] ->
-ImageNet normalization. Randomness is per example and comes from an explicit rng key.
+[random scale + rotation] -> ImageNet normalization. Randomness is per example and comes from
+an explicit rng key. The report's four variants are VARIANTS; the `_affine` variants add the
+scale/rotation augmentation Buda et al. (2019) used for LGG segmentation.
 """
 from __future__ import annotations
 
@@ -13,24 +15,26 @@ import jax.numpy as jnp
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VARIANTS = ('resize', 'resize_normalize', 'resize_flip', 'resize_flip_normalize')
+AUGMENTED = ('resize_flip_affine', 'resize_flip_affine_normalize')
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-  """One preprocessing variant: output `size`, and whether to flip (train only) and normalize."""
+  """One preprocessing variant: output `size`, whether to flip and scale/rotate (train only), normalize."""
   size: int = 224
   flip: bool = True
   normalize: bool = True
+  affine: bool = False
 
   @property
   def name(self) -> str:
-    return 'resize' + '_flip' * self.flip + '_normalize' * self.normalize
+    return 'resize' + '_flip' * self.flip + '_affine' * self.affine + '_normalize' * self.normalize
 
   @classmethod
   def from_name(cls, name: str, size: int = 224) -> 'Preprocess':
-    if name not in VARIANTS:
-      raise ValueError(f'unknown preprocessing {name!r}; choose one of {VARIANTS}')
-    return cls(size=size, flip='flip' in name, normalize='normalize' in name)
+    if name not in VARIANTS + AUGMENTED:
+      raise ValueError(f'unknown preprocessing {name!r}; choose one of {VARIANTS + AUGMENTED}')
+    return cls(size=size, flip='flip' in name, normalize='normalize' in name, affine='affine' in name)
 
 
 def resize(images: jax.Array, size: int, method: str = 'bilinear') -> jax.Array:
@@ -55,17 +59,50 @@ def random_hflip(key: jax.Array, images: jax.Array, masks: jax.Array | None = No
   return images, masks
 
 
+def random_affine(key: jax.Array, images: jax.Array, masks: jax.Array | None = None, max_scale: float = 0.05,
+                  max_degrees: float = 15.0):
+  """Scales each example by 1 ± `max_scale` and rotates it by ± `max_degrees` about its centre.
+
+  images [B, S, S, C] float -> same shape, bilinear, zero (background) outside; a mask is
+  warped with its image and binarized again at 0.5.
+  """
+  batch, size = images.shape[0], images.shape[1]
+  scale_key, angle_key = jax.random.split(key)
+  scales = jax.random.uniform(scale_key, (batch,), minval=1 - max_scale, maxval=1 + max_scale)
+  angles = jnp.deg2rad(jax.random.uniform(angle_key, (batch,), minval=-max_degrees, maxval=max_degrees))
+  centre = (size - 1) / 2
+  grid = jnp.stack(jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing='ij')).reshape(2, -1) - centre
+
+  def source_coordinates(scale, angle):  # output pixel -> where it comes from in the input
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    inverse = jnp.array([[cos, sin], [-sin, cos]]) / scale
+    return (inverse @ grid + centre).reshape(2, size, size)
+
+  def warp(image, coordinates):  # [S, S, C]
+    sample = lambda channel: jax.scipy.ndimage.map_coordinates(channel, list(coordinates), order=1, cval=0.0)
+    return jax.vmap(sample, in_axes=2, out_axes=2)(image)
+
+  coordinates = jax.vmap(source_coordinates)(scales, angles)
+  images = jax.vmap(warp)(images, coordinates)
+  if masks is not None:
+    masks = (jax.vmap(warp)(masks[..., None], coordinates)[..., 0] > 0.5).astype(masks.dtype)
+  return images, masks
+
+
 def preprocess(config: Preprocess, key: jax.Array | None, images: jax.Array,
                masks: jax.Array | None = None, train: bool = False):
   """uint8 images [B, H, W, 3] (and masks [B, H, W]) -> float32 [B, S, S, 3] (and [B, S, S]).
 
-  Flips only when `train` and `config.flip`; masks are resized by nearest neighbour.
+  Flips and scales/rotates only when `train` (and the variant asks); masks are resized by
+  nearest neighbour.
   """
   if train and config.flip:
     images, masks = random_hflip(key, images, masks)
   images = resize(images.astype(jnp.float32) / 255.0, config.size)
-  if config.normalize:
-    images = normalize(images)
   if masks is not None:
     masks = resize(masks[..., None].astype(jnp.float32), config.size, 'nearest')[..., 0]
+  if train and config.affine:
+    images, masks = random_affine(jax.random.fold_in(key, 1), images, masks)
+  if config.normalize:
+    images = normalize(images)
   return images, masks

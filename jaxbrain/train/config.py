@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from jaxbrain.data.transforms import VARIANTS
+from jaxbrain.data.transforms import AUGMENTED, VARIANTS
 from jaxbrain.models.heads import REPORT_HEAD_DROPOUT, REPORT_HEAD_HIDDEN
 
 TASKS = ('classify', 'segment')
@@ -53,7 +53,7 @@ class TrainConfig:
               (self.strategy in STRATEGIES, f'strategy must be one of {STRATEGIES}'),
               (self.optimizer in OPTIMIZERS, f'optimizer must be one of {OPTIMIZERS}'),
               (self.lr_schedule in SCHEDULES, f'lr_schedule must be one of {SCHEDULES}'),
-              (self.preprocess in VARIANTS, f'preprocess must be one of {VARIANTS}'),
+              (self.preprocess in VARIANTS + AUGMENTED, f'preprocess must be one of {VARIANTS + AUGMENTED}'),
               (self.init in INITS, f'init must be one of {INITS}'),
               (self.split in ('patient', 'slice'), 'split must be "patient" or "slice"'),
               (self.compute_dtype in ('float32', 'bfloat16'), 'compute_dtype must be float32 or bfloat16'),

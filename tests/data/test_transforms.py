@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from jaxbrain.data import Preprocess, preprocess
-from jaxbrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, normalize, random_hflip, resize
+from jaxbrain.data.transforms import (AUGMENTED, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, normalize, random_affine,
+                                      random_hflip, resize)
 
 
 def test_normalization_values():
@@ -67,3 +68,66 @@ def test_variants(name):
 def test_unknown_variant():
   with pytest.raises(ValueError, match='unknown preprocessing'):
     Preprocess.from_name('resize_rotate')
+
+
+def _square_masks(batch=16, size=32):
+  masks = np.zeros((batch, size, size), np.float32)
+  masks[:, 8:20, 12:26] = 1  # off-centre rectangle: rotation and scaling move it visibly
+  return masks
+
+
+def test_affine_without_scale_or_rotation_is_the_identity():
+  masks = _square_masks()
+  images = np.stack([masks, 1 - masks, masks * 0.5], -1)
+  out, out_masks = random_affine(jax.random.key(0), jnp.asarray(images), jnp.asarray(masks), 0.0, 0.0)
+  np.testing.assert_allclose(out, images, atol=1e-5)
+  np.testing.assert_array_equal(out_masks, masks)
+
+
+def test_affine_moves_image_and_mask_together_and_differs_per_example():
+  masks = _square_masks()
+  images = np.repeat(masks[..., None], 3, -1)  # the image is the mask: they must stay aligned
+  out, out_masks = random_affine(jax.random.key(3), jnp.asarray(images), jnp.asarray(masks), 0.1, 30.0)
+  out, out_masks = np.asarray(out), np.asarray(out_masks)
+  assert set(np.unique(out_masks)) <= {0.0, 1.0}
+  np.testing.assert_array_equal(out_masks, (out[..., 0] > 0.5).astype(np.float32))
+  assert len({m.tobytes() for m in out_masks}) == len(masks)  # a different warp per example
+  area = out_masks.sum((1, 2)) / masks[0].sum()
+  assert np.all((area > 0.9 ** 2 - 0.1) & (area < 1.1 ** 2 + 0.1))  # rotation keeps area, scale changes it
+  again, _ = random_affine(jax.random.key(3), jnp.asarray(images), jnp.asarray(masks), 0.1, 30.0)
+  np.testing.assert_array_equal(again, out)
+
+
+def _centroid_offset(masks):  # distance of each mask's centroid from the image centre
+  ys, xs = np.meshgrid(np.arange(masks.shape[1]), np.arange(masks.shape[2]), indexing='ij')
+  centre = (masks.shape[1] - 1) / 2
+  area = masks.sum((1, 2))
+  return np.hypot((masks * ys).sum((1, 2)) / area - centre, (masks * xs).sum((1, 2)) / area - centre)
+
+
+def test_rotation_turns_about_the_centre_and_scaling_moves_away_from_it():
+  masks = _square_masks(16, 64) * 0
+  masks[:, 10:30, 20:50] = 1
+  images = jnp.asarray(np.repeat(masks[..., None], 3, -1))
+  _, rotated = random_affine(jax.random.key(0), images, jnp.asarray(masks), 0.0, 40.0)
+  np.testing.assert_allclose(_centroid_offset(np.asarray(rotated)), _centroid_offset(masks), atol=0.6)
+  np.testing.assert_allclose(np.asarray(rotated).sum((1, 2)), masks.sum((1, 2)), rtol=0.06)
+  _, scaled = random_affine(jax.random.key(0), images, jnp.asarray(masks), 0.2, 0.0)
+  factor = np.sqrt(np.asarray(scaled).sum((1, 2)) / masks.sum((1, 2)))  # linear scale of each example
+  assert factor.min() < 0.95 and factor.max() > 1.05
+  np.testing.assert_allclose(_centroid_offset(np.asarray(scaled)) / _centroid_offset(masks), factor, rtol=0.04)
+
+
+@pytest.mark.parametrize('name', AUGMENTED)
+def test_affine_variants_only_augment_in_training(name):
+  config = Preprocess.from_name(name, size=32)
+  assert config.name == name and config.affine and config.flip
+  images = np.repeat(_square_masks(4, 64)[..., None] * 255, 3, -1).astype(np.uint8)
+  masks = (images[..., 0] > 0).astype(np.uint8)
+  trained, trained_masks = jax.jit(lambda k, x, m: preprocess(config, k, x, m, train=True))(
+      jax.random.key(1), images, masks)
+  evaluated, evaluated_masks = preprocess(config, None, images, masks, train=False)
+  plain, plain_masks = preprocess(Preprocess(32, flip=False, normalize=config.normalize), None, images, masks)
+  np.testing.assert_array_equal(evaluated, plain)
+  np.testing.assert_array_equal(evaluated_masks, plain_masks)
+  assert not np.array_equal(trained_masks, plain_masks)

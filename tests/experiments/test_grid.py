@@ -59,3 +59,11 @@ def test_overrides_and_phantom_budget(capsys):
   assert (real.data_dir, real.split, real.fold, real.init, real.image_size, real.epochs) == (
       '/data/kaggle_3m', 'slice', 2, 'imagenet', 224, 30)
   assert args.resume
+
+
+def test_preprocess_override_accepts_the_augmented_variants_only_by_name():
+  from experiments.seg01 import CONFIG
+  config, _ = resolve(CONFIG, ['--data-dir', '/data/kaggle_3m', '--preprocess', 'resize_flip_affine'])
+  assert config.preprocess == 'resize_flip_affine'
+  with pytest.raises(SystemExit):
+    resolve(CONFIG, ['--data-dir', '/data/kaggle_3m', '--preprocess', 'resize_rotate'])
