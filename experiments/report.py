@@ -57,11 +57,13 @@ def markdown(runs: list[dict]) -> str:
 
 
 def _segmentation_table(runs: list[dict]) -> str:
-  lines = ['| experiment | run | encoder | px | init | split | epochs | optimizer | eval slices | Dice per volume | '
-           'IoU per volume | Dice on tumor slices | false-positive rate (tumor-free slices) |', '|' + '---|' * 13]
+  lines = ['| experiment | run | encoder | preprocess | px | init | split | epochs | optimizer | eval slices | '
+           'Dice per volume | IoU per volume | Dice on tumor slices | false-positive rate (tumor-free slices) |',
+           '|' + '---|' * 14]
   for r in runs:
-    lines.append(f"| {r['experiment']} | {r['run']} | {r.get('arch', '?')} | {r.get('image_size', '?')} | "
-                 f"{r['init'].split(' ')[0]} | {r['split']} | {r.get('epochs', '?')} | {_optimizer(r['config'])} | "
+    lines.append(f"| {r['experiment']} | {r['run']} | {r.get('arch', '?')} | {r.get('preprocess', '?')} | "
+                 f"{r.get('image_size', '?')} | {r['init'].split(' ')[0]} | {r['split']} | {r.get('epochs', '?')} | "
+                 f"{_optimizer(r['config'])} | "
                  f"{r.get('counts', {}).get('eval_slices', '?')} | {_fmt(r['dice_per_volume'])} | "
                  f"{_fmt(r['iou_per_volume'])} | {_fmt(r['dice_tumor_slices'])} | {_fmt(r['false_positive_rate'])} |")
   return '\n'.join(lines) + '\n'
