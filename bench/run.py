@@ -2,6 +2,7 @@
 
   python bench/run.py            # ResNet18/50 x batch 8/32, train + inference, feature cache (~15 min on 2 cores)
   python bench/run.py --quick    # ResNet18 training at batch 8 only (< 3 minutes)
+  python bench/run.py --compute-dtype bfloat16   # mixed precision on both sides (for GPUs)
 
 Each measurement runs in its own subprocess (one framework at a time, so neither competes for
 cores and peak memory is its own). Both frameworks get the same work: uint8 224x224 images
@@ -9,6 +10,9 @@ scaled to [0, 1], forward, cross-entropy, backward and an SGD-momentum update (t
 a forward pass (inference), on the same architecture (the report's head on a ResNet). Figures
 are the median and range over repeats after warm-up; jaxbrain's compile time is reported apart.
 The last line printed is one JSON object: per case, both images/second and `ratio` (jaxbrain / PyTorch).
+On a GPU both frameworks run there (PyTorch when its CUDA build is installed) and the peak device
+memory is reported beside the peak RSS; bfloat16 means jaxbrain's mixed precision (float32 weights
+and BatchNorm statistics) against PyTorch's bfloat16 autocast.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ def _timed_repeats(step, repeats: int, steps: int, batch: int) -> list[float]:
   return rates
 
 
-def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int) -> dict:
+def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype: str) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -46,7 +50,7 @@ def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int) -> di
   from jaxbrain.train.steps import make_eval_step, make_train_step
   from jaxbrain.train.strategies import make_optimizer
 
-  model = create_model(arch, num_classes=2, head_hidden=(256, 64), dropout_rate=0.25)
+  model = create_model(arch, num_classes=2, head_hidden=(256, 64), dropout_rate=0.25, dtype=jnp.dtype(dtype))
   images = np.random.default_rng(0).integers(0, 255, (batch, 224, 224, 3), dtype=np.uint8)
   labels = np.arange(batch, dtype=np.int32) % 2
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
@@ -75,11 +79,13 @@ def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int) -> di
   compile_s = time.perf_counter() - start
   run(2)
   rates = _timed_repeats(run, repeats, steps, batch)
+  stats = jax.devices()[0].memory_stats() or {}  # None on CPU
+  peak = stats.get('peak_bytes_in_use')
   return {'rates': rates, 'compile_s': compile_s, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
-          'device': jax.devices()[0].platform}
+          'device': jax.devices()[0].platform, 'device_peak_mb': peak / 2 ** 20 if peak else None}
 
 
-def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int) -> dict:
+def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype: str) -> dict:
   import torch
   from torch import nn
 
@@ -93,29 +99,37 @@ def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int) -> 
   features = model.fc.in_features
   model.fc = nn.Sequential(nn.Linear(features, 256), nn.ReLU(), nn.Dropout(0.25), nn.Linear(256, 64),
                            nn.Dropout(0.25), nn.Linear(64, 2))
-  images = torch.randint(0, 255, (batch, 3, 224, 224), dtype=torch.uint8)
-  labels = torch.arange(batch) % 2
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  model = model.to(device)
+  images = torch.randint(0, 255, (batch, 3, 224, 224), dtype=torch.uint8, device=device)
+  labels = torch.arange(batch, device=device) % 2
   optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.5)
   loss_fn = nn.CrossEntropyLoss()
+  autocast = lambda: torch.autocast(device, torch.bfloat16, enabled=dtype == 'bfloat16')
+  synchronize = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
   if mode == 'train':
     model.train()
 
     def run(n):
       for _ in range(n):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images.float() / 255), labels)
+        with autocast():
+          loss = loss_fn(model(images.float() / 255), labels)
         loss.backward()
         optimizer.step()
+      synchronize()
   else:
     model.eval()
 
     def run(n):
-      with torch.no_grad():
+      with torch.no_grad(), autocast():
         for _ in range(n):
           torch.softmax(model(images.float() / 255), 1)
+      synchronize()
 
   run(2)
-  return {'rates': _timed_repeats(run, repeats, steps, batch), 'threads': torch.get_num_threads()}
+  return {'rates': _timed_repeats(run, repeats, steps, batch), 'threads': torch.get_num_threads(), 'device': device,
+          'device_peak_mb': torch.cuda.max_memory_allocated() / 2 ** 20 if device == 'cuda' else None}
 
 
 def feature_cache_worker(arch: str, batch: int, repeats: int, examples: int) -> dict:
@@ -176,6 +190,13 @@ def run_worker(args: list[str], env: dict | None = None) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _memory(ours: dict, theirs: dict) -> str:
+  text = f"RSS {ours['peak_rss_mb']:.0f} / {theirs['peak_rss_mb']:.0f}"
+  if ours['device_peak_mb'] or theirs['device_peak_mb']:
+    text += f"; device {ours['device_peak_mb'] or 0:.0f} / {theirs['device_peak_mb'] or 0:.0f}"
+  return text
+
+
 def summarize(rates: list[float]) -> dict:
   return {'median': statistics.median(rates), 'min': min(rates), 'max': max(rates), 'repeats': len(rates)}
 
@@ -184,6 +205,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true', help='ResNet18 training at batch 8 only')
   parser.add_argument('--repeats', type=int, default=None)
+  parser.add_argument('--compute-dtype', choices=('float32', 'bfloat16'), default='float32',
+                      help='bfloat16: mixed precision on both sides (meant for GPUs)')
   parser.add_argument('--out', default='bench/results', help='folder for results.json and results.md')
   parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -192,8 +215,8 @@ def main() -> None:
     if kind == 'cache':
       result = feature_cache_worker(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
     else:
-      arch, batch, mode, repeats, steps = rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4])
-      result = (jax_worker if kind == 'jax' else torch_worker)(arch, batch, mode, repeats, steps)
+      arch, batch, mode, repeats, steps, dtype = rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4]), rest[5]
+      result = (jax_worker if kind == 'jax' else torch_worker)(arch, batch, mode, repeats, steps, dtype)
     result['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
     return
@@ -204,7 +227,7 @@ def main() -> None:
   results, table = {}, []
   for arch, batch, mode in cases:
     steps = max(2, 64 // batch) if arch == 'resnet18' else max(1, 32 // batch)
-    worker_args = [arch, str(batch), mode, str(repeats), str(steps)]
+    worker_args = [arch, str(batch), mode, str(repeats), str(steps), args.compute_dtype]
     ours, theirs = run_worker(['jax', *worker_args]), run_worker(['torch', *worker_args])
     plain = run_worker(['jax', *worker_args], env={'JAXBRAIN_XLA_DEFAULTS': '0'})  # XLA's own defaults
     ours_s, theirs_s, plain_s = summarize(ours['rates']), summarize(theirs['rates']), summarize(plain['rates'])
@@ -217,11 +240,13 @@ def main() -> None:
                      'jaxbrain_range': [round(ours_s['min'], 2), round(ours_s['max'], 2)],
                      'pytorch_range': [round(theirs_s['min'], 2), round(theirs_s['max'], 2)],
                      'jaxbrain_compile_s': round(ours['compile_s'], 1),
-                     'peak_rss_mb': {'jaxbrain': round(ours['peak_rss_mb']), 'pytorch': round(theirs['peak_rss_mb'])}}
+                     'peak_rss_mb': {'jaxbrain': round(ours['peak_rss_mb']), 'pytorch': round(theirs['peak_rss_mb'])},
+                     'device_peak_mb': {'jaxbrain': ours['device_peak_mb'], 'pytorch': theirs['device_peak_mb']},
+                     'devices': {'jaxbrain': ours['device'], 'pytorch': theirs['device']}}
     table.append(f"| {arch} | {mode} | {batch} | {ours_s['median']:.1f} ({ours_s['min']:.1f}–{ours_s['max']:.1f}) | "
                  f"{theirs_s['median']:.1f} ({theirs_s['min']:.1f}–{theirs_s['max']:.1f}) | "
                  f"**{results[name]['ratio']:.2f}** | {plain_s['median']:.1f} ({results[name]['ratio_xla_defaults_off']:.2f}) | "
-                 f"{ours['compile_s']:.1f} | {ours['peak_rss_mb']:.0f} / {theirs['peak_rss_mb']:.0f} |")
+                 f"{ours['compile_s']:.1f} | {_memory(ours, theirs)} |")
     print(table[-1], flush=True)
   if not args.quick:
     cache = run_worker(['cache', 'resnet18', '8', '3', '96'])
@@ -230,8 +255,9 @@ def main() -> None:
           f"{cache['frozen_backbone_epoch_s']:.2f} s, cached features {cache['cached_features_epoch_s']:.4f} s "
           f"({cache['speedup']:.0f}x); building the cache once: {cache['cache_build_s']:.1f} s", flush=True)
   header = ('| model | step | batch | jaxbrain img/s (range) | PyTorch img/s (range) | ratio | jaxbrain without its '
-            'XLA defaults img/s (ratio) | jaxbrain compile s | peak RSS MB (jax / torch) |\n|---|---|---|---|---|---|---|---|---|')
-  machine = f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'
+            'XLA defaults img/s (ratio) | jaxbrain compile s | peak memory MB (jax / torch) |\n|---|---|---|---|---|---|---|---|---|')
+  machine = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores; devices: jaxbrain {ours["device"]}, '
+             f'PyTorch {theirs["device"]}; {args.compute_dtype}')
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   (out / 'results.md').write_text(f'{machine}; jaxbrain XLA defaults: {ours["xla_flags"]!r}\n\n{header}\n' +
