@@ -39,7 +39,7 @@ def trained_runs(phantom_png, tmp_path_factory):
               bootstrap_samples=0, head_hidden=(32, 16))
   train_and_evaluate(TrainConfig(experiment='cls', learning_rate=0.01, **tiny), progress=False)
   seg = train_and_evaluate(TrainConfig(experiment='seg', task='segment', arch='resunet', unet_width=4, optimizer='adam',
-                                       learning_rate=1e-3, preprocess='resize_flip', **tiny), progress=False)
+                                       learning_rate=1e-3, preprocess='resize_flip_affine', **tiny), progress=False)
   for key in ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate'):
     assert 0 <= seg[key] <= 1
   run = lambda name: next((workdir / name).iterdir())
