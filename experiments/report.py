@@ -63,8 +63,8 @@ def _segmentation_table(runs: list[dict]) -> str:
   for r in runs:
     lines.append(f"| {r['experiment']} | {r['run']} | {r.get('arch', '?')} | {r.get('preprocess', '?')} | "
                  f"{r.get('image_size', '?')} | {r['init'].split(' ')[0]} | {r['split']} | {r.get('epochs', '?')} | "
-                 f"{_optimizer(r['config'])} | "
-                 f"{r.get('counts', {}).get('eval_slices', '?')} | {_fmt(r['dice_per_volume'])} | "
+                 f"{_optimizer(r['config'])} | {r.get('counts', {}).get('eval_slices', '?')} | "
+                 f"{_fmt(r['dice_per_volume'])} | "
                  f"{_fmt(r['iou_per_volume'])} | {_fmt(r['dice_tumor_slices'])} | {_fmt(r['false_positive_rate'])} |")
   return '\n'.join(lines) + '\n'
 

@@ -102,7 +102,7 @@ def preprocess(config: Preprocess, key: jax.Array | None, images: jax.Array,
   if masks is not None:
     masks = resize(masks[..., None].astype(jnp.float32), config.size, 'nearest')[..., 0]
   if train and config.affine:
-    images, masks = random_affine(jax.random.fold_in(key, 1), images, masks)
+    images, masks = random_affine(jax.random.fold_in(key, 1), images, masks)  # flips keep drawing from `key`
   if config.normalize:
     images = normalize(images)
   return images, masks
