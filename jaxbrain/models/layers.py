@@ -1,10 +1,13 @@
 """Layers whose exact semantics matter for matching PyTorch."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 class BatchNorm(nn.Module):
@@ -42,3 +45,53 @@ class BatchNorm(nn.Module):
     multiplier = scale * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
     y = x.astype(jnp.float32) * multiplier + (bias - mean * multiplier)
     return y.astype(self.dtype)
+
+
+def _window_views(padded, window: int, stride: int, out_hw: tuple[int, int]):
+  """The window*window strided views of `padded` [B, H, W, C], one per offset in the window."""
+  span_h, span_w = stride * (out_hw[0] - 1) + 1, stride * (out_hw[1] - 1) + 1
+  for i in range(window):
+    for j in range(window):
+      yield (i, j), padded[:, i:i + span_h:stride, j:j + span_w:stride, :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x, window: int = 3, stride: int = 2, padding: int = 1):
+  """Square max pooling over H, W of [B, H, W, C] with -inf padding (PyTorch's `MaxPool2d`).
+
+  Same values as `flax.linen.max_pool`; the gradient goes to the first maximum of each window in
+  row-major order, as PyTorch and XLA's select-and-scatter do, but it is computed as one fused
+  masked sum over the window offsets. XLA:CPU expands select-and-scatter into four index tensors,
+  a variadic reduce-window and a scatter: ~130 ms of a 650-ms ResNet18 training step (batch 8, 2
+  CPU cores) in a profile; the step runs 6-12% faster without them (see README, Performance).
+  """
+  pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), pads)
+
+
+def _max_pool_fwd(x, window, stride, padding):
+  y = max_pool(x, window, stride, padding)
+  return y, (x, y)
+
+
+def _max_pool_bwd(window, stride, padding, residuals, grad):
+  x, y = residuals
+  pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+  padded = jnp.pad(x, pads, constant_values=-jnp.inf)
+  out_hw = y.shape[1:3]
+  taken = jnp.zeros(y.shape, bool)
+  grad_padded = jnp.zeros(padded.shape, grad.dtype)
+  for (i, j), view in _window_views(padded, window, stride, out_hw):
+    first = (view == y) & ~taken
+    taken = taken | first
+    placed = lax.pad(jnp.where(first, grad, 0).astype(grad.dtype), jnp.zeros((), grad.dtype), (
+        (0, 0, 0),
+        (i, padded.shape[1] - i - stride * (out_hw[0] - 1) - 1, stride - 1),
+        (j, padded.shape[2] - j - stride * (out_hw[1] - 1) - 1, stride - 1),
+        (0, 0, 0)))
+    grad_padded = grad_padded + placed
+  height, width = x.shape[1:3]
+  return (grad_padded[:, padding:padding + height, padding:padding + width, :],)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbrain.models.heads import ClassifierHead
-from jaxbrain.models.layers import BatchNorm
+from jaxbrain.models.layers import BatchNorm, max_pool
 
 # torchvision initializes conv kernels with kaiming_normal_(mode='fan_out', nonlinearity='relu')
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -88,7 +88,7 @@ class ResNetBackbone(nn.Module):
     x = conv(64, (7, 7), (2, 2), padding=_pad(7), name='conv1')(x.astype(self.dtype))
     x = nn.relu(norm(name='bn1')(x))
     pyramid = [x]
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
+    x = max_pool(x, 3, 2, 1)
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1

@@ -1,0 +1,49 @@
+"""`max_pool`: PyTorch's MaxPool2d values and gradients, without XLA's select-and-scatter."""
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+import torch
+
+from jaxbrain.models.layers import max_pool
+
+CASES = [((2, 16, 16, 4), 3, 2, 1), ((2, 9, 11, 3), 3, 2, 1), ((1, 10, 7, 2), 2, 2, 0), ((1, 8, 8, 3), 3, 1, 1)]
+
+
+def _inputs(shape, ties: bool, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=shape).astype(np.float32)
+  return np.round(x).clip(0) if ties else x  # ties: many equal maxima in a window (post-ReLU zeros)
+
+
+@pytest.mark.parametrize('shape,window,stride,padding', CASES)
+@pytest.mark.parametrize('ties', [False, True])
+def test_max_pool_matches_flax_and_its_gradient_picks_the_same_maxima(shape, window, stride, padding, ties):
+  x = _inputs(shape, ties)
+  reference = lambda v: nn.max_pool(v, (window, window), strides=(stride, stride), padding=((padding, padding),) * 2)
+  y_ref, vjp_ref = jax.vjp(reference, x)
+  y, vjp = jax.vjp(lambda v: max_pool(v, window, stride, padding), x)
+  np.testing.assert_array_equal(y, y_ref)
+  # integer cotangents make every sum exact, so any difference is a different choice of maximum
+  cotangent = np.random.default_rng(1).integers(-4, 5, size=y.shape).astype(np.float32)
+  np.testing.assert_array_equal(vjp(cotangent)[0], vjp_ref(cotangent)[0])
+
+
+@pytest.mark.parametrize('ties', [False, True])
+def test_max_pool_gradient_matches_pytorch(ties):
+  x = _inputs((2, 12, 13, 3), ties, seed=2)
+  y, vjp = jax.vjp(lambda v: max_pool(v, 3, 2, 1), x)
+  cotangent = np.random.default_rng(3).integers(-4, 5, size=y.shape).astype(np.float32)
+  x_torch = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+  y_torch = torch.nn.functional.max_pool2d(x_torch, 3, 2, 1)
+  y_torch.backward(torch.tensor(cotangent.transpose(0, 3, 1, 2)))
+  np.testing.assert_array_equal(y, y_torch.detach().numpy().transpose(0, 2, 3, 1))
+  np.testing.assert_array_equal(vjp(cotangent)[0], x_torch.grad.numpy().transpose(0, 2, 3, 1))
+
+
+def test_max_pool_is_not_lowered_to_select_and_scatter():
+  x = np.zeros((2, 16, 16, 4), np.float32)
+  grad = jax.jit(jax.grad(lambda v: max_pool(v, 3, 2, 1).sum()))
+  assert 'select-and-scatter' not in grad.lower(x).as_text(dialect='hlo')
+  reference = jax.jit(jax.grad(lambda v: nn.max_pool(v, (3, 3), (2, 2), ((1, 1), (1, 1))).sum()))
+  assert 'select-and-scatter' in reference.lower(x).as_text(dialect='hlo')
