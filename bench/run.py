@@ -212,12 +212,16 @@ def main() -> None:
   args = parser.parse_args()
   if args.worker:
     kind, *rest = args.worker
+    if kind != 'torch' or os.environ.get('BENCH_TORCH_TCMALLOC'):
+      from jaxbrain.allocator import restart_with_tcmalloc
+      restart_with_tcmalloc()  # as jaxbrain's own programs run (JAXBRAIN_ALLOCATOR=system: glibc)
     if kind == 'cache':
       result = feature_cache_worker(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
     else:
       arch, batch, mode, repeats, steps, dtype = rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4]), rest[5]
       result = (jax_worker if kind == 'jax' else torch_worker)(arch, batch, mode, repeats, steps, dtype)
     result['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result['tcmalloc'] = 'tcmalloc' in Path('/proc/self/maps').read_text() if Path('/proc/self/maps').exists() else False
     print(json.dumps(result))
     return
 
@@ -226,26 +230,33 @@ def main() -> None:
   results, table = {}, []
   for arch, batch, mode in cases:
     steps = max(2, 64 // batch) if arch == 'resnet18' else max(1, 32 // batch)
-    repeats = args.repeats or (3 if args.quick or arch == 'resnet50' else 5)  # keeps the full run under 15 min
+    repeats = args.repeats or (3 if args.quick or arch == 'resnet50' else 4)  # keeps the full run under 15 min
     worker_args = [arch, str(batch), mode, str(repeats), str(steps), args.compute_dtype]
     ours, theirs = run_worker(['jax', *worker_args]), run_worker(['torch', *worker_args])
-    plain = run_worker(['jax', *worker_args], env={'JAXBRAIN_XLA_DEFAULTS': '0'})  # XLA's own defaults
+    # jaxbrain with XLA's own flags and glibc's malloc: what its defaults are worth
+    plain = run_worker(['jax', *worker_args], env={'JAXBRAIN_XLA_DEFAULTS': '0', 'JAXBRAIN_ALLOCATOR': 'system'})
     ours_s, theirs_s, plain_s = summarize(ours['rates']), summarize(theirs['rates']), summarize(plain['rates'])
     name = f'{arch}_{mode}_b{batch}'
     results[name] = {'jaxbrain': round(ours_s['median'], 2), 'pytorch': round(theirs_s['median'], 2),
                      'ratio': round(ours_s['median'] / theirs_s['median'], 3),
-                     'jaxbrain_xla_defaults_off': round(plain_s['median'], 2),
-                     'ratio_xla_defaults_off': round(plain_s['median'] / theirs_s['median'], 3),
-                     'xla_flags': ours['xla_flags'],
+                     'jaxbrain_defaults_off': round(plain_s['median'], 2),
+                     'ratio_defaults_off': round(plain_s['median'] / theirs_s['median'], 3),
+                     'xla_flags': ours['xla_flags'], 'jaxbrain_tcmalloc': ours['tcmalloc'],
                      'jaxbrain_range': [round(ours_s['min'], 2), round(ours_s['max'], 2)],
                      'pytorch_range': [round(theirs_s['min'], 2), round(theirs_s['max'], 2)],
                      'jaxbrain_compile_s': round(ours['compile_s'], 1),
                      'peak_rss_mb': {'jaxbrain': round(ours['peak_rss_mb']), 'pytorch': round(theirs['peak_rss_mb'])},
                      'device_peak_mb': {'jaxbrain': ours['device_peak_mb'], 'pytorch': theirs['device_peak_mb']},
                      'devices': {'jaxbrain': ours['device'], 'pytorch': theirs['device']}}
+    tuned = '—'
+    if arch == 'resnet18' and mode == 'train' and ours['tcmalloc']:  # PyTorch given jaxbrain's allocator too
+      tuned_s = summarize(run_worker(['torch', *worker_args], env={'BENCH_TORCH_TCMALLOC': '1'})['rates'])
+      results[name]['pytorch_tcmalloc'] = round(tuned_s['median'], 2)
+      results[name]['ratio_pytorch_tcmalloc'] = round(ours_s['median'] / tuned_s['median'], 3)
+      tuned = f"{tuned_s['median']:.1f} ({results[name]['ratio_pytorch_tcmalloc']:.2f})"
     table.append(f"| {arch} | {mode} | {batch} | {ours_s['median']:.1f} ({ours_s['min']:.1f}–{ours_s['max']:.1f}) | "
                  f"{theirs_s['median']:.1f} ({theirs_s['min']:.1f}–{theirs_s['max']:.1f}) | "
-                 f"**{results[name]['ratio']:.2f}** | {plain_s['median']:.1f} ({results[name]['ratio_xla_defaults_off']:.2f}) | "
+                 f"**{results[name]['ratio']:.2f}** | {plain_s['median']:.1f} ({results[name]['ratio_defaults_off']:.2f}) | {tuned} | "
                  f"{ours['compile_s']:.1f} | {_memory(ours, theirs)} |")
     print(table[-1], flush=True)
   if not args.quick:
@@ -255,12 +266,14 @@ def main() -> None:
           f"{cache['frozen_backbone_epoch_s']:.2f} s, cached features {cache['cached_features_epoch_s']:.4f} s "
           f"({cache['speedup']:.0f}x); building the cache once: {cache['cache_build_s']:.1f} s", flush=True)
   header = ('| model | step | batch | jaxbrain img/s (range) | PyTorch img/s (range) | ratio | jaxbrain without its '
-            'XLA defaults img/s (ratio) | jaxbrain compile s | peak memory MB (jax / torch) |\n|---|---|---|---|---|---|---|---|---|')
+            'defaults img/s (ratio) | PyTorch with tcmalloc img/s (ratio) | jaxbrain compile s | peak memory MB (jax / torch) |'
+            '\n|---|---|---|---|---|---|---|---|---|---|')
   machine = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores; devices: jaxbrain {ours["device"]}, '
              f'PyTorch {theirs["device"]}; {args.compute_dtype}')
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / 'results.md').write_text(f'{machine}; jaxbrain XLA defaults: {ours["xla_flags"]!r}\n\n{header}\n' +
+  (out / 'results.md').write_text(f'{machine}; jaxbrain XLA defaults: {ours["xla_flags"]!r}; jaxbrain allocator: '
+                                  f'{"tcmalloc" if ours["tcmalloc"] else "glibc (tcmalloc not installed)"}\n\n{header}\n' +
                                   '\n'.join(table) + '\n')
   (out / 'results.json').write_text(json.dumps(results, indent=2) + '\n')
   print(json.dumps(results))

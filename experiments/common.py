@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxbrain.allocator import restart_with_tcmalloc
 from jaxbrain.data.kaggle3m import DataError
 from jaxbrain.data.transforms import AUGMENTED, VARIANTS
 from jaxbrain.models import WeightsError, WeightsNotFoundError
@@ -75,7 +76,9 @@ def resolve(config: TrainConfig, argv: list[str] | None = None) -> tuple[TrainCo
 
 
 def main(config: TrainConfig, argv: list[str] | None = None) -> dict:
-  """Entry point of every experiment module."""
+  """Entry point of every experiment module (`argv=None`: the command line, run with tcmalloc)."""
+  if argv is None:
+    restart_with_tcmalloc()
   config, args = resolve(config, argv)
   initialize_distributed(args.coordinator_address, args.num_processes, args.process_id, force=args.distributed)
   try:

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from jaxbrain.allocator import restart_with_tcmalloc
 from jaxbrain.data import kaggle3m
 from jaxbrain.data.phantom import write_phantom
 
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  if argv is None:  # the `jaxbrain` command itself: run it with tcmalloc (jaxbrain/allocator.py)
+    restart_with_tcmalloc()
   args = build_parser().parse_args(argv)
   from jaxbrain.localize.predict import RunError
 
