@@ -135,3 +135,71 @@ def _max_pool_bwd(window, stride, padding, residuals, grad):
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+  """`lax.conv_general_dilated` for `flax.linen.Conv(conv_general_dilated=...)`, same values.
+
+  Stride-1 'same' convolutions on small maps with large kernels (a ResNet's last stage: 7x7 maps,
+  512x512x3x3 kernels at 224 px) take their input gradient from `_conv_small_map`; every other
+  convolution is lax's. On XLA:CPU that gradient otherwise spends about as long flipping and
+  transposing the kernel as convolving (bench: 17.6 -> 9.4 ms for 8x7x7x512, batch 8).
+  """
+  spatial, in_features, out_features = lhs.shape[1:-1], rhs.shape[-2], rhs.shape[-1]
+  kernel = rhs.shape[:-2]
+  if (len(spatial) == 2 and _is_nhwc(dimension_numbers, lhs.ndim) and tuple(window_strides) == (1, 1)
+      and all(k % 2 for k in kernel) and _is_same_padding(padding, kernel) and feature_group_count == 1
+      and not kwargs and all(d in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
+      and spatial[0] * spatial[1] <= 64 and in_features * out_features >= 256 * 256):
+    return _conv_small_map(lhs, rhs)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                  dimension_numbers, feature_group_count, precision=precision, **kwargs)
+
+
+def _is_nhwc(dimension_numbers, ndim: int) -> bool:
+  expected = lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim, _NHWC)
+  return lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim, dimension_numbers or _NHWC) == expected
+
+
+def _is_same_padding(padding, kernel) -> bool:
+  if isinstance(padding, str):
+    return padding == 'SAME'
+  return [tuple(p) for p in padding] == [(k // 2, k // 2) for k in kernel]
+
+
+def _same_conv(x, w):
+  pads = [(k // 2, k // 2) for k in w.shape[:2]]
+  return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_NHWC)
+
+
+@jax.custom_vjp
+def _conv_small_map(x, w):
+  """Stride-1 'same' NHWC convolution whose input gradient is one matmul and a shifted sum."""
+  return _same_conv(x, w)
+
+
+def _conv_small_map_fwd(x, w):
+  return _same_conv(x, w), (x, w)
+
+
+def _conv_small_map_bwd(residuals, grad):
+  x, w = residuals
+  n, height, width, out_features = grad.shape
+  kh, kw, in_features, _ = w.shape
+  # each output position's contribution to the kh*kw input positions it saw, in one GEMM
+  # against the kernel as stored (no flipped or transposed copy), then summed into place
+  columns = lax.dot_general(grad.reshape(-1, out_features), w.reshape(-1, out_features), (((1,), (1,)), ((), ())),
+                            preferred_element_type=jnp.float32)  # summed in float32, as a convolution would
+  columns = columns.reshape(n, height, width, kh, kw, in_features)
+  grad_x = sum(jnp.pad(columns[:, :, :, i, j], ((0, 0), (i, kh - 1 - i), (j, kw - 1 - j), (0, 0)))
+               for i in range(kh) for j in range(kw))
+  grad_x = grad_x[:, kh // 2:kh // 2 + height, kw // 2:kw // 2 + width]
+  _, kernel_vjp = jax.vjp(lambda kernel: _same_conv(x, kernel), w)
+  return grad_x.astype(x.dtype), kernel_vjp(grad)[0]
+
+
+_conv_small_map.defvjp(_conv_small_map_fwd, _conv_small_map_bwd)

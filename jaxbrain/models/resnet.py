@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbrain.models.heads import ClassifierHead
-from jaxbrain.models.layers import BatchNorm, max_pool
+from jaxbrain.models.layers import BatchNorm, conv_general_dilated, max_pool
 
 # torchvision initializes conv kernels with kaiming_normal_(mode='fan_out', nonlinearity='relu')
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -82,7 +82,8 @@ class ResNetBackbone(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init,
+                             conv_general_dilated=conv_general_dilated)
     norm = functools.partial(BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
                              epsilon=BN_EPSILON, dtype=self.dtype)
     x = conv(64, (7, 7), (2, 2), padding=_pad(7), name='conv1')(x.astype(self.dtype))

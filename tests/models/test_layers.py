@@ -1,11 +1,11 @@
-"""`max_pool` and `batch_normalize`: PyTorch's values and gradients, with gradients XLA:CPU runs faster."""
+"""`max_pool`, `batch_normalize`, `conv_general_dilated`: the reference values and gradients, computed faster on XLA:CPU."""
 import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 import torch
 
-from jaxbrain.models.layers import _batch_moments, _normalize, batch_normalize, max_pool
+from jaxbrain.models.layers import _batch_moments, _normalize, batch_normalize, conv_general_dilated, max_pool
 
 CASES = [((2, 16, 16, 4), 3, 2, 1), ((2, 9, 11, 3), 3, 2, 1), ((1, 10, 7, 2), 2, 2, 0), ((1, 8, 8, 3), 3, 1, 1)]
 
@@ -84,3 +84,30 @@ def test_batch_normalize_gradient_matches_pytorch():
   np.testing.assert_allclose(y, y_t.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
   for ours, theirs in zip(grads, (x_t.grad.numpy().transpose(0, 2, 3, 1), scale_t.grad.numpy(), bias_t.grad.numpy())):
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
+
+
+def _lax_conv(x, w, strides=(1, 1)):
+  pads = [(k // 2, k // 2) for k in w.shape[:2]]
+  return jax.lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@pytest.mark.parametrize('x_shape,w_shape,strides,custom', [
+    ((2, 7, 7, 512), (3, 3, 512, 512), (1, 1), True),     # ResNet layer4 at 224 px
+    ((2, 4, 6, 256), (5, 5, 256, 320), (1, 1), True),     # non-square map, 5x5, in != out
+    ((2, 14, 14, 256), (3, 3, 256, 256), (1, 1), False),  # larger map: lax's gradient
+    ((2, 8, 8, 512), (3, 3, 512, 512), (2, 2), False),    # strided: lax's gradient
+    ((2, 7, 7, 64), (3, 3, 64, 64), (1, 1), False),       # small kernel: lax's gradient
+])
+def test_conv_general_dilated_is_lax_with_a_faster_input_gradient_on_small_maps(x_shape, w_shape, strides, custom):
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=x_shape).astype(np.float32)
+  w = (rng.normal(size=w_shape) / np.sqrt(np.prod(w_shape[:3]))).astype(np.float32)
+  conv = nn.Conv(w_shape[-1], w_shape[:2], strides, padding=[(k // 2, k // 2) for k in w_shape[:2]], use_bias=False,
+                 conv_general_dilated=conv_general_dilated)
+  ours = lambda x, w: conv.apply({'params': {'kernel': w}}, x)
+  assert ('custom_vjp' in str(jax.make_jaxpr(ours)(x, w))) == custom
+  (y, vjp), (y_ref, vjp_ref) = jax.vjp(ours, x, w), jax.vjp(lambda x, w: _lax_conv(x, w, strides), x, w)
+  np.testing.assert_array_equal(y, y_ref)
+  cotangent = rng.normal(size=y.shape).astype(np.float32)
+  for ours_grad, reference in zip(vjp(cotangent), vjp_ref(cotangent)):
+    np.testing.assert_allclose(ours_grad, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
