@@ -8,7 +8,8 @@ The allocator has to be chosen before the process starts (LD_PRELOAD), so jaxbra
 points (`jaxbrain ...`, `python -m experiments.<name>`, `bench/run.py`) restart themselves once
 with it preloaded, when it is installed (Debian/Ubuntu: `apt install libtcmalloc-minimal4`) and
 not already loaded. `JAXBRAIN_ALLOCATOR=system` keeps glibc's. Library code (`import jaxbrain`)
-never restarts anything: for research scripts, set LD_PRELOAD yourself (`tcmalloc_path()`).
+never restarts anything: for research scripts, set LD_PRELOAD yourself (`tcmalloc_path()`). The
+restart costs one more interpreter start and import (~1 s here).
 """
 from __future__ import annotations
 
