@@ -212,8 +212,8 @@ def main() -> None:
   args = parser.parse_args()
   if args.worker:
     kind, *rest = args.worker
+    from jaxbrain.allocator import restart_with_tcmalloc, tcmalloc_loaded
     if kind != 'torch' or os.environ.get('BENCH_TORCH_TCMALLOC'):
-      from jaxbrain.allocator import restart_with_tcmalloc
       restart_with_tcmalloc()  # as jaxbrain's own programs run (JAXBRAIN_ALLOCATOR=system: glibc)
     if kind == 'cache':
       result = feature_cache_worker(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
@@ -221,7 +221,7 @@ def main() -> None:
       arch, batch, mode, repeats, steps, dtype = rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4]), rest[5]
       result = (jax_worker if kind == 'jax' else torch_worker)(arch, batch, mode, repeats, steps, dtype)
     result['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result['tcmalloc'] = 'tcmalloc' in Path('/proc/self/maps').read_text() if Path('/proc/self/maps').exists() else False
+    result['tcmalloc'] = tcmalloc_loaded()
     print(json.dumps(result))
     return
 

@@ -124,7 +124,7 @@ def _max_pool_bwd(window, stride, padding, residuals, grad):
   for (i, j), view in _window_views(padded, window, stride, out_hw):
     first = (view == y) & ~taken
     taken = taken | first
-    placed = lax.pad(jnp.where(first, grad, 0).astype(grad.dtype), jnp.zeros((), grad.dtype), (
+    placed = lax.pad(jnp.where(first, grad, 0), jnp.zeros((), grad.dtype), (
         (0, 0, 0),
         (i, padded.shape[1] - i - stride * (out_hw[0] - 1) - 1, stride - 1),
         (j, padded.shape[2] - j - stride * (out_hw[1] - 1) - 1, stride - 1),
