@@ -1,7 +1,22 @@
-"""LGG data: kaggle_3m scanning and validation, TFDS builder, splits, transforms, batches, phantoms."""
+"""LGG data: kaggle_3m scanning and validation, TFDS builder, splits, transforms, batches, phantoms.
+
+The TFDS builder (and with it tensorflow_datasets, ~0.4 s to import) loads on first use of
+`Lgg`, `build_dataset`, `load_arrays` or `load_dataset`, so training steps and models import
+without it.
+"""
+import importlib
+
+from jaxbrain.data.arrays import SliceArrays
 from jaxbrain.data.batching import check_batch_size, eval_batches, train_batches
-from jaxbrain.data.builder import Lgg, SliceArrays, build_dataset, load_arrays, load_dataset
 from jaxbrain.data.kaggle3m import DataError, SliceRecord, read_slice, scan, summarize
 from jaxbrain.data.phantom import write_phantom
 from jaxbrain.data.splits import Split, make_split, patient_kfold, patient_split, slice_split
 from jaxbrain.data.transforms import Preprocess, preprocess
+
+_FROM_BUILDER = ('Lgg', 'build_dataset', 'load_arrays', 'load_dataset')
+
+
+def __getattr__(name: str):
+  if name in _FROM_BUILDER:
+    return getattr(importlib.import_module('jaxbrain.data.builder'), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from jaxbrain.data.builder import SliceArrays
+from jaxbrain.data.arrays import SliceArrays
 
 Batch = dict[str, np.ndarray]
 

@@ -5,7 +5,6 @@ call `tf.image.encode_png`) and read back with `tfds.data_source`.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import shutil
@@ -16,6 +15,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from jaxbrain.data import kaggle3m
+from jaxbrain.data.arrays import SliceArrays
 
 SPLIT = 'full'  # one TFDS split with every slice; jaxbrain.data.splits makes train/eval by index
 
@@ -76,24 +76,6 @@ def _png(array: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(buffer, 'PNG')
   return buffer.getvalue()
-
-
-@dataclasses.dataclass(frozen=True)
-class SliceArrays:
-  """The whole dataset in host memory, sorted by (patient, slice).
-
-  image: [N, 256, 256, 3] uint8; mask: [N, 256, 256] uint8 (1 = tumor); label: [N] int32;
-  patient, institution: [N] str; slice: [N] int32.
-  """
-  image: np.ndarray
-  mask: np.ndarray
-  label: np.ndarray
-  patient: np.ndarray
-  institution: np.ndarray
-  slice: np.ndarray
-
-  def __len__(self) -> int:
-    return len(self.label)
 
 
 def default_data_dir(kaggle_dir: str | Path, cache_root: str | Path = 'checkpoints/tfds') -> Path:

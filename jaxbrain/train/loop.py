@@ -16,9 +16,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxbrain.data import SliceArrays, check_batch_size, load_dataset, make_split, write_phantom
+from jaxbrain.data import SliceArrays, check_batch_size, make_split, write_phantom
 from jaxbrain.data.batching import eval_index_batches, train_index_batches
-from jaxbrain.data.builder import default_data_dir
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.config import TrainConfig
@@ -51,6 +50,7 @@ def prepare_data(config: TrainConfig) -> tuple[SliceArrays, str]:
 
 
 def _load(config: TrainConfig) -> tuple[SliceArrays, str]:
+  from jaxbrain.data import builder  # tensorflow_datasets only for runs that load data (jaxbrain.data)
   cache_root = Path(config.workdir) / 'tfds'
   if config.data_dir:
     root = Path(config.data_dir)
@@ -60,7 +60,7 @@ def _load(config: TrainConfig) -> tuple[SliceArrays, str]:
     if not root.exists():
       write_phantom(root, n_patients=config.phantom_patients, seed=0)
     source = f'phantom (synthetic, {config.phantom_patients} patients) at {root.resolve()}'
-  return load_dataset(root, default_data_dir(root, cache_root)), source
+  return builder.load_dataset(root, builder.default_data_dir(root, cache_root)), source
 
 
 class _StopFlag:

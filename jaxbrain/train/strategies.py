@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from jaxbrain.data.batching import eval_batches
-from jaxbrain.data.builder import SliceArrays
+from jaxbrain.data.arrays import SliceArrays
 from jaxbrain.data.transforms import Preprocess, preprocess
 
 FROZEN, TRAINABLE = 'frozen', 'trainable'

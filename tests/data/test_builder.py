@@ -1,5 +1,6 @@
 """The TFDS builder: same pixels as direct decoding, both formats, no leftovers on failure."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import jaxbrain.data
 from jaxbrain.data import DataError, build_dataset, kaggle3m, load_arrays, load_dataset
 
 
@@ -58,3 +60,14 @@ def test_builds_the_shared_lgg_copy(real_data, tmp_path):
   data = load_dataset(real_data, tmp_path / 'tfds')
   assert (len(set(data.patient)), len(data), int(data.label.sum())) == (80, 2855, 994)
   assert data.mask.max() == 1 and np.array_equal(data.label, data.mask.reshape(len(data), -1).any(1))
+
+
+def test_tfds_loads_only_when_the_builder_is_used():
+  code = ('import sys, jaxbrain.train, jaxbrain.cli, jaxbrain.localize\n'
+          'assert "tensorflow_datasets" not in sys.modules, "imported eagerly"\n'
+          'import jaxbrain.data, jaxbrain.data.builder as builder\n'
+          'assert jaxbrain.data.load_dataset is builder.load_dataset and jaxbrain.data.Lgg is builder.Lgg\n'
+          'assert "tensorflow_datasets" in sys.modules\n')
+  subprocess.run([sys.executable, '-c', code], check=True, env={**os.environ, 'JAXBRAIN_ALLOCATOR': 'system'})
+  with pytest.raises(AttributeError, match='no_such_thing'):
+    jaxbrain.data.no_such_thing
