@@ -1,4 +1,8 @@
-"""Layers whose exact semantics matter for matching PyTorch, with gradients written for XLA:CPU's speed."""
+"""Layers whose exact semantics matter for matching PyTorch, with gradients written for XLA:CPU's speed.
+
+The rewritten gradients of `max_pool` and `conv_general_dilated` are staged with
+`lax.platform_dependent`: only a CPU lowering uses them; GPUs keep XLA's own (cuDNN's kernels).
+"""
 from __future__ import annotations
 
 import functools
@@ -103,8 +107,13 @@ def max_pool(x, window: int = 3, stride: int = 2, padding: int = 1):
   row-major order, as PyTorch and XLA's select-and-scatter do, but it is computed as one fused
   masked sum over the window offsets. XLA:CPU expands select-and-scatter into four index tensors,
   a variadic reduce-window and a scatter: ~130 ms of a 650-ms ResNet18 training step (batch 8, 2
-  CPU cores) in a profile; the step runs ~7% faster without them (README, Performance).
+  CPU cores) in a profile; the step runs ~7% faster without them (README, Performance). On other
+  platforms the gradient is XLA's select-and-scatter.
   """
+  return _reduce_window_max(x, window, stride, padding)
+
+
+def _reduce_window_max(x, window, stride, padding):
   pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
   return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), pads)
 
@@ -116,6 +125,13 @@ def _max_pool_fwd(x, window, stride, padding):
 
 def _max_pool_bwd(window, stride, padding, residuals, grad):
   x, y = residuals
+  reduce_window = lambda x: _reduce_window_max(x, window, stride, padding)
+  xla_gradient = lambda x, y, grad: jax.vjp(reduce_window, x)[1](grad)[0]  # select-and-scatter
+  first_max = functools.partial(_first_max_gradient, window, stride, padding)
+  return (lax.platform_dependent(x, y, grad, cpu=first_max, default=xla_gradient),)
+
+
+def _first_max_gradient(window, stride, padding, x, y, grad):
   pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
   padded = jnp.pad(x, pads, constant_values=-jnp.inf)
   out_hw = y.shape[1:3]
@@ -131,7 +147,7 @@ def _max_pool_bwd(window, stride, padding, residuals, grad):
         (0, 0, 0)))
     grad_padded = grad_padded + placed
   height, width = x.shape[1:3]
-  return (grad_padded[:, padding:padding + height, padding:padding + width, :],)
+  return grad_padded[:, padding:padding + height, padding:padding + width, :]
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
@@ -145,8 +161,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   """`lax.conv_general_dilated` for `flax.linen.Conv(conv_general_dilated=...)`, same values.
 
   Stride-1 'same' convolutions on small maps with large kernels (a ResNet's last stage: 7x7 maps,
-  512x512x3x3 kernels at 224 px) take their input gradient from `_conv_small_map`; every other
-  convolution is lax's. On XLA:CPU that gradient otherwise spends about as long flipping and
+  512x512x3x3 kernels at 224 px) take their input gradient from `_conv_small_map` on CPU; every
+  other convolution, and every convolution on other platforms, is lax's. On XLA:CPU that gradient otherwise spends about as long flipping and
   transposing the kernel as convolving (bench: 17.6 -> 9.4 ms for 8x7x7x512, batch 8).
   """
   spatial, in_features, out_features = lhs.shape[1:-1], rhs.shape[-2], rhs.shape[-1]
@@ -188,6 +204,13 @@ def _conv_small_map_fwd(x, w):
 
 def _conv_small_map_bwd(residuals, grad):
   x, w = residuals
+  _, vjp = jax.vjp(_same_conv, x, w)
+  xla_input_gradient = lambda grad, w: vjp(grad)[0]
+  grad_x = lax.platform_dependent(grad, w, cpu=_input_gradient_by_gemm, default=xla_input_gradient)
+  return grad_x.astype(x.dtype), vjp(grad)[1]
+
+
+def _input_gradient_by_gemm(grad, w):
   n, height, width, out_features = grad.shape
   kh, kw, in_features, _ = w.shape
   # each output position's contribution to the kh*kw input positions it saw, in one GEMM
@@ -197,9 +220,7 @@ def _conv_small_map_bwd(residuals, grad):
   columns = columns.reshape(n, height, width, kh, kw, in_features)
   grad_x = sum(jnp.pad(columns[:, :, :, i, j], ((0, 0), (i, kh - 1 - i), (j, kw - 1 - j), (0, 0)))
                for i in range(kh) for j in range(kw))
-  grad_x = grad_x[:, kh // 2:kh // 2 + height, kw // 2:kw // 2 + width]
-  _, kernel_vjp = jax.vjp(lambda kernel: _same_conv(x, kernel), w)
-  return grad_x.astype(x.dtype), kernel_vjp(grad)[0]
+  return grad_x[:, kh // 2:kh // 2 + height, kw // 2:kw // 2 + width]
 
 
 _conv_small_map.defvjp(_conv_small_map_fwd, _conv_small_map_bwd)

@@ -1,9 +1,12 @@
-"""`max_pool`, `batch_normalize`, `conv_general_dilated`: the reference values and gradients, computed faster on XLA:CPU."""
+"""`max_pool`, `batch_normalize`, `conv_general_dilated`: the reference values and gradients, computed faster on XLA:CPU (only there)."""
+import re
+
 import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 import torch
+from jax import export
 
 from jaxbrain.models.layers import _batch_moments, _normalize, batch_normalize, conv_general_dilated, max_pool
 
@@ -111,3 +114,17 @@ def test_conv_general_dilated_is_lax_with_a_faster_input_gradient_on_small_maps(
   cotangent = rng.normal(size=y.shape).astype(np.float32)
   for ours_grad, reference in zip(vjp(cotangent), vjp_ref(cotangent)):
     np.testing.assert_allclose(ours_grad, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_other_platforms_keep_xla_gradients():
+  """The rewritten gradients are for XLA:CPU; lowered for CUDA, XLA's own ops (cuDNN's kernels) stay."""
+  ops = lambda fn, args, platform: set(re.findall(r'stablehlo\.(\w+)', export.export(fn, platforms=[platform])(
+      *args).mlir_module()))
+  pool_grad = jax.jit(jax.grad(lambda v: max_pool(v, 3, 2, 1).sum()))
+  x = np.zeros((2, 16, 16, 4), np.float32)
+  assert 'select_and_scatter' in ops(pool_grad, (x,), 'cuda')
+  assert 'select_and_scatter' not in ops(pool_grad, (x,), 'cpu')
+  input_grad = jax.jit(jax.grad(lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)]).sum()))
+  args = np.zeros((2, 7, 7, 512), np.float32), np.zeros((3, 3, 512, 512), np.float32)
+  assert {'convolution', 'reverse'} <= ops(input_grad, args, 'cuda') and 'dot_general' not in ops(input_grad, args, 'cuda')
+  assert 'dot_general' in ops(input_grad, args, 'cpu') and 'convolution' not in ops(input_grad, args, 'cpu')
