@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -30,13 +31,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _timed_repeats(step, repeats: int, steps: int, batch: int) -> list[float]:
+MIN_REPEAT_S = 1.0  # on fast devices, enough steps per repeat that launch and timer jitter stay small
+
+
+def _timed_repeats(run, repeats: int, steps: int, batch: int) -> tuple[list[float], int]:
+  """Warms up with two steps (which also size the repeats), then times `repeats` runs of >= `steps` steps."""
+  start = time.perf_counter()
+  run(2)
+  steps = max(steps, math.ceil(MIN_REPEAT_S * 2 / (time.perf_counter() - start)))
   rates = []
   for _ in range(repeats):
     start = time.perf_counter()
-    step(steps)
+    run(steps)
     rates.append(steps * batch / (time.perf_counter() - start))
-  return rates
+  return rates, steps
 
 
 def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype: str) -> dict:
@@ -77,11 +85,10 @@ def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype
   start = time.perf_counter()
   run(1)
   compile_s = time.perf_counter() - start
-  run(2)
-  rates = _timed_repeats(run, repeats, steps, batch)
+  rates, steps = _timed_repeats(run, repeats, steps, batch)
   stats = jax.devices()[0].memory_stats() or {}  # None on CPU
   peak = stats.get('peak_bytes_in_use')
-  return {'rates': rates, 'compile_s': compile_s, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  return {'rates': rates, 'steps': steps, 'compile_s': compile_s, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
           'device': jax.devices()[0].platform, 'device_peak_mb': peak / 2 ** 20 if peak else None}
 
 
@@ -100,6 +107,7 @@ def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dty
   model.fc = nn.Sequential(nn.Linear(features, 256), nn.ReLU(), nn.Dropout(0.25), nn.Linear(256, 64),
                            nn.Dropout(0.25), nn.Linear(64, 2))
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest kernels, as XLA autotunes them on GPUs
   model = model.to(device)
   images = torch.randint(0, 255, (batch, 3, 224, 224), dtype=torch.uint8, device=device)
   labels = torch.arange(batch, device=device) % 2
@@ -127,8 +135,9 @@ def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dty
           torch.softmax(model(images.float() / 255), 1)
       synchronize()
 
-  run(2)
-  return {'rates': _timed_repeats(run, repeats, steps, batch), 'threads': torch.get_num_threads(), 'device': device,
+  run(1)  # cuDNN's kernel search on a GPU
+  rates, steps = _timed_repeats(run, repeats, steps, batch)
+  return {'rates': rates, 'steps': steps, 'threads': torch.get_num_threads(), 'device': device,
           'device_peak_mb': torch.cuda.max_memory_allocated() / 2 ** 20 if device == 'cuda' else None}
 
 
@@ -205,6 +214,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true', help='ResNet18 training at batch 8 only')
   parser.add_argument('--repeats', type=int, default=None)
+  parser.add_argument('--archs', nargs='+', choices=('resnet18', 'resnet50'), default=('resnet18', 'resnet50'))
   parser.add_argument('--compute-dtype', choices=('float32', 'bfloat16'), default='float32',
                       help='bfloat16: mixed precision on both sides (meant for GPUs)')
   parser.add_argument('--out', default='bench/results', help='folder for results.json and results.md')
@@ -226,21 +236,18 @@ def main() -> None:
     return
 
   cases = [('resnet18', 8, 'train')] if args.quick else [
-      (arch, batch, mode) for arch in ('resnet18', 'resnet50') for batch in (8, 32) for mode in ('train', 'infer')]
+      (arch, batch, mode) for arch in args.archs for batch in (8, 32) for mode in ('train', 'infer')]
   results, table = {}, []
   for arch, batch, mode in cases:
     steps = max(2, 64 // batch) if arch == 'resnet18' else max(1, 32 // batch)
     repeats = args.repeats or (3 if args.quick or arch == 'resnet50' else 4)  # keeps the full run under 15 min
     worker_args = [arch, str(batch), mode, str(repeats), str(steps), args.compute_dtype]
     ours, theirs = run_worker(['jax', *worker_args]), run_worker(['torch', *worker_args])
-    # jaxbrain with XLA's own flags and glibc's malloc: what its defaults are worth
-    plain = run_worker(['jax', *worker_args], env={'JAXBRAIN_XLA_DEFAULTS': '0', 'JAXBRAIN_ALLOCATOR': 'system'})
-    ours_s, theirs_s, plain_s = summarize(ours['rates']), summarize(theirs['rates']), summarize(plain['rates'])
+    ours_s, theirs_s = summarize(ours['rates']), summarize(theirs['rates'])
     name = f'{arch}_{mode}_b{batch}'
     results[name] = {'jaxbrain': round(ours_s['median'], 2), 'pytorch': round(theirs_s['median'], 2),
                      'ratio': round(ours_s['median'] / theirs_s['median'], 3),
-                     'jaxbrain_defaults_off': round(plain_s['median'], 2),
-                     'ratio_defaults_off': round(plain_s['median'] / theirs_s['median'], 3),
+                     'steps_per_repeat': {'jaxbrain': ours['steps'], 'pytorch': theirs['steps']},
                      'xla_flags': ours['xla_flags'], 'jaxbrain_tcmalloc': ours['tcmalloc'],
                      'jaxbrain_range': [round(ours_s['min'], 2), round(ours_s['max'], 2)],
                      'pytorch_range': [round(theirs_s['min'], 2), round(theirs_s['max'], 2)],
@@ -248,7 +255,13 @@ def main() -> None:
                      'peak_rss_mb': {'jaxbrain': round(ours['peak_rss_mb']), 'pytorch': round(theirs['peak_rss_mb'])},
                      'device_peak_mb': {'jaxbrain': ours['device_peak_mb'], 'pytorch': theirs['device_peak_mb']},
                      'devices': {'jaxbrain': ours['device'], 'pytorch': theirs['device']}}
-    tuned = '—'
+    plain = tuned = '—'
+    if ours['device'] == 'cpu':  # jaxbrain with XLA's own flags and glibc's malloc: what its CPU defaults are worth
+      plain_s = summarize(run_worker(['jax', *worker_args], env={'JAXBRAIN_XLA_DEFAULTS': '0',
+                                                                 'JAXBRAIN_ALLOCATOR': 'system'})['rates'])
+      results[name]['jaxbrain_defaults_off'] = round(plain_s['median'], 2)
+      results[name]['ratio_defaults_off'] = round(plain_s['median'] / theirs_s['median'], 3)
+      plain = f"{plain_s['median']:.1f} ({results[name]['ratio_defaults_off']:.2f})"
     if arch == 'resnet18' and mode == 'train' and ours['tcmalloc']:  # PyTorch given jaxbrain's allocator too
       tuned_s = summarize(run_worker(['torch', *worker_args], env={'BENCH_TORCH_TCMALLOC': '1'})['rates'])
       results[name]['pytorch_tcmalloc'] = round(tuned_s['median'], 2)
@@ -256,7 +269,7 @@ def main() -> None:
       tuned = f"{tuned_s['median']:.1f} ({results[name]['ratio_pytorch_tcmalloc']:.2f})"
     table.append(f"| {arch} | {mode} | {batch} | {ours_s['median']:.1f} ({ours_s['min']:.1f}–{ours_s['max']:.1f}) | "
                  f"{theirs_s['median']:.1f} ({theirs_s['min']:.1f}–{theirs_s['max']:.1f}) | "
-                 f"**{results[name]['ratio']:.2f}** | {plain_s['median']:.1f} ({results[name]['ratio_defaults_off']:.2f}) | {tuned} | "
+                 f"**{results[name]['ratio']:.2f}** | {plain} | {tuned} | "
                  f"{ours['compile_s']:.1f} | {_memory(ours, theirs)} |")
     print(table[-1], flush=True)
   if not args.quick:
