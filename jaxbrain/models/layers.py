@@ -207,7 +207,7 @@ def _conv_small_map_bwd(residuals, grad):
   _, vjp = jax.vjp(_same_conv, x, w)
   xla_input_gradient = lambda grad, w: vjp(grad)[0]
   grad_x = lax.platform_dependent(grad, w, cpu=_input_gradient_by_gemm, default=xla_input_gradient)
-  return grad_x.astype(x.dtype), vjp(grad)[1]
+  return grad_x, vjp(grad)[1]
 
 
 def _input_gradient_by_gemm(grad, w):
@@ -220,7 +220,7 @@ def _input_gradient_by_gemm(grad, w):
   columns = columns.reshape(n, height, width, kh, kw, in_features)
   grad_x = sum(jnp.pad(columns[:, :, :, i, j], ((0, 0), (i, kh - 1 - i), (j, kw - 1 - j), (0, 0)))
                for i in range(kh) for j in range(kw))
-  return grad_x[:, kh // 2:kh // 2 + height, kw // 2:kw // 2 + width]
+  return grad_x[:, kh // 2:kh // 2 + height, kw // 2:kw // 2 + width].astype(grad.dtype)
 
 
 _conv_small_map.defvjp(_conv_small_map_fwd, _conv_small_map_bwd)
