@@ -134,7 +134,10 @@ def test_small_map_gradients_keep_bfloat16():
   rng = np.random.default_rng(5)
   x, w = rng.normal(size=(2, 7, 7, 256)).astype(np.float32), (rng.normal(size=(3, 3, 256, 256)) / 48).astype(np.float32)
   loss = lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)]).astype(np.float32).sum()
-  grads = jax.grad(loss, argnums=(0, 1))(x.astype(jax.numpy.bfloat16), w.astype(jax.numpy.bfloat16))
+  grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  x16, w16 = x.astype(jax.numpy.bfloat16), w.astype(jax.numpy.bfloat16)
+  export.export(grad_fn, platforms=['cpu', 'cuda'])(x16, w16)  # both branches traced, as on a GPU
+  grads = grad_fn(x16, w16)
   for ours, reference in zip(grads, jax.grad(loss, argnums=(0, 1))(x, w)):
     assert ours.dtype == jax.numpy.bfloat16
     np.testing.assert_allclose(ours.astype(np.float32), reference, rtol=0.05, atol=0.02 * np.abs(reference).max())
