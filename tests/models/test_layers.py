@@ -1,4 +1,4 @@
-"""`max_pool`, `batch_normalize`, `conv_general_dilated`: the reference values and gradients, computed faster on XLA:CPU (only there)."""
+"""`max_pool`, `batch_normalize`, `conv_general_dilated`: reference values and gradients, faster on XLA:CPU."""
 import re
 
 import flax.linen as nn
@@ -8,8 +8,10 @@ import pytest
 import torch
 from jax import export
 
-from jaxbrain.models.layers import _batch_moments, _normalize, batch_normalize, conv_general_dilated, max_pool
+from jaxbrain.models.layers import (WEIGHT_GRADIENT_CHUNK, _batch_moments, _normalize, batch_normalize,
+                                    conv_general_dilated, max_pool)
 
+NHWC = ('NHWC', 'HWIO', 'NHWC')
 CASES = [((2, 16, 16, 4), 3, 2, 1), ((2, 9, 11, 3), 3, 2, 1), ((1, 10, 7, 2), 2, 2, 0), ((1, 8, 8, 3), 3, 1, 1)]
 
 
@@ -124,16 +126,22 @@ def test_other_platforms_keep_xla_gradients():
   x = np.zeros((2, 16, 16, 4), np.float32)
   assert 'select_and_scatter' in ops(pool_grad, (x,), 'cuda')
   assert 'select_and_scatter' not in ops(pool_grad, (x,), 'cpu')
-  input_grad = jax.jit(jax.grad(lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)]).sum()))
+  conv = lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)], dimension_numbers=NHWC)
+  input_grad = jax.jit(jax.grad(lambda x, w: conv(x, w).sum()))
   args = np.zeros((2, 7, 7, 512), np.float32), np.zeros((3, 3, 512, 512), np.float32)
-  assert {'convolution', 'reverse'} <= ops(input_grad, args, 'cuda') and 'dot_general' not in ops(input_grad, args, 'cuda')
-  assert 'dot_general' in ops(input_grad, args, 'cpu') and 'convolution' not in ops(input_grad, args, 'cpu')
+  cuda, cpu = ops(input_grad, args, 'cuda'), ops(input_grad, args, 'cpu')
+  assert {'convolution', 'reverse'} <= cuda and 'dot_general' not in cuda
+  assert 'dot_general' in cpu and 'convolution' not in cpu
 
 
-def test_small_map_gradients_keep_bfloat16():
+@pytest.mark.parametrize('x_shape,w_shape', [((2, 7, 7, 256), (3, 3, 256, 256)),   # small-map input gradient
+                                           ((12, 6, 6, 16), (3, 3, 16, 16))])    # chunked weight gradient
+def test_rewritten_gradients_keep_bfloat16(x_shape, w_shape):
   rng = np.random.default_rng(5)
-  x, w = rng.normal(size=(2, 7, 7, 256)).astype(np.float32), (rng.normal(size=(3, 3, 256, 256)) / 48).astype(np.float32)
-  loss = lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)]).astype(np.float32).sum()
+  x = rng.normal(size=x_shape).astype(np.float32)
+  w = (rng.normal(size=w_shape) / np.sqrt(np.prod(w_shape[:3]))).astype(np.float32)
+  conv = lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)], dimension_numbers=NHWC)
+  loss = lambda x, w: conv(x, w).astype(np.float32).sum()
   grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
   x16, w16 = x.astype(jax.numpy.bfloat16), w.astype(jax.numpy.bfloat16)
   export.export(grad_fn, platforms=['cpu', 'cuda'])(x16, w16)  # both branches traced, as on a GPU
@@ -141,3 +149,39 @@ def test_small_map_gradients_keep_bfloat16():
   for ours, reference in zip(grads, jax.grad(loss, argnums=(0, 1))(x, w)):
     assert ours.dtype == jax.numpy.bfloat16
     np.testing.assert_allclose(ours.astype(np.float32), reference, rtol=0.05, atol=0.02 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize('x_shape,w_shape,strides,padding', [
+    ((20, 12, 12, 16), (3, 3, 16, 24), (1, 1), [(1, 1), (1, 1)]),  # 3 chunks, the last one short
+    ((20, 12, 12, 16), (3, 3, 16, 24), (2, 2), [(1, 1), (1, 1)]),
+    ((20, 12, 12, 16), (1, 1, 16, 24), (2, 2), [(0, 0), (0, 0)]),
+    ((17, 20, 20, 3), (7, 7, 3, 8), (2, 2), [(3, 3), (3, 3)]),       # ResNet stem
+])
+def test_weight_gradient_summed_over_chunks_of_the_batch(x_shape, w_shape, strides, padding):
+  rng = np.random.default_rng(6)
+  x, w = rng.normal(size=x_shape).astype(np.float32), rng.normal(size=w_shape).astype(np.float32)
+  ours = lambda x, w: conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+  assert 'custom_vjp' in str(jax.make_jaxpr(ours)(x, w))
+  (y, vjp), (y_ref, vjp_ref) = jax.vjp(ours, x, w), jax.vjp(lambda x, w: _lax_conv(x, w, strides), x, w)
+  np.testing.assert_array_equal(y, y_ref)
+  cotangent = rng.normal(size=y.shape).astype(np.float32)
+  (grad_x, grad_w), (grad_x_ref, grad_w_ref) = vjp(cotangent), vjp_ref(cotangent)
+  np.testing.assert_array_equal(grad_x, grad_x_ref)
+  np.testing.assert_allclose(grad_w, grad_w_ref, rtol=1e-5, atol=1e-5 * np.abs(grad_w_ref).max())
+  convolutions = lambda platform: export.export(jax.jit(jax.grad(lambda w: ours(x, w).sum())), platforms=[platform])(
+      w).mlir_module().count('stablehlo.convolution')
+  assert convolutions('cpu') == 3 and convolutions('cuda') == 1  # one per chunk on CPU, XLA's own on GPUs
+
+
+def test_batches_of_one_chunk_are_plain_lax():
+  x, w = np.ones((WEIGHT_GRADIENT_CHUNK, 12, 12, 16), np.float32), np.ones((3, 3, 16, 24), np.float32)
+  conv = lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)], dimension_numbers=NHWC)
+  jaxpr = str(jax.make_jaxpr(conv)(x, w))
+  assert 'custom_vjp' not in jaxpr
+
+
+def test_no_dimension_numbers_means_lax_default_layout():
+  rng = np.random.default_rng(7)
+  x, w = rng.normal(size=(12, 256, 7, 7)).astype(np.float32), rng.normal(size=(256, 256, 3, 3)).astype(np.float32)
+  args = (1, 1), [(1, 1), (1, 1)]
+  np.testing.assert_array_equal(conv_general_dilated(x, w, *args), jax.lax.conv_general_dilated(x, w, *args))
