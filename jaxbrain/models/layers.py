@@ -69,8 +69,8 @@ def batch_normalize(x, scale, bias, epsilon: float):
 
 
 def _batch_normalize_fwd(x, scale, bias, epsilon):
-  mean, var = _batch_moments(x)
-  return (_normalize(x, scale, bias, mean, var, epsilon), mean, var), (x, scale, mean, var)
+  y, mean, var = batch_normalize(x, scale, bias, epsilon)
+  return (y, mean, var), (x, scale, mean, var)
 
 
 def _batch_normalize_bwd(epsilon, residuals, cotangents):
@@ -170,13 +170,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   """
   spatial, in_features, out_features = lhs.shape[1:-1], rhs.shape[-2], rhs.shape[-1]
   kernel = rhs.shape[:-2]
-  if (len(spatial) == 2 and _is_nhwc(dimension_numbers, lhs.ndim) and tuple(window_strides) == (1, 1)
-      and all(k % 2 for k in kernel) and _is_same_padding(padding, kernel) and feature_group_count == 1
-      and not kwargs and all(d in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
+  plain_2d_nhwc = len(spatial) == 2 and _is_nhwc(dimension_numbers, lhs.ndim) and feature_group_count == 1
+  if (plain_2d_nhwc and tuple(window_strides) == (1, 1) and all(k % 2 for k in kernel)
+      and _is_same_padding(padding, kernel) and not kwargs
+      and all(d in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
       and spatial[0] * spatial[1] <= 64 and in_features * out_features >= 256 * 256):
     return _conv_small_map(lhs, rhs)
-  if (len(spatial) == 2 and _is_nhwc(dimension_numbers, lhs.ndim) and feature_group_count == 1
-      and len(lhs) > WEIGHT_GRADIENT_CHUNK):
+  if plain_2d_nhwc and len(lhs) > WEIGHT_GRADIENT_CHUNK:
     conv = functools.partial(lax.conv_general_dilated, window_strides=window_strides, padding=padding,
                              lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, dimension_numbers=_NHWC,
                              precision=precision, **kwargs)
