@@ -157,7 +157,8 @@ def feature_cache_worker(arch: str, batch: int, repeats: int, examples: int) -> 
   rng = np.random.default_rng(0)
   data = SliceArrays(image=rng.integers(0, 255, (examples, 256, 256, 3), dtype=np.uint8),
                      mask=np.zeros((examples, 256, 256), np.uint8), label=(np.arange(examples) % 2).astype(np.int32),
-                     patient=np.array(['p'] * examples), institution=np.array(['x'] * examples), slice=np.arange(examples))
+                     patient=np.array(['p'] * examples), institution=np.array(['x'] * examples), slice=np.arange(examples),
+                     path=np.array(['p'] * examples))
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
   tx = make_optimizer(variables['params'], 'feature_extractor', 1e-4, 0.5)
   config = Preprocess(224, flip=True, normalize=True)

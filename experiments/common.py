@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from jaxbrain.allocator import restart_with_tcmalloc
-from jaxbrain.data.kaggle3m import DataError
 from jaxbrain.data.transforms import AUGMENTED, VARIANTS
-from jaxbrain.models import WeightsError, WeightsNotFoundError
-from jaxbrain.train import INITS, Interrupted, RunExistsError, TrainConfig, train_and_evaluate
+from jaxbrain.errors import run_entry_point
+from jaxbrain.models.resnet import FROZEN_BN
+from jaxbrain.train import INITS, Interrupted, TrainConfig, train_and_evaluate
 from jaxbrain.train.config import OPTIMIZERS, SCHEDULES
 from jaxbrain.train.sharding import initialize_distributed
 
@@ -28,8 +29,10 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
                   f'{config.momentum}. Without --data-dir: a short demo on synthetic phantom data.')
   add = parser.add_argument
   add('--data-dir', help='the kaggle_3m folder of the LGG dataset (.tif or .png); default: phantom demo')
-  add('--split', choices=('patient', 'slice'), help='patient (default, leak-free) or slice (the report\'s 85/15)')
-  add('--fold', type=int, help='fold 0-4 of a 5-fold patient split instead of the 85/15 one')
+  add('--split', choices=('patient', 'slice'),
+      help='patient (default): train / validation / test patients, about 70/15/15; slice: the report\'s random 85/15 '
+           'slice split with 15%% of all slices carved from the 85 for validation (patients leak)')
+  add('--fold', type=int, help='fold 0-4 of a 5-fold patient split as test (validation carved from the other folds)')
   add('--epochs', type=int)
   add('--batch-size', type=int)
   add('--image-size', type=int, help='resize target (the report: 224)')
@@ -49,6 +52,10 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
   add('--seed', type=int)
   add('--no-feature-cache', dest='feature_cache', action='store_false', default=None,
       help='feature extractor: run the frozen backbone every step instead of caching its features')
+  add('--frozen-bn', choices=FROZEN_BN,
+      help='feature extractor: the frozen backbone\'s BatchNorm uses its running (ImageNet) statistics (running, '
+           'the default; Keras\'s convention, needed by the feature cache) or batch statistics while updating the '
+           'running ones (batch: what PyTorch does with requires_grad=False in model.train(); no feature cache)')
   add('--bootstrap-samples', type=int, help='patient bootstrap resamples for 95%% intervals (0: none)')
   add('--resume', action='store_true', help='continue from the newest complete checkpoint of this run')
   add('--overwrite', action='store_true', help='delete an existing run of the same name first')
@@ -58,13 +65,15 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
   add('--num-processes', type=int, help='multi-process: number of processes')
   add('--process-id', type=int, help='multi-process: this process (0 writes logs, plots and metrics)')
   add('--no-progress', dest='progress', action='store_false', help='no progress bars')
+  add('--debug', action='store_true', help='on an unexpected error, print the traceback instead of writing a log')
   return parser
 
 
 def resolve(config: TrainConfig, argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
   """The experiment's config with the command line's overrides (and the phantom budget) applied."""
   args = build_parser(config).parse_args(argv)
-  run_flags = ('resume', 'overwrite', 'distributed', 'progress', 'coordinator_address', 'num_processes', 'process_id')
+  run_flags = ('resume', 'overwrite', 'distributed', 'progress', 'coordinator_address', 'num_processes', 'process_id',
+               'debug')
   changes = {k: v for k, v in vars(args).items() if v is not None and k not in run_flags}
   if 'data_dir' not in changes:
     budget = {k: v for k, v in PHANTOM_BUDGET[config.task].items() if k not in changes}
@@ -76,16 +85,29 @@ def resolve(config: TrainConfig, argv: list[str] | None = None) -> tuple[TrainCo
 
 
 def main(config: TrainConfig, argv: list[str] | None = None) -> dict:
-  """Entry point of every experiment module (`argv=None`: the command line, run with tcmalloc)."""
+  """Entry point of every experiment module (`argv=None`: the command line, run with tcmalloc).
+
+  Returns the final metrics; a user's mistake exits 2 with one line, an interruption 130 (after
+  checkpointing), anything unexpected 1 with the traceback in a log (`--debug` prints it)."""
   if argv is None:
     restart_with_tcmalloc()
-  config, args = resolve(config, argv)
-  initialize_distributed(args.coordinator_address, args.num_processes, args.process_id, force=args.distributed)
-  try:
-    return train_and_evaluate(config, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
-  except Interrupted as e:
-    print(e, file=sys.stderr)
-    sys.exit(130)
-  except (DataError, WeightsError, WeightsNotFoundError, RunExistsError, ValueError) as e:
-    print(f'{config.experiment}: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  debug = '--debug' in (sys.argv[1:] if argv is None else argv)
+  result = {}
+
+  def body() -> int:
+    resolved, args = resolve(config, argv)
+    result['run_dir'] = Path(resolved.workdir) / resolved.experiment / resolved.resolved_run_name
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id, force=args.distributed)
+    try:
+      result['metrics'] = train_and_evaluate(resolved, resume=args.resume, overwrite=args.overwrite,
+                                             progress=args.progress)
+    except Interrupted as e:
+      print(e, file=sys.stderr)
+      return 130
+    return 0
+
+  code = run_entry_point(f'python -m experiments.{config.experiment}', body, debug,
+                         log_folder=lambda: result.get('run_dir') if result.get('run_dir', Path('/')).is_dir() else None)
+  if code:
+    sys.exit(code)
+  return result['metrics']

@@ -1,6 +1,11 @@
-"""Gathers every finished run under a workdir into one Markdown table beside the report's numbers.
+"""Gathers every finished run under a workdir into Markdown tables of test-patient metrics.
 
   python -m experiments.report [--workdir checkpoints] [--out report.md]
+
+One row per run: data (real or phantom), split, init, image size, number of test patients and
+the test metrics of the checkpoint validation selected. The study's own published accuracies
+stand on a separate reference line with their setting; they are not a column beside runs of
+another setting.
 """
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
-# Accuracy the study reports for its final runs (85/15 slice split, ImageNet init, 224 px).
-REPORTED_ACCURACY = {'exp19': 0.96, 'exp20': 0.97}
+REFERENCE = ('Reference (the study, not measured here): ResNet18 fine-tune (exp20) 97% accuracy, ResNet50 '
+             'fine-tune (exp19) 96%; ImageNet init, 224 px, random 85/15 split of slices (patients on both sides), '
+             'no validation side.')
 
 
 def _fmt(value, ci=None) -> str:
@@ -20,10 +26,13 @@ def _fmt(value, ci=None) -> str:
 
 
 def gather(workdir: Path) -> list[dict]:
-  """Every `<workdir>/<experiment>/<run>/metrics.json`, sorted by experiment and run."""
+  """Every `<workdir>/<experiment>/<run>/metrics.json` written under the train/validation/test
+  protocol (a `test` entry), sorted by experiment and run; older runs are left out."""
   runs = []
   for path in sorted(workdir.glob('*/*/metrics.json')):
     metrics = json.loads(path.read_text())
+    if 'test' not in metrics:
+      continue
     config_path = path.parent / 'config.json'
     config = json.loads(config_path.read_text())['config'] if config_path.exists() else {}
     runs.append({'experiment': path.parent.parent.name, 'run': path.parent.name, 'config': config, **metrics})
@@ -33,7 +42,7 @@ def gather(workdir: Path) -> list[dict]:
 def _optimizer(config: dict) -> str:
   if not config:
     return '?'
-  optimizer = config.get('optimizer', 'sgd')  # runs older than the option used SGD
+  optimizer = config.get('optimizer', 'sgd')
   text = f"{optimizer} lr {config['learning_rate']:g}"
   if optimizer == 'sgd':
     text += f" m {config['momentum']:g}"
@@ -44,53 +53,59 @@ def _optimizer(config: dict) -> str:
   return text
 
 
+def _setting(r: dict) -> str:
+  """The columns every table shares: run, data, split, init, px, epochs, optimizer, test patients."""
+  data = 'phantom' if str(r.get('data', '')).startswith('phantom') else 'real'
+  split = r['split'] + (f" fold {r['fold']}" if r.get('fold') is not None else '')
+  return (f"| {r['experiment']} | {r['run']} | {data} | {split} | {r['init'].split(' ')[0]} | {r.get('image_size', '?')} | "
+          f"{r.get('epochs', '?')} | {_optimizer(r['config'])} | {r.get('counts', {}).get('test_patients', '?')} | "
+          f"{(r.get('selected_checkpoint') or {}).get('epoch', '?')} |")
+
+
+SETTING_HEADER = '| experiment | run | data | split | init | px | epochs | optimizer | test patients | selected epoch |'
+
+
 def markdown(runs: list[dict]) -> str:
-  """Classification runs in one table, segmentation runs in another."""
+  """Classification runs in one table, segmentation runs in another, then the reference line."""
   classification = [r for r in runs if r.get('task', 'classify') == 'classify']
   segmentation = [r for r in runs if r.get('task') == 'segment']
-  parts = []
+  parts = ['Test-patient metrics (the checkpoint selected on validation, evaluated once on test; 95% '
+           'patient-bootstrap intervals where there are at least 5 test patients).\n']
   if classification:
     parts.append(_classification_table(classification))
   if segmentation:
     parts.append(_segmentation_table(segmentation))
+  parts.append(REFERENCE + '\n')
   return '\n'.join(parts)
 
 
 def _segmentation_table(runs: list[dict]) -> str:
-  lines = ['| experiment | run | encoder | preprocess | px | init | split | epochs | optimizer | eval slices | '
-           'Dice per volume | IoU per volume | Dice on tumor slices | false-positive rate (tumor-free slices) |',
-           '|' + '---|' * 14]
+  lines = [SETTING_HEADER + ' encoder | Dice per volume [95% CI] | IoU per volume | Dice on tumor slices | '
+           'false-positive rate (tumor-free slices) |', '|' + '---|' * 15]
   for r in runs:
-    lines.append(f"| {r['experiment']} | {r['run']} | {r.get('arch', '?')} | {r.get('preprocess', '?')} | "
-                 f"{r.get('image_size', '?')} | {r['init'].split(' ')[0]} | {r['split']} | {r.get('epochs', '?')} | "
-                 f"{_optimizer(r['config'])} | {r.get('counts', {}).get('eval_slices', '?')} | "
-                 f"{_fmt(r['dice_per_volume'])} | "
-                 f"{_fmt(r['iou_per_volume'])} | {_fmt(r['dice_tumor_slices'])} | {_fmt(r['false_positive_rate'])} |")
+    ci = r.get('confidence_95') or {}
+    lines.append(f"{_setting(r)} {r.get('arch', '?')} | {_fmt(r['dice_per_volume'], ci.get('dice_per_volume'))} | "
+                 f"{_fmt(r['iou_per_volume'])} | {_fmt(r['dice_tumor_slices'])} | "
+                 f"{_fmt(r['false_positive_rate'], ci.get('false_positive_rate'))} |")
   return '\n'.join(lines) + '\n'
 
 
 def _classification_table(runs: list[dict]) -> str:
-  lines = ['| experiment | run | model | strategy | preprocess | px | init | split | epochs | optimizer | eval slices | '
-           'accuracy [95% CI] | balanced acc. | ROC AUC [95% CI] | sensitivity | specificity | report |',
-           '|' + '---|' * 17]
+  lines = [SETTING_HEADER + ' model | strategy | accuracy [95% CI] | balanced acc. | ROC AUC [95% CI] | '
+           'sensitivity | specificity |', '|' + '---|' * 17]
   for r in runs:
     ci = r.get('confidence_95') or {}
-    counts = r.get('counts', {})
-    reported = REPORTED_ACCURACY.get(r['experiment'])
     lines.append(
-        f"| {r['experiment']} | {r['run']} | {r.get('arch', '?')} | {r.get('strategy', '?')} | "
-        f"{r.get('preprocess', '?')} | {r.get('image_size', '?')} | {r['init'].split(' ')[0]} | {r['split']} | "
-        f"{r.get('epochs', '?')} | {_optimizer(r['config'])} | {counts.get('eval_slices', '?')} | "
-        f"{_fmt(r['accuracy'], ci.get('accuracy'))} | "
+        f"{_setting(r)} {r.get('arch', '?')} | {r.get('strategy', '?')} | {_fmt(r['accuracy'], ci.get('accuracy'))} | "
         f"{_fmt(r['balanced_accuracy'])} | {_fmt(r['roc_auc'], ci.get('roc_auc'))} | {_fmt(r['sensitivity'])} | "
-        f"{_fmt(r['specificity'])} | {f'{reported:.0%} accuracy' if reported else '—'} |")
+        f"{_fmt(r['specificity'])} |")
   return '\n'.join(lines) + '\n'
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--workdir', default='checkpoints')
-  parser.add_argument('--out', help='also write the table to this file')
+  parser = argparse.ArgumentParser(prog='python -m experiments.report', description=__doc__.splitlines()[0])
+  parser.add_argument('--workdir', default='checkpoints', help='the runs\' root (default: checkpoints)')
+  parser.add_argument('--out', help='also write the tables to this file')
   args = parser.parse_args(argv)
   runs = gather(Path(args.workdir))
   table = markdown(runs) if runs else f'no finished runs under {args.workdir}\n'

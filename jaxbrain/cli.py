@@ -5,9 +5,11 @@ import argparse
 import json
 import sys
 
+from jaxbrain import __version__
 from jaxbrain.allocator import restart_with_tcmalloc
 from jaxbrain.data import kaggle3m
 from jaxbrain.data.phantom import write_phantom
+from jaxbrain.errors import ConfigError, run_entry_point
 
 
 def _data(args) -> int:
@@ -26,6 +28,8 @@ def _data(args) -> int:
 
 
 def _phantom(args) -> int:
+  if args.patients < 1:
+    raise ConfigError(f'--patients must be at least 1; got {args.patients}')
   root = write_phantom(args.out, n_patients=args.patients, seed=args.seed, image_format=args.format)
   print(f'wrote {args.patients} synthetic patients to {root}')
   return 0
@@ -34,8 +38,10 @@ def _phantom(args) -> int:
 def _predict(args) -> int:
   from jaxbrain.localize.predict import predict
 
+  if args.batch_size < 1:
+    raise ConfigError(f'--batch-size must be at least 1; got {args.batch_size}')
   summary = predict(args.inputs, args.run, args.out, seg_run_dir=args.seg_run, batch_size=args.batch_size,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, overwrite=args.overwrite)
   slices = sum(p['slices'] for p in summary.values())
   tumor = sum(len(p['slices_with_tumor']) for p in summary.values())
   print(f'{slices} slices of {len(summary)} patients: {tumor} predicted with tumor; wrote {args.out}/predictions.csv, '
@@ -45,6 +51,9 @@ def _predict(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='jaxbrain', description=__doc__)
+  parser.add_argument('--version', action='version', version=f'jaxbrain {__version__}')
+  parser.add_argument('--debug', action='store_true',
+                      help='on an unexpected error, print the traceback instead of writing a log')
   commands = parser.add_subparsers(dest='command', required=True)
   data = commands.add_parser('data', help='validate a kaggle_3m tree and summarize it')
   data.add_argument('dir', help='the kaggle_3m folder (patient folders TCGA_<inst>_<id>_<date>/)')
@@ -60,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('inputs', nargs='+', help='.tif/.png slices, kaggle_3m patient folders or trees')
   predict.add_argument('--run', required=True, help='run directory of a classification experiment (exp01-exp20)')
   predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01/seg02)')
-  predict.add_argument('--out', required=True, help='output folder (outside the inputs)')
+  predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
+  predict.add_argument('--overwrite', action='store_true',
+                       help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')
   predict.add_argument('--batch-size', type=int, default=16)
   predict.add_argument('--no-progress', action='store_true')
   predict.set_defaults(run_command=_predict)
@@ -68,16 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Runs one command: 0 on success, 2 (one line) for a user's mistake, 1 (one line and a log of
+  the traceback) for anything unexpected."""
   if argv is None:  # the `jaxbrain` command itself: run it with tcmalloc (jaxbrain/allocator.py)
     restart_with_tcmalloc()
   args = build_parser().parse_args(argv)
-  from jaxbrain.localize.predict import RunError
-
-  try:
-    return args.run_command(args)
-  except (kaggle3m.DataError, FileExistsError, RunError) as e:
-    print(f'jaxbrain {args.command}: error: {e}', file=sys.stderr)
-    return 2
+  return run_entry_point(f'jaxbrain {args.command}', lambda: args.run_command(args), args.debug,
+                         log_folder=lambda: getattr(args, 'out', None) if args.command == 'predict' else None)
 
 
 if __name__ == '__main__':

@@ -23,10 +23,14 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-  """Area under the ROC curve = P(score of a random positive > a random negative), ties count 1/2."""
+  """Area under the ROC curve = P(score of a random positive > a random negative), ties count 1/2.
+
+  NaN when a class is missing or any score is not finite: a diverged model's NaN scores must not
+  rank as a number (they would otherwise sort as ties or extremes and give a plausible area).
+  """
   labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, np.float64)
   n_pos, n_neg = labels.sum(), (~labels).sum()
-  if not n_pos or not n_neg:
+  if not n_pos or not n_neg or not np.isfinite(scores).all():
     return float('nan')
   order = np.argsort(scores, kind='mergesort')
   ranks = np.empty(len(scores))
@@ -66,26 +70,46 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, thresh
   }
 
 
-def bootstrap_by_patient(labels: np.ndarray, probabilities: np.ndarray, patients: np.ndarray,
-                         metric: Callable[[np.ndarray, np.ndarray], dict] = classification_metrics,
-                         samples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
-  """Percentile confidence intervals for each scalar metric, resampling patients with replacement.
+MIN_BOOTSTRAP_PATIENTS = 5
 
-  Slices of one patient are correlated; resampling whole patients gives honest intervals.
-  Returns {metric name: [low, high]}; resamples where a metric is undefined are left out.
+
+def bootstrap_by_patient(metric: Callable[[np.ndarray, np.ndarray], dict], patients: np.ndarray,
+                         samples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+  """Percentile confidence intervals for each scalar of `metric`, resampling patients with replacement.
+
+  Slices of one patient are correlated, so whole patients are resampled: `metric(rows, groups)`
+  gets the resampled slices' row indices and, per row, the id of its resampled patient (a patient
+  drawn twice counts as two volumes). Returns {metric name: [low, high]}; resamples where a
+  metric is undefined (NaN) are left out.
   """
-  labels, probabilities, patients = map(np.asarray, (labels, probabilities, patients))
+  patients = np.asarray(patients)
   unique = np.unique(patients)
   members = [np.flatnonzero(patients == p) for p in unique]
   rng = np.random.default_rng(seed)
   values: dict[str, list[float]] = {}
   for _ in range(samples):
-    chosen = np.concatenate([members[i] for i in rng.integers(0, len(unique), len(unique))])
-    for name, value in metric(labels[chosen], probabilities[chosen]).items():
+    drawn = rng.integers(0, len(unique), len(unique))
+    rows = np.concatenate([members[i] for i in drawn])
+    groups = np.concatenate([np.full(len(members[i]), k) for k, i in enumerate(drawn)])
+    for name, value in metric(rows, groups).items():
       if isinstance(value, float) and not np.isnan(value):
         values.setdefault(name, []).append(value)
   tail = (1 - level) / 2 * 100
   return {name: [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))] for name, v in values.items()}
+
+
+def patient_intervals(metric: Callable[[np.ndarray, np.ndarray], dict], patients: np.ndarray, samples: int,
+                      seed: int = 0) -> dict:
+  """{'confidence_95': intervals} from `bootstrap_by_patient`, or, with fewer than
+  MIN_BOOTSTRAP_PATIENTS patients (or no samples), {'confidence_95': None, 'confidence_95_note': why}:
+  a resample of 2 patients gives intervals such as [1.0, 1.0] that mean nothing."""
+  count = len(np.unique(patients))
+  if count < MIN_BOOTSTRAP_PATIENTS:
+    return {'confidence_95': None,
+            'confidence_95_note': f'not meaningful: {count} patients (a patient bootstrap needs >= {MIN_BOOTSTRAP_PATIENTS})'}
+  if not samples:
+    return {'confidence_95': None, 'confidence_95_note': 'not computed (--bootstrap-samples 0)'}
+  return {'confidence_95': bootstrap_by_patient(metric, patients, samples, seed=seed)}
 
 
 # --- segmentation -----------------------------------------------------------------------------
@@ -106,6 +130,34 @@ def iou(predicted: np.ndarray, true: np.ndarray, empty_score: float = 1.0) -> fl
   return empty_score if union == 0 else float(np.logical_and(predicted, true).sum() / union)
 
 
+def segmentation_counts(predicted: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+  """Per-slice pixel counts of binary masks [N, H, W]: intersection, predicted, true, union ([N] each)."""
+  predicted, true = np.asarray(predicted, bool), np.asarray(true, bool)
+  flat = lambda a: a.reshape(len(a), -1)
+  return {'intersection': flat(predicted & true).sum(1), 'predicted': flat(predicted).sum(1),
+          'true': flat(true).sum(1), 'union': flat(predicted | true).sum(1)}
+
+
+def segmentation_metrics_from_counts(counts: dict[str, np.ndarray], patients: np.ndarray) -> dict:
+  """`segmentation_metrics` from `segmentation_counts` (what a patient bootstrap resamples)."""
+  patients = np.asarray(patients)
+  _, volume = np.unique(patients, return_inverse=True)
+  per_volume = {k: np.bincount(volume, weights=v.astype(np.float64)) for k, v in counts.items()}
+  volume_dice = np.where(per_volume['predicted'] + per_volume['true'] == 0, 1.0,
+                         2 * per_volume['intersection'] / np.maximum(per_volume['predicted'] + per_volume['true'], 1))
+  volume_iou = np.where(per_volume['union'] == 0, 1.0, per_volume['intersection'] / np.maximum(per_volume['union'], 1))
+  has_tumor, predicted_any = counts['true'] > 0, counts['predicted'] > 0
+  tumor_dice = 2 * counts['intersection'][has_tumor] / (counts['predicted'] + counts['true'])[has_tumor]
+  return {
+      'dice_per_volume': float(volume_dice.mean()),
+      'iou_per_volume': float(volume_iou.mean()),
+      'dice_tumor_slices': float(tumor_dice.mean()) if has_tumor.any() else float('nan'),
+      'false_positive_rate': _ratio(np.sum(predicted_any & ~has_tumor), np.sum(~has_tumor)),
+      'tumor_detection_rate': _ratio(np.sum(predicted_any & has_tumor), np.sum(has_tumor)),
+      'volumes': len(per_volume['true']),
+  }
+
+
 def segmentation_metrics(predicted: np.ndarray, true: np.ndarray, patients: np.ndarray) -> dict:
   """Metrics of binary masks [N, H, W] of slices belonging to `patients` [N].
 
@@ -116,16 +168,4 @@ def segmentation_metrics(predicted: np.ndarray, true: np.ndarray, patients: np.n
   - false_positive_rate: fraction of tumor-free slices with at least one predicted tumor pixel.
   - tumor_detection_rate: fraction of tumor slices with at least one predicted pixel.
   """
-  predicted, true, patients = np.asarray(predicted, bool), np.asarray(true, bool), np.asarray(patients)
-  volumes = [patients == p for p in np.unique(patients)]
-  has_tumor = true.reshape(len(true), -1).any(1)
-  predicted_any = predicted.reshape(len(predicted), -1).any(1)
-  tumor_dice = [dice(p, t) for p, t in zip(predicted[has_tumor], true[has_tumor])]
-  return {
-      'dice_per_volume': float(np.mean([dice(predicted[v], true[v]) for v in volumes])),
-      'iou_per_volume': float(np.mean([iou(predicted[v], true[v]) for v in volumes])),
-      'dice_tumor_slices': float(np.mean(tumor_dice)) if tumor_dice else float('nan'),
-      'false_positive_rate': _ratio(np.sum(predicted_any & ~has_tumor), np.sum(~has_tumor)),
-      'tumor_detection_rate': _ratio(np.sum(predicted_any & has_tumor), np.sum(has_tumor)),
-      'volumes': len(volumes),
-  }
+  return segmentation_metrics_from_counts(segmentation_counts(predicted, true), patients)

@@ -20,6 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
+from jaxbrain.errors import OutputExistsError, run_entry_point
+
 SCHEMA = ('path string, patient string, slice int, probability double, label int, tumor_pixels long, '
           'error string')
 IMAGE_GLOB = '*.{tif,tiff,png,TIF,TIFF,PNG}'
@@ -57,15 +59,19 @@ def score_batches(batches: Iterator, run_dir: str, seg_run_dir: str | None, batc
     if images:
       probabilities, _, masks = scorer.score(np.stack(images))
       for j, i in enumerate(good):
-        rows[i].update(probability=float(probabilities[j]), label=int(probabilities[j] >= 0.5),
+        if not np.isfinite(probabilities[j]):  # damaged weights: no label rather than a wrong one
+          rows[i]['error'] = f'non-finite tumor probability from {run_dir}: its weights are damaged or diverged'
+          continue
+        rows[i].update(probability=float(probabilities[j]), label=int(probabilities[j] >= scorer.classifier.threshold),
                        tumor_pixels=int(masks[j].sum()) if masks is not None else None)
     yield pd.DataFrame(rows, columns=[c.split()[0] for c in SCHEMA.split(', ')]).astype(
         {'slice': 'Int32', 'label': 'Int32', 'tumor_pixels': 'Int64'})
 
 
 def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | None = None, batch_size: int = 16,
-          files_per_batch: int = 64):
-  """Scores every slice image under `inputs` (not `_mask` files) and writes a Parquet table to `out`."""
+          files_per_batch: int = 64, overwrite: bool = False):
+  """Scores every slice image under `inputs` (not `_mask` files) and writes a Parquet table to `out`
+  (an existing `out` only with `overwrite`)."""
   from pyspark.sql import functions as F
 
   spark.conf.set('spark.sql.execution.arrow.maxRecordsPerBatch', str(files_per_batch))
@@ -75,7 +81,7 @@ def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | N
   run_dir = str(Path(run_dir).resolve()) if '://' not in run_dir else run_dir
   seg = (str(Path(seg_run_dir).resolve()) if '://' not in seg_run_dir else seg_run_dir) if seg_run_dir else None
   scored = files.mapInPandas(lambda it: score_batches(it, run_dir, seg, batch_size), schema=SCHEMA)
-  scored.write.mode('overwrite').parquet(out)
+  scored.write.mode('overwrite' if overwrite else 'errorifexists').parquet(out)
   return spark.read.parquet(out)
 
 
@@ -85,17 +91,29 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--list', help='a text file with one input path or URI per line')
   parser.add_argument('--run', required=True, help='classification run directory')
   parser.add_argument('--seg-run', help='segmentation run directory (adds tumor_pixels)')
-  parser.add_argument('--out', required=True, help='Parquet output path or URI')
+  parser.add_argument('--out', required=True, help='Parquet output path or URI (must not exist, unless --overwrite)')
+  parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
   parser.add_argument('--master', help='Spark master, e.g. local[2]; default: what spark-submit gives')
   parser.add_argument('--batch-size', type=int, default=16)
+  parser.add_argument('--debug', action='store_true', help='on an unexpected error, print the traceback')
   args = parser.parse_args(argv)
   inputs = list(args.inputs)
   if args.list:
     inputs += [line.strip() for line in Path(args.list).read_text().splitlines() if line.strip()]
   if not inputs:
     parser.error('give INPUT paths or --list FILE')
+  if args.batch_size < 1:
+    parser.error(f'--batch-size must be at least 1; got {args.batch_size}')
   inputs = [str(Path(p).resolve()) if '://' not in p else p for p in inputs]
+  return run_entry_point('python -m jaxbrain.spark', lambda: _run(args, inputs), args.debug)
 
+
+def _run(args, inputs: list[str]) -> int:
+  from jaxbrain.localize.predict import Scorer
+
+  if '://' not in args.out and Path(args.out).exists() and not args.overwrite:
+    raise OutputExistsError(f'{args.out}: already exists; choose a new --out, or pass --overwrite to replace it')
+  Scorer(args.run, args.seg_run, args.batch_size)  # fails here, once, on a damaged or unusable run
   from pyspark.sql import SparkSession
 
   os.environ.setdefault('PYSPARK_PYTHON', sys.executable)  # local workers use this interpreter and its packages
@@ -104,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     builder = builder.master(args.master)
   spark = builder.getOrCreate()
   try:
-    table = score(spark, inputs, args.run, args.out, args.seg_run, args.batch_size)
+    table = score(spark, inputs, args.run, args.out, args.seg_run, args.batch_size, overwrite=args.overwrite)
     total, failed = table.count(), table.where('error IS NOT NULL').count()
-    print(f'scored {total - failed} slices ({failed} unreadable) into {args.out}')
+    print(f'scored {total - failed} slices ({failed} unreadable or unscored) into {args.out}')
   finally:
     spark.stop()
   return 0

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from jaxbrain.metrics import bootstrap_by_patient, classification_metrics, confusion_matrix, roc_auc, roc_curve
+from jaxbrain.metrics import (bootstrap_by_patient, classification_metrics, confusion_matrix, patient_intervals, roc_auc,
+                              roc_curve)
 
 # 10 slices: 4 tumor (1), 6 healthy (0). Threshold 0.5 -> predictions below.
 LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
@@ -48,17 +49,54 @@ def test_undefined_ratios_are_nan():
   assert m['specificity'] == pytest.approx(3 / 4)
 
 
+def accuracy_of(labels, probabilities):
+  return lambda rows, groups: classification_metrics(labels[rows], probabilities[rows])
+
+
 def test_patient_bootstrap_interval():
   patients = np.array(['a', 'a', 'b', 'b', 'c', 'c', 'd', 'd', 'e', 'e'])
-  ci = bootstrap_by_patient(LABELS, PROBS, patients, samples=200, seed=0)
+  ci = bootstrap_by_patient(accuracy_of(LABELS, PROBS), patients, samples=200, seed=0)
   low, high = ci['accuracy']
   assert 0 <= low <= 0.8 <= high <= 1
   # a perfect classifier has a degenerate interval at 1
-  perfect = bootstrap_by_patient(LABELS, LABELS.astype(float), patients, samples=50)
+  perfect = bootstrap_by_patient(accuracy_of(LABELS, LABELS.astype(float)), patients, samples=50)
   assert perfect['accuracy'] == [1.0, 1.0]
   # resampling whole patients: each resample's accuracy is a mean of per-patient pairs, so on
   # 5 patients it takes values in multiples of 1/10
   assert all(round(v * 10, 6) == round(v * 10) for v in ci['accuracy'])
+
+
+def test_patient_bootstrap_is_wider_than_a_slice_bootstrap_when_patients_differ():
+  """Catches a bootstrap that resamples slices instead of patients: 10 patients of 20 slices, half
+  classified all right and half all wrong, give accuracy 0.5 either way, but resampling patients
+  varies it in steps of 1/10 (interval about [0.2, 0.8]) while resampling the 200 slices
+  independently gives about [0.43, 0.57]."""
+  patients = np.repeat([f'P{i}' for i in range(10)], 20)
+  labels = np.ones(200, int)
+  probabilities = np.repeat([1.0, 0.0] * 5, 20)
+  by_patient = bootstrap_by_patient(accuracy_of(labels, probabilities), patients, samples=400)['accuracy']
+  by_slice = bootstrap_by_patient(accuracy_of(labels, probabilities), np.arange(200), samples=400)['accuracy']
+  assert by_patient[1] - by_patient[0] > 3 * (by_slice[1] - by_slice[0])
+  assert by_patient[0] <= 0.3 and by_patient[1] >= 0.7
+
+
+def test_intervals_on_few_patients_are_not_meaningful():
+  """Catches intervals such as [1.0, 1.0] reported from a resample of 2 test patients."""
+  few = patient_intervals(accuracy_of(LABELS, LABELS.astype(float)), np.array(['a'] * 5 + ['b'] * 5), samples=50)
+  assert few['confidence_95'] is None and 'not meaningful: 2 patients' in few['confidence_95_note']
+  patients = np.array(['a', 'a', 'b', 'b', 'c', 'c', 'd', 'd', 'e', 'e'])
+  enough = patient_intervals(accuracy_of(LABELS, PROBS), patients, samples=50)
+  assert set(enough) == {'confidence_95'} and 'roc_auc' in enough['confidence_95']
+
+
+def test_nan_scores_give_nan_auc():
+  """Catches NaN probabilities (a diverged model) ranked as numbers: np.unique/argsort would give
+  them a rank, and an AUC such as 0.5 or 0.9 could pick a diverged checkpoint."""
+  scores = PROBS.copy()
+  scores[3] = np.nan
+  assert math.isnan(roc_auc(LABELS, scores))
+  assert math.isnan(roc_auc(LABELS, np.full(len(LABELS), np.nan)))
+  assert math.isnan(classification_metrics(LABELS, scores)['roc_auc'])
 
 
 # --- segmentation, on hand-made 4x4 masks ---------------------------------------------------
@@ -101,3 +139,13 @@ def test_segmentation_metrics_by_hand():
 def test_segmentation_metrics_without_tumor_slices():
   m = segmentation_metrics(np.stack([EMPTY, SQUARE]), np.stack([EMPTY, EMPTY]), np.array(['a', 'a']))
   assert math.isnan(m['dice_tumor_slices']) and m['dice_per_volume'] == 0.0 and m['false_positive_rate'] == 0.5
+
+
+def test_segmentation_bootstrap_counts_a_patient_drawn_twice_as_two_volumes():
+  """Catches resampled patients merged by their id (a patient drawn twice would count once in the
+  per-volume mean): with patients a (Dice 1) and b (Dice 0.5), a resample (a, a, b) has mean 5/6."""
+  from jaxbrain.metrics import segmentation_counts, segmentation_metrics_from_counts
+  counts = segmentation_counts(np.stack([SQUARE, SHIFTED]), np.stack([SQUARE, SQUARE]))
+  rows, groups = np.array([0, 0, 1]), np.array([0, 1, 2])
+  value = segmentation_metrics_from_counts({k: v[rows] for k, v in counts.items()}, groups)['dice_per_volume']
+  assert value == pytest.approx((1 + 1 + 0.5) / 3)

@@ -2,6 +2,8 @@
 import csv
 import shutil
 
+import numpy as np
+
 import pytest
 
 pytest.importorskip('pyspark', reason='pip install -e ".[spark]"')
@@ -37,3 +39,7 @@ def test_spark_scores_match_predict(trained_runs, phantom_png, tmp_path):
     assert row['probability'] == pytest.approx(float(want['probability']), abs=1e-6)
     assert int(row['label']) == int(want['label']) and int(row['tumor_pixels']) == int(want['tumor_pixels'])
     assert (row['patient'], int(row['slice'])) == (want['patient'], int(want['slice']))
+  # the segmenter works on phantom scans it never saw: tumor slices come back with tumor pixels
+  has_tumor = {str(r.image_path): kaggle3m.read_mask(r.mask_path).any() for r in kaggle3m.scan(tree)}
+  found = [int(row['tumor_pixels']) > 0 for _, row in scored.iterrows() if has_tumor[row['path']]]
+  assert len(found) > 0 and np.mean(found) >= 0.8

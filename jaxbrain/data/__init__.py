@@ -8,9 +8,10 @@ import importlib
 
 from jaxbrain.data.arrays import SliceArrays
 from jaxbrain.data.batching import check_batch_size, eval_batches, train_batches
-from jaxbrain.data.kaggle3m import DataError, SliceRecord, read_slice, scan, summarize
+from jaxbrain.data.kaggle3m import DataError, SliceRecord, fingerprint, read_slice, scan, summarize
 from jaxbrain.data.phantom import write_phantom
-from jaxbrain.data.splits import Split, make_split, patient_kfold, patient_split, slice_split
+from jaxbrain.data.splits import (Split, check_disjoint, make_split, patient_folds, patient_kfold, patient_split,
+                                  slice_split, split_record)
 from jaxbrain.data.transforms import Preprocess, preprocess
 
 _FROM_BUILDER = ('Lgg', 'build_dataset', 'load_arrays', 'load_dataset')

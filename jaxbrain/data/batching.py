@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from jaxbrain.data.arrays import SliceArrays
+from jaxbrain.errors import ConfigError
 
 Batch = dict[str, np.ndarray]
 
@@ -19,7 +20,7 @@ Batch = dict[str, np.ndarray]
 def check_batch_size(batch_size: int, num_devices: int) -> None:
   """A global batch must split evenly across the data-parallel devices."""
   if batch_size < 1 or batch_size % num_devices:
-    raise ValueError(f'batch size {batch_size} must be a positive multiple of the {num_devices} devices')
+    raise ConfigError(f'batch size {batch_size} must be a positive multiple of the {num_devices} devices')
 
 
 def _gather(data: SliceArrays, indices: np.ndarray) -> Batch:

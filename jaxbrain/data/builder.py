@@ -5,6 +5,8 @@ call `tf.image.encode_png`) and read back with `tfds.data_source`.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import shutil
@@ -23,8 +25,8 @@ SPLIT = 'full'  # one TFDS split with every slice; jaxbrain.data.splits makes tr
 class Lgg(tfds.core.GeneratorBasedBuilder):
   """LGG brain MRI slices (Buda et al. 2019) with FLAIR-abnormality masks."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.', '1.1.0': 'Each slice keeps its path relative to kaggle_3m.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Download the "LGG Segmentation Dataset" from Kaggle
   (https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation), unzip it, and pass the
@@ -45,6 +47,7 @@ class Lgg(tfds.core.GeneratorBasedBuilder):
             'patient': tfds.features.Text(),
             'institution': tfds.features.Text(),
             'slice': np.int32,
+            'path': tfds.features.Text(),
         }),
         supervised_keys=('image', 'label'),
         homepage='https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation',
@@ -57,11 +60,13 @@ class Lgg(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     records = kaggle3m.scan(dl_manager.manual_dir)
-    return {SPLIT: self._generate_examples(records)}
+    return {SPLIT: self._generate_examples(records, Path(dl_manager.manual_dir))}
 
-  def _generate_examples(self, records):
+  def _generate_examples(self, records, root: Path):
+    notes = []
     for record in records:
-      image, mask = kaggle3m.read_slice(record)
+      image, mask, slice_notes = kaggle3m.read_slice_noting(record)
+      notes.append(slice_notes)
       yield f'{record.patient}_{record.slice:03d}', {
           'image': _png(image),
           'mask': _png(mask[..., None]),
@@ -69,7 +74,9 @@ class Lgg(tfds.core.GeneratorBasedBuilder):
           'patient': record.patient,
           'institution': record.institution,
           'slice': record.slice,
+          'path': record.image_path.relative_to(root).as_posix(),
       }
+    kaggle3m.warn_notes(notes, root)
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -78,29 +85,57 @@ def _png(array: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
-def default_data_dir(kaggle_dir: str | Path, cache_root: str | Path = 'checkpoints/tfds') -> Path:
-  """A per-source TFDS data dir, so a phantom and a real tree never share a built dataset."""
-  key = hashlib.sha1(str(Path(kaggle_dir).resolve()).encode()).hexdigest()[:12]
-  return Path(cache_root) / key
+def default_data_dir(kaggle_dir: str | Path, cache_root: str | Path = 'checkpoints/tfds',
+                     content: str | None = None) -> Path:
+  """The TFDS data dir of a kaggle_3m tree: keyed by its path and its content's fingerprint, so a
+  tree whose files changed (added, removed, rewritten, truncated) is built anew, never read stale."""
+  where = hashlib.sha1(str(Path(kaggle_dir).resolve()).encode()).hexdigest()[:12]
+  return Path(cache_root) / f'{where}-{content or kaggle3m.fingerprint(kaggle_dir)}'
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+  """An exclusive lock on `path` (created): two processes building one dataset take turns."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'a') as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_dataset(kaggle_dir: str | Path, data_dir: str | Path | None = None) -> Lgg:
   """Validates `kaggle_dir` and builds the TFDS dataset (once; later calls reuse it).
 
-  A failed build removes its incomplete files, so nothing half-written is mistaken for a dataset.
+  The build runs under a lock beside `data_dir`, and a failed build removes its incomplete files,
+  so nothing half-written is mistaken for a dataset. Builds of the same tree's older contents
+  (same path, another fingerprint) are removed when a new one completes.
   """
   kaggle_dir = Path(kaggle_dir)
   data_dir = Path(data_dir) if data_dir is not None else default_data_dir(kaggle_dir)
-  builder = Lgg(data_dir=str(data_dir), file_format='array_record')
-  if not Path(builder.data_dir).exists():
-    kaggle3m.scan(kaggle_dir)  # fail fast on layout problems, before TFDS creates anything
-    try:
-      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(kaggle_dir)))
-    except BaseException:
-      for leftover in Path(data_dir).glob('lgg/incomplete.*'):
-        shutil.rmtree(leftover, ignore_errors=True)
-      raise
+  with _locked(data_dir.with_name(data_dir.name + '.lock')):
+    builder = Lgg(data_dir=str(data_dir), file_format='array_record')
+    if not Path(builder.data_dir).exists():
+      kaggle3m.scan(kaggle_dir)  # fail fast on layout problems, before TFDS creates anything
+      try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(kaggle_dir)))
+      except BaseException:
+        for leftover in Path(data_dir).glob('lgg/incomplete.*'):
+          shutil.rmtree(leftover, ignore_errors=True)
+        if not Path(builder.data_dir).exists():
+          shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+      _remove_stale_builds(data_dir)
   return builder
+
+
+def _remove_stale_builds(data_dir: Path) -> None:
+  where = data_dir.name.split('-')[0]
+  for other in data_dir.parent.glob(f'{where}-*'):
+    if other.is_dir() and other != data_dir:
+      shutil.rmtree(other, ignore_errors=True)
+      other.with_name(other.name + '.lock').unlink(missing_ok=True)
 
 
 def load_arrays(builder: Lgg) -> SliceArrays:
@@ -117,6 +152,7 @@ def load_arrays(builder: Lgg) -> SliceArrays:
       patient=np.array([decode(e['patient']) for e in examples]),
       institution=np.array([decode(e['institution']) for e in examples]),
       slice=np.array([e['slice'] for e in examples], np.int32),
+      path=np.array([decode(e['path']) for e in examples]),
   )
 
 

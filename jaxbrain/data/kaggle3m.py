@@ -7,6 +7,7 @@ Every problem raises `DataError` naming the file and what is wrong; stray non-im
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import re
 import warnings
@@ -18,6 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from jaxbrain.errors import UserError
+
 IMAGE_SIZE = 256
 IMAGE_EXTENSIONS = ('.tif', '.tiff', '.png')
 PATIENT_DIR = re.compile(r'^TCGA_([A-Z0-9]{2})_([A-Z0-9]{4})_(\d{8})$')
@@ -25,7 +28,7 @@ SLICE_FILE = re.compile(r'^(?P<case>TCGA_[A-Z0-9]{2}_[A-Z0-9]{4}_\d{8})_(?P<slic
 CHANNELS = ('pre-contrast', 'FLAIR', 'post-contrast')
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
   """Unusable input data; the message names the offending file or folder and the problem."""
 
 
@@ -65,6 +68,10 @@ def scan(root: str | Path) -> list[SliceRecord]:
   patient_dirs = sorted(p for p in entries if p.is_dir() and PATIENT_DIR.match(p.name))
   if not patient_dirs:
     raise _not_kaggle3m(root, entries)
+  for near_miss in sorted(p for p in entries if p.is_dir() and p.name.upper().startswith('TCGA')
+                          and not PATIENT_DIR.match(p.name)):
+    warnings.warn(f'{near_miss}: looks like a patient folder but its name does not match TCGA_<inst>_<id>_<date> '
+                  '(e.g. TCGA_CS_4941_19960909); skipped', stacklevel=2)
   records = []
   for case_dir in patient_dirs:
     records.extend(_scan_case(case_dir))
@@ -80,7 +87,7 @@ def _scan_case(case_dir: Path) -> list[SliceRecord]:
     if path.name.startswith('.'):
       continue
     match = SLICE_FILE.match(path.stem)
-    if path.suffix.lower() not in IMAGE_EXTENSIONS or not match or match['case'] != case_dir.name:
+    if path.suffix.lower() not in IMAGE_EXTENSIONS or not match or match['case'] != case_dir.name or not path.is_file():
       warnings.warn(f'{path}: not a slice image of {case_dir.name}; skipped', stacklevel=3)
       continue
     target = masks if match['mask'] else images
@@ -97,13 +104,31 @@ def _scan_case(case_dir: Path) -> list[SliceRecord]:
   return [SliceRecord(patient, institution, n, images[n], masks[n]) for n in sorted(images)]
 
 
+def fingerprint(root: str | Path) -> str:
+  """A hash of the tree's content as the file system describes it: every file's relative path, size
+  and modification time. It keys the built dataset (a changed, added or removed file rebuilds it)
+  and is recorded in every run, so a run says which data it saw."""
+  root = Path(root)
+  digest = hashlib.sha256()
+  for path in sorted(p for p in root.rglob('*') if p.is_file()):
+    stat = path.stat()
+    digest.update(f'{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode())
+  return digest.hexdigest()[:16]
+
+
 def _open(path: Path, data: bytes | None = None) -> Image.Image:
   """Decodes `path` (or `data`, the file's bytes, named by `path` in errors) and checks its size."""
   try:
     image = Image.open(io.BytesIO(data) if data is not None else path)
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):  # before decoding: a huge image is refused unread
+      raise DataError(f'{path}: wrong size {image.size[0]}x{image.size[1]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}')
     image.load()
   except FileNotFoundError:
     raise DataError(f'{path}: file not found') from None
+  except IsADirectoryError:
+    raise DataError(f'{path}: is a folder, not an image file') from None
+  except Image.DecompressionBombError as e:
+    raise DataError(f'{path}: refused as a decompression bomb ({e}); slices are {IMAGE_SIZE}x{IMAGE_SIZE}') from None
   except UnidentifiedImageError:
     raise DataError(f'{path}: not an image file (cannot be decoded)') from None
   except (OSError, SyntaxError, ValueError) as e:
@@ -137,6 +162,36 @@ def read_slice(record: SliceRecord) -> tuple[np.ndarray, np.ndarray]:
   return read_image(record.image_path), read_mask(record.mask_path)
 
 
+SOFT_MASK, LOSSY_PNG = 'mask values other than 0 and 255', '.png file holding JPEG (lossy) data'
+
+
+def read_slice_noting(record: SliceRecord) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+  """`read_slice` plus what was bent on the way: SOFT_MASK (values other than 0 and 255, e.g. noise
+  or anti-aliased edges, all counted as tumor) and LOSSY_PNG (a .png that holds JPEG bytes)."""
+  image, mask = read_slice(record)
+  notes = []
+  with Image.open(record.mask_path) as raw:
+    values = np.unique(np.asarray(raw))
+  if raw.mode not in ('1',) and np.setdiff1d(values, [0, 255]).size:
+    notes.append(SOFT_MASK)
+  for path in (record.image_path, record.mask_path):
+    if path.suffix.lower() == '.png':
+      with Image.open(path) as opened:
+        if opened.format != 'PNG':
+          notes.append(LOSSY_PNG)
+          break
+  return image, mask, tuple(notes)
+
+
+def warn_notes(notes: Sequence[tuple[str, ...]], where: str | Path) -> dict[str, int]:
+  """One warning per kind of note, with the count of slices it concerns; returns the counts."""
+  counts = Counter(note for slice_notes in notes for note in slice_notes)
+  for note, count in sorted(counts.items()):
+    warnings.warn(f'{where}: {count} slices with {note}' + (' (every non-zero pixel is counted as tumor)'
+                                                            if note == SOFT_MASK else ''), stacklevel=2)
+  return dict(counts)
+
+
 def map_slices(fn: Callable[[SliceRecord], object], records: Sequence[SliceRecord],
                progress: str | None = None, workers: int = 4) -> list:
   """Applies `fn` to every record on a thread pool (PIL decodes outside the GIL), in order."""
@@ -168,10 +223,12 @@ def summarize(root: str | Path, progress: bool = False) -> dict:
   records = scan(root)
 
   def inspect(record: SliceRecord):
-    image, mask = read_slice(record)
-    return bool(mask.any()), channels_present(image)
+    image, mask, notes = read_slice_noting(record)
+    return bool(mask.any()), channels_present(image), notes
 
   results = map_slices(inspect, records, progress='validating' if progress else None)
+  notes = warn_notes([n for _, _, n in results], root)
+  results = [(tumor, present) for tumor, present, _ in results]
   per_inst: dict[str, dict] = defaultdict(lambda: {'patients': 0, 'slices': 0, 'tumor_slices': 0})
   patient_channels: dict[str, set] = defaultdict(set)
   for record, (tumor, present) in zip(records, results):
@@ -191,5 +248,6 @@ def summarize(root: str | Path, progress: bool = False) -> dict:
       'institutions': dict(sorted(per_inst.items())),
       'channels': dict(sorted(channels.items())),
       'formats': sorted({r.image_path.suffix.lower() for r in records}),
+      'warnings': notes,
   }
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from jaxbrain.data.kaggle3m import IMAGE_SIZE
+from jaxbrain.errors import OutputExistsError
 
 DATA_CSV_COLUMNS = (
     'Patient', 'RNASeqCluster', 'MethylationCluster', 'miRNACluster', 'CNCluster', 'RPPACluster',
@@ -111,7 +112,7 @@ def write_phantom(root: str | Path, n_patients: int = 10, slices_per_patient: tu
   if image_format not in ('tif', 'png'):
     raise ValueError(f'image_format must be "tif" or "png", not {image_format!r}')
   if root.exists():
-    raise FileExistsError(f'{root}: already exists; choose a new folder for the phantom dataset')
+    raise OutputExistsError(f'{root}: already exists; choose a new folder for the phantom dataset')
   root.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f'.{root.name}.partial-', dir=root.parent))
   try:

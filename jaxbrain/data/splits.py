@@ -1,7 +1,14 @@
-"""Train/eval splits as index arrays: the report's slice split and leak-free patient splits.
+"""Train / validation / test splits as index arrays: leak-free patient splits and the report's slice split.
 
-A slice split puts slices of one patient on both sides, so its accuracy is optimistic; the
-patient split (the default) keeps every patient on one side only.
+Three sides, three jobs: `train` fits the weights, `validation` makes every choice (the selected
+checkpoint, thresholds, recipes), `test` is evaluated once at the end and gives the reported
+numbers. A slice split puts slices of one patient on several sides, so its numbers are optimistic;
+the patient split (the default) keeps every patient on one side only.
+
+Stratification: patients are ordered by their number of tumor slices (tumor-free patients first,
+ties in seeded random order) and the held-out sides are drawn by systematic sampling over that
+order, so every side spans small and large tumors. In the LGG set every patient has tumor
+slices, so this stratifies by tumor burden.
 """
 from __future__ import annotations
 
@@ -9,88 +16,159 @@ import dataclasses
 
 import numpy as np
 
+from jaxbrain.errors import ConfigError
+
 SPLIT_KINDS = ('patient', 'slice')
+SIDES = ('train', 'validation', 'test')
+HELD_OUT_FRACTION = 0.15  # of all patients (or slices), for validation and for test each
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """Indices into the dataset (sorted); `train` and `eval` never overlap."""
+  """Sorted indices into the dataset; the three sides never overlap."""
   train: np.ndarray
-  eval: np.ndarray
+  validation: np.ndarray
+  test: np.ndarray
+
+  def sides(self) -> dict[str, np.ndarray]:
+    return {side: getattr(self, side) for side in SIDES}
 
 
-def slice_split(n: int, eval_fraction: float = 0.15, seed: int = 0) -> Split:
-  """The report's random split of slices (85/15 by default), ignoring patients."""
+def _systematic(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+  """k distinct positions spread evenly over range(n) from a random offset (k <= n)."""
+  return np.floor((np.arange(k) + rng.random()) * n / k).astype(int)
+
+
+def _held_out_count(n: int, fraction: float) -> int:
+  return max(1, int(round(fraction * n)))
+
+
+def slice_split(n: int, held_out_fraction: float = HELD_OUT_FRACTION, seed: int = 0) -> Split:
+  """The report's random 85/15 split of slices (test = the 15%), with another 15% of all slices
+  carved from the 85 for validation: 70/15/15. Patients leak across sides."""
   order = np.random.default_rng(seed).permutation(n)
-  n_eval = int(round(eval_fraction * n))
-  return Split(np.sort(order[n_eval:]), np.sort(order[:n_eval]))
+  k = int(round(held_out_fraction * n))
+  return Split(np.sort(order[2 * k:]), np.sort(order[k:2 * k]), np.sort(order[:k]))
 
 
-def _patient_strata(patients: np.ndarray, labels: np.ndarray, seed: int) -> list[np.ndarray]:
-  """Patients with and without tumor slices, each shuffled deterministically."""
-  rng = np.random.default_rng(seed)
-  unique = np.unique(patients)
-  has_tumor = np.array([labels[patients == p].any() for p in unique])
-  return [rng.permutation(unique[has_tumor]), rng.permutation(unique[~has_tumor])]
+def _ordered_patients(patients: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+  """Unique patients ordered by tumor-slice count, ties in seeded random order."""
+  unique = np.random.default_rng(seed).permutation(np.unique(patients))
+  counts = np.array([labels[patients == p].sum() for p in unique])
+  return unique[np.argsort(counts, kind='stable')]
 
 
 def _indices(patients: np.ndarray, chosen) -> np.ndarray:
   return np.flatnonzero(np.isin(patients, list(chosen)))
 
 
-def _check_tumor_both_sides(split: Split, labels: np.ndarray) -> Split:
-  for name, part in (('train', split.train), ('eval', split.eval)):
+def _from_patients(patients: np.ndarray, labels: np.ndarray, validation, test) -> Split:
+  validation_idx, test_idx = _indices(patients, validation), _indices(patients, test)
+  train_idx = np.setdiff1d(np.arange(len(patients)), np.concatenate([validation_idx, test_idx]))
+  split = Split(train_idx, validation_idx, test_idx)
+  for side, part in split.sides().items():
     if not labels[part].any():
-      raise ValueError(f'the {name} side of the patient split has no tumor slice; too few patients with tumors')
+      raise ConfigError(f'the {side} side of the patient split has no tumor slice; too few patients with tumors')
   return split
 
 
-def patient_split(patients: np.ndarray, labels: np.ndarray, eval_fraction: float = 0.15,
+def _carve(ordered: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """(chosen, rest): `count` patients drawn systematically from `ordered`, which keeps its order."""
+  chosen = _systematic(len(ordered), count, rng)
+  return ordered[chosen], np.delete(ordered, chosen)
+
+
+def _tumor_first_draw(ordered: np.ndarray, patients: np.ndarray, labels: np.ndarray, count: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """Draws `count` patients stratified over `ordered`, with at least one patient with tumor slices."""
+  chosen, rest = _carve(ordered, count, rng)
+  if not any(labels[patients == p].any() for p in chosen):  # only tiny sets with tumor-free patients
+    with_tumor = [p for p in rest if labels[patients == p].any()]
+    if with_tumor:
+      swap = with_tumor[int(rng.integers(len(with_tumor)))]
+      rest = np.array([chosen[0] if p == swap else p for p in rest])
+      chosen = np.concatenate([[swap], chosen[1:]])
+  return chosen, rest
+
+
+def patient_split(patients: np.ndarray, labels: np.ndarray, held_out_fraction: float = HELD_OUT_FRACTION,
                   seed: int = 0) -> Split:
-  """Holds out about `eval_fraction` of the patients, stratified by whether they have a tumor."""
+  """About 70/15/15 of the patients for train / validation / test, stratified by tumor-slice count."""
   patients, labels = np.asarray(patients), np.asarray(labels)
-  held_out = []
-  for stratum in _patient_strata(patients, labels, seed):
-    if len(stratum) == 0:
-      continue
-    n_eval = int(round(eval_fraction * len(stratum)))
-    held_out.extend(stratum[:min(max(n_eval, 1), len(stratum) - 1)])
-  eval_idx = _indices(patients, held_out)
-  train_idx = np.setdiff1d(np.arange(len(patients)), eval_idx)
-  return _check_tumor_both_sides(Split(train_idx, eval_idx), labels)
+  ordered = _ordered_patients(patients, labels, seed)
+  if len(ordered) < 3:
+    raise ConfigError(f'a train/validation/test patient split needs at least 3 patients, got {len(ordered)}')
+  rng = np.random.default_rng([seed, 1])
+  count = min(_held_out_count(len(ordered), held_out_fraction), (len(ordered) - 1) // 2)
+  test, rest = _tumor_first_draw(ordered, patients, labels, count, rng)
+  validation, _ = _tumor_first_draw(rest, patients, labels, count, rng)
+  return _from_patients(patients, labels, validation, test)
 
 
-def patient_kfold(patients: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0) -> list[Split]:
-  """K folds by patient: each patient is in exactly one eval fold; strata dealt round-robin."""
+def patient_folds(patients: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0) -> list[np.ndarray]:
+  """K disjoint patient folds covering every patient once: each consecutive block of k patients in
+  tumor-count order is dealt one to a fold, in seeded random order."""
   patients, labels = np.asarray(patients), np.asarray(labels)
   if k < 2:
-    raise ValueError(f'k-fold needs k >= 2, got {k}')
-  folds: list[list] = [[] for _ in range(k)]
-  dealt = 0
-  for stratum in _patient_strata(patients, labels, seed):
-    for patient in stratum:
-      folds[dealt % k].append(patient)
-      dealt += 1
-  if dealt < k:
-    raise ValueError(f'{k}-fold split needs at least {k} patients, got {dealt}')
-  splits = []
-  for fold in folds:
-    eval_idx = _indices(patients, fold)
-    splits.append(_check_tumor_both_sides(Split(np.setdiff1d(np.arange(len(patients)), eval_idx), eval_idx), labels))
-  return splits
+    raise ConfigError(f'k-fold needs k >= 2, got {k}')
+  ordered = _ordered_patients(patients, labels, seed)
+  if len(ordered) < k + 2:
+    raise ConfigError(f'a {k}-fold split with validation needs at least {k + 2} patients, got {len(ordered)}')
+  rng = np.random.default_rng([seed, 2])
+  fold_of = np.concatenate([rng.permutation(k) for _ in range(-(-len(ordered) // k))])[:len(ordered)]
+  return [ordered[fold_of == f] for f in range(k)]
 
 
-def make_split(kind: str, patients: np.ndarray, labels: np.ndarray, *, eval_fraction: float = 0.15,
-               fold: int | None = None, num_folds: int = 5, seed: int = 0) -> Split:
-  """Dispatches on `kind` ('patient' or 'slice'); `fold` selects a patient k-fold instead."""
+def patient_kfold(patients: np.ndarray, labels: np.ndarray, fold: int, k: int = 5,
+                  held_out_fraction: float = HELD_OUT_FRACTION, seed: int = 0) -> Split:
+  """Fold `fold` of a k-fold patient split is test; about `held_out_fraction` of all patients,
+  drawn stratified from the other folds, is validation; the rest trains."""
+  if not 0 <= fold < k:
+    raise ConfigError(f'fold must be in [0, {k}), got {fold}')
+  patients, labels = np.asarray(patients), np.asarray(labels)
+  folds = patient_folds(patients, labels, k, seed)
+  test = folds[fold]
+  remaining = _ordered_patients(patients[~np.isin(patients, test)], labels[~np.isin(patients, test)], seed)
+  count = min(_held_out_count(len(np.unique(patients)), held_out_fraction), len(remaining) - 1)
+  validation, _ = _tumor_first_draw(remaining, patients, labels, count, np.random.default_rng([seed, 3, fold]))
+  return _from_patients(patients, labels, validation, test)
+
+
+def make_split(kind: str, patients: np.ndarray, labels: np.ndarray, *, fold: int | None = None,
+               num_folds: int = 5, seed: int = 0) -> Split:
+  """Dispatches on `kind` ('patient' or 'slice'); `fold` selects fold K of a k-fold patient split as test."""
   if kind not in SPLIT_KINDS:
-    raise ValueError(f'unknown split {kind!r}; choose one of {SPLIT_KINDS}')
+    raise ConfigError(f'unknown split {kind!r}; choose one of {SPLIT_KINDS}')
   if kind == 'slice':
     if fold is not None:
-      raise ValueError('--fold needs the patient split')
-    return slice_split(len(labels), eval_fraction, seed)
+      raise ConfigError('--fold needs the patient split')
+    return slice_split(len(labels), seed=seed)
   if fold is None:
-    return patient_split(patients, labels, eval_fraction, seed)
-  if not 0 <= fold < num_folds:
-    raise ValueError(f'fold must be in [0, {num_folds}), got {fold}')
-  return patient_kfold(patients, labels, num_folds, seed)[fold]
+    return patient_split(patients, labels, seed=seed)
+  return patient_kfold(patients, labels, fold, num_folds, seed=seed)
+
+
+def check_disjoint(split: Split, patients: np.ndarray) -> None:
+  """Raises if a patient appears on two sides of a patient split (a leak that would inflate test numbers)."""
+  seen: dict[str, str] = {}
+  for side, part in split.sides().items():
+    for patient in np.unique(np.asarray(patients)[part]):
+      if patient in seen:
+        raise ValueError(f'patient {patient} is on both the {seen[patient]} and the {side} side of the split')
+      seen[patient] = side
+
+
+def split_record(split: Split, kind: str, seed: int, fold: int | None, data_fingerprint: str,
+                 patients: np.ndarray, slices: np.ndarray) -> dict:
+  """What `split.json` holds: each side a sorted list of patient IDs (`TCGA_CS_4941`), or for a
+  slice split of `<patient>_<slice number>` strings."""
+  def names(part):
+    if kind == 'patient':
+      return sorted(set(np.asarray(patients)[part].tolist()))
+    return sorted(f'{patients[i]}_{int(slices[i])}' for i in part)
+
+  record = {'kind': kind, 'seed': seed, 'fold': fold, 'data_fingerprint': data_fingerprint}
+  record.update({side: names(part) for side, part in split.sides().items()})
+  if kind == 'slice':
+    record['note'] = 'slice split: slices of one patient are on several sides, so patients leak into test'
+  return record

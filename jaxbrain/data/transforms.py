@@ -106,3 +106,11 @@ def preprocess(config: Preprocess, key: jax.Array | None, images: jax.Array,
   if config.normalize:
     images = normalize(images)
   return images, masks
+
+
+def native_logits(logits: jax.Array, size: int = 256) -> jax.Array:
+  """Mask logits [B, S, S] at the model's resolution -> [B, size, size] at the slices' native size
+  (bilinear): tumor pixels are counted there (`> 0`), by the runner and by `predict` alike."""
+  if logits.shape[1:] == (size, size):
+    return logits
+  return jax.image.resize(logits, (logits.shape[0], size, size), 'bilinear')

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,16 +22,22 @@ import orbax.checkpoint as ocp
 from PIL import Image
 
 from jaxbrain.data import kaggle3m
-from jaxbrain.data.transforms import Preprocess, preprocess
+from jaxbrain.data.phantom import INSTITUTIONS
+from jaxbrain.errors import OutputExistsError, UserError
+from jaxbrain.data.transforms import Preprocess, native_logits, preprocess
 from jaxbrain.localize.gradcam import gradcam
 from jaxbrain.localize.overlay import heatmap_overlay, mask_overlay
 from jaxbrain.models import create_model
 from jaxbrain.models.resunet import ResUNet
 from jaxbrain.train.config import TrainConfig
+from jaxbrain.train.outputs import write_json
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
   """A run directory that cannot be used for this purpose."""
+
+
+RETIRED_CONFIG_KEYS = ('eval_fraction',)  # written by runs before the train/validation/test split
 
 
 @dataclasses.dataclass
@@ -37,34 +46,84 @@ class LoadedRun:
   model: Any
   variables: dict
   preprocess: Preprocess
+  threshold: float
+  phantom_only: bool  # trained on the synthetic phantom data (no data_dir)
 
 
-def load_run(run_dir: str | Path, task: str) -> LoadedRun:
-  """The model and its best (else last) checkpointed variables from a run directory of `task`."""
-  run_dir = Path(run_dir)
-  header_path = run_dir / 'config.json'
-  if not header_path.is_file():
-    raise RunError(f'{run_dir}: not a jaxbrain run directory (no config.json)')
-  fields = json.loads(header_path.read_text())['config']
-  fields['head_hidden'] = tuple(fields['head_hidden'])
-  config = TrainConfig(**fields)
-  if config.task != task:
-    wanted = {'classify': 'a classification run (--run)', 'segment': 'a segmentation run (--seg-run)'}[task]
-    raise RunError(f'{run_dir}: is a {config.task} run, but {wanted} is needed here')
+def _read_json(path: Path) -> dict:
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise RunError(f'{path}: damaged (not valid JSON: {e})') from None
+
+
+def _checkpoint_folder(run_dir: Path, decision: dict) -> Path:
+  """The checkpoint the run measured on test (decision.json), else, for runs written before it, the
+  best (else last) one."""
+  if 'checkpoint' in decision:
+    folder = run_dir / 'checkpoints' / decision['checkpoint']
+    if not (folder / 'state').is_dir():
+      raise RunError(f'{run_dir}: the selected checkpoint {decision["checkpoint"]} (decision.json) is missing')
+    return folder
   for which in ('best', 'last'):
     folder = run_dir / 'checkpoints' / which
     steps = sorted(int(p.name) for p in folder.glob('*') if p.name.isdigit()) if folder.is_dir() else []
     if steps:
-      state = ocp.StandardCheckpointer().restore((folder / str(steps[-1]) / 'state').resolve())
-      break
-  else:
-    raise RunError(f'{run_dir}: has no complete checkpoint (did the run finish at least one epoch?)')
+      return folder / str(steps[-1])
+  raise RunError(f'{run_dir}: has no complete checkpoint (did the run finish at least one epoch?)')
+
+
+def _trained_on_phantom(run_dir: Path, header: dict) -> bool:
+  """Whether every training patient is synthetic (the phantom generator's institution codes)."""
+  split_path = run_dir / 'split.json'
+  if split_path.is_file():
+    train = _read_json(split_path).get('train', [])
+    return bool(train) and all(name.split('_')[1] in INSTITUTIONS for name in train if name.count('_') >= 2)
+  return str(header.get('data', '')).startswith('phantom')
+
+
+def load_run(run_dir: str | Path, task: str) -> LoadedRun:
+  """The model, the variables of the checkpoint its test metrics describe, and its decision
+  threshold, from a run directory of `task`. Refuses a run whose weights are not all finite."""
+  run_dir = Path(run_dir)
+  header_path = run_dir / 'config.json'
+  if not header_path.is_file():
+    raise RunError(f'{run_dir}: not a jaxbrain run directory (no config.json)')
+  header = _read_json(header_path)
+  if not isinstance(header.get('config'), dict):
+    raise RunError(f'{header_path}: damaged (no "config" object)')
+  fields = {k: v for k, v in header['config'].items() if k not in RETIRED_CONFIG_KEYS}
+  unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(TrainConfig)})
+  if unknown:
+    raise RunError(f'{header_path}: unknown settings {", ".join(unknown)} (written by another version, or edited)')
+  fields['head_hidden'] = tuple(fields.get('head_hidden', ()))
+  try:
+    config = TrainConfig(**fields)
+  except (UserError, TypeError) as e:
+    raise RunError(f'{header_path}: damaged ({e})') from None
+  if config.task != task:
+    wanted = {'classify': 'a classification run (--run)', 'segment': 'a segmentation run (--seg-run)'}[task]
+    raise RunError(f'{run_dir}: is a {config.task} run, but {wanted} is needed here')
+  decision_path = run_dir / 'decision.json'
+  decision = _read_json(decision_path) if decision_path.is_file() else {}
+  folder = _checkpoint_folder(run_dir, decision)
+  try:
+    state = ocp.StandardCheckpointer().restore((folder / 'state').resolve())
+  except Exception as e:  # noqa: BLE001 -- orbax raises many kinds on damaged files
+    raise RunError(f'{folder}: the checkpoint cannot be read ({type(e).__name__}); the run is damaged') from None
+  if not isinstance(state, dict) or not {'params', 'batch_stats'} <= set(state):
+    raise RunError(f'{folder}: the checkpoint does not hold a model state; the run is damaged')
+  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
+  if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(variables)):
+    raise RunError(f'{run_dir}: the checkpoint holds non-finite weights (NaN or inf: a diverged run); '
+                   'it would label every slice alike, so it is refused')
   if task == 'classify':
-    model = create_model(config.arch, num_classes=2, head_hidden=config.head_hidden, dropout_rate=config.dropout_rate)
+    model = create_model(config.arch, num_classes=2, head_hidden=config.head_hidden, dropout_rate=config.dropout_rate,
+                         dtype=jnp.dtype(config.compute_dtype))
   else:
     model = ResUNet(width=config.unet_width, encoder='residual' if config.arch == 'resunet' else config.arch)
-  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
-  return LoadedRun(config, model, variables, Preprocess.from_name(config.preprocess, config.image_size))
+  return LoadedRun(config, model, variables, Preprocess.from_name(config.preprocess, config.image_size),
+                   float(decision.get('threshold', 0.5)), phantom_only=_trained_on_phantom(run_dir, header))
 
 
 def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -72,12 +131,13 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
   found = []
   for path in map(Path, paths):
     if path.is_dir():
-      found += [p for p in path.rglob('*') if p.suffix.lower() in kaggle3m.IMAGE_EXTENSIONS]
+      found += [p for p in path.rglob('*') if p.suffix.lower() in kaggle3m.IMAGE_EXTENSIONS and p.is_file()]
     elif path.is_file():
       found.append(path)
     else:
       raise kaggle3m.DataError(f'{path}: no such file or folder')
-  images = sorted({p for p in found if not p.stem.endswith('_mask')})
+  images = sorted({p for p in found if not p.stem.endswith('_mask')},
+                  key=lambda p: (str(p.parent), slice_identity(p)[1] or 0, p.name))  # slices in numeric order
   if not images:
     raise kaggle3m.DataError(f'no slice images (.tif/.png, not _mask) in {", ".join(map(str, paths))}')
   return images
@@ -91,11 +151,58 @@ def slice_identity(path: Path) -> tuple[str, int | None]:
   return path.parent.name, None
 
 
-def _check_output_dir(out_dir: Path, inputs: list[Path]) -> None:
+OUTPUT_MARKER = '.jaxbrain-predict'  # written into every output folder; --overwrite replaces only such folders
+
+
+def check_output_dir(out_dir: Path, inputs: Sequence[str | Path], overwrite: bool) -> None:
+  """Refuses an output folder inside (or holding) the inputs, a file, or a non-empty folder that is
+  not an earlier `predict` output (replaced only with `overwrite`)."""
   out = out_dir.resolve()
-  for path in inputs:
-    if out == path.parent.resolve() or out in path.resolve().parents:
-      raise RunError(f'{out_dir}: holds input files (e.g. {path}); choose an output folder outside the inputs')
+  for given in map(lambda p: Path(p).resolve(), inputs):
+    folder = given if given.is_dir() else given.parent
+    if out == folder or folder in out.parents or out in folder.parents:
+      raise RunError(f'{out_dir}: lies inside or holds the inputs ({given}); choose an output folder outside them '
+                     '(a later predict would score its overlays as scans)')
+  if out_dir.exists() and not out_dir.is_dir():
+    raise OutputExistsError(f'{out_dir}: is a file, not a folder; choose another --out')
+  if out_dir.is_dir() and any(out_dir.iterdir()):
+    if not overwrite:
+      raise OutputExistsError(f'{out_dir}: is not empty; choose a new folder, or pass --overwrite to replace an '
+                              'earlier predict output')
+    if not (out_dir / OUTPUT_MARKER).is_file():
+      raise OutputExistsError(f'{out_dir}: was not written by jaxbrain predict (no {OUTPUT_MARKER}); --overwrite '
+                              'only replaces predict outputs')
+
+
+def _fresh_output_dir(out_dir: Path) -> None:
+  """An empty `out_dir` holding the marker (an earlier predict output there is replaced)."""
+  if out_dir.is_dir() and any(out_dir.iterdir()):
+    shutil.rmtree(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / OUTPUT_MARKER).write_text('written by jaxbrain predict\n')
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+  """A file-name stem per input, unique: the input's own stem, plus a short hash of its full path
+  where two inputs share a stem (e.g. the same file name in two folders)."""
+  counts = {}
+  for path in paths:
+    counts[path.stem] = counts.get(path.stem, 0) + 1
+  return [p.stem if counts[p.stem] == 1 else f'{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}'
+          for p in paths]
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+  """Writes to a temporary name and renames it: a full disk leaves no half-written file."""
+  tmp = path.with_name(path.name + '.tmp')
+  try:
+    with open(tmp, 'w', newline='') as f:
+      writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+      writer.writeheader()
+      writer.writerows(rows)
+    tmp.replace(path)
+  finally:
+    tmp.unlink(missing_ok=True)
 
 
 class Scorer:
@@ -120,8 +227,7 @@ class Scorer:
   def _segment_batch(self, batch):
     run = self.segmenter
     x, _ = preprocess(run.preprocess, None, batch)
-    logits = run.model.apply(run.variables, x)
-    return jax.image.resize(logits, (len(batch), *batch.shape[1:3]), 'bilinear') > 0
+    return native_logits(run.model.apply(run.variables, x), batch.shape[1]) > 0
 
   def score(self, images: np.ndarray):
     probabilities, heatmaps, masks = [], [], []
@@ -137,12 +243,19 @@ class Scorer:
 
 
 def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Path, seg_run_dir: str | Path | None = None,
-            batch_size: int = 16, progress: bool = True) -> dict:
-  """Scores every input slice; writes predictions.csv, summary.json, masks/ and overlays/ under out_dir."""
+            batch_size: int = 16, progress: bool = True, overwrite: bool = False) -> dict:
+  """Scores every input slice; writes predictions.csv, summary.json, masks/ and overlays/ under out_dir.
+
+  Every input is read and scored before anything is written; a non-finite probability (damaged
+  weights) stops it with an error instead of becoming a label.
+  """
   scorer = Scorer(run_dir, seg_run_dir, batch_size)
   paths = collect_inputs(inputs)
   out_dir = Path(out_dir)
-  _check_output_dir(out_dir, paths)
+  check_output_dir(out_dir, inputs, overwrite)
+  if scorer.classifier.phantom_only:
+    warnings.warn(f'{run_dir}: was trained on synthetic phantom data only: it has never seen a real scan, and its '
+                  'labels mean nothing for real patients', stacklevel=2)
   images = np.stack(kaggle3m.map_slices(kaggle3m.read_image, paths, progress='reading' if progress else None))
   chunks = range(0, len(images), 16 * batch_size)
   if progress:
@@ -152,14 +265,19 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Pa
   probabilities = np.concatenate([p for p, _, _ in scored])
   heatmaps = np.concatenate([h for _, h, _ in scored])
   masks = np.concatenate([m for _, _, m in scored]) if seg_run_dir else None
+  bad = np.flatnonzero(~np.isfinite(probabilities))
+  if len(bad):
+    raise RunError(f'{run_dir}: gave a non-finite tumor probability for {len(bad)} slices (first {paths[bad[0]]}); '
+                   'its weights are damaged or diverged, so no label is written')
 
-  (out_dir / 'overlays').mkdir(parents=True, exist_ok=True)
+  _fresh_output_dir(out_dir)
+  (out_dir / 'overlays').mkdir()
   if masks is not None:
-    (out_dir / 'masks').mkdir(exist_ok=True)
+    (out_dir / 'masks').mkdir()
   rows, summary = [], {}
-  for i, path in enumerate(paths):
+  for i, (path, name) in enumerate(zip(paths, output_names(paths))):
     patient, number = slice_identity(path)
-    label = int(probabilities[i] >= 0.5)
+    label = int(probabilities[i] >= scorer.classifier.threshold)
     row = {'path': str(path), 'patient': patient, 'slice': number, 'probability': float(probabilities[i]),
            'label': label}
     entry = summary.setdefault(patient, {'slices': 0, 'slices_with_tumor': []})
@@ -171,15 +289,12 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Pa
       row['tumor_pixels'] = pixels
       entry.setdefault('tumor_area_pixels', {})[str(number if number is not None else path.name)] = pixels
       entry['volume_voxels'] = entry.get('volume_voxels', 0) + pixels
-      Image.fromarray(masks[i].astype(np.uint8) * 255).save(out_dir / 'masks' / f'{path.stem}_mask.png')
+      Image.fromarray(masks[i].astype(np.uint8) * 255).save(out_dir / 'masks' / f'{name}_mask.png')
       overlay = mask_overlay(images[i], masks[i])
     else:
       overlay = heatmap_overlay(images[i], heatmaps[i])
-    Image.fromarray(overlay).save(out_dir / 'overlays' / f'{path.stem}_overlay.png')
+    Image.fromarray(overlay).save(out_dir / 'overlays' / f'{name}_overlay.png')
     rows.append(row)
-  with open(out_dir / 'predictions.csv', 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-  (out_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
+  write_csv(out_dir / 'predictions.csv', rows)
+  write_json(out_dir / 'summary.json', summary)
   return summary

@@ -20,6 +20,7 @@ import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
+from jaxbrain.errors import UserError
 from jaxbrain.models.resnet import create_model
 
 # torchvision's ImageNet files, as `torchvision.models.resnetNN(weights=...)` saves them in the hub cache
@@ -40,11 +41,11 @@ _SAFETENSORS_DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 
                        'BOOL': np.bool_}
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
   """A weights file that cannot become the requested model; the message lists every problem."""
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserError, FileNotFoundError):
   """No weights file where jaxbrain looks; the message says which file to get and where to put it."""
 
 

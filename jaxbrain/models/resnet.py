@@ -21,6 +21,7 @@ from jaxbrain.models.layers import BatchNorm, conv_general_dilated, max_pool
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1
+FROZEN_BN = ('running', 'batch')
 
 
 def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -104,8 +105,11 @@ class ResNetBackbone(nn.Module):
 class ResNet(nn.Module):
   """Backbone + classifier head; `head_hidden=()` gives torchvision's single `fc` layer.
 
-  `frozen_backbone=True` runs the backbone on its running statistics behind a stop_gradient:
-  the feature-extractor strategy, where no gradient work is spent on it.
+  `frozen_backbone=True` puts the backbone behind a stop_gradient (the feature-extractor strategy:
+  no gradient work is spent on it). Its BatchNorm then follows `frozen_bn`: 'running' normalizes
+  with the stored running statistics and never updates them (Keras' convention; what the feature
+  cache computes); 'batch' normalizes with batch statistics and updates the running ones in
+  training, as a PyTorch backbone with `requires_grad=False` in `model.train()` does.
   """
   stage_sizes: Sequence[int]
   block_cls: Any
@@ -122,8 +126,10 @@ class ResNet(nn.Module):
   def num_features(self) -> int:
     return 512 * self.block_cls.expansion
 
-  def __call__(self, x, train: bool = False, frozen_backbone: bool = False):
-    features = self.features(x, train=train and not frozen_backbone)
+  def __call__(self, x, train: bool = False, frozen_backbone: bool = False, frozen_bn: str = 'running'):
+    if frozen_bn not in FROZEN_BN:
+      raise ValueError(f'frozen_bn must be one of {FROZEN_BN}, got {frozen_bn!r}')
+    features = self.features(x, train=train and (not frozen_backbone or frozen_bn == 'batch'))
     if frozen_backbone:
       features = jax.lax.stop_gradient(features)
     return self.classify(features, train=train)

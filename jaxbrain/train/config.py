@@ -5,7 +5,9 @@ import dataclasses
 from typing import Optional
 
 from jaxbrain.data.transforms import AUGMENTED, VARIANTS
+from jaxbrain.errors import ConfigError
 from jaxbrain.models.heads import REPORT_HEAD_DROPOUT, REPORT_HEAD_HIDDEN
+from jaxbrain.models.resnet import FROZEN_BN
 
 TASKS = ('classify', 'segment')
 STRATEGIES = ('feature_extractor', 'finetune')
@@ -38,29 +40,50 @@ class TrainConfig:
   weights: Optional[str] = None  # explicit weights file; else $JAXBRAIN_WEIGHTS, then the torch hub cache
   data_dir: Optional[str] = None  # a kaggle_3m folder; None = the embedded phantom dataset
   split: str = 'patient'
-  fold: Optional[int] = None  # fold of a 5-fold patient split instead of the 85/15 one
-  eval_fraction: float = 0.15
+  fold: Optional[int] = None  # fold K of a 5-fold patient split is test (validation carved from the rest)
   seed: int = 0
   workdir: str = 'checkpoints'
   run_name: Optional[str] = None  # default: derived from split, fold, init, size and seed
   feature_cache: bool = True  # feature_extractor only: compute backbone features once
+  frozen_bn: str = 'running'  # feature_extractor: the frozen backbone's BatchNorm statistics ('batch': PyTorch's)
   keep_checkpoints: int = 3
   bootstrap_samples: int = 1000
   phantom_patients: int = 16  # size of the embedded dataset when data_dir is None
 
   def __post_init__(self):
-    checks = [(self.task in TASKS, f'task must be one of {TASKS}'),
-              (self.strategy in STRATEGIES, f'strategy must be one of {STRATEGIES}'),
-              (self.optimizer in OPTIMIZERS, f'optimizer must be one of {OPTIMIZERS}'),
-              (self.lr_schedule in SCHEDULES, f'lr_schedule must be one of {SCHEDULES}'),
-              (self.preprocess in VARIANTS + AUGMENTED, f'preprocess must be one of {VARIANTS + AUGMENTED}'),
-              (self.init in INITS, f'init must be one of {INITS}'),
-              (self.split in ('patient', 'slice'), 'split must be "patient" or "slice"'),
-              (self.compute_dtype in ('float32', 'bfloat16'), 'compute_dtype must be float32 or bfloat16'),
-              (self.batch_size > 0 and self.epochs > 0 and self.image_size >= 32, 'sizes must be positive')]
-    for ok, message in checks:
-      if not ok:
-        raise ValueError(f'{message}; got {dataclasses.asdict(self)}')
+    for message in self.problems():
+      raise ConfigError(message)
+
+  def problems(self) -> list[str]:
+    """What is impossible in this config, each as a one-line message naming the flag."""
+    choices = [('task', TASKS), ('strategy', STRATEGIES), ('optimizer', OPTIMIZERS), ('lr_schedule', SCHEDULES),
+               ('preprocess', VARIANTS + AUGMENTED), ('init', INITS), ('split', ('patient', 'slice')),
+               ('frozen_bn', FROZEN_BN), ('compute_dtype', ('float32', 'bfloat16'))]
+    problems = [f'--{name.replace("_", "-")} must be one of {", ".join(allowed)}; got {getattr(self, name)!r}'
+                for name, allowed in choices if getattr(self, name) not in allowed]
+    at_least = [('epochs', 1), ('batch_size', 1), ('unet_width', 1), ('keep_checkpoints', 1),
+                ('bootstrap_samples', 0), ('phantom_patients', 3)]
+    problems += [f'--{name.replace("_", "-")} must be at least {low}; got {getattr(self, name)}'
+                 for name, low in at_least if getattr(self, name) < low]
+    if not self.learning_rate > 0:
+      problems.append(f'--learning-rate must be positive; got {self.learning_rate}')
+    if not 0 <= self.momentum < 1 or not 0 <= self.dropout_rate < 1 or self.weight_decay < 0:
+      problems.append(f'--momentum and the dropout rate must be in [0, 1) and --weight-decay >= 0; got '
+                      f'{self.momentum}, {self.dropout_rate}, {self.weight_decay}')
+    if self.fold is not None and not 0 <= self.fold < 5:
+      problems.append(f'--fold must be 0-4 (a 5-fold patient split); got {self.fold}')
+    multiple, why = self.image_size_rule()
+    if self.image_size < 32 or self.image_size % multiple:
+      problems.append(f'--image-size {self.image_size}: {why}')
+    return problems
+
+  def image_size_rule(self) -> tuple[int, str]:
+    """(the multiple image sizes must be, why): what the model's downsampling can take."""
+    if self.task == 'segment' and self.arch == 'resunet':
+      return 16, 'the ResUNet halves its input 4 times and joins the halves back: use a multiple of 16, at least 32'
+    if self.task == 'segment':
+      return 32, 'the ResNet-encoder U-Net downsamples 32x and joins the levels back: use a multiple of 32'
+    return 1, 'the ResNet downsamples 32x: use at least 32 (the report: 224)'
 
   def replace(self, **changes) -> 'TrainConfig':
     return dataclasses.replace(self, **changes)

@@ -1,23 +1,31 @@
 """The one runner, for classification and segmentation: `train_and_evaluate(config)`.
 
-files -> validated examples -> split -> host batches -> sharded jitted step -> metrics, checkpoints
-and plots in `workdir/<experiment>/<run>/`. Side effects (files, signals, progress bars) live
-here; everything it calls is pure.
+files -> validated examples -> train / validation / test split -> host batches -> sharded jitted
+step -> validation metrics every epoch (they pick the checkpoint) -> the selected checkpoint
+evaluated once on test -> metrics, predictions, checkpoints and plots in
+`workdir/<experiment>/<run>/`. Side effects (files, signals, progress bars) live here; everything
+it calls is pure.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import json
 import math
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxbrain.data import SliceArrays, check_batch_size, make_split, write_phantom
+from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, fingerprint, make_split, split_record,
+                           write_phantom)
 from jaxbrain.data.batching import eval_index_batches, train_index_batches
+from jaxbrain.errors import ConfigError, UserError
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.config import TrainConfig
@@ -26,8 +34,15 @@ from jaxbrain.train.state import create_train_state
 from jaxbrain.train.tasks import build_task
 
 
-class RunExistsError(FileExistsError):
+DEFAULT_THRESHOLD = 0.5
+
+
+class RunExistsError(UserError, FileExistsError):
   """The run directory already holds a run; resume it or overwrite it explicitly."""
+
+
+class NonFiniteError(UserError):
+  """Training produced a NaN or inf loss or weight; the run stops before saving it."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -44,12 +59,13 @@ def _process0_first(fn):
   return result if jax.process_index() == 0 else fn()
 
 
-def prepare_data(config: TrainConfig) -> tuple[SliceArrays, str]:
-  """Loads `config.data_dir`, or the embedded phantom dataset (generated once) when it is None."""
+def prepare_data(config: TrainConfig) -> tuple[SliceArrays, str, str]:
+  """(data, description, content fingerprint) of `config.data_dir`, or of the embedded phantom
+  dataset (generated once) when it is None."""
   return _process0_first(lambda: _load(config))
 
 
-def _load(config: TrainConfig) -> tuple[SliceArrays, str]:
+def _load(config: TrainConfig) -> tuple[SliceArrays, str, str]:
   from jaxbrain.data import builder  # tensorflow_datasets only for runs that load data (jaxbrain.data)
   cache_root = Path(config.workdir) / 'tfds'
   if config.data_dir:
@@ -60,7 +76,8 @@ def _load(config: TrainConfig) -> tuple[SliceArrays, str]:
     if not root.exists():
       write_phantom(root, n_patients=config.phantom_patients, seed=0)
     source = f'phantom (synthetic, {config.phantom_patients} patients) at {root.resolve()}'
-  return builder.load_dataset(root, builder.default_data_dir(root, cache_root)), source
+  content = fingerprint(root)
+  return builder.load_dataset(root, builder.default_data_dir(root, cache_root, content)), source, content
 
 
 class _StopFlag:
@@ -84,6 +101,8 @@ class _StopFlag:
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+  if resume and not (run_dir / 'config.json').is_file():
+    raise UserError(f'{run_dir}: there is no run to resume there; drop --resume to start it')
   if run_dir.exists() and any(run_dir.iterdir()) and not resume:
     if not overwrite:
       raise RunExistsError(f'{run_dir} already holds a run: pass --resume to continue it, --overwrite to '
@@ -92,49 +111,129 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
   run_dir.mkdir(parents=True, exist_ok=True)
 
 
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, take: bool):
+  """Holds an exclusive lock (`<workdir>/.locks/<experiment>/<run>.lock`) while a run writes its
+  directory (process 0 only), so a second run of the same name fails cleanly instead of mixing its
+  files into the first's."""
+  if not take:
+    yield
+    return
+  lock = run_dir.parent.parent / '.locks' / run_dir.parent.name / f'{run_dir.name}.lock'
+  lock.parent.mkdir(parents=True, exist_ok=True)
+  with open(lock, 'a') as handle:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise UserError(f'{run_dir}: another process is running this run now; wait for it to finish, or give '
+                      '--run-name NAME for a new run') from None
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+RESUMABLE_CHANGES = ('epochs', 'data_dir')  # more epochs (recorded in resumes.jsonl); the data is compared by content
+
+
+def check_resume(run_dir: Path, config: TrainConfig, content: str) -> dict | None:
+  """Refuses to resume `run_dir` with another config than the one it started with (listing every
+  field that differs) or on changed data. Returns the record of an epoch extension (`--epochs`
+  raised), else None. The stored config.json is never rewritten."""
+  header = json.loads((run_dir / 'config.json').read_text())
+  stored, current = header['config'], json.loads(json.dumps(dataclasses.asdict(config)))
+  changed = [f'{name} {stored.get(name)!r} -> {value!r}' for name, value in current.items()
+             if name not in RESUMABLE_CHANGES and stored.get(name, value) != value]
+  if config.epochs < stored['epochs']:
+    changed.append(f'epochs {stored["epochs"]} -> {config.epochs} (only raising --epochs is allowed)')
+  if changed:
+    raise ConfigError(f'{run_dir}: --resume with a changed config ({"; ".join(changed)}); resume with the run\'s '
+                      'own settings, or start a new run with --run-name NAME')
+  if header.get('data_fingerprint', content) != content:
+    raise UserError(f'{run_dir}: the data changed since this run started (fingerprint {header["data_fingerprint"]} '
+                    f'-> {content}); a resumed run would mix two datasets: start a new run')
+  if config.epochs > stored['epochs']:
+    return {'time': time.strftime('%Y-%m-%dT%H:%M:%S'), 'epochs': [stored['epochs'], config.epochs]}
+  return None
+
+
+def _counts(data: SliceArrays, split, devices: int) -> dict:
+  counts = {'devices': devices}
+  for side, part in split.sides().items():
+    counts.update({f'{side}_slices': len(part), f'{side}_patients': len(set(data.patient[part])),
+                   f'{side}_tumor_slices': int(data.label[part].sum())})
+  return counts
+
+
 def train_and_evaluate(config: TrainConfig, resume: bool = False, overwrite: bool = False,
                        progress: bool = True) -> dict:
-  """Trains `config` (classification or segmentation), evaluates every epoch, and returns the final
-  metrics (also written to metrics.json)."""
-  is_writer = jax.process_index() == 0
+  """Trains `config` (classification or segmentation), picks the checkpoint on validation, evaluates
+  it once on test, and returns the final metrics (also written to metrics.json; top-level keys
+  are test's). `resume` continues the run of the same name with the same config (or more epochs)."""
   run_dir = Path(config.workdir) / config.experiment / config.resolved_run_name
-  data, source = prepare_data(config)
-  split = make_split(config.split, data.patient, data.label, eval_fraction=config.eval_fraction,
-                     fold=config.fold, seed=config.seed)
-  task = build_task(config, data, split, progress=progress and is_writer)
+  with _run_lock(run_dir, take=jax.process_index() == 0):
+    return _train_and_evaluate(config, run_dir, resume, overwrite, progress)
+
+
+def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> dict:
+  is_writer = jax.process_index() == 0
+  data, source, content = prepare_data(config)
+  split = make_split(config.split, data.patient, data.label, fold=config.fold, seed=config.seed)
+  if config.split == 'patient':
+    check_disjoint(split, data.patient)
+  if config.batch_size > len(split.train):
+    raise ConfigError(f'--batch-size {config.batch_size} is larger than the {len(split.train)} training slices: '
+                      'not one training step would run')
+  extension = None
   if is_writer:
     _prepare_run_dir(run_dir, resume, overwrite)
+    if resume:
+      extension = check_resume(run_dir, config, content)
+  task = build_task(config, data, split, progress=progress and is_writer)
   mesh = sharding.make_mesh()
   check_batch_size(config.batch_size, mesh.size)
   state = sharding.replicate(create_train_state(task.variables, task.tx, config.seed), mesh)
   train_step = sharding.jit_train_step(task.train_step, mesh)
   eval_step = sharding.jit_eval_step(task.eval_step, mesh)
 
-  def evaluate(state) -> np.ndarray:
+  def evaluate(state, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """The eval step's outputs for `indices`, in their order."""
     outputs = []
-    for idx, valid in eval_index_batches(split.eval, config.batch_size):
+    for idx, valid in eval_index_batches(indices, config.batch_size):
       inputs = task.inputs('eval', idx)
-      outputs.append(sharding.to_host(eval_step(state, sharding.shard_batch(inputs, mesh, tuple(inputs))))
-                     [task.output_key][valid])
-    return np.concatenate(outputs)
+      batch_outputs = sharding.to_host(eval_step(state, sharding.shard_batch(inputs, mesh, tuple(inputs))))
+      outputs.append({k: v[valid] for k, v in batch_outputs.items()})
+    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
   checkpoints = Checkpoints(run_dir, config.keep_checkpoints)
-  progress_record = {'epoch': 0, 'batch': 0, 'best': None, 'sums': {}}
+  progress_record = {'epoch': 0, 'batch': 0, 'best': None, 'best_epoch': None, 'sums': {}}
   if resume and checkpoints.latest_step() is not None:
-    state, progress_record = checkpoints.restore(state)
+    try:
+      state, progress_record = checkpoints.restore(state)
+    except Exception as e:  # noqa: BLE001 -- orbax raises many kinds on damaged files
+      raise UserError(f'{run_dir}/checkpoints/last: the newest checkpoint cannot be read ({type(e).__name__}: '
+                      f'{str(e).splitlines()[0][:160] if str(e) else "damaged"}); delete that step folder to resume '
+                      'from the one before, or start a new run') from e
     print(f'resumed {run_dir} at epoch {progress_record["epoch"] + 1}, batch {progress_record["batch"]}')
-  counts = {'train_slices': len(split.train), 'eval_slices': len(split.eval),
-            'train_patients': len(set(data.patient[split.train])), 'eval_patients': len(set(data.patient[split.eval])),
-            'eval_tumor_slices': int(data.label[split.eval].sum()), 'devices': mesh.size}
+  counts = _counts(data, split, mesh.size)
   writer = None
-  if is_writer:
+  if is_writer and extension:
+    with open(run_dir / 'resumes.jsonl', 'a') as f:
+      f.write(json.dumps(extension) + '\n')
+  if is_writer and not resume:
     write_json(run_dir / 'config.json', {'config': dataclasses.asdict(config), 'init': task.init_description,
-                                         'data': source, 'counts': counts, **task.extras})
+                                         'data': source, 'data_fingerprint': content, 'counts': counts, **task.extras})
+    write_json(run_dir / 'split.json', split_record(split, config.split, config.seed, config.fold, content,
+                                                    data.patient, data.slice))
+  if is_writer:
     writer = RunWriter(run_dir)
     what = config.strategy if config.task == 'classify' else 'segmentation'
+    leak = ' (slices of one patient on several sides: patients leak, numbers are optimistic)' * (config.split == 'slice')
     print(f'{config.experiment}: {config.arch} {what}, {config.preprocess} {config.image_size}px; '
-          f'init {task.init_description}; data {source}; {config.split} split: {counts["train_slices"]} train / '
-          f'{counts["eval_slices"]} eval slices; {mesh.size} device(s); run dir {run_dir}', flush=True)
+          f'init {task.init_description}; data {source}; {config.split} split{leak}: '
+          f'{counts["train_slices"]} train / {counts["validation_slices"]} validation / {counts["test_slices"]} test '
+          f'slices ({counts["train_patients"]} / {counts["validation_patients"]} / {counts["test_patients"]} '
+          f'patients); {mesh.size} device(s); run dir {run_dir}', flush=True)
 
   steps_per_epoch = len(split.train) // config.batch_size
   with _StopFlag() as stop:
@@ -147,7 +246,13 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, overwrite: boo
       for b, idx in enumerate(bar, start=start):
         batch = {**task.inputs('train', idx), **task.targets(idx)}
         state, metrics = train_step(state, sharding.shard_batch(batch, mesh, tuple(batch)))
-        for name, value in jax.device_get(metrics).items():
+        values = jax.device_get(metrics)
+        if not values.pop('finite'):
+          checkpoints.close()
+          raise NonFiniteError(f'training diverged at epoch {epoch + 1}, step {b + 1}: the loss ({values["loss"]}) or '
+                               f'the weights are no longer finite; nothing of it was saved, the last finite '
+                               f'checkpoint is kept in {run_dir}; lower --learning-rate and start again')
+        for name, value in values.items():
           sums[name] = sums.get(name, 0.0) + float(value)
         bar.set_postfix({name: f'{total / (b + 1):.4f}' for name, total in sums.items()})
         if stop.signal is not None:
@@ -156,30 +261,63 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, overwrite: boo
           raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {b + 1}; '
                             f'checkpoint saved in {run_dir}; continue with --resume')
       bar.close()
-      metrics = task.metrics(evaluate(state))
+      metrics = task.metrics(evaluate(state, split.validation), split.validation)
       score, best = metrics[task.selection], progress_record['best']
       improved = not math.isnan(score) and (best is None or score > best)
-      progress_record = {'epoch': epoch + 1, 'batch': 0, 'best': score if improved else best, 'sums': {}}
+      progress_record = {'epoch': epoch + 1, 'batch': 0, 'best': score if improved else best,
+                         'best_epoch': epoch + 1 if improved else progress_record.get('best_epoch'), 'sums': {}}
       if is_writer:
-        record = {'epoch': epoch, 'step': int(jax.device_get(state.step)),
+        record = {'epoch': epoch + 1, 'step': int(jax.device_get(state.step)),
                   **{f'train_{name}': total / max(steps_per_epoch, 1) for name, total in sums.items()},
-                  **{f'eval_{k}': metrics[k] for k in task.headline}}
-        writer.epoch(record, keep_epochs_below=epoch)
-        shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items() if k.startswith(('train_', 'eval_')) and
-                          isinstance(v, float) and not k.startswith(('eval_precision', 'eval_f1', 'eval_iou')))
+                  **{f'validation_{k}': metrics[k] for k in task.headline}}
+        writer.epoch(record, keep_epochs_below=epoch + 1)
+        shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items() if k.startswith(('train_', 'validation_')) and
+                          isinstance(v, float) and not k.startswith(('validation_precision', 'validation_f1',
+                                                                     'validation_iou')))
         print(f'epoch {epoch + 1}/{config.epochs}: {shown}', flush=True)
       checkpoints.save(state, progress_record, best=improved)
 
-  outputs = evaluate(state)
-  final = task.final_metrics(outputs, state)
+  selected, selection = _select(checkpoints, state, progress_record, task.selection, config.epochs)
+  validation = task.metrics(evaluate(selected, split.validation), split.validation)
+  test_outputs = evaluate(selected, split.test)
+  test = task.final_metrics(test_outputs, split.test, selected)
+  final = {**test, 'validation': validation, 'test': test, 'selected_checkpoint': selection}
   final.update({'task': config.task, 'split': config.split, 'fold': config.fold, 'init': task.init_description,
-                'data': source, 'counts': counts, 'epochs': config.epochs, 'experiment': config.experiment,
-                'arch': config.arch, 'strategy': config.strategy, 'preprocess': config.preprocess,
-                'image_size': config.image_size})
+                'data': source, 'data_fingerprint': content, 'counts': counts, 'epochs': config.epochs,
+                'experiment': config.experiment, 'arch': config.arch, 'strategy': config.strategy,
+                'preprocess': config.preprocess, 'image_size': config.image_size})
   checkpoints.close()
   if is_writer:
     write_json(run_dir / 'metrics.json', final)
+    write_json(run_dir / 'decision.json', {'threshold': DEFAULT_THRESHOLD, 'threshold_chosen_on': 'fixed default',
+                                           'checkpoint': selection['checkpoint']})
     plot_curves(run_dir, read_history(run_dir), tuple(task.headline[:3]))
-    task.write_outputs(run_dir, final, outputs)
+    task.write_outputs(run_dir, test, test_outputs, split.test)
     writer.close()
+    _print_summary(final, run_dir)
   return final
+
+
+def _select(checkpoints: Checkpoints, state, progress_record: dict, metric: str, epochs: int):
+  """(state, record) of the checkpoint validation picked: the best one, or the last when every
+  validation score was undefined (NaN never wins)."""
+  if progress_record['best'] is None:
+    step = int(jax.device_get(state.step))
+    return state, {'epoch': epochs, 'metric': f'validation {metric}', 'value': None, 'checkpoint': f'last/{step}',
+                   'note': f'validation {metric} was undefined in every epoch: the last checkpoint is used'}
+  selected, _ = checkpoints.restore(state, which='best')
+  step = int(jax.device_get(selected.step))
+  return selected, {'epoch': progress_record['best_epoch'], 'metric': f'validation {metric}',
+                    'value': progress_record['best'], 'checkpoint': f'best/{step}'}
+
+
+def _print_summary(final: dict, run_dir: Path) -> None:
+  selection = final['selected_checkpoint']
+  intervals = final.get('confidence_95') or {}
+  keys = ('accuracy', 'balanced_accuracy', 'roc_auc') if final['task'] == 'classify' else (
+      'dice_per_volume', 'false_positive_rate')
+  shown = ', '.join(f'{k} {final[k]:.3f}' + (' [{:.3f}, {:.3f}]'.format(*intervals[k]) if k in intervals else '')
+                    for k in keys if final.get(k) is not None)
+  print(f'test ({final["counts"]["test_patients"]} patients, used for no choice): {shown}'
+        + (f'; 95% intervals {final["confidence_95_note"]}' if final.get('confidence_95_note') else ''), flush=True)
+  print(f'selected checkpoint: epoch {selection["epoch"]} by {selection["metric"]}; outputs in {run_dir}', flush=True)

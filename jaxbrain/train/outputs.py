@@ -1,5 +1,6 @@
-"""What a run leaves in its directory: config.json, metrics.jsonl (one line per epoch),
-metrics.json (final), TensorBoard event files, and PNG plots (curves, confusion matrix, ROC)."""
+"""What a run leaves in its directory: config.json, split.json, metrics.jsonl (one line per epoch,
+counted from 1), metrics.json (final), TensorBoard event files, and PNG plots (curves, confusion
+matrix, ROC)."""
 from __future__ import annotations
 
 import json
@@ -66,14 +67,14 @@ def _pyplot():
 
 
 def plot_curves(run_dir: Path, history: list[dict], eval_keys: tuple[str, ...]) -> None:
-  """curves.png: training loss, and the training metric with the main eval metrics, per epoch."""
+  """curves.png: training loss, and the training metric with the main validation metrics, per epoch."""
   plt = _pyplot()
-  epochs = [r['epoch'] + 1 for r in history]
+  epochs = [r['epoch'] for r in history]
   fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
   ax_loss.plot(epochs, [r['train_loss'] for r in history], 'o-', label='train')
   ax_loss.set(xlabel='epoch', ylabel='loss', title='training loss')
   train_keys = [k for k in history[0] if k.startswith('train_') and k != 'train_loss'] if history else []
-  for key in train_keys + [f'eval_{k}' for k in eval_keys]:
+  for key in train_keys + [f'validation_{k}' for k in eval_keys]:
     ax_metric.plot(epochs, [r.get(key) for r in history], 'o-' if key.startswith('train') else 's--', label=key)
   ax_metric.set(xlabel='epoch', title='metrics', ylim=(0, 1.02))
   for ax in (ax_loss, ax_metric):
@@ -85,7 +86,7 @@ def plot_curves(run_dir: Path, history: list[dict], eval_keys: tuple[str, ...]) 
 
 
 def plot_classification(run_dir: Path, final: dict, labels: np.ndarray, probabilities: np.ndarray) -> None:
-  """confusion_matrix.png and roc.png of the eval split."""
+  """confusion_matrix.png and roc.png of the test patients."""
   from jaxbrain.metrics import roc_curve
 
   plt = _pyplot()
@@ -95,7 +96,7 @@ def plot_classification(run_dir: Path, final: dict, labels: np.ndarray, probabil
   for (i, j), count in np.ndenumerate(matrix):
     ax.text(j, i, str(count), ha='center', va='center', color='black', fontsize=14)
   ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=['no tumor', 'tumor'], yticklabels=['no tumor', 'tumor'],
-         xlabel='predicted', ylabel='true', title=f'accuracy {final["accuracy"]:.3f}')
+         xlabel='predicted', ylabel='true', title=f'test accuracy {final["accuracy"]:.3f}')
   fig.tight_layout()
   fig.savefig(run_dir / 'confusion_matrix.png', dpi=100)
   plt.close(fig)
@@ -104,7 +105,7 @@ def plot_classification(run_dir: Path, final: dict, labels: np.ndarray, probabil
   fig, ax = plt.subplots(figsize=(4, 4))
   ax.plot(fpr, tpr, label=f'AUC {final["roc_auc"]:.3f}')
   ax.plot([0, 1], [0, 1], ':', color='gray')
-  ax.set(xlabel='false-positive rate', ylabel='true-positive rate', title='ROC (eval split)')
+  ax.set(xlabel='false-positive rate', ylabel='true-positive rate', title='ROC (test)')
   ax.legend(loc='lower right')
   fig.tight_layout()
   fig.savefig(run_dir / 'roc.png', dpi=100)
@@ -129,7 +130,7 @@ def save_heatmaps(folder: Path, images: np.ndarray, heatmaps: np.ndarray, true: 
 
 def save_overlays(folder: Path, images: np.ndarray, predicted: np.ndarray, true: np.ndarray, names: list[str],
                   tumor_count: int = 8, empty_count: int = 4) -> None:
-  """PNG overlays (prediction red, truth outlined green) of evenly spaced eval slices: some with
+  """PNG overlays (prediction red, truth outlined green) of evenly spaced test slices: some with
   tumor, some without."""
   from PIL import Image
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxbrain.data.transforms import Preprocess, preprocess
+from jaxbrain.data.transforms import Preprocess, native_logits, preprocess
 from jaxbrain.models.resnet import ResNet
 from jaxbrain.train.state import TrainState
 
@@ -22,13 +22,21 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+def all_finite(tree) -> jax.Array:
+  """True when every leaf of `tree` is free of NaN and inf."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
 def _update(state: TrainState, tx: optax.GradientTransformation, loss_fn: Callable, metrics_fn: Callable):
-  """One optimizer step from `loss_fn(params) -> (loss, (logits, batch_stats))`; metrics from logits."""
+  """One optimizer step from `loss_fn(params) -> (loss, (logits, batch_stats))`; metrics from logits,
+  and `finite`: whether the loss and the new weights and statistics are all finite (computed on
+  the device, read with the metrics, so a diverging run stops without an extra host sync)."""
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         batch_stats=batch_stats, opt_state=opt_state)
-  return state, {'loss': loss, **metrics_fn(logits)}
+  finite = jnp.isfinite(loss) & all_finite((state.params, state.batch_stats))
+  return state, {'loss': loss, **metrics_fn(logits), 'finite': finite}
 
 
 def _accuracy(labels: jax.Array) -> Callable:
@@ -36,8 +44,12 @@ def _accuracy(labels: jax.Array) -> Callable:
 
 
 def make_train_step(model: ResNet, tx: optax.GradientTransformation, config: Preprocess,
-                    frozen_backbone: bool) -> Callable:
-  """Images [B, H, W, 3] uint8 + labels [B] -> one SGD step on cross-entropy."""
+                    frozen_backbone: bool, frozen_bn: str = 'running') -> Callable:
+  """Images [B, H, W, 3] uint8 + labels [B] -> one SGD step on cross-entropy.
+
+  A frozen backbone gets no gradient; `frozen_bn` says which BatchNorm statistics it uses
+  (`ResNet.__call__`).
+  """
 
   def train_step(state: TrainState, batch: dict):
     flip_key, dropout_key = jax.random.split(state.step_key())
@@ -45,9 +57,13 @@ def make_train_step(model: ResNet, tx: optax.GradientTransformation, config: Pre
 
     def loss_fn(params):
       variables = {'params': params, 'batch_stats': state.batch_stats}
-      if frozen_backbone:  # running statistics, never updated; no gradient through the backbone
+      if frozen_backbone and frozen_bn == 'running':  # running statistics, never updated
         logits = model.apply(variables, images, train=True, frozen_backbone=True, rngs={'dropout': dropout_key})
         batch_stats = state.batch_stats
+      elif frozen_backbone:  # batch statistics, running ones updated (PyTorch's train mode)
+        logits, updated = model.apply(variables, images, train=True, frozen_backbone=True, frozen_bn='batch',
+                                      rngs={'dropout': dropout_key}, mutable=['batch_stats'])
+        batch_stats = updated['batch_stats']
       else:
         logits, updated = model.apply(variables, images, train=True, rngs={'dropout': dropout_key},
                                       mutable=['batch_stats'])
@@ -136,11 +152,16 @@ def make_segmentation_train_step(model, tx: optax.GradientTransformation, config
 
 
 def make_segmentation_eval_step(model, config: Preprocess) -> Callable:
-  """Images -> {'mask_probability' [B, S, S]} at the model's resolution."""
+  """Images [B, 256, 256, 3] -> {'mask_probability' [B, S, S] at the model's resolution, and at the
+  slices' native resolution: 'tumor_pixels' [B] and 'probability' [B], the slice's tumor
+  probability = the sigmoid of its largest native-resolution logit (> 0.5 exactly when a pixel is
+  predicted tumor)}."""
 
   def eval_step(state: TrainState, batch: dict):
     images, _ = preprocess(config, None, batch['image'], train=False)
     logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
-    return {'mask_probability': jax.nn.sigmoid(logits)}
+    native = native_logits(logits, batch['image'].shape[1])
+    return {'mask_probability': jax.nn.sigmoid(logits), 'tumor_pixels': jnp.sum(native > 0, axis=(1, 2)),
+            'probability': jax.nn.sigmoid(jnp.max(native, axis=(1, 2)))}
 
   return eval_step

@@ -8,7 +8,8 @@ def fake(n=23):
   return SliceArrays(
       image=np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8),
       mask=np.zeros((n, 4, 4), np.uint8), label=np.arange(n) % 2, patient=np.array([f'P{i // 5}' for i in range(n)]),
-      institution=np.array(['XX'] * n), slice=np.arange(n))
+      institution=np.array(['XX'] * n), slice=np.arange(n),
+      path=np.array([f'P/P_{i}.png' for i in range(n)]))
 
 
 def test_eval_covers_every_example_exactly_once():

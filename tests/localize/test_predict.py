@@ -18,7 +18,8 @@ def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
   records = kaggle3m.scan(phantom_png)
   with open(out / 'predictions.csv') as f:
     rows = list(csv.DictReader(f))
-  assert [r['path'] for r in rows] == sorted(str(r.image_path) for r in records)  # masks are not inputs
+  # masks are not inputs; slices in numeric order within each patient
+  assert [r['path'] for r in rows] == [str(r.image_path) for r in records]
   assert list(rows[0]) == ['path', 'patient', 'slice', 'probability', 'label', 'tumor_pixels']
   assert all(0 <= float(r['probability']) <= 1 and r['label'] in ('0', '1') for r in rows)
   summary = json.loads((out / 'summary.json').read_text())
@@ -33,6 +34,35 @@ def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
   mask = kaggle3m.read_mask(out / 'masks' / f'{stem}_mask.png')
   assert mask.sum() == int(rows[0]['tumor_pixels'])
   assert (out / 'overlays' / f'{stem}_overlay.png').is_file()
+
+
+def read_rows(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_predict_reproduces_the_runs_own_test_predictions(trained_runs, phantom_runs_data, tmp_path):
+  """Catches a `predict` that scores with other weights than the run measured (e.g. the newest
+  checkpoint where validation selected an earlier one), another threshold, preprocessing or compute
+  dtype, or counts tumor pixels at another resolution than the run's own test evaluation; and a
+  segmenter whose masks `predict` loses (tumor slices must come back with tumor pixels)."""
+  classifier, segmenter = trained_runs
+  test_patients = json.loads((classifier / 'split.json').read_text())['test']
+  assert json.loads((segmenter / 'split.json').read_text())['test'] == test_patients
+  folders = sorted(d for d in phantom_runs_data.iterdir() if d.is_dir() and d.name.rsplit('_', 1)[0] in test_patients)
+  predict(folders, classifier, tmp_path / 'out', seg_run_dir=segmenter, progress=False)
+  predicted = {r['path']: r for r in read_rows(tmp_path / 'out' / 'predictions.csv')}
+  own_classifier = read_rows(classifier / 'test_predictions.csv')
+  own_segmenter = read_rows(segmenter / 'test_predictions.csv')
+  assert len(predicted) == len(own_classifier) == len(own_segmenter) > 0
+  for mine, theirs in zip(own_classifier, own_segmenter):
+    row = predicted[str(phantom_runs_data / mine['path'])]
+    assert float(row['probability']) == pytest.approx(float(mine['probability']), abs=1e-5)
+    assert row['label'] == mine['label']
+    assert row['tumor_pixels'] == theirs['tumor_pixels']
+  tumor = [int(r['tumor_pixels']) for r in own_segmenter if r['truth'] == '1']
+  empty = [int(r['tumor_pixels']) for r in own_segmenter if r['truth'] == '0']
+  assert np.mean(np.array(tumor) > 0) >= 0.8 and np.mean(np.array(empty) > 0) <= 0.2
 
 
 def test_classifier_alone_gives_gradcam_overlays(trained_runs, phantom_png, tmp_path):
@@ -61,6 +91,6 @@ def test_errors(trained_runs, phantom_png, tmp_path, capsys):
   assert not (tmp_path / 'o').exists()
   # never writes into the inputs
   assert cli.main(['predict', str(bad), '--run', str(classifier), '--out', str(victim.parent), '--no-progress']) == 2
-  assert 'holds input files' in capsys.readouterr().err
+  assert 'inside or holds the inputs' in capsys.readouterr().err
   assert sorted(p.name for p in victim.parent.iterdir()) == before
   assert cli.main(['predict', str(tmp_path / 'nothing'), '--run', str(classifier), '--out', str(tmp_path / 'o')]) == 2

@@ -1,5 +1,10 @@
 """Runs a few fine-tune steps on phantom slices on the mesh of all (global) devices and saves
-losses and params.
+the losses and the updates (final minus initial value) of the params and BatchNorm statistics.
+
+`--per-device-bn K` computes, on one device, what a broken data-parallel step over K devices
+would: BatchNorm statistics of each device's share of the batch instead of the global batch (each
+share stepped alone from the same state, the results averaged: for SGD with momentum that is the
+mean of the per-share gradients). The test checks its tolerance rejects that.
 
 Used by test_sharding in subprocesses: one process with XLA_FLAGS=--xla_force_host_platform_device_count=N,
 or several processes joined by jax.distributed (`--coordinator ADDRESS --num-processes P --process-id I`).
@@ -14,6 +19,9 @@ from jaxbrain.train.steps import make_train_step
 from jaxbrain.data import Preprocess, kaggle3m
 from tests.train.helpers import setup
 
+LEARNING_RATE = 0.01  # large enough that a wrong reduction (per-device statistics) exceeds the tolerance
+STEPS = 2
+
 
 def main() -> None:
   parser = argparse.ArgumentParser()
@@ -22,26 +30,38 @@ def main() -> None:
   parser.add_argument('--coordinator')
   parser.add_argument('--num-processes', type=int)
   parser.add_argument('--process-id', type=int)
+  parser.add_argument('--per-device-bn', type=int, default=0)
   args = parser.parse_args()
   sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-  model, tx, state = setup('finetune', lr=1e-4)  # the report's fine-tuning lr
+  model, tx, state = setup('finetune', lr=LEARNING_RATE, dropout_rate=0.0)  # no dropout or flips: the
+  # per-device variant below must differ from the global step in its BatchNorm statistics alone
+  initial = jax.tree.map(np.asarray, {'params': state.params, 'batch_stats': state.batch_stats})
   mesh = sharding.make_mesh()
-  step = sharding.jit_train_step(make_train_step(model, tx, Preprocess(64), frozen_backbone=False), mesh)
+  train_step = make_train_step(model, tx, Preprocess(64, flip=False), frozen_backbone=False)
+  step = sharding.jit_train_step(train_step, mesh)
   state = sharding.replicate(state, mesh)
   losses = []
-  records = kaggle3m.scan(args.phantom)[:24]
+  records = kaggle3m.scan(args.phantom)[:8 * STEPS]
   slices = [kaggle3m.read_slice(r) for r in records]
   images = np.stack([image for image, _ in slices])
   labels = np.array([mask.any() for _, mask in slices], np.int32)
-  for b in range(3):
+  for b in range(STEPS):
     batch = {'image': images[b * 8:(b + 1) * 8], 'label': labels[b * 8:(b + 1) * 8]}
+    if args.per_device_bn:
+      shares = [jax.tree.map(lambda x: x[k::args.per_device_bn], batch) for k in range(args.per_device_bn)]
+      results = [jax.jit(train_step)(state, share) for share in shares]  # one device, the state not donated
+      mean = lambda *leaves: sum(leaves) / len(leaves) if np.issubdtype(leaves[0].dtype, np.floating) else leaves[0]
+      state = jax.tree.map(mean, *[r[0] for r in results])
+      losses.append(float(np.mean([sharding.to_host(m)['loss'] for _, m in results])))
+      continue
     placed = sharding.shard_batch(batch, mesh, ('image', 'label'))
     assert len(placed['image'].sharding.device_set) == mesh.size
     state, metrics = step(state, placed)
     losses.append(float(sharding.to_host(metrics)['loss']))
   tree = sharding.to_host({'params': state.params, 'batch_stats': state.batch_stats})
+  updates = jax.tree.map(lambda new, old: np.asarray(new) - np.asarray(old), tree, initial)
   if jax.process_index() == 0:
-    flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+    flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(updates)}
     np.savez(args.out, losses=np.array(losses), devices=mesh.size, processes=jax.process_count(), **flat)
 
 

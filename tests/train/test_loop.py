@@ -1,4 +1,5 @@
 """The runner end to end on phantom data: outputs, exact resume, SIGKILL/SIGTERM, errors."""
+import csv
 import json
 import os
 import signal
@@ -40,19 +41,64 @@ def assert_same_state(a: dict, b: dict):
 def test_outputs_and_metrics(phantom_png, tmp_path):
   final = train_and_evaluate(config(phantom_png, tmp_path, epochs=2), progress=False)
   run = tmp_path / 'test' / 'patient-scratch-32px-seed0'
-  for name in ('config.json', 'metrics.json', 'metrics.jsonl', 'curves.png', 'confusion_matrix.png', 'roc.png'):
+  for name in ('config.json', 'split.json', 'decision.json', 'metrics.json', 'metrics.jsonl', 'test_predictions.csv',
+               'curves.png', 'confusion_matrix.png', 'roc.png'):
     assert (run / name).is_file(), name
   assert list((run / 'tensorboard').glob('events.out.tfevents.*'))
   metrics = json.loads((run / 'metrics.json').read_text())
   for key in ('accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'specificity', 'precision', 'f1',
-              'confusion_matrix', 'split', 'init', 'data', 'counts', 'confidence_95'):
+              'confusion_matrix', 'split', 'init', 'data', 'counts', 'confidence_95', 'validation', 'test',
+              'selected_checkpoint'):
     assert key in metrics, key
   assert metrics['init'].startswith('scratch (random initialization')
-  assert sum(map(sum, metrics['confusion_matrix'])) == metrics['counts']['eval_slices']
-  assert [r['epoch'] for r in map(json.loads, (run / 'metrics.jsonl').read_text().splitlines())] == [0, 1]
+  assert sum(map(sum, metrics['confusion_matrix'])) == metrics['counts']['test_slices']
+  assert {k: metrics[k] for k in metrics['test']} == metrics['test']  # top-level keys are test's
+  history = list(map(json.loads, (run / 'metrics.jsonl').read_text().splitlines()))
+  assert [r['epoch'] for r in history] == [1, 2]  # epochs count from 1
+  best = max(history, key=lambda r: r['validation_roc_auc'])
+  assert metrics['selected_checkpoint']['epoch'] == best['epoch']
+  assert metrics['selected_checkpoint']['value'] == pytest.approx(best['validation_roc_auc'])
+  assert metrics['validation']['roc_auc'] == pytest.approx(best['validation_roc_auc'])  # the selected weights
   assert final['accuracy'] == metrics['accuracy']
+  split = json.loads((run / 'split.json').read_text())
+  assert set(split) == {'kind', 'seed', 'fold', 'data_fingerprint', 'train', 'validation', 'test'}
+  assert split['data_fingerprint'] == metrics['data_fingerprint'] == json.loads((run / 'config.json').read_text())[
+      'data_fingerprint']
+  sides = [set(split[side]) for side in ('train', 'validation', 'test')]
+  assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+  assert all(p.startswith('TCGA_') and p.count('_') == 2 for p in sides[2])
+  with open(run / 'test_predictions.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert {r['patient'] for r in rows} == sides[2] and len(rows) == metrics['counts']['test_slices']
+  assert all((phantom_png / r['path']).is_file() for r in rows)
+  assert json.loads((run / 'decision.json').read_text())['checkpoint'] == metrics['selected_checkpoint']['checkpoint']
   with pytest.raises(RunExistsError, match='--resume'):
     train_and_evaluate(config(phantom_png, tmp_path, epochs=2), progress=False)
+
+
+def test_selection_happens_on_validation_never_on_test(phantom_tif, tmp_path, monkeypatch):
+  """Catches a checkpoint picked on test: the per-epoch metrics must be computed on the validation
+  indices only, and test must be evaluated exactly once, after training."""
+  from jaxbrain.train import tasks
+  seen = []
+  original = tasks.classification_task
+
+  def spying(config, data, split, progress):
+    task = original(config, data, split, progress)
+    metrics = task.metrics
+    task.metrics = lambda outputs, indices: seen.append(('metrics', tuple(indices))) or metrics(outputs, indices)
+    final = task.final_metrics
+    task.final_metrics = lambda outputs, indices, state: seen.append(('final', tuple(indices))) or final(
+        outputs, indices, state)
+    seen.append(('split', tuple(split.validation), tuple(split.test)))
+    return task
+
+  monkeypatch.setattr(tasks, 'classification_task', spying)
+  train_and_evaluate(config(phantom_tif, tmp_path, epochs=2), progress=False)
+  (_, validation, test), calls = seen[0], seen[1:]
+  assert [kind for kind, _ in calls] == ['metrics', 'metrics', 'metrics', 'final']
+  assert all(indices == validation for kind, indices in calls if kind == 'metrics')
+  assert calls[-1][1] == test
 
 
 def test_resume_is_exact(phantom_png, tmp_path):
@@ -61,7 +107,7 @@ def test_resume_is_exact(phantom_png, tmp_path):
   train_and_evaluate(config(phantom_png, tmp_path, epochs=2, run_name='resumed'), resume=True, progress=False)
   assert_same_state(final_state(tmp_path / 'test' / 'straight'), final_state(tmp_path / 'test' / 'resumed'))
   history = (tmp_path / 'test' / 'resumed' / 'metrics.jsonl').read_text().splitlines()
-  assert [json.loads(r)['epoch'] for r in history] == [0, 1]
+  assert [json.loads(r)['epoch'] for r in history] == [1, 2]
 
 
 def launch(data_dir, workdir, run_name):
@@ -135,3 +181,16 @@ def test_feature_extractor_on_ported_weights_keeps_the_backbone(phantom_png, tmp
   ported = load_torchvision_weights('resnet18', path)
   for p, value in jax.tree_util.tree_leaves_with_path(ported['params']['backbone']):
     np.testing.assert_array_equal(state["['params']['backbone']" + jax.tree_util.keystr(p)], value)
+
+
+def test_feature_cache_is_refused_where_it_cannot_replay_training(phantom_png, tmp_path, capsys):
+  """Catches a feature cache that silently drops augmentation it cannot replay (scale/rotation), or
+  stays on with `--frozen-bn batch` (whose statistics change every step)."""
+  with pytest.raises(ValueError, match='replays flips only'):
+    train_and_evaluate(config(phantom_png, tmp_path, strategy='feature_extractor', preprocess='resize_flip_affine'),
+                       progress=False)
+  train_and_evaluate(config(phantom_png, tmp_path, strategy='feature_extractor', frozen_bn='batch', epochs=1),
+                     progress=True)
+  assert 'feature cache off: --frozen-bn batch' in capsys.readouterr().out
+  header = json.loads((tmp_path / 'test' / 'patient-scratch-32px-seed0' / 'config.json').read_text())
+  assert header['feature_cache'] is False and header['config']['frozen_bn'] == 'batch'

@@ -16,19 +16,28 @@ def environment(devices: int) -> dict:
   return {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}', 'JAX_PLATFORMS': 'cpu'}
 
 
-def run_on(devices: int, phantom: Path, out: Path) -> dict:
-  subprocess.run([sys.executable, '-m', 'tests.train.sharded_steps', str(phantom), str(out)], cwd=ROOT,
+def run_on(devices: int, phantom: Path, out: Path, *flags: str) -> dict:
+  subprocess.run([sys.executable, '-m', 'tests.train.sharded_steps', str(phantom), str(out), *flags], cwd=ROOT,
                  env=environment(devices), check=True)
   return dict(np.load(out))
 
 
+UPDATE_TOLERANCE = 0.03  # of the updates' norm
+LOSS_TOLERANCE = 0.02
+
+
 def assert_same(result: dict, reference: dict):
-  """Equal up to float rounding: reductions (BatchNorm statistics, gradient sums) run in another
-  order across devices."""
-  np.testing.assert_allclose(result.pop('losses'), reference.pop('losses'), rtol=1e-4)
+  """Equal up to float rounding. Reductions (BatchNorm statistics, gradient sums) run in another
+  order across devices, and a ResNet from scratch at this learning rate amplifies that to well
+  under 1% of its updates; the variant with per-device statistics is off by a third of them, a
+  sum instead of a mean of the gradients by several times them. So the updates (final minus
+  initial values) are compared relative to their norm, not the parameters themselves (which lr
+  1e-4 would leave equal to their initial values whatever the reduction)."""
+  np.testing.assert_allclose(result.pop('losses'), reference.pop('losses'), rtol=LOSS_TOLERANCE)
   assert result.keys() == reference.keys() and len(reference) > 100
-  for name in reference:
-    np.testing.assert_allclose(result[name], reference[name], rtol=1e-4, atol=1e-5, err_msg=name)
+  difference = np.sqrt(sum(np.sum((result[k] - reference[k]) ** 2) for k in reference))
+  norm = np.sqrt(sum(np.sum(reference[k] ** 2) for k in reference))
+  assert difference <= UPDATE_TOLERANCE * norm, f'updates differ by {difference / norm:.1%} of their norm'
 
 
 @pytest.fixture(scope='module')
@@ -42,6 +51,16 @@ def test_eight_devices_match_one(one_device, phantom_tif, tmp_path):
   eight = run_on(8, phantom_tif, tmp_path / 'eight.npz')
   assert int(eight.pop('devices')) == 8 and int(eight.pop('processes')) == 1
   assert_same(eight, dict(one_device))
+
+
+def test_tolerance_rejects_per_device_batchnorm_statistics(one_device, phantom_tif, tmp_path):
+  """Catches a data-parallel step whose BatchNorm normalizes each device's share of the batch
+  alone (or any reduction as wrong): with the learning rate and steps `sharded_steps` uses, that
+  variant, computed on one device, falls outside the tolerance the 8-device run must meet."""
+  broken = run_on(1, phantom_tif, tmp_path / 'broken.npz', '--per-device-bn', '8')
+  broken.pop('devices'), broken.pop('processes')
+  with pytest.raises(AssertionError):
+    assert_same(broken, dict(one_device))
 
 
 @pytest.mark.slow

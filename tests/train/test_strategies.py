@@ -1,6 +1,7 @@
 """Feature extractor freezes the backbone exactly; fine-tune moves everything; the cache is exact."""
 import jax
 import numpy as np
+import pytest
 
 from jaxbrain.data import SliceArrays
 from jaxbrain.train.steps import make_head_train_step, make_train_step
@@ -43,6 +44,30 @@ def test_feature_extractor_leaves_backbone_bit_identical():
   assert momentum_leaves == sum(x.size for x in jax.tree.leaves(state.params['head']))
 
 
+def test_frozen_backbone_with_batch_statistics_is_pytorchs_train_mode():
+  """`--frozen-bn batch`: the backbone's weights stay bit-identical (no gradient, no update), but its
+  BatchNorm normalizes with batch statistics and updates the running ones, as a PyTorch backbone
+  with requires_grad=False in model.train() does. Catches a 'batch' mode that still uses the
+  running statistics (the first loss would equal the 'running' mode's) or leaves them unchanged."""
+  model, tx, state = setup('feature_extractor', dropout_rate=0.0)
+  data = batches(2)
+  new, losses = run(make_train_step(model, tx, PREPROCESS, frozen_backbone=True, frozen_bn='batch'), state, data)
+  for (path, before), after in zip(leaves(state.params['backbone']), jax.tree.leaves(new.params['backbone'])):
+    np.testing.assert_array_equal(before, after, err_msg=str(path))
+  for (path, before), after in zip(leaves(state.batch_stats), jax.tree.leaves(new.batch_stats)):
+    assert not np.array_equal(before, after), path
+  _, running_losses = run(make_train_step(model, tx, PREPROCESS, frozen_backbone=True), state, data[:1])
+  assert losses[0] != running_losses[0]
+  # the first loss is the loss of the model in training mode (batch statistics) on the batch
+  from jaxbrain.data import preprocess
+  from jaxbrain.train.steps import cross_entropy
+  flip_key, _ = jax.random.split(state.step_key())
+  images, _ = preprocess(PREPROCESS, flip_key, data[0]['image'], train=True)
+  logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=True,
+                          mutable=['batch_stats'])
+  assert losses[0] == pytest.approx(float(cross_entropy(logits, data[0]['label'])), rel=1e-5)
+
+
 def test_finetune_changes_every_parameter_and_statistic():
   model, tx, state = setup('finetune')
   new, losses = run(make_train_step(model, tx, PREPROCESS, frozen_backbone=False), state, batches(3))
@@ -62,7 +87,8 @@ def test_feature_cache_gives_the_same_head_updates():
   labels = np.concatenate([b['label'] for b in data])
   n = len(labels)
   arrays = SliceArrays(image=images, mask=np.zeros(images.shape[:3], np.uint8), label=labels,
-                       patient=np.array(['p'] * n), institution=np.array(['x'] * n), slice=np.arange(n))
+                       patient=np.array(['p'] * n), institution=np.array(['x'] * n), slice=np.arange(n),
+                       path=np.array([f'p/p_{i}.png' for i in range(n)]))
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   features_fn = jax.jit(lambda x: model.apply(variables, x, method='features'))
   cached = cache_features(features_fn, arrays, np.arange(n), PREPROCESS, batch_size=5, with_flipped=True)
