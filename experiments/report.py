@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 REFERENCE = ('Reference (the study, not measured here): ResNet18 fine-tune (exp20) 97% accuracy, ResNet50 '
@@ -30,11 +31,15 @@ def gather(workdir: Path) -> list[dict]:
   protocol (a `test` entry), sorted by experiment and run; older runs are left out."""
   runs = []
   for path in sorted(workdir.glob('*/*/metrics.json')):
-    metrics = json.loads(path.read_text())
+    try:
+      metrics = json.loads(path.read_text())
+      config_path = path.parent / 'config.json'
+      config = json.loads(config_path.read_text())['config'] if config_path.exists() else {}
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
+      warnings.warn(f'{path.parent}: damaged run files ({type(e).__name__}: {e}); left out', stacklevel=2)
+      continue
     if 'test' not in metrics:
       continue
-    config_path = path.parent / 'config.json'
-    config = json.loads(config_path.read_text())['config'] if config_path.exists() else {}
     runs.append({'experiment': path.parent.parent.name, 'run': path.parent.name, 'config': config, **metrics})
   return runs
 

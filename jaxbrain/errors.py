@@ -62,6 +62,9 @@ def run_entry_point(program: str, body: Callable[[], int], debug: bool = False,
   except UserError as e:
     print(f'{program}: error: {e}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    print(f'{program}: interrupted', file=sys.stderr)
+    return 130
   except OSError as e:
     if e.errno not in USER_ERRNOS:
       return _bug(program, debug, log_folder)

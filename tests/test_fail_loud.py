@@ -194,13 +194,17 @@ def test_damaged_runs_are_one_line_errors(trained_runs, phantom_png, tmp_path, c
     (['--batch-size', '0'], '--batch-size must be at least 1; got 0'),
     (['--image-size', '31'], '--image-size 31: the ResNet downsamples 32x'),
     (['--batch-size', '4096'], '--batch-size 4096 is larger than the'),
+    (['--run-name', '../../outside'], "--run-name '../../outside': use letters, digits"),
+    (['--learning-rate', '-1'], '--learning-rate must be positive'),
 ])
 def test_impossible_numbers_are_refused(phantom_png, tmp_path, capsys, flags, message):
-  """Catches "sizes must be positive" for a size of 31, and zero training steps ending in a KeyError."""
+  """Catches "sizes must be positive" for a size of 31, zero training steps ending in a KeyError, and a
+  run name that writes outside the workdir."""
   assert experiment(phantom_png, tmp_path, *flags) == 2
   errors = [line for line in capsys.readouterr().err.splitlines() if 'error' in line]
   assert len(errors) == 1 and message in errors[0]
   assert not (tmp_path / 'exp20').exists() or not list((tmp_path / 'exp20').glob('*/metrics.json'))
+  assert not (tmp_path.parent / 'outside').exists()
 
 
 def test_impossible_numbers_of_the_cli(trained_runs, phantom_png, tmp_path, capsys):

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -165,6 +166,9 @@ def check_output_dir(out_dir: Path, inputs: Sequence[str | Path], overwrite: boo
                      '(a later predict would score its overlays as scans)')
   if out_dir.exists() and not out_dir.is_dir():
     raise OutputExistsError(f'{out_dir}: is a file, not a folder; choose another --out')
+  nearest = next(p for p in (out, *out.parents) if p.exists())
+  if not nearest.is_dir() or not os.access(nearest, os.W_OK):
+    raise RunError(f'{out_dir}: cannot be written ({nearest} is {"not writable" if nearest.is_dir() else "a file"})')
   if out_dir.is_dir() and any(out_dir.iterdir()):
     if not overwrite:
       raise OutputExistsError(f'{out_dir}: is not empty; choose a new folder, or pass --overwrite to replace an '

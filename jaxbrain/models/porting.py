@@ -151,7 +151,8 @@ def read_torch(path: str | Path) -> dict[str, np.ndarray]:
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # torch raises many types for a bad file
-    raise WeightsError(f'{path}: not a readable PyTorch state_dict ({type(e).__name__}: {e})') from None
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else 'unreadable'
+    raise WeightsError(f'{path}: not a readable PyTorch state_dict ({type(e).__name__}: {first_line})') from None
   if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
     state = state['state_dict']
   if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Optional
 
 from jaxbrain.data.transforms import AUGMENTED, VARIANTS
@@ -14,6 +15,7 @@ STRATEGIES = ('feature_extractor', 'finetune')
 INITS = ('imagenet', 'scratch')
 OPTIMIZERS = ('sgd', 'adam')
 SCHEDULES = ('constant', 'cosine')
+SAFE_NAME = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}')  # run and experiment folder names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +74,11 @@ class TrainConfig:
                       f'{self.momentum}, {self.dropout_rate}, {self.weight_decay}')
     if self.fold is not None and not 0 <= self.fold < 5:
       problems.append(f'--fold must be 0-4 (a 5-fold patient split); got {self.fold}')
+    if self.run_name is not None and not SAFE_NAME.fullmatch(self.run_name):
+      problems.append(f'--run-name {self.run_name!r}: use letters, digits, ".", "_" and "-" only, not starting with '
+                      '"." (a folder name inside the workdir, nothing that leaves it)')
+    if not SAFE_NAME.fullmatch(self.experiment):
+      problems.append(f'experiment name {self.experiment!r}: use letters, digits, ".", "_" and "-" only')
     multiple, why = self.image_size_rule()
     if self.image_size < 32 or self.image_size % multiple:
       problems.append(f'--image-size {self.image_size}: {why}')

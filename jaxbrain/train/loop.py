@@ -1,7 +1,8 @@
 """The one runner, for classification and segmentation: `train_and_evaluate(config)`.
 
 files -> validated examples -> train / validation / test split -> host batches -> sharded jitted
-step -> validation metrics every epoch (they pick the checkpoint) -> the selected checkpoint
+step -> training metrics summed on the device (read every FETCH_EVERY steps, with the check
+that the run is still finite) -> validation metrics every epoch (they pick the checkpoint) -> the selected checkpoint
 evaluated once on test -> metrics, predictions, checkpoints and plots in
 `workdir/<experiment>/<run>/`. Side effects (files, signals, progress bars) live here; everything
 it calls is pure.
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -140,8 +142,12 @@ def check_resume(run_dir: Path, config: TrainConfig, content: str) -> dict | Non
   """Refuses to resume `run_dir` with another config than the one it started with (listing every
   field that differs) or on changed data. Returns the record of an epoch extension (`--epochs`
   raised), else None. The stored config.json is never rewritten."""
-  header = json.loads((run_dir / 'config.json').read_text())
-  stored, current = header['config'], json.loads(json.dumps(dataclasses.asdict(config)))
+  try:
+    header = json.loads((run_dir / 'config.json').read_text())
+    stored = dict(header['config'])
+  except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+    raise UserError(f'{run_dir / "config.json"}: damaged ({type(e).__name__}: {e}); this run cannot be resumed') from None
+  current = json.loads(json.dumps(dataclasses.asdict(config)))
   changed = [f'{name} {stored.get(name)!r} -> {value!r}' for name, value in current.items()
              if name not in RESUMABLE_CHANGES and stored.get(name, value) != value]
   if config.epochs < stored['epochs']:
@@ -239,27 +245,24 @@ def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwr
   with _StopFlag() as stop:
     for epoch in range(progress_record['epoch'], config.epochs):
       start = progress_record['batch']
-      sums = dict(progress_record['sums'])
       bar = tqdm(train_index_batches(split.train, config.batch_size, config.seed, epoch, start),
                  total=steps_per_epoch, initial=start, desc=f'epoch {epoch + 1}/{config.epochs}',
                  unit='batch', disable=not (progress and is_writer), leave=False)
+      totals = sharding.replicate(_device_totals(progress_record['sums']), mesh)
       for b, idx in enumerate(bar, start=start):
         batch = {**task.inputs('train', idx), **task.targets(idx)}
         state, metrics = train_step(state, sharding.shard_batch(batch, mesh, tuple(batch)))
-        values = jax.device_get(metrics)
-        if not values.pop('finite'):
-          checkpoints.close()
-          raise NonFiniteError(f'training diverged at epoch {epoch + 1}, step {b + 1}: the loss ({values["loss"]}) or '
-                               f'the weights are no longer finite; nothing of it was saved, the last finite '
-                               f'checkpoint is kept in {run_dir}; lower --learning-rate and start again')
-        for name, value in values.items():
-          sums[name] = sums.get(name, 0.0) + float(value)
+        totals = _accumulate(totals, metrics, b + 1)  # on the device: no host round trip per step
+        if (b + 1) % FETCH_EVERY and stop.signal is None:
+          continue
+        sums = _fetched_sums(totals, epoch, run_dir, checkpoints)
         bar.set_postfix({name: f'{total / (b + 1):.4f}' for name, total in sums.items()})
         if stop.signal is not None:
           checkpoints.save(state, {**progress_record, 'epoch': epoch, 'batch': b + 1, 'sums': sums})
           checkpoints.close()
           raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {b + 1}; '
                             f'checkpoint saved in {run_dir}; continue with --resume')
+      sums = _fetched_sums(totals, epoch, run_dir, checkpoints)
       bar.close()
       metrics = task.metrics(evaluate(state, split.validation), split.validation)
       score, best = metrics[task.selection], progress_record['best']
@@ -296,6 +299,39 @@ def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwr
     writer.close()
     _print_summary(final, run_dir)
   return final
+
+
+FETCH_EVERY = 25  # training steps between reads of the metrics (progress bar, non-finite check)
+
+
+def _device_totals(sums: dict) -> dict:
+  """Running sums of the training metrics, kept on the device, from a (resumed) host record."""
+  return {'sums': {k: jnp.asarray(v, jnp.float32) for k, v in sums.items()},
+          'first_nonfinite': jnp.asarray(-1, jnp.int32), 'loss_then': jnp.asarray(0.0, jnp.float32)}
+
+
+@jax.jit
+def _accumulate(totals: dict, metrics: dict, batch: int) -> dict:
+  """Adds one step's metrics to the running sums and remembers the first batch whose loss or new
+  weights were not finite (with its loss), all on the device."""
+  metrics = dict(metrics)
+  finite = metrics.pop('finite')
+  sums = {k: totals['sums'].get(k, 0.0) + v.astype(jnp.float32) for k, v in metrics.items()}
+  first = totals['first_nonfinite']
+  newly = (first < 0) & ~finite
+  return {'sums': sums, 'first_nonfinite': jnp.where(newly, batch, first),
+          'loss_then': jnp.where(newly, metrics['loss'].astype(jnp.float32), totals['loss_then'])}
+
+
+def _fetched_sums(totals: dict, epoch: int, run_dir: Path, checkpoints: Checkpoints) -> dict:
+  """The running sums on the host; stops the run if a step went non-finite (nothing of it is saved)."""
+  fetched = jax.device_get(totals)
+  if fetched['first_nonfinite'] >= 0:
+    checkpoints.close()
+    raise NonFiniteError(f'training diverged at epoch {epoch + 1}, step {int(fetched["first_nonfinite"])}: the loss '
+                         f'({float(fetched["loss_then"])}) or the weights are no longer finite; nothing of it was saved, '
+                         f'the last finite checkpoint is kept in {run_dir}; lower --learning-rate and start again')
+  return {k: float(v) for k, v in fetched['sums'].items()}
 
 
 def _select(checkpoints: Checkpoints, state, progress_record: dict, metric: str, epochs: int):
