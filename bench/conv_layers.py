@@ -38,7 +38,8 @@ def _median_ms(fn, repeats: int = 7) -> float:
 
 def jax_worker(batch: int) -> list[list[float]]:
   sys.path.insert(0, str(ROOT))
-  import jaxbrain  # noqa: F401  (applies the XLA defaults before the CPU client starts)
+  import jaxbrain
+  jaxbrain.configure_cpu()  # before the CPU client starts, as jaxbrain's programs do
   import jax
   import jax.numpy as jnp
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxbrain import configure_cpu
 from jaxbrain.data import Preprocess, build_dataset, kaggle3m, preprocess
 from jaxbrain.data.batching import eval_batches
 from jaxbrain.data.builder import SPLIT, load_arrays
@@ -28,6 +29,7 @@ def rate(n: int, fn) -> float:
 
 
 def main() -> None:
+  configure_cpu()  # as jaxbrain's programs do
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data-dir', default=str(DEFAULT_DATA))
   parser.add_argument('--tfds-dir', default='checkpoints/tfds-bench')

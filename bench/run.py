@@ -223,9 +223,12 @@ def main() -> None:
   args = parser.parse_args()
   if args.worker:
     kind, *rest = args.worker
+    from jaxbrain import configure_cpu
     from jaxbrain.allocator import restart_with_tcmalloc, tcmalloc_loaded
     if kind != 'torch' or os.environ.get('BENCH_TORCH_TCMALLOC'):
       restart_with_tcmalloc()  # as jaxbrain's own programs run (JAXBRAIN_ALLOCATOR=system: glibc)
+    if kind != 'torch':
+      configure_cpu()  # as jaxbrain's own programs run (JAXBRAIN_XLA_DEFAULTS=0: XLA's own settings)
     if kind == 'cache':
       result = feature_cache_worker(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
     else:

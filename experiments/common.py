@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from jaxbrain import configure_cpu
 from jaxbrain.allocator import restart_with_tcmalloc
 from jaxbrain.data.transforms import AUGMENTED, VARIANTS
 from jaxbrain.errors import run_entry_point
@@ -91,6 +92,7 @@ def main(config: TrainConfig, argv: list[str] | None = None) -> dict:
   checkpointing), anything unexpected 1 with the traceback in a log (`--debug` prints it)."""
   if argv is None:
     restart_with_tcmalloc()
+  configure_cpu()
   debug = '--debug' in (sys.argv[1:] if argv is None else argv)
   result = {}
 

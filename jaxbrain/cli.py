@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from jaxbrain import __version__
+from jaxbrain import __version__, configure_cpu
 from jaxbrain.allocator import restart_with_tcmalloc
 from jaxbrain.data import kaggle3m
 from jaxbrain.data.phantom import write_phantom
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
   the traceback) for anything unexpected."""
   if argv is None:  # the `jaxbrain` command itself: run it with tcmalloc (jaxbrain/allocator.py)
     restart_with_tcmalloc()
+  configure_cpu()
   args = build_parser().parse_args(argv)
   return run_entry_point(f'jaxbrain {args.command}', lambda: args.run_command(args), args.debug,
                          log_folder=lambda: getattr(args, 'out', None) if args.command == 'predict' else None)

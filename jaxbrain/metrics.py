@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 CLASSIFICATION_KEYS = ('accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'specificity', 'precision', 'f1')
+SEGMENTATION_KEYS = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate',
+                     'tumor_detection_rate')
 
 
 def _ratio(num: float, den: float) -> float:
@@ -116,11 +120,23 @@ def patient_intervals(metric: Callable[[np.ndarray, np.ndarray], dict], patients
 # About 65% of LGG slices have an empty mask, so every metric below states what an empty mask
 # means for it instead of leaving it to a division by zero.
 
+def dice_from_counts(intersection, predicted, true, *, empty_score=1.0, smooth=0.0):
+  """Dice (2|P∩T| + smooth) / (|P| + |T| + smooth) from pixel counts or soft sums (NumPy or JAX
+  arrays, any shape, elementwise); `empty_score` where both masks are empty (|P| + |T| = 0).
+
+  The one Dice of jaxbrain: evaluation uses counts with smooth 0 and empty_score 1 (an empty
+  volume predicted empty is perfect); the training loss and metric use batch sums with smooth 1,
+  which gives an all-empty batch predicted empty a Dice of 1 as well, and keeps the gradient finite.
+  """
+  where = jnp.where if isinstance(intersection, jax.Array) or isinstance(predicted, jax.Array) else np.where
+  total = predicted + true
+  return where(total == 0, empty_score, (2 * intersection + smooth) / where(total + smooth == 0, 1, total + smooth))
+
+
 def dice(predicted: np.ndarray, true: np.ndarray, empty_score: float = 1.0) -> float:
-  """Dice 2|P∩T| / (|P| + |T|) of two binary masks (any shape); `empty_score` when both are empty."""
+  """Dice of two binary masks (any shape); `empty_score` when both are empty."""
   predicted, true = np.asarray(predicted, bool), np.asarray(true, bool)
-  total = predicted.sum() + true.sum()
-  return empty_score if total == 0 else float(2 * np.logical_and(predicted, true).sum() / total)
+  return float(dice_from_counts(np.sum(predicted & true), np.sum(predicted), np.sum(true), empty_score=empty_score))
 
 
 def iou(predicted: np.ndarray, true: np.ndarray, empty_score: float = 1.0) -> float:
@@ -143,11 +159,11 @@ def segmentation_metrics_from_counts(counts: dict[str, np.ndarray], patients: np
   patients = np.asarray(patients)
   _, volume = np.unique(patients, return_inverse=True)
   per_volume = {k: np.bincount(volume, weights=v.astype(np.float64)) for k, v in counts.items()}
-  volume_dice = np.where(per_volume['predicted'] + per_volume['true'] == 0, 1.0,
-                         2 * per_volume['intersection'] / np.maximum(per_volume['predicted'] + per_volume['true'], 1))
+  volume_dice = dice_from_counts(per_volume['intersection'], per_volume['predicted'], per_volume['true'])
   volume_iou = np.where(per_volume['union'] == 0, 1.0, per_volume['intersection'] / np.maximum(per_volume['union'], 1))
   has_tumor, predicted_any = counts['true'] > 0, counts['predicted'] > 0
-  tumor_dice = 2 * counts['intersection'][has_tumor] / (counts['predicted'] + counts['true'])[has_tumor]
+  tumor_dice = dice_from_counts(counts['intersection'][has_tumor], counts['predicted'][has_tumor],
+                                counts['true'][has_tumor])
   return {
       'dice_per_volume': float(volume_dice.mean()),
       'iou_per_volume': float(volume_iou.mean()),

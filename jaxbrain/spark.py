@@ -20,6 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
+from jaxbrain import configure_cpu
 from jaxbrain.errors import OutputExistsError, run_entry_point
 
 SCHEMA = ('path string, patient string, slice int, probability double, label int, tumor_pixels long, '
@@ -41,6 +42,7 @@ def score_batches(batches: Iterator, run_dir: str, seg_run_dir: str | None, batc
 
   key = (run_dir, seg_run_dir)
   if key not in _SCORERS:
+    configure_cpu()  # this Python worker's first JAX use: XLA reads the flags now
     _SCORERS[key] = Scorer(run_dir, seg_run_dir, batch_size)
   scorer = _SCORERS[key]
   for frame in batches:
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.batch_size < 1:
     parser.error(f'--batch-size must be at least 1; got {args.batch_size}')
   inputs = [str(Path(p).resolve()) if '://' not in p else p for p in inputs]
+  configure_cpu()
   return run_entry_point('python -m jaxbrain.spark', lambda: _run(args, inputs), args.debug)
 
 

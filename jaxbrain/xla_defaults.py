@@ -1,9 +1,9 @@
 """XLA settings jaxbrain applies by default, where measurements on this project's CPUs showed them
 faster without changing results beyond float tolerance (see README "Performance").
 
-They go into XLA_FLAGS when `jaxbrain` is imported, before JAX creates its CPU client; a flag the
-user already set wins, and JAXBRAIN_XLA_DEFAULTS=0 turns the defaults off. Importing jaxbrain
-after JAX has already run a computation leaves the running backend unchanged.
+jaxbrain's entry points (and `jaxbrain.configure_cpu()`) put them into XLA_FLAGS before JAX creates
+its CPU client; a flag the user already set wins, and JAXBRAIN_XLA_DEFAULTS=0 turns the defaults
+off. Applied after JAX has run a computation, they leave the running backend unchanged.
 """
 from __future__ import annotations
 

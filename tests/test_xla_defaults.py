@@ -18,8 +18,19 @@ def test_adds_missing_flags_and_respects_the_user(monkeypatch):
   assert xla_defaults.apply() == [] and os.environ['XLA_FLAGS'] == ''
 
 
-def test_jax_runs_with_the_defaults():
-  code = 'import jaxbrain, jax, jax.numpy as jnp, os; print(os.environ["XLA_FLAGS"]); print(float(jnp.ones(3).sum()))'
+def test_import_changes_nothing_and_entry_points_configure():
+  """Catches `import jaxbrain` setting XLA_FLAGS (a side effect on every importer); the CLI's entry
+  point and `jaxbrain.configure_cpu()` do set them, and JAX then runs with them."""
+  environment = {'PATH': '', 'HOME': '/tmp', 'XLA_FLAGS': '--xla_dump_to=/nonexistent-never-used'}
+  code = 'import os, jaxbrain, jaxbrain.train, jaxbrain.localize.predict; print(os.environ["XLA_FLAGS"])'
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, env=environment)
+  assert out.stdout.strip() == '--xla_dump_to=/nonexistent-never-used'
+  code = ('import os, jaxbrain, jax.numpy as jnp; jaxbrain.configure_cpu(); print(os.environ["XLA_FLAGS"]); '
+          'print(float(jnp.ones(3).sum()))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
                        env={'PATH': '', 'HOME': '/tmp'}).stdout.split('\n')
   assert out[0] == ' '.join(xla_defaults.CPU_FLAGS) and out[1] == '3.0'
+  code = ('import os, sys; from jaxbrain import cli; cli.main(["data", "/nonexistent"]); '
+          'print(os.environ["XLA_FLAGS"])')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={'PATH': '', 'HOME': '/tmp'})
+  assert out.stdout.strip() == ' '.join(xla_defaults.CPU_FLAGS)

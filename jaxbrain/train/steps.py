@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxbrain.data.transforms import Preprocess, native_logits, preprocess
+from jaxbrain.metrics import dice_from_counts
 from jaxbrain.models.resnet import ResNet
 from jaxbrain.train.state import TrainState
 
@@ -125,8 +126,7 @@ def segmentation_loss(logits: jax.Array, masks: jax.Array, smooth: float = 1.0) 
   """
   bce = optax.sigmoid_binary_cross_entropy(logits, masks).mean()
   probabilities = jax.nn.sigmoid(logits)
-  intersection = jnp.sum(probabilities * masks)
-  soft_dice = (2 * intersection + smooth) / (jnp.sum(probabilities) + jnp.sum(masks) + smooth)
+  soft_dice = dice_from_counts(jnp.sum(probabilities * masks), jnp.sum(probabilities), jnp.sum(masks), smooth=smooth)
   return bce + 1 - soft_dice
 
 
@@ -143,8 +143,8 @@ def make_segmentation_train_step(model, tx: optax.GradientTransformation, config
       return segmentation_loss(logits, masks), (logits, updated['batch_stats'])
 
     def batch_dice(logits):
-      predicted = logits > 0
-      return {'dice': (2 * jnp.sum(predicted * masks) + 1) / (jnp.sum(predicted) + jnp.sum(masks) + 1)}
+      predicted = (logits > 0).astype(masks.dtype)
+      return {'dice': dice_from_counts(jnp.sum(predicted * masks), jnp.sum(predicted), jnp.sum(masks), smooth=1.0)}
 
     return _update(state, tx, loss_fn, batch_dice)
 

@@ -19,8 +19,8 @@ import optax
 from jaxbrain.data import Preprocess, SliceArrays, Split
 from jaxbrain.data.transforms import preprocess as preprocess_images, resize
 from jaxbrain.errors import ConfigError
-from jaxbrain.metrics import (CLASSIFICATION_KEYS, classification_metrics, patient_intervals, segmentation_counts,
-                              segmentation_metrics_from_counts)
+from jaxbrain.metrics import (CLASSIFICATION_KEYS, SEGMENTATION_KEYS, classification_metrics, patient_intervals,
+                              segmentation_counts, segmentation_metrics_from_counts)
 from jaxbrain.models import (cached_torchvision_weights, create_model, find_weights, load_torchvision_weights,
                              with_pretrained_backbone)
 from jaxbrain.models.resunet import ResUNet
@@ -31,8 +31,6 @@ from jaxbrain.train.steps import (make_eval_step, make_head_eval_step, make_head
                                   make_segmentation_eval_step, make_segmentation_train_step, make_train_step)
 from jaxbrain.train.strategies import cache_features, make_optimizer
 
-SEGMENTATION_KEYS = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate',
-                     'tumor_detection_rate')
 
 
 @dataclasses.dataclass
