@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from jaxbrain.train.sharding import initialize_distributed
 # With no --data-dir the experiment runs on the embedded phantom data with this demo budget
 # (under 10 minutes on a 2-core CPU); any of these given on the command line wins.
 PHANTOM_BUDGET = {
-    'classify': {'image_size': 128, 'epochs': 5, 'learning_rate': 0.01, 'init': 'scratch'},
-    'segment': {'image_size': 128, 'epochs': 5, 'init': 'scratch'},
+    'classify': {'image_size': 128, 'epochs': 5, 'learning_rate': 0.01, 'init': 'scratch', 'keep_checkpoints': 1},
+    'segment': {'image_size': 128, 'epochs': 5, 'init': 'scratch', 'keep_checkpoints': 1},
 }
 
 
@@ -57,6 +58,9 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
       help='feature extractor: the frozen backbone\'s BatchNorm uses its running (ImageNet) statistics (running, '
            'the default; Keras\'s convention, needed by the feature cache) or batch statistics while updating the '
            'running ones (batch: what PyTorch does with requires_grad=False in model.train(); no feature cache)')
+  add('--keep-checkpoints', type=int,
+      help=f'how many of the newest checkpoints to keep for --resume, besides the best one (default '
+           f'{config.keep_checkpoints}; the phantom demo keeps 1)')
   add('--bootstrap-samples', type=int, help='patient bootstrap resamples for 95%% intervals (0: none)')
   add('--resume', action='store_true', help='continue from the newest complete checkpoint of this run')
   add('--overwrite', action='store_true', help='delete an existing run of the same name first')
@@ -82,7 +86,9 @@ def resolve(config: TrainConfig, argv: list[str] | None = None) -> tuple[TrainCo
     print(f'No --data-dir given: running a short demo on the embedded synthetic phantom data with {budget}. '
           f'For the real study pass --data-dir /path/to/kaggle_3m (and put the ImageNet weights in place, see '
           f'README "Pretrained weights").', flush=True)
-  return config.replace(**changes), args
+  resolved = config.replace(**changes)
+  print('resolved config: ' + ', '.join(f'{k}={v}' for k, v in dataclasses.asdict(resolved).items()), flush=True)
+  return resolved, args
 
 
 def main(config: TrainConfig, argv: list[str] | None = None) -> dict:

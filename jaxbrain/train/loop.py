@@ -33,6 +33,7 @@ from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.config import TrainConfig
 from jaxbrain.train.outputs import RunWriter, plot_curves, read_history, write_json
 from jaxbrain.train.state import create_train_state
+from jaxbrain.train.strategies import learning_rate_schedule
 from jaxbrain.train.tasks import build_task
 
 
@@ -182,6 +183,7 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, overwrite: boo
 
 
 def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> dict:
+  began = time.perf_counter()
   is_writer = jax.process_index() == 0
   data, source, content = prepare_data(config)
   split = make_split(config.split, data.patient, data.label, fold=config.fold, seed=config.seed)
@@ -242,9 +244,10 @@ def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwr
           f'patients); {mesh.size} device(s); run dir {run_dir}', flush=True)
 
   steps_per_epoch = len(split.train) // config.batch_size
+  learning_rate = learning_rate_schedule(config.learning_rate, config.lr_schedule, steps_per_epoch * config.epochs)
   with _StopFlag() as stop:
     for epoch in range(progress_record['epoch'], config.epochs):
-      start = progress_record['batch']
+      start, epoch_began = progress_record['batch'], time.perf_counter()
       bar = tqdm(train_index_batches(split.train, config.batch_size, config.seed, epoch, start),
                  total=steps_per_epoch, initial=start, desc=f'epoch {epoch + 1}/{config.epochs}',
                  unit='batch', disable=not (progress and is_writer), leave=False)
@@ -277,7 +280,9 @@ def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwr
         shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items() if k.startswith(('train_', 'validation_')) and
                           isinstance(v, float) and not k.startswith(('validation_precision', 'validation_f1',
                                                                      'validation_iou')))
-        print(f'epoch {epoch + 1}/{config.epochs}: {shown}', flush=True)
+        rate = float(learning_rate(record['step']))
+        print(f'epoch {epoch + 1}/{config.epochs} ({time.perf_counter() - epoch_began:.0f} s, lr {rate:.3g}): {shown}',
+              flush=True)
       checkpoints.save(state, progress_record, best=improved)
 
   selected, selection = _select(checkpoints, state, progress_record, task.selection, config.epochs)
@@ -297,7 +302,7 @@ def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwr
     plot_curves(run_dir, read_history(run_dir), tuple(task.headline[:3]))
     task.write_outputs(run_dir, test, test_outputs, split.test)
     writer.close()
-    _print_summary(final, run_dir)
+    _print_summary(final, run_dir, config, time.perf_counter() - began)
   return final
 
 
@@ -347,7 +352,9 @@ def _select(checkpoints: Checkpoints, state, progress_record: dict, metric: str,
                     'value': progress_record['best'], 'checkpoint': f'best/{step}'}
 
 
-def _print_summary(final: dict, run_dir: Path) -> None:
+def _print_summary(final: dict, run_dir: Path, config: TrainConfig, seconds: float) -> None:
+  """The run's closing lines: test metrics with intervals, the selected epoch, wall time, where the
+  outputs are, and the commands to paste next."""
   selection = final['selected_checkpoint']
   intervals = final.get('confidence_95') or {}
   keys = ('accuracy', 'balanced_accuracy', 'roc_auc') if final['task'] == 'classify' else (
@@ -356,4 +363,8 @@ def _print_summary(final: dict, run_dir: Path) -> None:
                     for k in keys if final.get(k) is not None)
   print(f'test ({final["counts"]["test_patients"]} patients, used for no choice): {shown}'
         + (f'; 95% intervals {final["confidence_95_note"]}' if final.get('confidence_95_note') else ''), flush=True)
-  print(f'selected checkpoint: epoch {selection["epoch"]} by {selection["metric"]}; outputs in {run_dir}', flush=True)
+  flag = '--run' if final['task'] == 'classify' else '--seg-run'
+  print(f'selected checkpoint: epoch {selection["epoch"]} by {selection["metric"]}; {seconds / 60:.1f} min in all; '
+        f'outputs in {run_dir}\nnext:\n  jaxbrain predict PATIENT_FOLDER... {flag} {run_dir} --out predictions/\n'
+        f'  tensorboard --logdir {run_dir / "tensorboard"}\n  python -m experiments.report --workdir {config.workdir}',
+        flush=True)

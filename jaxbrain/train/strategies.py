@@ -27,6 +27,13 @@ def param_labels(params, strategy: str):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int) -> optax.Schedule:
+  """step -> learning rate: constant, or cosine decay to 0 over `total_steps`."""
+  if schedule == 'cosine':
+    return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
+  return optax.constant_schedule(learning_rate)
+
+
 def make_optimizer(params, strategy: str, learning_rate: float, momentum: float, optimizer: str = 'sgd',
                    schedule: str = 'constant', total_steps: int = 1, weight_decay: float = 0.0) -> optax.GradientTransformation:
   """SGD with momentum (or Adam) on trainable leaves; frozen leaves get zero updates and no state.
@@ -34,7 +41,7 @@ def make_optimizer(params, strategy: str, learning_rate: float, momentum: float,
   `schedule='cosine'` decays the learning rate to 0 over `total_steps`; `weight_decay` adds
   L2 decay (as PyTorch's SGD `weight_decay`) to the trainable leaves.
   """
-  rate = optax.cosine_decay_schedule(learning_rate, max(total_steps, 1)) if schedule == 'cosine' else learning_rate
+  rate = learning_rate_schedule(learning_rate, schedule, total_steps)
   trainable = optax.adam(rate) if optimizer == 'adam' else optax.sgd(rate, momentum=momentum or None)
   if weight_decay:
     trainable = optax.chain(optax.add_decayed_weights(weight_decay), trainable)
