@@ -35,13 +35,13 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
       help='patient (default): train / validation / test patients, about 70/15/15; slice: the report\'s random 85/15 '
            'slice split with 15%% of all slices carved from the 85 for validation (patients leak)')
   add('--fold', type=int, help='fold 0-4 of a 5-fold patient split as test (validation carved from the other folds)')
-  add('--epochs', type=int)
-  add('--batch-size', type=int)
+  add('--epochs', type=int, help='passes over the training slices (with --resume: may only be raised)')
+  add('--batch-size', type=int, help='slices per training step (a multiple of the devices)')
   add('--image-size', type=int, help='resize target (the report: 224)')
   add('--preprocess', choices=VARIANTS + AUGMENTED,
       help='the report\'s variants, or one with random scale/rotation (_affine, for segmentation)')
-  add('--learning-rate', type=float)
-  add('--momentum', type=float)
+  add('--learning-rate', type=float, help='peak learning rate')
+  add('--momentum', type=float, help='SGD momentum')
   add('--optimizer', choices=OPTIMIZERS)
   add('--lr-schedule', choices=SCHEDULES, help='constant (the report) or cosine decay to 0')
   add('--weight-decay', type=float, help='L2 weight decay (default 0, as the report)')
@@ -51,7 +51,7 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
   add('--weights', help='torchvision .pth or .safetensors file for --init imagenet')
   add('--workdir', help='output root (default: checkpoints)')
   add('--run-name', help='run folder name under WORKDIR/EXPERIMENT/')
-  add('--seed', type=int)
+  add('--seed', type=int, help='initialization, shuffling, augmentation and the split (fixed before tuning)')
   add('--no-feature-cache', dest='feature_cache', action='store_false', default=None,
       help='feature extractor: run the frozen backbone every step instead of caching its features')
   add('--frozen-bn', choices=FROZEN_BN,
@@ -71,7 +71,22 @@ def build_parser(config: TrainConfig) -> argparse.ArgumentParser:
   add('--process-id', type=int, help='multi-process: this process (0 writes logs, plots and metrics)')
   add('--no-progress', dest='progress', action='store_false', help='no progress bars')
   add('--debug', action='store_true', help='on an unexpected error, print the traceback instead of writing a log')
+  _show_defaults(parser, config)
   return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser, config: TrainConfig) -> None:
+  """Appends each setting's default for this experiment (and the phantom demo's, where it differs)
+  to its help text, and an example to the description."""
+  demo = PHANTOM_BUDGET[config.task]
+  for action in parser._actions:
+    if action.dest in {f.name for f in dataclasses.fields(config)} and action.dest != 'data_dir':
+      default = getattr(config, action.dest)
+      shown = f'default: {default}' + (f'; demo without --data-dir: {demo[action.dest]}'
+                                       if action.dest in demo and demo[action.dest] != default else '')
+      action.help = f'{action.help or action.dest.replace("_", " ")} ({shown})'
+  parser.epilog = (f'example: python -m experiments.{config.experiment} --data-dir ../shared/data/lgg/kaggle_3m '
+                   '--init scratch --image-size 128 --epochs 10')
 
 
 def resolve(config: TrainConfig, argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
