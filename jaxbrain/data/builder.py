@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import shutil
@@ -63,20 +64,33 @@ class Lgg(tfds.core.GeneratorBasedBuilder):
     return {SPLIT: self._generate_examples(records, Path(dl_manager.manual_dir))}
 
   def _generate_examples(self, records, root: Path):
+    """Decodes and validates slices on a thread pool, a chunk at a time; a lossless .png image
+    is stored as its own bytes (no re-encoding), masks are stored binarized."""
     notes = []
-    for record in records:
-      image, mask, slice_notes = kaggle3m.read_slice_noting(record)
-      notes.append(slice_notes)
-      yield f'{record.patient}_{record.slice:03d}', {
-          'image': _png(image),
-          'mask': _png(mask[..., None]),
-          'label': int(mask.any()),
-          'patient': record.patient,
-          'institution': record.institution,
-          'slice': record.slice,
-          'path': record.image_path.relative_to(root).as_posix(),
-      }
+    for start in range(0, len(records), BUILD_CHUNK):
+      chunk = records[start:start + BUILD_CHUNK]
+      for record, (example, slice_notes) in zip(chunk, kaggle3m.map_slices(functools.partial(_example, root=root),
+                                                                           chunk)):
+        notes.append(slice_notes)
+        yield f'{record.patient}_{record.slice:03d}', example
     kaggle3m.warn_notes(notes, root)
+
+
+BUILD_CHUNK = 256  # slices decoded at once while building (bounds the memory of a build)
+
+
+def _example(record: kaggle3m.SliceRecord, root: Path) -> tuple[dict, tuple[str, ...]]:
+  image, mask, notes = kaggle3m.read_slice_noting(record)
+  lossless_png = record.image_path.suffix.lower() == '.png' and kaggle3m.LOSSY_PNG not in notes
+  return {
+      'image': record.image_path.read_bytes() if lossless_png else _png(image),
+      'mask': _png(mask[..., None]),
+      'label': int(mask.any()),
+      'patient': record.patient,
+      'institution': record.institution,
+      'slice': record.slice,
+      'path': record.image_path.relative_to(root).as_posix(),
+  }, notes
 
 
 def _png(array: np.ndarray) -> bytes:
