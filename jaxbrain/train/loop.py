@@ -103,13 +103,18 @@ class _StopFlag:
       signal.signal(sig, handler)
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+  """Refuses, before any work, a run that would resume nothing or replace a run without --overwrite."""
   if resume and not (run_dir / 'config.json').is_file():
     raise UserError(f'{run_dir}: there is no run to resume there; drop --resume to start it')
+  if run_dir.exists() and any(run_dir.iterdir()) and not resume and not overwrite:
+    raise RunExistsError(f'{run_dir} already holds a run: pass --resume to continue it, --overwrite to '
+                         'start it over, or --run-name NAME for a new one')
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+  """The run directory, emptied first unless resuming (what --overwrite asked for)."""
   if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-    if not overwrite:
-      raise RunExistsError(f'{run_dir} already holds a run: pass --resume to continue it, --overwrite to '
-                           'start it over, or --run-name NAME for a new one')
     shutil.rmtree(run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -194,10 +199,12 @@ def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwr
                       'not one training step would run')
   extension = None
   if is_writer:
-    _prepare_run_dir(run_dir, resume, overwrite)
+    _check_run_dir(run_dir, resume, overwrite)
     if resume:
       extension = check_resume(run_dir, config, content)
   task = build_task(config, data, split, progress=progress and is_writer)
+  if is_writer:
+    _prepare_run_dir(run_dir, resume)
   mesh = sharding.make_mesh()
   check_batch_size(config.batch_size, mesh.size)
   state = sharding.replicate(create_train_state(task.variables, task.tx, config.seed), mesh)
