@@ -5,6 +5,7 @@ call `tf.image.encode_png`) and read back with `tfds.data_source`.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import functools
@@ -155,7 +156,8 @@ def _remove_stale_builds(data_dir: Path) -> None:
 def load_arrays(builder: Lgg) -> SliceArrays:
   """Reads every example of a built dataset into host memory, sorted by (patient, slice)."""
   source = builder.as_data_source(split=SPLIT)
-  examples = [source[i] for i in range(len(source))]
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:  # PNG decoding releases the GIL
+    examples = list(pool.map(source.__getitem__, range(len(source))))
   decode = lambda value: value.decode() if isinstance(value, bytes) else str(value)
   order = sorted(range(len(examples)), key=lambda i: (decode(examples[i]['patient']), int(examples[i]['slice'])))
   examples = [examples[i] for i in order]
