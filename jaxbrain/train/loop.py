@@ -287,7 +287,7 @@ def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwr
         shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items() if k.startswith(('train_', 'validation_')) and
                           isinstance(v, float) and not k.startswith(('validation_precision', 'validation_f1',
                                                                      'validation_iou')))
-        rate = float(learning_rate(record['step']))
+        rate = float(learning_rate(record['step']) if callable(learning_rate) else learning_rate)
         print(f'epoch {epoch + 1}/{config.epochs} ({time.perf_counter() - epoch_began:.0f} s, lr {rate:.3g}): {shown}',
               flush=True)
       checkpoints.save(state, progress_record, best=improved)

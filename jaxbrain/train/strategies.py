@@ -27,11 +27,12 @@ def param_labels(params, strategy: str):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int) -> optax.Schedule:
-  """step -> learning rate: constant, or cosine decay to 0 over `total_steps`."""
+def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int) -> optax.ScalarOrSchedule:
+  """The learning rate as optax takes it: a constant number (no schedule state), or step -> cosine
+  decay to 0 over `total_steps`."""
   if schedule == 'cosine':
     return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
-  return optax.constant_schedule(learning_rate)
+  return learning_rate
 
 
 def make_optimizer(params, strategy: str, learning_rate: float, momentum: float, optimizer: str = 'sgd',
