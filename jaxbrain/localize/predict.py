@@ -2,11 +2,10 @@
 
 `predict(inputs, run_dir, seg_run_dir, out_dir)` backs `jaxbrain predict`. Inputs are image
 files or folders (.tif/.png; a kaggle_3m patient folder or a whole tree; `_mask` files are
-ignored). Every input is decoded and checked before anything is written.
+ignored). Every input is decoded, checked and scored before anything is written.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -24,14 +23,14 @@ from PIL import Image
 
 from jaxbrain.data import kaggle3m
 from jaxbrain.data.phantom import INSTITUTIONS
-from jaxbrain.errors import OutputExistsError, UserError
 from jaxbrain.data.transforms import Preprocess, native_logits, preprocess
+from jaxbrain.errors import OutputExistsError, UserError
 from jaxbrain.localize.gradcam import gradcam
 from jaxbrain.localize.overlay import heatmap_overlay, mask_overlay
 from jaxbrain.models import create_model
 from jaxbrain.models.resunet import ResUNet
 from jaxbrain.train.config import TrainConfig
-from jaxbrain.train.outputs import write_json
+from jaxbrain.train.outputs import write_csv, write_json
 
 
 class RunError(UserError, ValueError):
@@ -48,7 +47,7 @@ class LoadedRun:
   variables: dict
   preprocess: Preprocess
   threshold: float
-  phantom_only: bool  # trained on the synthetic phantom data (no data_dir)
+  phantom_only: bool  # every training patient was a synthetic phantom
 
 
 def _read_json(path: Path) -> dict:
@@ -194,19 +193,6 @@ def output_names(paths: Sequence[Path]) -> list[str]:
     counts[path.stem] = counts.get(path.stem, 0) + 1
   return [p.stem if counts[p.stem] == 1 else f'{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}'
           for p in paths]
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-  """Writes to a temporary name and renames it: a full disk leaves no half-written file."""
-  tmp = path.with_name(path.name + '.tmp')
-  try:
-    with open(tmp, 'w', newline='') as f:
-      writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-      writer.writeheader()
-      writer.writerows(rows)
-    tmp.replace(path)
-  finally:
-    tmp.unlink(missing_ok=True)
 
 
 class Scorer:

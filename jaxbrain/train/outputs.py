@@ -3,6 +3,7 @@ counted from 1), metrics.json (final), TensorBoard event files, and PNG plots (c
 matrix, ROC)."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -27,6 +28,20 @@ def write_json(path: Path, value) -> None:
   tmp = path.with_suffix(path.suffix + '.tmp')
   tmp.write_text(json.dumps(_jsonable(value), indent=2) + '\n')
   tmp.replace(path)
+
+
+def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] = ()) -> None:
+  """Writes rows (columns: the first row's keys, else `columns`) to a temporary name and renames it:
+  a full disk or a crash leaves no half-written file."""
+  tmp = path.with_name(path.name + '.tmp')
+  try:
+    with open(tmp, 'w', newline='') as f:
+      writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(columns))
+      writer.writeheader()
+      writer.writerows(rows)
+    tmp.replace(path)
+  finally:
+    tmp.unlink(missing_ok=True)
 
 
 def read_history(run_dir: Path) -> list[dict]:

@@ -5,7 +5,6 @@ batch's inputs and targets, and how to turn the eval split's outputs into metric
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 from pathlib import Path
@@ -26,7 +25,7 @@ from jaxbrain.models import (cached_torchvision_weights, create_model, find_weig
 from jaxbrain.models.resunet import ResUNet
 from jaxbrain.train.config import TrainConfig
 from jaxbrain.localize.gradcam import gradcam, pointing_game
-from jaxbrain.train.outputs import plot_classification, save_heatmaps, save_overlays
+from jaxbrain.train.outputs import plot_classification, save_heatmaps, save_overlays, write_csv
 from jaxbrain.train.steps import (make_eval_step, make_head_eval_step, make_head_train_step,
                                   make_segmentation_eval_step, make_segmentation_train_step, make_train_step)
 from jaxbrain.train.strategies import cache_features, make_optimizer
@@ -66,12 +65,7 @@ def write_test_predictions(path: Path, data: SliceArrays, indices: np.ndarray, o
     if 'tumor_pixels' in outputs:
       row['tumor_pixels'] = int(outputs['tumor_pixels'][k])
     rows.append(row)
-  tmp = path.with_suffix('.csv.tmp')
-  with open(tmp, 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(PREDICTION_COLUMNS))
-    writer.writeheader()
-    writer.writerows(rows)
-  tmp.replace(path)
+  write_csv(path, rows, PREDICTION_COLUMNS)
 
 
 def _pretrained(config: TrainConfig, variables: dict) -> tuple[dict, str]:
