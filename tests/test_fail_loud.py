@@ -208,6 +208,7 @@ def test_impossible_numbers_are_refused(phantom_png, tmp_path, capsys, flags, me
 
 
 def test_impossible_numbers_of_the_cli(trained_runs, phantom_png, tmp_path, capsys):
+  """Catches "wrote -2 synthetic patients" and a predict batch of 0 reaching JAX."""
   assert cli.main(['phantom', str(tmp_path / 'ph'), '--patients', '-2']) == 2
   assert '--patients must be at least 1; got -2' in capsys.readouterr().err and not (tmp_path / 'ph').exists()
   assert cli.main(['predict', str(phantom_png), '--run', str(trained_runs[0]), '--out', str(tmp_path / 'o'),
@@ -307,6 +308,7 @@ def test_bent_data_is_named_in_warnings(tmp_path, capsys):
 
 
 def test_predict_warns_that_a_phantom_model_never_saw_a_real_scan(trained_runs, phantom_png, tmp_path, capsys):
+  """Catches a model trained only on synthetic data labelling scans without a word of warning."""
   with pytest.warns(UserWarning, match='trained on synthetic phantom data only'):
     assert cli.main(['predict', str(phantom_png), '--run', str(trained_runs[0]), '--out', str(tmp_path / 'o'),
                      '--no-progress']) == 0
