@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+DECISION_THRESHOLD = 0.5  # tumor when the probability is at least this (runs store theirs in decision.json)
 CLASSIFICATION_KEYS = ('accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'specificity', 'precision', 'f1')
 SEGMENTATION_KEYS = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate',
                      'tumor_detection_rate')
@@ -55,7 +56,8 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
   return np.array(fpr), np.array(tpr)
 
 
-def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict:
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray,
+                           threshold: float = DECISION_THRESHOLD) -> dict:
   """accuracy, balanced_accuracy, roc_auc, sensitivity, specificity, precision, f1, confusion_matrix."""
   labels = np.asarray(labels).astype(int)
   predictions = (np.asarray(probabilities) >= threshold).astype(int)

@@ -27,6 +27,7 @@ from jaxbrain.data.transforms import Preprocess, native_logits, preprocess
 from jaxbrain.errors import OutputExistsError, UserError
 from jaxbrain.localize.gradcam import gradcam
 from jaxbrain.localize.overlay import heatmap_overlay, mask_overlay
+from jaxbrain.metrics import DECISION_THRESHOLD
 from jaxbrain.models import create_model
 from jaxbrain.models.resunet import ResUNet
 from jaxbrain.train.config import TrainConfig
@@ -123,7 +124,7 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
   else:
     model = ResUNet(width=config.unet_width, encoder='residual' if config.arch == 'resunet' else config.arch)
   return LoadedRun(config, model, variables, Preprocess.from_name(config.preprocess, config.image_size),
-                   float(decision.get('threshold', 0.5)), phantom_only=_trained_on_phantom(run_dir, header))
+                   float(decision.get('threshold', DECISION_THRESHOLD)), phantom_only=_trained_on_phantom(run_dir, header))
 
 
 def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:

@@ -28,6 +28,7 @@ from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, finger
                            write_phantom)
 from jaxbrain.data.batching import eval_index_batches, train_index_batches
 from jaxbrain.errors import ConfigError, UserError
+from jaxbrain.metrics import DECISION_THRESHOLD
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.config import TrainConfig
@@ -35,9 +36,6 @@ from jaxbrain.train.outputs import RunWriter, plot_curves, read_history, write_j
 from jaxbrain.train.state import create_train_state
 from jaxbrain.train.strategies import learning_rate_schedule
 from jaxbrain.train.tasks import build_task
-
-
-DEFAULT_THRESHOLD = 0.5
 
 
 class RunExistsError(UserError, FileExistsError):
@@ -304,7 +302,7 @@ def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwr
   checkpoints.close()
   if is_writer:
     write_json(run_dir / 'metrics.json', final)
-    write_json(run_dir / 'decision.json', {'threshold': DEFAULT_THRESHOLD, 'threshold_chosen_on': 'fixed default',
+    write_json(run_dir / 'decision.json', {'threshold': DECISION_THRESHOLD, 'threshold_chosen_on': 'fixed default',
                                            'checkpoint': selection['checkpoint']})
     plot_curves(run_dir, read_history(run_dir), tuple(task.headline[:3]))
     task.write_outputs(run_dir, test, test_outputs, split.test)
@@ -370,8 +368,8 @@ def _print_summary(final: dict, run_dir: Path, config: TrainConfig, seconds: flo
                     for k in keys if final.get(k) is not None)
   print(f'test ({final["counts"]["test_patients"]} patients, used for no choice): {shown}'
         + (f'; 95% intervals {final["confidence_95_note"]}' if final.get('confidence_95_note') else ''), flush=True)
-  flag = '--run' if final['task'] == 'classify' else '--seg-run'
+  runs = f'--run {run_dir}' if final['task'] == 'classify' else f'--run CLASSIFIER_RUN --seg-run {run_dir}'
   print(f'selected checkpoint: epoch {selection["epoch"]} by {selection["metric"]}; {seconds / 60:.1f} min in all; '
-        f'outputs in {run_dir}\nnext:\n  jaxbrain predict PATIENT_FOLDER... {flag} {run_dir} --out predictions/\n'
+        f'outputs in {run_dir}\nnext:\n  jaxbrain predict PATIENT_FOLDER... {runs} --out predictions/\n'
         f'  tensorboard --logdir {run_dir / "tensorboard"}\n  python -m experiments.report --workdir {config.workdir}',
         flush=True)

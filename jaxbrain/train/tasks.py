@@ -18,8 +18,8 @@ import optax
 from jaxbrain.data import Preprocess, SliceArrays, Split
 from jaxbrain.data.transforms import preprocess as preprocess_images, resize
 from jaxbrain.errors import ConfigError
-from jaxbrain.metrics import (CLASSIFICATION_KEYS, SEGMENTATION_KEYS, classification_metrics, patient_intervals,
-                              segmentation_counts, segmentation_metrics_from_counts)
+from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTATION_KEYS, classification_metrics,
+                              patient_intervals, segmentation_counts, segmentation_metrics_from_counts)
 from jaxbrain.models import (cached_torchvision_weights, create_model, find_weights, load_torchvision_weights,
                              with_pretrained_backbone)
 from jaxbrain.models.resunet import ResUNet
@@ -54,7 +54,7 @@ PREDICTION_COLUMNS = ('path', 'patient', 'slice', 'probability', 'label', 'truth
 
 
 def write_test_predictions(path: Path, data: SliceArrays, indices: np.ndarray, outputs: dict,
-                           threshold: float = 0.5) -> None:
+                           threshold: float = DECISION_THRESHOLD) -> None:
   """test_predictions.csv: one row per test slice (path relative to kaggle_3m, patient, slice,
   probability, predicted label, true label, and tumor_pixels at 256x256 for segmentation runs)."""
   rows = []
@@ -162,9 +162,14 @@ def segmentation_task(config: TrainConfig, data: SliceArrays, split: Split, prog
   tx = _optimizer(config, variables, len(split.train) // config.batch_size)
   preprocess = Preprocess.from_name(config.preprocess, config.image_size)
 
-  def true_masks(indices):  # at the model's resolution, where the metrics are computed
-    masks = resize(jnp.asarray(data.mask[indices, :, :, None]), config.image_size, 'nearest')[..., 0]
-    return np.asarray(masks).astype(bool)
+  resized = {}
+
+  def true_masks(indices):  # at the model's resolution, where the metrics are computed; once per side
+    key = np.asarray(indices).tobytes()
+    if key not in resized:
+      masks = resize(jnp.asarray(data.mask[indices, :, :, None]), config.image_size, 'nearest')[..., 0]
+      resized[key] = np.asarray(masks).astype(bool)
+    return resized[key]
 
   def counts(outputs, indices):
     return segmentation_counts(outputs['mask_probability'] > 0.5, true_masks(indices))
