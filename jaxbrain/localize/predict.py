@@ -28,8 +28,7 @@ from jaxbrain.errors import OutputExistsError, UserError
 from jaxbrain.localize.gradcam import gradcam
 from jaxbrain.localize.overlay import heatmap_overlay, mask_overlay
 from jaxbrain.metrics import DECISION_THRESHOLD
-from jaxbrain.models import create_model
-from jaxbrain.models.resunet import ResUNet
+from jaxbrain.models import create_model, create_segmenter
 from jaxbrain.train.config import TrainConfig
 from jaxbrain.train.outputs import write_csv, write_json
 
@@ -122,7 +121,7 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
     model = create_model(config.arch, num_classes=2, head_hidden=config.head_hidden, dropout_rate=config.dropout_rate,
                          dtype=jnp.dtype(config.compute_dtype))
   else:
-    model = ResUNet(width=config.unet_width, encoder='residual' if config.arch == 'resunet' else config.arch)
+    model = create_segmenter('residual' if config.arch == 'resunet' else config.arch, config.unet_width)
   return LoadedRun(config, model, variables, Preprocess.from_name(config.preprocess, config.image_size),
                    float(decision.get('threshold', DECISION_THRESHOLD)), phantom_only=_trained_on_phantom(run_dir, header))
 

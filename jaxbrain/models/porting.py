@@ -21,7 +21,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxbrain.errors import UserError
-from jaxbrain.models.resnet import create_model
+from jaxbrain.models.build import create_model
 
 # torchvision's ImageNet files, as `torchvision.models.resnetNN(weights=...)` saves them in the hub cache
 HUB_FILES = {

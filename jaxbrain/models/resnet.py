@@ -4,6 +4,8 @@ Submodule names follow torchvision's state_dict (`conv1`, `bn1`, `layer1_0`, ...
 a plain key table (see `porting.py`). Parameters live under `backbone/...` and `head/...`: the
 feature-extractor strategy freezes by that path prefix. BatchNorm (`layers.BatchNorm`) is PyTorch's:
 epsilon 1e-5, momentum 0.9 in Flax's convention (= PyTorch's 0.1), unbiased running variance.
+Convolution, normalization and pooling are module arguments (`conv`, `norm`, `pool`), as in flax's
+ResNet: `models.create_model` plugs in the kernels for the platform (`jaxbrain.kernels`).
 """
 from __future__ import annotations
 
@@ -14,8 +16,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxbrain import kernels
 from jaxbrain.models.heads import ClassifierHead
-from jaxbrain.models.layers import BatchNorm, conv_general_dilated, max_pool
+from jaxbrain.models.layers import BatchNorm
+
+ModuleDef = Any
 
 # torchvision initializes conv kernels with kaiming_normal_(mode='fan_out', nonlinearity='relu')
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -73,31 +78,34 @@ class ResNetBackbone(nn.Module):
   """Stem + 4 stages + global average pool: [B, H, W, 3] -> pooled features [B, 512 or 2048].
 
   Each stage's output is sown into the `intermediates` collection (checks against a reference).
-  `pool=False` returns the feature pyramid instead (stem at stride 2, layer1..layer4 at strides
-  4..32): the encoder of a U-Net, with the same parameters.
+  `global_pool=False` returns the feature pyramid instead (stem at stride 2, layer1..layer4 at
+  strides 4..32): the encoder of a U-Net, with the same parameters. `pool` is the stem's 3x3
+  stride-2 max pooling, `pool(x, window, stride, padding)`.
   """
   stage_sizes: Sequence[int]
   block_cls: Any
   dtype: Any = jnp.float32
-  pool: bool = True
+  global_pool: bool = True
+  conv: ModuleDef = nn.Conv
+  norm: ModuleDef = BatchNorm
+  pool: Callable = kernels.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init,
-                             conv_general_dilated=conv_general_dilated)
-    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                             epsilon=BN_EPSILON, dtype=self.dtype)
+    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+    norm = functools.partial(self.norm, use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                             dtype=self.dtype)
     x = conv(64, (7, 7), (2, 2), padding=_pad(7), name='conv1')(x.astype(self.dtype))
     x = nn.relu(norm(name='bn1')(x))
     pyramid = [x]
-    x = max_pool(x, 3, 2, 1)
+    x = self.pool(x, 3, 2, 1)
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(64 * 2 ** i, strides, conv=conv, norm=norm, name=f'layer{i + 1}_{j}')(x)
       self.sow('intermediates', f'layer{i + 1}', x)
       pyramid.append(x)
-    if not self.pool:
+    if not self.global_pool:
       return pyramid
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
@@ -117,9 +125,13 @@ class ResNet(nn.Module):
   head_hidden: Sequence[int] = ()
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  conv: ModuleDef = nn.Conv
+  norm: ModuleDef = BatchNorm
+  pool: Callable = kernels.max_pool
 
   def setup(self):
-    self.backbone = ResNetBackbone(self.stage_sizes, self.block_cls, self.dtype)
+    self.backbone = ResNetBackbone(self.stage_sizes, self.block_cls, self.dtype, conv=self.conv, norm=self.norm,
+                                   pool=self.pool)
     self.head = ClassifierHead(self.num_classes, self.head_hidden, self.dropout_rate)
 
   @property
@@ -147,9 +159,3 @@ ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBl
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
 ARCHITECTURES = {'resnet18': ResNet18, 'resnet50': ResNet50}
 
-
-def create_model(arch: str, **kwargs) -> ResNet:
-  """`create_model('resnet18', num_classes=2, head_hidden=(256, 128))`."""
-  if arch not in ARCHITECTURES:
-    raise ValueError(f'unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}')
-  return ARCHITECTURES[arch](**kwargs)

@@ -4,29 +4,35 @@
 ResNet encoder). The encoder is either residual blocks of widths `width * (1, 2, 4, 8, 16)`, or
 the ResNet18/50 backbone (`encoder='resnet18'`), whose parameters live under `backbone/` exactly
 as in the classifier, so ported ImageNet weights drop in with `with_pretrained_backbone`.
+Convolution, normalization and pooling are module arguments, plugged in by `models.create_segmenter`
+as for the ResNet.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxbrain import kernels
 from jaxbrain.models.layers import BatchNorm
-from jaxbrain.models.resnet import ARCHITECTURES, ResNetBackbone, conv_init
+from jaxbrain.models.resnet import ARCHITECTURES, ModuleDef, ResNetBackbone, conv_init
+
+ENCODERS = ('residual', *ARCHITECTURES)
 
 
 class ResidualBlock(nn.Module):
   """BN-ReLU-conv3x3 twice (pre-activation) with a 1x1 projection shortcut when the shape changes."""
   features: int
   strides: int = 1
-  norm: Any = BatchNorm
+  conv: ModuleDef = nn.Conv
+  norm: ModuleDef = BatchNorm
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init)
+    conv = functools.partial(self.conv, use_bias=False, kernel_init=conv_init)
     y = nn.relu(self.norm(name='bn1')(x))
     y = conv(self.features, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)), name='conv1')(y)
     y = nn.relu(self.norm(name='bn2')(y))
@@ -45,27 +51,31 @@ class ResUNet(nn.Module):
   """U-Net with residual blocks; `encoder` is 'residual' (from scratch) or a ResNet name."""
   width: int = 16
   encoder: str = 'residual'
+  conv: ModuleDef = nn.Conv
+  norm: ModuleDef = BatchNorm
+  pool: Callable = kernels.max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = functools.partial(BatchNorm, use_running_average=not train)
+    norm = functools.partial(self.norm, use_running_average=not train)
+    block = functools.partial(ResidualBlock, conv=self.conv, norm=norm)
     height, width = x.shape[1:3]
     if self.encoder == 'residual':
-      skips = [nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init, name='stem')(x)]
+      skips = [self.conv(self.width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init, name='stem')(x)]
       for level in range(1, 5):
-        skips.append(ResidualBlock(self.width * 2 ** level, strides=2, norm=norm, name=f'down{level}')(skips[-1]))
+        skips.append(block(self.width * 2 ** level, strides=2, name=f'down{level}')(skips[-1]))
     else:
       if self.encoder not in ARCHITECTURES:
-        raise ValueError(f'unknown encoder {self.encoder!r}; choose "residual" or one of {sorted(ARCHITECTURES)}')
-      factory = ARCHITECTURES[self.encoder]
-      keywords = factory.keywords
-      skips = ResNetBackbone(keywords['stage_sizes'], keywords['block_cls'], pool=False, name='backbone')(x, train)
+        raise ValueError(f'unknown encoder {self.encoder!r}; choose one of {ENCODERS}')
+      keywords = ARCHITECTURES[self.encoder].keywords
+      skips = ResNetBackbone(keywords['stage_sizes'], keywords['block_cls'], global_pool=False, conv=self.conv,
+                             norm=self.norm, pool=self.pool, name='backbone')(x, train)
     y = skips[-1]
     for level, skip in reversed(list(enumerate(skips[:-1]))):
       y = jnp.concatenate([_upsample(y, skip), skip], axis=-1)
-      y = ResidualBlock(self.width * 2 ** level, norm=norm, name=f'up{level}')(y)
+      y = block(self.width * 2 ** level, name=f'up{level}')(y)
     if y.shape[1:3] != (height, width):  # ResNet encoders start at stride 2
       y = jax.image.resize(y, (y.shape[0], height, width, y.shape[3]), 'bilinear')
-      y = ResidualBlock(self.width, norm=norm, name='full_resolution')(y)
+      y = block(self.width, name='full_resolution')(y)
     y = nn.relu(norm(name='out_bn')(y))
-    return nn.Conv(1, (1, 1), name='logits')(y)[..., 0]
+    return self.conv(1, (1, 1), name='logits')(y)[..., 0]

@@ -20,9 +20,8 @@ from jaxbrain.data.transforms import preprocess as preprocess_images, resize
 from jaxbrain.errors import ConfigError
 from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTATION_KEYS, classification_metrics,
                               patient_intervals, segmentation_counts, segmentation_metrics_from_counts)
-from jaxbrain.models import (cached_torchvision_weights, create_model, find_weights, load_torchvision_weights,
+from jaxbrain.models import (cached_torchvision_weights, create_model, create_segmenter, find_weights, load_torchvision_weights,
                              with_pretrained_backbone)
-from jaxbrain.models.resunet import ResUNet
 from jaxbrain.train.config import TrainConfig
 from jaxbrain.localize.gradcam import gradcam, pointing_game
 from jaxbrain.train.outputs import plot_classification, save_heatmaps, save_overlays, write_csv
@@ -154,7 +153,7 @@ def classification_task(config: TrainConfig, data: SliceArrays, split: Split, pr
 
 
 def segmentation_task(config: TrainConfig, data: SliceArrays, split: Split, progress: bool) -> Task:
-  model = ResUNet(width=config.unet_width, encoder='residual' if config.arch == 'resunet' else config.arch)
+  model = create_segmenter('residual' if config.arch == 'resunet' else config.arch, config.unet_width)
   if config.arch == 'resunet' and config.init == 'imagenet':
     raise ConfigError('the ResUNet residual encoder has no ImageNet weights: pass --init scratch, or --arch '
                      'resnet18/resnet50 for a ResNet encoder')

@@ -3,13 +3,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbrain.models.resunet import ResUNet
+from jaxbrain.models import ResUNet, create_segmenter
 from jaxbrain.train.steps import segmentation_loss
 
 
 @pytest.mark.parametrize('encoder,size', [('residual', 64), ('resnet18', 64), ('residual', 256)])
 def test_output_is_one_logit_map_at_input_resolution(encoder, size):
-  model = ResUNet(width=4, encoder=encoder)
+  model = create_segmenter(encoder, width=4)
   x = jnp.zeros((2, size, size, 3))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   out = jax.eval_shape(lambda v: model.apply(v, x), variables)

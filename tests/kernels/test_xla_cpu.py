@@ -1,15 +1,13 @@
-"""`max_pool`, `batch_normalize`, `conv_general_dilated`: reference values and gradients, faster on XLA:CPU."""
-import re
-
+"""The XLA:CPU kernels compute the reference kernels' values (and PyTorch's), with their own gradients."""
 import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 import torch
-from jax import export
 
-from jaxbrain.models.layers import (WEIGHT_GRADIENT_CHUNK, _batch_moments, _normalize, batch_normalize,
-                                    conv_general_dilated, max_pool)
+from jaxbrain import kernels
+from jaxbrain.kernels.xla_cpu import WEIGHT_GRADIENT_CHUNK, batch_normalize, max_pool
+from jaxbrain.kernels.xla_cpu import conv as conv_general_dilated
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 CASES = [((2, 16, 16, 4), 3, 2, 1), ((2, 9, 11, 3), 3, 2, 1), ((1, 10, 7, 2), 2, 2, 0), ((1, 8, 8, 3), 3, 1, 1)]
@@ -64,12 +62,8 @@ def _bn_inputs(seed=0, shape=(4, 9, 7, 16)):
 def test_batch_normalize_gradient_is_autodiff_of_the_same_formula():
   x, scale, bias, rng = _bn_inputs()
 
-  def by_autodiff(x, scale, bias):
-    mean, var = _batch_moments(x)
-    return _normalize(x, scale, bias, mean, var, 1e-5), mean, var
-
   outputs, vjp = jax.vjp(lambda *a: batch_normalize(*a, 1e-5), x, scale, bias)
-  reference, vjp_reference = jax.vjp(by_autodiff, x, scale, bias)
+  reference, vjp_reference = jax.vjp(lambda *a: kernels.batch_normalize(*a, 1e-5), x, scale, bias)
   for ours, theirs in zip(outputs, reference):
     np.testing.assert_array_equal(ours, theirs)
   # cotangents on the batch moments too (the running statistics never receive one in training)
@@ -118,20 +112,27 @@ def test_conv_general_dilated_is_lax_with_a_faster_input_gradient_on_small_maps(
     np.testing.assert_allclose(ours_grad, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
 
 
-def test_other_platforms_keep_xla_gradients():
-  """The rewritten gradients are for XLA:CPU; lowered for CUDA, XLA's own ops (cuDNN's kernels) stay."""
-  ops = lambda fn, args, platform: set(re.findall(r'stablehlo\.(\w+)', export.export(fn, platforms=[platform])(
-      *args).mlir_module()))
-  pool_grad = jax.jit(jax.grad(lambda v: max_pool(v, 3, 2, 1).sum()))
+def _ops(fn, *args) -> str:
+  return jax.jit(fn).lower(*args).as_text(dialect='hlo')
+
+
+def test_auto_picks_the_cpu_kernels_here_and_xla_keeps_xla_gradients():
+  """'auto' on this CPU backend is xla_cpu; 'xla' keeps XLA's own gradients (select-and-scatter, the
+  convolution with a reversed kernel), which a GPU runs as cuDNN's kernels. Catches 'auto' resolving
+  to the wrong set, and a rewrite leaking into the reference kernels."""
+  assert kernels.get('auto') is kernels.get('xla_cpu') and kernels.get('xla') is kernels.XLA
   x = np.zeros((2, 16, 16, 4), np.float32)
-  assert 'select_and_scatter' in ops(pool_grad, (x,), 'cuda')
-  assert 'select_and_scatter' not in ops(pool_grad, (x,), 'cpu')
-  conv = lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)], dimension_numbers=NHWC)
-  input_grad = jax.jit(jax.grad(lambda x, w: conv(x, w).sum()))
+  assert 'select-and-scatter' in _ops(jax.grad(lambda v: kernels.max_pool(v, 3, 2, 1).sum()), x)
+  assert 'select-and-scatter' not in _ops(jax.grad(lambda v: max_pool(v, 3, 2, 1).sum()), x)
   args = np.zeros((2, 7, 7, 512), np.float32), np.zeros((3, 3, 512, 512), np.float32)
-  cuda, cpu = ops(input_grad, args, 'cuda'), ops(input_grad, args, 'cpu')
-  assert {'convolution', 'reverse'} <= cuda and 'dot_general' not in cuda
-  assert 'dot_general' in cpu and 'convolution' not in cpu
+  plain = _ops(jax.grad(lambda x, w: kernels.XLA.conv(x, w, (1, 1), [(1, 1), (1, 1)], dimension_numbers=NHWC).sum()),
+               *args)
+  rewritten = _ops(jax.grad(lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)],
+                                                              dimension_numbers=NHWC).sum()), *args)
+  assert 'reverse(' in plain and ' dot(' not in plain
+  assert ' dot(' in rewritten and 'convolution(' not in rewritten
+  with pytest.raises(ValueError, match='unknown kernels'):
+    kernels.get('cudnn')
 
 
 @pytest.mark.parametrize('x_shape,w_shape', [((2, 7, 7, 256), (3, 3, 256, 256)),   # small-map input gradient
@@ -144,7 +145,6 @@ def test_rewritten_gradients_keep_bfloat16(x_shape, w_shape):
   loss = lambda x, w: conv(x, w).astype(np.float32).sum()
   grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
   x16, w16 = x.astype(jax.numpy.bfloat16), w.astype(jax.numpy.bfloat16)
-  export.export(grad_fn, platforms=['cpu', 'cuda'])(x16, w16)  # both branches traced, as on a GPU
   grads = grad_fn(x16, w16)
   for ours, reference in zip(grads, jax.grad(loss, argnums=(0, 1))(x, w)):
     assert ours.dtype == jax.numpy.bfloat16
@@ -168,9 +168,9 @@ def test_weight_gradient_summed_over_chunks_of_the_batch(x_shape, w_shape, strid
   (grad_x, grad_w), (grad_x_ref, grad_w_ref) = vjp(cotangent), vjp_ref(cotangent)
   np.testing.assert_array_equal(grad_x, grad_x_ref)
   np.testing.assert_allclose(grad_w, grad_w_ref, rtol=1e-5, atol=1e-5 * np.abs(grad_w_ref).max())
-  convolutions = lambda platform: export.export(jax.jit(jax.grad(lambda w: ours(x, w).sum())), platforms=[platform])(
-      w).mlir_module().count('stablehlo.convolution')
-  assert convolutions('cpu') == 3 and convolutions('cuda') == 1  # one per chunk on CPU, XLA's own on GPUs
+  reference = lambda x, w: kernels.XLA.conv(x, w, strides, padding, dimension_numbers=NHWC)
+  convolutions = lambda conv: _ops(jax.grad(lambda w: conv(x, w).sum()), w).count(' convolution(')
+  assert convolutions(ours) == 3 and convolutions(reference) == 1  # one per chunk, or XLA's one
 
 
 def test_batches_of_one_chunk_are_plain_lax():
