@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from jaxbrain import configure_cpu
-from jaxbrain.data import Preprocess, build_dataset, kaggle3m, preprocess
+from jaxbrain.data import Preprocessing, build_dataset, kaggle3m, apply_preprocessing
 from jaxbrain.data.batching import eval_batches
 from jaxbrain.data.builder import SPLIT, load_arrays
 
@@ -46,8 +46,8 @@ def main() -> None:
 
   data = load_arrays(build_dataset(args.data_dir, args.tfds_dir))
   indices = np.arange(n)
-  config = Preprocess(size=224, flip=True, normalize=True)
-  transform = jax.jit(lambda key, image, mask: preprocess(config, key, image, mask, train=True))
+  config = Preprocessing(size=224, flip=True, normalize=True)
+  transform = jax.jit(lambda key, image, mask: apply_preprocessing(config, key, image, mask, train=True))
   key = jax.random.key(0)
   jax.block_until_ready(transform(key, data.image[:args.batch_size], data.mask[:args.batch_size]))
 

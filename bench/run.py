@@ -52,7 +52,7 @@ def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype
   import jax.numpy as jnp
   import numpy as np
 
-  from jaxbrain.data import Preprocess
+  from jaxbrain.data import Preprocessing
   from jaxbrain.models import create_model
   from jaxbrain.train.state import create_train_state
   from jaxbrain.train.steps import make_eval_step, make_train_step
@@ -64,7 +64,7 @@ def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
   tx = make_optimizer(variables['params'], 'finetune', 1e-4, 0.5)
   state = create_train_state(variables, tx, 0)
-  config = Preprocess(224, flip=False, normalize=False)
+  config = Preprocessing(224, flip=False, normalize=False)
   batch_data = {'image': jnp.asarray(images), 'label': jnp.asarray(labels)}
   holder = {'state': state}
   if mode == 'train':
@@ -147,7 +147,7 @@ def feature_cache_worker(arch: str, batch: int, repeats: int, examples: int) -> 
   import jax.numpy as jnp
   import numpy as np
 
-  from jaxbrain.data import Preprocess, SliceArrays
+  from jaxbrain.data import Preprocessing, SliceArrays
   from jaxbrain.models import create_model
   from jaxbrain.train.state import create_train_state
   from jaxbrain.train.steps import make_head_train_step, make_train_step
@@ -161,7 +161,7 @@ def feature_cache_worker(arch: str, batch: int, repeats: int, examples: int) -> 
                      path=np.array(['p'] * examples))
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
   tx = make_optimizer(variables['params'], 'feature_extractor', 1e-4, 0.5)
-  config = Preprocess(224, flip=True, normalize=True)
+  config = Preprocessing(224, flip=True, normalize=True)
   frozen_step = jax.jit(make_train_step(model, tx, config, frozen_backbone=True))
   head_step = jax.jit(make_head_train_step(model, tx))
   features_fn = jax.jit(lambda x: model.apply(variables, x, method='features'))

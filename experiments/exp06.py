@@ -1,9 +1,8 @@
 """Experiment 6: ResNet50 fine-tune, resize 224 + normalize."""
 from experiments.common import main
-from jaxbrain.train import TrainConfig
+from experiments.configs import EXPERIMENTS
 
-CONFIG = TrainConfig(experiment='exp06', arch='resnet50', strategy='finetune', preprocess='resize_normalize',
-                     batch_size=8, epochs=10, learning_rate=1e-4, momentum=0.5)
+CONFIG = EXPERIMENTS['exp06']
 
 if __name__ == '__main__':
   main(CONFIG)

@@ -1,9 +1,8 @@
 """Experiment 9: ResNet50 feature extractor, resize 224 + flip."""
 from experiments.common import main
-from jaxbrain.train import TrainConfig
+from experiments.configs import EXPERIMENTS
 
-CONFIG = TrainConfig(experiment='exp09', arch='resnet50', strategy='feature_extractor', preprocess='resize_flip',
-                     batch_size=8, epochs=10, learning_rate=1e-4, momentum=0.5)
+CONFIG = EXPERIMENTS['exp09']
 
 if __name__ == '__main__':
   main(CONFIG)

@@ -1,9 +1,8 @@
 """Experiment 11: ResNet18 feature extractor, resize 224 + flip."""
 from experiments.common import main
-from jaxbrain.train import TrainConfig
+from experiments.configs import EXPERIMENTS
 
-CONFIG = TrainConfig(experiment='exp11', arch='resnet18', strategy='feature_extractor', preprocess='resize_flip',
-                     batch_size=8, epochs=10, learning_rate=1e-4, momentum=0.5)
+CONFIG = EXPERIMENTS['exp11']
 
 if __name__ == '__main__':
   main(CONFIG)

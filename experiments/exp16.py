@@ -1,9 +1,8 @@
 """Experiment 16: ResNet18 fine-tune, resize 224 + flip + normalize."""
 from experiments.common import main
-from jaxbrain.train import TrainConfig
+from experiments.configs import EXPERIMENTS
 
-CONFIG = TrainConfig(experiment='exp16', arch='resnet18', strategy='finetune', preprocess='resize_flip_normalize',
-                     batch_size=8, epochs=10, learning_rate=1e-4, momentum=0.5)
+CONFIG = EXPERIMENTS['exp16']
 
 if __name__ == '__main__':
   main(CONFIG)

@@ -1,9 +1,8 @@
 """Experiment 18: ResNet18 feature extractor, resize 224 + flip + normalize."""
 from experiments.common import main
-from jaxbrain.train import TrainConfig
+from experiments.configs import EXPERIMENTS
 
-CONFIG = TrainConfig(experiment='exp18', arch='resnet18', strategy='feature_extractor', preprocess='resize_flip_normalize',
-                     batch_size=8, epochs=30, learning_rate=1e-4, momentum=0.5)
+CONFIG = EXPERIMENTS['exp18']
 
 if __name__ == '__main__':
   main(CONFIG)

@@ -14,6 +14,8 @@ import json
 import warnings
 from pathlib import Path
 
+from jaxbrain.runs import RunError, read_config
+
 REFERENCE = ('Reference (the study, not measured here): ResNet18 fine-tune (exp20) 97% accuracy, ResNet50 '
              'fine-tune (exp19) 96%; ImageNet init, 224 px, random 85/15 split of slices (patients on both sides), '
              'no validation side.')
@@ -33,9 +35,8 @@ def gather(workdir: Path) -> list[dict]:
   for path in sorted(workdir.glob('*/*/metrics.json')):
     try:
       metrics = json.loads(path.read_text())
-      config_path = path.parent / 'config.json'
-      config = json.loads(config_path.read_text())['config'] if config_path.exists() else {}
-    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
+      config = read_config(path.parent)[0].flat() if (path.parent / 'config.json').exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError, RunError) as e:
       warnings.warn(f'{path.parent}: damaged run files ({type(e).__name__}: {e}); left out', stacklevel=2)
       continue
     if 'test' not in metrics:

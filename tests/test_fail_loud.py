@@ -17,7 +17,7 @@ from experiments import exp20
 from jaxbrain import cli
 from jaxbrain import spark as jspark
 from jaxbrain.data import builder, kaggle3m, write_phantom
-from jaxbrain.train import TrainConfig
+from jaxbrain.config import Config
 from jaxbrain.train.loop import prepare_data
 
 TINY = ['--init', 'scratch', '--image-size', '32', '--batch-size', '4', '--epochs', '1', '--learning-rate', '0.01',
@@ -44,7 +44,7 @@ def test_changed_data_is_rebuilt_not_read_stale(phantom_png, tmp_path):
   the next load must see one patient fewer (and another fingerprint), and a truncated image must
   fail the build naming the file, not train on the old pixels."""
   data_dir = tree_copy(phantom_png, tmp_path)
-  config = TrainConfig(data_dir=str(data_dir), workdir=str(tmp_path / 'work'))
+  config = Config.from_flags(data_dir=str(data_dir), workdir=str(tmp_path / 'work'))
   before, _, first = prepare_data(config)
   shutil.rmtree(next(p for p in sorted(data_dir.iterdir()) if p.is_dir()))
   after, _, second = prepare_data(config)

@@ -12,7 +12,7 @@ from jaxbrain.data.kaggle3m import DataError, SliceRecord, fingerprint, read_sli
 from jaxbrain.data.phantom import write_phantom
 from jaxbrain.data.splits import (Split, check_disjoint, make_split, patient_folds, patient_kfold, patient_split,
                                   slice_split, split_record)
-from jaxbrain.data.transforms import Preprocess, preprocess
+from jaxbrain.data.transforms import Preprocessing, apply_preprocessing
 
 _FROM_BUILDER = ('Lgg', 'build_dataset', 'load_arrays', 'load_dataset')
 

@@ -19,7 +19,7 @@ AUGMENTED = ('resize_flip_affine', 'resize_flip_affine_normalize')
 
 
 @dataclasses.dataclass(frozen=True)
-class Preprocess:
+class Preprocessing:
   """One preprocessing variant: output `size`, whether to flip and scale/rotate (train only), normalize."""
   size: int = 224
   flip: bool = True
@@ -31,7 +31,7 @@ class Preprocess:
     return 'resize' + '_flip' * self.flip + '_affine' * self.affine + '_normalize' * self.normalize
 
   @classmethod
-  def from_name(cls, name: str, size: int = 224) -> 'Preprocess':
+  def from_name(cls, name: str, size: int = 224) -> 'Preprocessing':
     if name not in VARIANTS + AUGMENTED:
       raise ValueError(f'unknown preprocessing {name!r}; choose one of {VARIANTS + AUGMENTED}')
     return cls(size=size, flip='flip' in name, normalize='normalize' in name, affine='affine' in name)
@@ -89,21 +89,21 @@ def random_affine(key: jax.Array, images: jax.Array, masks: jax.Array | None = N
   return images, masks
 
 
-def preprocess(config: Preprocess, key: jax.Array | None, images: jax.Array,
+def apply_preprocessing(preprocessing: Preprocessing, key: jax.Array | None, images: jax.Array,
                masks: jax.Array | None = None, train: bool = False):
   """uint8 images [B, H, W, 3] (and masks [B, H, W]) -> float32 [B, S, S, 3] (and [B, S, S]).
 
   Flips and scales/rotates only when `train` (and the variant asks); masks are resized by
   nearest neighbour.
   """
-  if train and config.flip:
+  if train and preprocessing.flip:
     images, masks = random_hflip(key, images, masks)
-  images = resize(images.astype(jnp.float32) / 255.0, config.size)
+  images = resize(images.astype(jnp.float32) / 255.0, preprocessing.size)
   if masks is not None:
-    masks = resize(masks[..., None].astype(jnp.float32), config.size, 'nearest')[..., 0]
-  if train and config.affine:
+    masks = resize(masks[..., None].astype(jnp.float32), preprocessing.size, 'nearest')[..., 0]
+  if train and preprocessing.affine:
     images, masks = random_affine(jax.random.fold_in(key, 1), images, masks)  # flips keep drawing from `key`
-  if config.normalize:
+  if preprocessing.normalize:
     images = normalize(images)
   return images, masks
 

@@ -6,124 +6,24 @@ ignored). Every input is decoded, checked and scored before anything is written.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from PIL import Image
 
 from jaxbrain.data import kaggle3m
-from jaxbrain.data.phantom import INSTITUTIONS
-from jaxbrain.data.transforms import Preprocess, native_logits, preprocess
-from jaxbrain.errors import OutputExistsError, UserError
+from jaxbrain.data.transforms import apply_preprocessing, native_logits
+from jaxbrain.errors import OutputExistsError
 from jaxbrain.localize.gradcam import gradcam
 from jaxbrain.localize.overlay import heatmap_overlay, mask_overlay
-from jaxbrain.metrics import DECISION_THRESHOLD
-from jaxbrain.models import create_model, create_segmenter
-from jaxbrain.train.config import TrainConfig
-from jaxbrain.train.outputs import write_csv, write_json
-
-
-class RunError(UserError, ValueError):
-  """A run directory that cannot be used for this purpose."""
-
-
-RETIRED_CONFIG_KEYS = ('eval_fraction',)  # written by runs before the train/validation/test split
-
-
-@dataclasses.dataclass
-class LoadedRun:
-  config: TrainConfig
-  model: Any
-  variables: dict
-  preprocess: Preprocess
-  threshold: float
-  phantom_only: bool  # every training patient was a synthetic phantom
-
-
-def _read_json(path: Path) -> dict:
-  try:
-    return json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise RunError(f'{path}: damaged (not valid JSON: {e})') from None
-
-
-def _checkpoint_folder(run_dir: Path, decision: dict) -> Path:
-  """The checkpoint the run measured on test (decision.json), else, for runs written before it, the
-  best (else last) one."""
-  if 'checkpoint' in decision:
-    folder = run_dir / 'checkpoints' / decision['checkpoint']
-    if not (folder / 'state').is_dir():
-      raise RunError(f'{run_dir}: the selected checkpoint {decision["checkpoint"]} (decision.json) is missing')
-    return folder
-  for which in ('best', 'last'):
-    folder = run_dir / 'checkpoints' / which
-    steps = sorted(int(p.name) for p in folder.glob('*') if p.name.isdigit()) if folder.is_dir() else []
-    if steps:
-      return folder / str(steps[-1])
-  raise RunError(f'{run_dir}: has no complete checkpoint (did the run finish at least one epoch?)')
-
-
-def _trained_on_phantom(run_dir: Path, header: dict) -> bool:
-  """Whether every training patient is synthetic (the phantom generator's institution codes)."""
-  split_path = run_dir / 'split.json'
-  if split_path.is_file():
-    train = _read_json(split_path).get('train', [])
-    return bool(train) and all(name.split('_')[1] in INSTITUTIONS for name in train if name.count('_') >= 2)
-  return str(header.get('data', '')).startswith('phantom')
-
-
-def load_run(run_dir: str | Path, task: str) -> LoadedRun:
-  """The model, the variables of the checkpoint its test metrics describe, and its decision
-  threshold, from a run directory of `task`. Refuses a run whose weights are not all finite."""
-  run_dir = Path(run_dir)
-  header_path = run_dir / 'config.json'
-  if not header_path.is_file():
-    raise RunError(f'{run_dir}: not a jaxbrain run directory (no config.json)')
-  header = _read_json(header_path)
-  if not isinstance(header.get('config'), dict):
-    raise RunError(f'{header_path}: damaged (no "config" object)')
-  fields = {k: v for k, v in header['config'].items() if k not in RETIRED_CONFIG_KEYS}
-  unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(TrainConfig)})
-  if unknown:
-    raise RunError(f'{header_path}: unknown settings {", ".join(unknown)} (written by another version, or edited)')
-  fields['head_hidden'] = tuple(fields.get('head_hidden', ()))
-  try:
-    config = TrainConfig(**fields)
-  except (UserError, TypeError) as e:
-    raise RunError(f'{header_path}: damaged ({e})') from None
-  if config.task != task:
-    wanted = {'classify': 'a classification run (--run)', 'segment': 'a segmentation run (--seg-run)'}[task]
-    raise RunError(f'{run_dir}: is a {config.task} run, but {wanted} is needed here')
-  decision_path = run_dir / 'decision.json'
-  decision = _read_json(decision_path) if decision_path.is_file() else {}
-  folder = _checkpoint_folder(run_dir, decision)
-  try:
-    state = ocp.StandardCheckpointer().restore((folder / 'state').resolve())
-  except Exception as e:  # noqa: BLE001 -- orbax raises many kinds on damaged files
-    raise RunError(f'{folder}: the checkpoint cannot be read ({type(e).__name__}); the run is damaged') from None
-  if not isinstance(state, dict) or not {'params', 'batch_stats'} <= set(state):
-    raise RunError(f'{folder}: the checkpoint does not hold a model state; the run is damaged')
-  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
-  if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(variables)):
-    raise RunError(f'{run_dir}: the checkpoint holds non-finite weights (NaN or inf: a diverged run); '
-                   'it would label every slice alike, so it is refused')
-  if task == 'classify':
-    model = create_model(config.arch, num_classes=2, head_hidden=config.head_hidden, dropout_rate=config.dropout_rate,
-                         dtype=jnp.dtype(config.compute_dtype))
-  else:
-    model = create_segmenter('residual' if config.arch == 'resunet' else config.arch, config.unet_width)
-  return LoadedRun(config, model, variables, Preprocess.from_name(config.preprocess, config.image_size),
-                   float(decision.get('threshold', DECISION_THRESHOLD)), phantom_only=_trained_on_phantom(run_dir, header))
+from jaxbrain.files import write_csv, write_json
+from jaxbrain.runs import RunError, load_run
 
 
 def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -210,13 +110,13 @@ class Scorer:
 
   def _classify_batch(self, batch):
     run = self.classifier
-    x, _ = preprocess(run.preprocess, None, batch)
+    x, _ = apply_preprocessing(run.preprocessing, None, batch)
     probability = jax.nn.softmax(run.model.apply(run.variables, x))[:, 1]
     return probability, gradcam(run.model, run.variables, x)
 
   def _segment_batch(self, batch):
     run = self.segmenter
-    x, _ = preprocess(run.preprocess, None, batch)
+    x, _ = apply_preprocessing(run.preprocessing, None, batch)
     return native_logits(run.model.apply(run.variables, x), batch.shape[1]) > 0
 
   def score(self, images: np.ndarray):

@@ -10,7 +10,6 @@ it calls is pure.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import math
@@ -27,12 +26,15 @@ from tqdm import tqdm
 from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, fingerprint, make_split, split_record,
                            write_phantom)
 from jaxbrain.data.batching import eval_index_batches, train_index_batches
+from jaxbrain import evaluators
+from jaxbrain.config import Config
 from jaxbrain.errors import ConfigError, UserError
 from jaxbrain.metrics import DECISION_THRESHOLD
+from jaxbrain.runs import read_config
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
-from jaxbrain.train.config import TrainConfig
-from jaxbrain.train.outputs import RunWriter, plot_curves, read_history, write_json
+from jaxbrain.files import write_json
+from jaxbrain.train.outputs import RunWriter, plot_curves, read_history
 from jaxbrain.train.state import create_train_state
 from jaxbrain.train.strategies import learning_rate_schedule
 from jaxbrain.train.tasks import build_task
@@ -60,23 +62,23 @@ def _process0_first(fn):
   return result if jax.process_index() == 0 else fn()
 
 
-def prepare_data(config: TrainConfig) -> tuple[SliceArrays, str, str]:
-  """(data, description, content fingerprint) of `config.data_dir`, or of the embedded phantom
+def prepare_data(config: Config) -> tuple[SliceArrays, str, str]:
+  """(data, description, content fingerprint) of `config.data.data_dir`, or of the embedded phantom
   dataset (generated once) when it is None."""
   return _process0_first(lambda: _load(config))
 
 
-def _load(config: TrainConfig) -> tuple[SliceArrays, str, str]:
+def _load(config: Config) -> tuple[SliceArrays, str, str]:
   from jaxbrain.data import builder  # tensorflow_datasets only for runs that load data (jaxbrain.data)
-  cache_root = Path(config.workdir) / 'tfds'
-  if config.data_dir:
-    root = Path(config.data_dir)
+  cache_root, patients = Path(config.workdir) / 'tfds', config.data.phantom_patients
+  if config.data.data_dir:
+    root = Path(config.data.data_dir)
     source = f'kaggle_3m at {root.resolve()}'
   else:
-    root = Path(config.workdir) / 'phantom' / f'{config.phantom_patients}p-seed0' / 'kaggle_3m'
+    root = Path(config.workdir) / 'phantom' / f'{patients}p-seed0' / 'kaggle_3m'
     if not root.exists():
-      write_phantom(root, n_patients=config.phantom_patients, seed=0)
-    source = f'phantom (synthetic, {config.phantom_patients} patients) at {root.resolve()}'
+      write_phantom(root, n_patients=patients, seed=0)
+    source = f'phantom (synthetic, {patients} patients) at {root.resolve()}'
   content = fingerprint(root)
   return builder.load_dataset(root, builder.default_data_dir(root, cache_root, content)), source, content
 
@@ -142,16 +144,15 @@ def _run_lock(run_dir: Path, take: bool):
 RESUMABLE_CHANGES = ('epochs', 'data_dir')  # more epochs (recorded in resumes.jsonl); the data is compared by content
 
 
-def check_resume(run_dir: Path, config: TrainConfig, content: str) -> dict | None:
+def check_resume(run_dir: Path, config: Config, content: str) -> dict | None:
   """Refuses to resume `run_dir` with another config than the one it started with (listing every
   field that differs) or on changed data. Returns the record of an epoch extension (`--epochs`
   raised), else None. The stored config.json is never rewritten."""
   try:
-    header = json.loads((run_dir / 'config.json').read_text())
-    stored = dict(header['config'])
-  except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-    raise UserError(f'{run_dir / "config.json"}: damaged ({type(e).__name__}: {e}); this run cannot be resumed') from None
-  current = json.loads(json.dumps(dataclasses.asdict(config)))
+    stored_config, header = read_config(run_dir)
+  except UserError as e:
+    raise UserError(f'{e}; this run cannot be resumed') from None
+  stored, current = stored_config.flat(), config.flat()
   changed = [f'{name} {stored.get(name)!r} -> {value!r}' for name, value in current.items()
              if name not in RESUMABLE_CHANGES and stored.get(name, value) != value]
   if config.epochs < stored['epochs']:
@@ -175,7 +176,7 @@ def _counts(data: SliceArrays, split, devices: int) -> dict:
   return counts
 
 
-def train_and_evaluate(config: TrainConfig, resume: bool = False, overwrite: bool = False,
+def train_and_evaluate(config: Config, resume: bool = False, overwrite: bool = False,
                        progress: bool = True) -> dict:
   """Trains `config` (classification or segmentation), picks the checkpoint on validation, evaluates
   it once on test, and returns the final metrics (also written to metrics.json; top-level keys
@@ -185,12 +186,12 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, overwrite: boo
     return _train_and_evaluate(config, run_dir, resume, overwrite, progress)
 
 
-def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> dict:
+def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> dict:
   began = time.perf_counter()
   is_writer = jax.process_index() == 0
   data, source, content = prepare_data(config)
-  split = make_split(config.split, data.patient, data.label, fold=config.fold, seed=config.seed)
-  if config.split == 'patient':
+  split = make_split(config.data.split, data.patient, data.label, fold=config.data.fold, seed=config.seed)
+  if config.data.split == 'patient':
     check_disjoint(split, data.patient)
   if config.batch_size > len(split.train):
     raise ConfigError(f'--batch-size {config.batch_size} is larger than the {len(split.train)} training slices: '
@@ -214,69 +215,70 @@ def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwr
     outputs = []
     for idx, valid in eval_index_batches(indices, config.batch_size):
       inputs = task.inputs('eval', idx)
-      batch_outputs = sharding.to_host(eval_step(state, sharding.shard_batch(inputs, mesh, tuple(inputs))))
+      batch_outputs = sharding.to_host(eval_step(state, sharding.shard_batch(inputs, mesh)))
       outputs.append({k: v[valid] for k, v in batch_outputs.items()})
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
   checkpoints = Checkpoints(run_dir, config.keep_checkpoints)
-  progress_record = {'epoch': 0, 'batch': 0, 'best': None, 'best_epoch': None, 'sums': {}}
+  position = {'epoch': 0, 'batch': 0, 'best': None, 'best_epoch': None, 'sums': {}}
   if resume and checkpoints.latest_step() is not None:
     try:
-      state, progress_record = checkpoints.restore(state)
+      state, position = checkpoints.restore(state)
     except Exception as e:  # noqa: BLE001 -- orbax raises many kinds on damaged files
       raise UserError(f'{run_dir}/checkpoints/last: the newest checkpoint cannot be read ({type(e).__name__}: '
                       f'{str(e).splitlines()[0][:160] if str(e) else "damaged"}); delete that step folder to resume '
                       'from the one before, or start a new run') from e
-    print(f'resumed {run_dir} at epoch {progress_record["epoch"] + 1}, batch {progress_record["batch"]}')
+    print(f'resumed {run_dir} at epoch {position["epoch"] + 1}, batch {position["batch"]}')
   counts = _counts(data, split, mesh.size)
   writer = None
   if is_writer and extension:
     with open(run_dir / 'resumes.jsonl', 'a') as f:
       f.write(json.dumps(extension) + '\n')
   if is_writer and not resume:
-    write_json(run_dir / 'config.json', {'config': dataclasses.asdict(config), 'init': task.init_description,
-                                         'data': source, 'data_fingerprint': content, 'counts': counts, **task.extras})
-    write_json(run_dir / 'split.json', split_record(split, config.split, config.seed, config.fold, content,
+    write_json(run_dir / 'config.json', {**config.to_json(), 'init': task.init_description, 'data': source,
+                                         'data_fingerprint': content, 'counts': counts, **task.facts})
+    write_json(run_dir / 'split.json', split_record(split, config.data.split, config.seed, config.data.fold, content,
                                                     data.patient, data.slice))
   if is_writer:
     writer = RunWriter(run_dir)
-    what = config.strategy if config.task == 'classify' else 'segmentation'
-    leak = ' (slices of one patient on several sides: patients leak, numbers are optimistic)' * (config.split == 'slice')
-    print(f'{config.experiment}: {config.arch} {what}, {config.preprocess} {config.image_size}px; '
-          f'init {task.init_description}; data {source}; {config.split} split{leak}: '
+    leak = ' (slices of one patient on several sides: patients leak, numbers are optimistic)' * (
+        config.data.split == 'slice')
+    print(f'{config.experiment}: {config.describe()}; init {task.init_description}; data {source}; '
+          f'{config.data.split} split{leak}: '
           f'{counts["train_slices"]} train / {counts["validation_slices"]} validation / {counts["test_slices"]} test '
           f'slices ({counts["train_patients"]} / {counts["validation_patients"]} / {counts["test_patients"]} '
           f'patients); {mesh.size} device(s); run dir {run_dir}', flush=True)
 
   steps_per_epoch = len(split.train) // config.batch_size
-  learning_rate = learning_rate_schedule(config.learning_rate, config.lr_schedule, steps_per_epoch * config.epochs)
+  learning_rate = learning_rate_schedule(config.optimizer.learning_rate, config.optimizer.schedule,
+                                         steps_per_epoch * config.epochs)
   with _StopFlag() as stop:
-    for epoch in range(progress_record['epoch'], config.epochs):
-      start, epoch_began = progress_record['batch'], time.perf_counter()
+    for epoch in range(position['epoch'], config.epochs):
+      start, epoch_began = position['batch'], time.perf_counter()
       bar = tqdm(train_index_batches(split.train, config.batch_size, config.seed, epoch, start),
                  total=steps_per_epoch, initial=start, desc=f'epoch {epoch + 1}/{config.epochs}',
                  unit='batch', disable=not (progress and is_writer), leave=False)
-      totals = sharding.replicate(_device_totals(progress_record['sums']), mesh)
+      totals = sharding.replicate(_device_totals(position['sums']), mesh)
       for b, idx in enumerate(bar, start=start):
         batch = {**task.inputs('train', idx), **task.targets(idx)}
-        state, metrics = train_step(state, sharding.shard_batch(batch, mesh, tuple(batch)))
+        state, metrics = train_step(state, sharding.shard_batch(batch, mesh))
         totals = _accumulate(totals, metrics, b + 1)  # on the device: no host round trip per step
         if (b + 1) % FETCH_EVERY and stop.signal is None:
           continue
         sums = _fetched_sums(totals, epoch, run_dir, checkpoints)
         bar.set_postfix({name: f'{total / (b + 1):.4f}' for name, total in sums.items()})
         if stop.signal is not None:
-          checkpoints.save(state, {**progress_record, 'epoch': epoch, 'batch': b + 1, 'sums': sums})
+          checkpoints.save(state, {**position, 'epoch': epoch, 'batch': b + 1, 'sums': sums})
           checkpoints.close()
           raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {b + 1}; '
                             f'checkpoint saved in {run_dir}; continue with --resume')
       sums = _fetched_sums(totals, epoch, run_dir, checkpoints)
       bar.close()
       metrics = task.metrics(evaluate(state, split.validation), split.validation)
-      score, best = metrics[task.selection], progress_record['best']
+      score, best = metrics[task.selection], position['best']
       improved = not math.isnan(score) and (best is None or score > best)
-      progress_record = {'epoch': epoch + 1, 'batch': 0, 'best': score if improved else best,
-                         'best_epoch': epoch + 1 if improved else progress_record.get('best_epoch'), 'sums': {}}
+      position = {'epoch': epoch + 1, 'batch': 0, 'best': score if improved else best,
+                         'best_epoch': epoch + 1 if improved else position.get('best_epoch'), 'sums': {}}
       if is_writer:
         record = {'epoch': epoch + 1, 'step': int(jax.device_get(state.step)),
                   **{f'train_{name}': total / max(steps_per_epoch, 1) for name, total in sums.items()},
@@ -288,17 +290,21 @@ def _train_and_evaluate(config: TrainConfig, run_dir: Path, resume: bool, overwr
         rate = float(learning_rate(record['step']) if callable(learning_rate) else learning_rate)
         print(f'epoch {epoch + 1}/{config.epochs} ({time.perf_counter() - epoch_began:.0f} s, lr {rate:.3g}): {shown}',
               flush=True)
-      checkpoints.save(state, progress_record, best=improved)
+      checkpoints.save(state, position, best=improved)
 
-  selected, selection = _select(checkpoints, state, progress_record, task.selection, config.epochs)
+  selected, selection = _select(checkpoints, state, position, task.selection, config.epochs)
   validation = task.metrics(evaluate(selected, split.validation), split.validation)
   test_outputs = evaluate(selected, split.test)
-  test = task.final_metrics(test_outputs, split.test, selected)
+  test = task.test_metrics(test_outputs, split.test)
+  test.update(evaluators.run(config.task.evals, task, {'params': selected.params, 'batch_stats': selected.batch_stats},
+                             split.test, test_outputs, run_dir if is_writer else None))
   final = {**test, 'validation': validation, 'test': test, 'selected_checkpoint': selection}
-  final.update({'task': config.task, 'split': config.split, 'fold': config.fold, 'init': task.init_description,
-                'data': source, 'data_fingerprint': content, 'counts': counts, 'epochs': config.epochs,
-                'experiment': config.experiment, 'arch': config.arch, 'strategy': config.strategy,
-                'preprocess': config.preprocess, 'image_size': config.image_size})
+  final.update({'task': config.task.name, 'split': config.data.split, 'fold': config.data.fold,
+                'init': task.init_description, 'data': source, 'data_fingerprint': content, 'counts': counts,
+                'epochs': config.epochs, 'experiment': config.experiment, 'model': config.describe(),
+                'arch': getattr(config.model, 'arch', f'resunet-{getattr(config.model, "encoder", "")}'),
+                'strategy': getattr(config.task, 'strategy', None), 'preprocess': config.data.preprocess,
+                'image_size': config.data.image_size})
   checkpoints.close()
   if is_writer:
     write_json(run_dir / 'metrics.json', final)
@@ -344,20 +350,20 @@ def _fetched_sums(totals: dict, epoch: int, run_dir: Path, checkpoints: Checkpoi
   return {k: float(v) for k, v in fetched['sums'].items()}
 
 
-def _select(checkpoints: Checkpoints, state, progress_record: dict, metric: str, epochs: int):
+def _select(checkpoints: Checkpoints, state, position: dict, metric: str, epochs: int):
   """(state, record) of the checkpoint validation picked: the best one, or the last when every
   validation score was undefined (NaN never wins)."""
-  if progress_record['best'] is None:
+  if position['best'] is None:
     step = int(jax.device_get(state.step))
     return state, {'epoch': epochs, 'metric': f'validation {metric}', 'value': None, 'checkpoint': f'last/{step}',
                    'note': f'validation {metric} was undefined in every epoch: the last checkpoint is used'}
   selected, _ = checkpoints.restore(state, which='best')
   step = int(jax.device_get(selected.step))
-  return selected, {'epoch': progress_record['best_epoch'], 'metric': f'validation {metric}',
-                    'value': progress_record['best'], 'checkpoint': f'best/{step}'}
+  return selected, {'epoch': position['best_epoch'], 'metric': f'validation {metric}',
+                    'value': position['best'], 'checkpoint': f'best/{step}'}
 
 
-def _print_summary(final: dict, run_dir: Path, config: TrainConfig, seconds: float) -> None:
+def _print_summary(final: dict, run_dir: Path, config: Config, seconds: float) -> None:
   """The run's closing lines: test metrics with intervals, the selected epoch, wall time, where the
   outputs are, and the commands to paste next."""
   selection = final['selected_checkpoint']

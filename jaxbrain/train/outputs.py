@@ -3,45 +3,12 @@ counted from 1), metrics.json (final), TensorBoard event files, and PNG plots (c
 matrix, ROC)."""
 from __future__ import annotations
 
-import csv
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-
-def _jsonable(value):
-  if isinstance(value, dict):
-    return {k: _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, (np.floating, float)):
-    return None if math.isnan(value) else float(value)
-  if isinstance(value, np.integer):
-    return int(value)
-  return value
-
-
-def write_json(path: Path, value) -> None:
-  """Writes atomically (temp file + rename): a reader never sees half a file."""
-  tmp = path.with_suffix(path.suffix + '.tmp')
-  tmp.write_text(json.dumps(_jsonable(value), indent=2) + '\n')
-  tmp.replace(path)
-
-
-def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] = ()) -> None:
-  """Writes rows (columns: the first row's keys, else `columns`) to a temporary name and renames it:
-  a full disk or a crash leaves no half-written file."""
-  tmp = path.with_name(path.name + '.tmp')
-  try:
-    with open(tmp, 'w', newline='') as f:
-      writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(columns))
-      writer.writeheader()
-      writer.writerows(rows)
-    tmp.replace(path)
-  finally:
-    tmp.unlink(missing_ok=True)
+from jaxbrain.files import jsonable
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -61,7 +28,7 @@ class RunWriter:
   def epoch(self, record: dict, keep_epochs_below: int | None = None) -> None:
     """Adds one epoch's record; on resume, records of epochs being redone are dropped first."""
     history = [r for r in read_history(self.run_dir) if keep_epochs_below is None or r['epoch'] < keep_epochs_below]
-    history.append(_jsonable(record))
+    history.append(jsonable(record))
     tmp = self.run_dir / 'metrics.jsonl.tmp'
     tmp.write_text(''.join(json.dumps(r) + '\n' for r in history))
     tmp.replace(self.run_dir / 'metrics.jsonl')
@@ -126,33 +93,3 @@ def plot_classification(run_dir: Path, final: dict, labels: np.ndarray, probabil
   fig.savefig(run_dir / 'roc.png', dpi=100)
   plt.close(fig)
 
-
-def _evenly(count: int, total: int) -> np.ndarray:
-  return np.linspace(0, total - 1, min(count, total)).astype(int) if total else np.zeros(0, int)
-
-
-def save_heatmaps(folder: Path, images: np.ndarray, heatmaps: np.ndarray, true: np.ndarray, names: list[str],
-                  count: int = 8) -> None:
-  """Grad-CAM overlays (heatmap red-yellow, true tumor outlined green) of evenly spaced tumor slices."""
-  from PIL import Image
-
-  from jaxbrain.localize.overlay import heatmap_overlay
-
-  folder.mkdir(parents=True, exist_ok=True)
-  for i in _evenly(count, len(images)):
-    Image.fromarray(heatmap_overlay(images[i], heatmaps[i], true[i])).save(folder / f'{names[i]}.png')
-
-
-def save_overlays(folder: Path, images: np.ndarray, predicted: np.ndarray, true: np.ndarray, names: list[str],
-                  tumor_count: int = 8, empty_count: int = 4) -> None:
-  """PNG overlays (prediction red, truth outlined green) of evenly spaced test slices: some with
-  tumor, some without."""
-  from PIL import Image
-
-  from jaxbrain.localize.overlay import mask_overlay
-
-  folder.mkdir(parents=True, exist_ok=True)
-  has_tumor = true.reshape(len(true), -1).any(1)
-  for group, count in ((np.flatnonzero(has_tumor), tumor_count), (np.flatnonzero(~has_tumor), empty_count)):
-    for i in group[_evenly(count, len(group))]:
-      Image.fromarray(mask_overlay(images[i], predicted[i], true[i])).save(folder / f'{names[i]}.png')

@@ -49,12 +49,12 @@ def process_slice(global_size: int) -> slice:
   return slice(jax.process_index() * local, (jax.process_index() + 1) * local)
 
 
-def shard_batch(batch: dict, mesh: Mesh, keys: tuple[str, ...]) -> dict:
-  """Places a global batch (host NumPy, the same on every process) on the mesh, split along 'data';
-  each process transfers only its own share."""
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+  """Places a global batch (host NumPy arrays of one length, the same on every process) on the mesh,
+  split along 'data'; each process transfers only its own share."""
   sharding = data_sharding(mesh)
-  rows = process_slice(len(batch[keys[0]]))
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])[rows]) for k in keys}
+  rows = process_slice(len(next(iter(batch.values()))))
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)[rows]) for k, v in batch.items()}
 
 
 def replicate(tree, mesh: Mesh):

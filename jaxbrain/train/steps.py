@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxbrain.data.transforms import Preprocess, native_logits, preprocess
+from jaxbrain.data.transforms import Preprocessing, native_logits, apply_preprocessing
 from jaxbrain.metrics import dice_from_counts
 from jaxbrain.models.resnet import ResNet
 from jaxbrain.train.state import TrainState
@@ -44,7 +44,7 @@ def _accuracy(labels: jax.Array) -> Callable:
   return lambda logits: {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
 
 
-def make_train_step(model: ResNet, tx: optax.GradientTransformation, config: Preprocess,
+def make_train_step(model: ResNet, tx: optax.GradientTransformation, preprocessing: Preprocessing,
                     frozen_backbone: bool, frozen_bn: str = 'running') -> Callable:
   """Images [B, H, W, 3] uint8 + labels [B] -> one SGD step on cross-entropy.
 
@@ -54,7 +54,7 @@ def make_train_step(model: ResNet, tx: optax.GradientTransformation, config: Pre
 
   def train_step(state: TrainState, batch: dict):
     flip_key, dropout_key = jax.random.split(state.step_key())
-    images, _ = preprocess(config, flip_key, batch['image'], train=True)
+    images, _ = apply_preprocessing(preprocessing, flip_key, batch['image'], train=True)
 
     def loss_fn(params):
       variables = {'params': params, 'batch_stats': state.batch_stats}
@@ -96,11 +96,11 @@ def make_head_train_step(model: ResNet, tx: optax.GradientTransformation) -> Cal
   return head_train_step
 
 
-def make_eval_step(model: ResNet, config: Preprocess) -> Callable:
+def make_eval_step(model: ResNet, preprocessing: Preprocessing) -> Callable:
   """Images -> {'logits' [B, 2], 'probability' [B] of tumor}, in inference mode."""
 
   def eval_step(state: TrainState, batch: dict):
-    images, _ = preprocess(config, None, batch['image'], train=False)
+    images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
     logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
     return {'logits': logits, 'probability': jax.nn.softmax(logits)[:, 1]}
 
@@ -130,12 +130,12 @@ def segmentation_loss(logits: jax.Array, masks: jax.Array, smooth: float = 1.0) 
   return bce + 1 - soft_dice
 
 
-def make_segmentation_train_step(model, tx: optax.GradientTransformation, config: Preprocess) -> Callable:
+def make_segmentation_train_step(model, tx: optax.GradientTransformation, preprocessing: Preprocessing) -> Callable:
   """Images [B, H, W, 3] uint8 + masks [B, H, W] -> one step on BCE + soft Dice; flips both together."""
 
   def train_step(state: TrainState, batch: dict):
     flip_key, _ = jax.random.split(state.step_key())
-    images, masks = preprocess(config, flip_key, batch['image'], batch['mask'], train=True)
+    images, masks = apply_preprocessing(preprocessing, flip_key, batch['image'], batch['mask'], train=True)
 
     def loss_fn(params):
       logits, updated = model.apply({'params': params, 'batch_stats': state.batch_stats}, images, train=True,
@@ -151,14 +151,14 @@ def make_segmentation_train_step(model, tx: optax.GradientTransformation, config
   return train_step
 
 
-def make_segmentation_eval_step(model, config: Preprocess) -> Callable:
+def make_segmentation_eval_step(model, preprocessing: Preprocessing) -> Callable:
   """Images [B, 256, 256, 3] -> {'mask_probability' [B, S, S] at the model's resolution, and at the
   slices' native resolution: 'tumor_pixels' [B] and 'probability' [B], the slice's tumor
   probability = the sigmoid of its largest native-resolution logit (> 0.5 exactly when a pixel is
   predicted tumor)}."""
 
   def eval_step(state: TrainState, batch: dict):
-    images, _ = preprocess(config, None, batch['image'], train=False)
+    images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
     logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
     native = native_logits(logits, batch['image'].shape[1])
     return {'mask_probability': jax.nn.sigmoid(logits), 'tumor_pixels': jnp.sum(native > 0, axis=(1, 2)),

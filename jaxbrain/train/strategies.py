@@ -14,7 +14,7 @@ import optax
 
 from jaxbrain.data.batching import eval_batches
 from jaxbrain.data.arrays import SliceArrays
-from jaxbrain.data.transforms import Preprocess, preprocess
+from jaxbrain.data.transforms import Preprocessing, apply_preprocessing
 
 FROZEN, TRAINABLE = 'frozen', 'trainable'
 
@@ -49,7 +49,7 @@ def make_optimizer(params, strategy: str, learning_rate: float, momentum: float,
   return optax.partition({TRAINABLE: trainable, FROZEN: optax.set_to_zero()}, param_labels(params, strategy))
 
 
-def cache_features(features_fn: Callable, data: SliceArrays, indices: np.ndarray, config: Preprocess,
+def cache_features(features_fn: Callable, data: SliceArrays, indices: np.ndarray, preprocessing: Preprocessing,
                    batch_size: int, with_flipped: bool, progress: bool = False) -> np.ndarray:
   """Pooled features of the frozen backbone for `indices`: [N, F], or [N, 2, F] with the
   horizontally flipped copy of each image second, so random-flip training on the cache is exact.
@@ -57,8 +57,8 @@ def cache_features(features_fn: Callable, data: SliceArrays, indices: np.ndarray
   `features_fn(images)` maps preprocessed float images to features; it is jitted here together
   with the preprocessing.
   """
-  eval_config = Preprocess(config.size, flip=False, normalize=config.normalize)
-  embed = jax.jit(lambda images: features_fn(preprocess(eval_config, None, images)[0]))  # one program per batch
+  evaluation = Preprocessing(preprocessing.size, flip=False, normalize=preprocessing.normalize)
+  embed = jax.jit(lambda images: features_fn(apply_preprocessing(evaluation, None, images)[0]))  # one program per batch
   views = (False, True) if with_flipped else (False,)
   batches = eval_batches(data, indices, batch_size)
   if progress:

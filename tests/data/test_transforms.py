@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbrain.data import Preprocess, preprocess
+from jaxbrain.data import Preprocessing, apply_preprocessing
 from jaxbrain.data.transforms import (AUGMENTED, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, normalize, random_affine,
                                       random_hflip, resize)
 
@@ -48,12 +48,12 @@ def test_resize_to_224_preserves_constant_images_and_masks():
 
 @pytest.mark.parametrize('name', VARIANTS)
 def test_variants(name):
-  config = Preprocess.from_name(name, size=32)
+  config = Preprocessing.from_name(name, size=32)
   assert config.name == name
   images = np.full((4, 64, 64, 3), 255, np.uint8)
   images[:, :, :32] = 0  # left half black: a flip is visible
   masks = (images[..., 0] > 0).astype(np.uint8)
-  out, out_masks = jax.jit(lambda k, x, m: preprocess(config, k, x, m, train=True))(jax.random.key(1), images, masks)
+  out, out_masks = jax.jit(lambda k, x, m: apply_preprocessing(config, k, x, m, train=True))(jax.random.key(1), images, masks)
   assert out.shape == (4, 32, 32, 3) and out.dtype == jnp.float32 and out_masks.shape == (4, 32, 32)
   white = (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD) if config.normalize else np.ones(3)
   right_white = np.allclose(out[:, 16:, 28:], white, atol=1e-5)
@@ -61,13 +61,13 @@ def test_variants(name):
       np.isclose(out[:, :, 28:, 0], white[0], atol=1e-5), out_masks[:, :, 28:].shape))
   if not config.flip:
     assert right_white
-  evaluated, _ = preprocess(config, None, images, train=False)
+  evaluated, _ = apply_preprocessing(config, None, images, train=False)
   assert np.allclose(evaluated[:, :, 28:], white, atol=1e-5)  # no flip outside training
 
 
 def test_unknown_variant():
   with pytest.raises(ValueError, match='unknown preprocessing'):
-    Preprocess.from_name('resize_rotate')
+    Preprocessing.from_name('resize_rotate')
 
 
 def _square_masks(batch=16, size=32):
@@ -120,14 +120,14 @@ def test_rotation_turns_about_the_centre_and_scaling_moves_away_from_it():
 
 @pytest.mark.parametrize('name', AUGMENTED)
 def test_affine_variants_only_augment_in_training(name):
-  config = Preprocess.from_name(name, size=32)
+  config = Preprocessing.from_name(name, size=32)
   assert config.name == name and config.affine and config.flip
   images = np.repeat(_square_masks(4, 64)[..., None] * 255, 3, -1).astype(np.uint8)
   masks = (images[..., 0] > 0).astype(np.uint8)
-  trained, trained_masks = jax.jit(lambda k, x, m: preprocess(config, k, x, m, train=True))(
+  trained, trained_masks = jax.jit(lambda k, x, m: apply_preprocessing(config, k, x, m, train=True))(
       jax.random.key(1), images, masks)
-  evaluated, evaluated_masks = preprocess(config, None, images, masks, train=False)
-  plain, plain_masks = preprocess(Preprocess(32, flip=False, normalize=config.normalize), None, images, masks)
+  evaluated, evaluated_masks = apply_preprocessing(config, None, images, masks, train=False)
+  plain, plain_masks = apply_preprocessing(Preprocessing(32, flip=False, normalize=config.normalize), None, images, masks)
   np.testing.assert_array_equal(evaluated, plain)
   np.testing.assert_array_equal(evaluated_masks, plain_masks)
   assert not np.array_equal(trained_masks, plain_masks)

@@ -1,44 +1,38 @@
-"""Each experiment module's config matches the table in experiments/README.md."""
+"""The experiments: one source (experiments/configs.py) for the modules, the README table and the flags."""
 import importlib
-import re
 from pathlib import Path
 
 import pytest
 
 from experiments.common import PHANTOM_BUDGET, build_parser, resolve
+from experiments.configs import EXPERIMENTS, GRID, table
 
 README = Path(__file__).resolve().parents[2] / 'experiments' / 'README.md'
-PREPROCESS = {'resize 224': 'resize', 'resize 224 + normalize': 'resize_normalize', 'resize 224 + flip': 'resize_flip',
-              'resize 224 + flip + normalize': 'resize_flip_normalize'}
-STRATEGY = {'feature extractor': 'feature_extractor', 'fine-tune': 'finetune'}
 
 
-def table_rows():
-  rows = re.findall(r'^\| `(exp\d\d)` \| (.+?) \| (.+?) \| (.+?) \| (\d+) \| (\d+) \| ([\d.e-]+) \| ([\d.]+) \|',
-                    README.read_text(), re.M)
-  assert len(rows) == 20
-  return rows
+@pytest.mark.parametrize('name', sorted(EXPERIMENTS))
+def test_every_module_runs_its_config(name):
+  """Catches a module that states its own config (or another experiment's) instead of the table's."""
+  module = importlib.import_module(f'experiments.{name}')
+  assert module.CONFIG is EXPERIMENTS[name] and module.CONFIG.experiment == name
 
 
-@pytest.mark.parametrize('row', table_rows(), ids=lambda r: r[0])
-def test_module_matches_table(row):
-  name, model, strategy, preprocess, batch, epochs, lr, momentum = row
-  config = importlib.import_module(f'experiments.{name}').CONFIG
-  assert config.experiment == name
-  assert config.arch == model.lower()
-  assert config.strategy == STRATEGY[strategy]
-  assert config.preprocess == PREPROCESS[preprocess]
-  assert (config.batch_size, config.epochs) == (int(batch), int(epochs))
-  assert (config.learning_rate, config.momentum) == (float(lr), float(momentum))
-  assert config.init == 'imagenet' and config.image_size == 224 and config.split == 'patient'
+def test_readme_table_is_generated_from_the_configs():
+  """Catches the README's experiment table drifting from the configs (regenerate it with
+  `python -m experiments.configs`)."""
+  assert table() in README.read_text()
+  assert table().count('\n| `exp') == 20
 
 
-def test_grid_is_complete():
-  combos = {(m, s, p) for _, m, s, p, *_ in table_rows()[:16]}
-  assert len(combos) == 16
-  finals = {r[0]: (r[1], r[2], r[3]) for r in table_rows()[16:]}
-  assert finals['exp19'] == ('ResNet50', 'fine-tune', 'resize 224 + flip + normalize')
-  assert finals['exp20'] == ('ResNet18', 'fine-tune', 'resize 224 + flip + normalize')
+def test_grid_is_the_full_product():
+  """Catches a grid that repeats or misses a (preprocessing, model, strategy) combination, or strays
+  from the report's settings."""
+  combos = {(c.data.preprocess, c.model.arch, c.task.strategy) for c in GRID.values()}
+  assert len(GRID) == len(combos) == 16
+  for config in EXPERIMENTS.values():
+    if config.task.name == 'classify':
+      assert config.model.init == 'imagenet' and config.data.image_size == 224 and config.data.split == 'patient'
+      assert (config.batch_size, config.optimizer.learning_rate, config.optimizer.momentum) == (8, 1e-4, 0.5)
 
 
 def test_help_lists_the_overrides():
@@ -53,10 +47,10 @@ def test_overrides_and_phantom_budget(capsys):
   from experiments.exp20 import CONFIG
   demo, _ = resolve(CONFIG, [])
   budget = PHANTOM_BUDGET['classify']
-  assert {k: getattr(demo, k) for k in budget} == budget and demo.data_dir is None
+  assert {k: demo.flat()[k] for k in budget} == budget and demo.data.data_dir is None
   assert 'synthetic phantom' in capsys.readouterr().out
   real, args = resolve(CONFIG, ['--data-dir', '/data/kaggle_3m', '--split', 'slice', '--fold', '2', '--resume'])
-  assert (real.data_dir, real.split, real.fold, real.init, real.image_size, real.epochs) == (
+  assert (real.data.data_dir, real.data.split, real.data.fold, real.model.init, real.data.image_size, real.epochs) == (
       '/data/kaggle_3m', 'slice', 2, 'imagenet', 224, 30)
   assert args.resume
 
@@ -64,6 +58,23 @@ def test_overrides_and_phantom_budget(capsys):
 def test_preprocess_override_accepts_the_augmented_variants_only_by_name():
   from experiments.seg01 import CONFIG
   config, _ = resolve(CONFIG, ['--data-dir', '/data/kaggle_3m', '--preprocess', 'resize_flip_affine'])
-  assert config.preprocess == 'resize_flip_affine'
+  assert config.data.preprocess == 'resize_flip_affine'
   with pytest.raises(SystemExit):
     resolve(CONFIG, ['--data-dir', '/data/kaggle_3m', '--preprocess', 'resize_rotate'])
+
+
+def test_flags_follow_the_task():
+  """Catches a flag that does not apply being accepted (a classification setting on a segmentation
+  run, silently ignored before the sections) and the generated flags losing their help or types."""
+  from experiments.exp20 import CONFIG
+  from experiments.seg01 import CONFIG as SEG
+  with pytest.raises(SystemExit):
+    resolve(SEG, ['--data-dir', '/d', '--strategy', 'feature_extractor'])
+  with pytest.raises(SystemExit):
+    resolve(CONFIG, ['--data-dir', '/d', '--unet-width', '8'])
+  config, _ = resolve(CONFIG, ['--data-dir', '/d', '--no-feature-cache', '--head-hidden', '64', '32', '--momentum', '0.9'])
+  assert config.task.feature_cache is False and config.model.head_hidden == (64, 32)
+  assert config.optimizer.momentum == 0.9
+  text = build_parser(SEG).format_help()
+  assert '--unet-width' in text and '--encoder' in text and '--strategy' not in text
+  assert 'default: 16' in text

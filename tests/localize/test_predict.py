@@ -8,7 +8,8 @@ import pytest
 
 from jaxbrain import cli
 from jaxbrain.data import kaggle3m
-from jaxbrain.localize.predict import RunError, load_run, predict
+from jaxbrain.localize.predict import predict
+from jaxbrain.runs import RunError, load_run
 
 def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
   classifier, segmenter = trained_runs

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbrain.data import Preprocess
+from jaxbrain.data import Preprocessing
 from jaxbrain.models import create_model
 from jaxbrain.train.state import create_train_state
 from jaxbrain.train.strategies import make_optimizer
@@ -24,4 +24,4 @@ def batches(n, batch_size=8, seed=0):
            'label': rng.integers(0, 2, batch_size).astype(np.int32)} for _ in range(n)]
 
 
-PREPROCESS = Preprocess(size=SIZE, flip=True, normalize=True)
+PREPROCESS = Preprocessing(size=SIZE, flip=True, normalize=True)

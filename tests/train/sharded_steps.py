@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxbrain.train import sharding
 from jaxbrain.train.steps import make_train_step
-from jaxbrain.data import Preprocess, kaggle3m
+from jaxbrain.data import Preprocessing, kaggle3m
 from tests.train.helpers import setup
 
 LEARNING_RATE = 0.01  # large enough that a wrong reduction (per-device statistics) exceeds the tolerance
@@ -37,7 +37,7 @@ def main() -> None:
   # per-device variant below must differ from the global step in its BatchNorm statistics alone
   initial = jax.tree.map(np.asarray, {'params': state.params, 'batch_stats': state.batch_stats})
   mesh = sharding.make_mesh()
-  train_step = make_train_step(model, tx, Preprocess(64, flip=False), frozen_backbone=False)
+  train_step = make_train_step(model, tx, Preprocessing(64, flip=False), frozen_backbone=False)
   step = sharding.jit_train_step(train_step, mesh)
   state = sharding.replicate(state, mesh)
   losses = []

@@ -15,14 +15,15 @@ import pytest
 import safetensors.numpy
 
 from jaxbrain.models import WeightsNotFoundError, load_torchvision_weights
-from jaxbrain.train import RunExistsError, TrainConfig, train_and_evaluate
+from jaxbrain.config import Config
+from jaxbrain.train import RunExistsError, train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(image_size=32, batch_size=4, learning_rate=0.01, init='scratch', bootstrap_samples=20, head_hidden=(32, 16))
 
 
 def config(data_dir, workdir, **changes):
-  return TrainConfig(**{'experiment': 'test', 'data_dir': str(data_dir), 'workdir': str(workdir), **TINY, **changes})
+  return Config.from_flags(**{'experiment': 'test', 'data_dir': str(data_dir), 'workdir': str(workdir), **TINY, **changes})
 
 
 def final_state(run_dir: Path) -> dict:
@@ -81,19 +82,21 @@ def test_selection_happens_on_validation_never_on_test(phantom_tif, tmp_path, mo
   indices only, and test must be evaluated exactly once, after training."""
   from jaxbrain.train import tasks
   seen = []
-  original = tasks.classification_task
 
-  def spying(config, data, split, progress):
-    task = original(config, data, split, progress)
-    metrics = task.metrics
-    task.metrics = lambda outputs, indices: seen.append(('metrics', tuple(indices))) or metrics(outputs, indices)
-    final = task.final_metrics
-    task.final_metrics = lambda outputs, indices, state: seen.append(('final', tuple(indices))) or final(
-        outputs, indices, state)
-    seen.append(('split', tuple(split.validation), tuple(split.test)))
-    return task
+  class Spying(tasks.Classification):
+    def __init__(self, config, data, split, progress):
+      super().__init__(config, data, split, progress)
+      seen.append(('split', tuple(split.validation), tuple(split.test)))
 
-  monkeypatch.setattr(tasks, 'classification_task', spying)
+    def metrics(self, outputs, indices):
+      seen.append(('metrics', tuple(indices)))
+      return super().metrics(outputs, indices)
+
+    def test_metrics(self, outputs, indices):
+      seen.append(('final', tuple(indices)))
+      return super().test_metrics(outputs, indices)
+
+  monkeypatch.setitem(tasks.TASKS, 'classify', Spying)
   train_and_evaluate(config(phantom_tif, tmp_path, epochs=2), progress=False)
   (_, validation, test), calls = seen[0], seen[1:]
   assert [kind for kind, _ in calls] == ['metrics', 'metrics', 'metrics', 'final']
@@ -193,4 +196,4 @@ def test_feature_cache_is_refused_where_it_cannot_replay_training(phantom_png, t
                      progress=True)
   assert 'feature cache off: --frozen-bn batch' in capsys.readouterr().out
   header = json.loads((tmp_path / 'test' / 'patient-scratch-32px-seed0' / 'config.json').read_text())
-  assert header['feature_cache'] is False and header['config']['frozen_bn'] == 'batch'
+  assert header['feature_cache'] is False and header['config']['task']['frozen_bn'] == 'batch'

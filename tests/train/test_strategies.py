@@ -59,10 +59,10 @@ def test_frozen_backbone_with_batch_statistics_is_pytorchs_train_mode():
   _, running_losses = run(make_train_step(model, tx, PREPROCESS, frozen_backbone=True), state, data[:1])
   assert losses[0] != running_losses[0]
   # the first loss is the loss of the model in training mode (batch statistics) on the batch
-  from jaxbrain.data import preprocess
+  from jaxbrain.data import apply_preprocessing
   from jaxbrain.train.steps import cross_entropy
   flip_key, _ = jax.random.split(state.step_key())
-  images, _ = preprocess(PREPROCESS, flip_key, data[0]['image'], train=True)
+  images, _ = apply_preprocessing(PREPROCESS, flip_key, data[0]['image'], train=True)
   logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=True,
                           mutable=['batch_stats'])
   assert losses[0] == pytest.approx(float(cross_entropy(logits, data[0]['label'])), rel=1e-5)

@@ -1,0 +1,29 @@
+"""Overlays of the test patients' predicted masks: `overlays/<patient>_<slice>.png` (prediction red,
+truth outlined green) for evenly spaced tumor slices and a few tumor-free ones. Segmentation runs
+only; adds no metric."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from jaxbrain.evaluators import evenly
+from jaxbrain.localize.overlay import mask_overlay
+
+TUMOR_SHOWN, EMPTY_SHOWN = 8, 4
+
+
+def evaluate(task, variables: dict, indices: np.ndarray, outputs: dict, out_dir: Path | None) -> dict:
+  if out_dir is None:
+    return {}
+  data, predicted, true = task.data, outputs['mask_probability'] > 0.5, task.true_masks(indices)
+  folder = out_dir / 'overlays'
+  folder.mkdir(parents=True, exist_ok=True)
+  has_tumor = true.reshape(len(true), -1).any(1)
+  for group, count in ((np.flatnonzero(has_tumor), TUMOR_SHOWN), (np.flatnonzero(~has_tumor), EMPTY_SHOWN)):
+    for i in group[evenly(count, len(group))]:
+      k = indices[i]
+      Image.fromarray(mask_overlay(data.image[k], predicted[i], true[i])).save(
+          folder / f'{data.patient[k]}_{data.slice[k]}.png')
+  return {}

@@ -1,0 +1,44 @@
+"""Files written atomically (a temporary name, then a rename): a crash or a full disk never leaves
+half a file for a reader."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def jsonable(value):
+  """`value` with NumPy scalars as Python numbers and NaN as None (JSON has no NaN)."""
+  if isinstance(value, dict):
+    return {k: jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [jsonable(v) for v in value]
+  if isinstance(value, (np.floating, float)):
+    return None if math.isnan(value) else float(value)
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def write_json(path: Path, value) -> None:
+  """Writes atomically (temp file + rename): a reader never sees half a file."""
+  tmp = path.with_suffix(path.suffix + '.tmp')
+  tmp.write_text(json.dumps(jsonable(value), indent=2) + '\n')
+  tmp.replace(path)
+
+
+def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] = ()) -> None:
+  """Writes rows (columns: the first row's keys, else `columns`) to a temporary name and renames it:
+  a full disk or a crash leaves no half-written file."""
+  tmp = path.with_name(path.name + '.tmp')
+  try:
+    with open(tmp, 'w', newline='') as f:
+      writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(columns))
+      writer.writeheader()
+      writer.writerows(rows)
+    tmp.replace(path)
+  finally:
+    tmp.unlink(missing_ok=True)

@@ -1,0 +1,109 @@
+"""A finished run, loaded from its directory: config, model, selected weights and decision threshold.
+
+The one place that reads a run directory back (`config.json` of either schema, `decision.json`,
+the orbax checkpoint folders); the runner (on --resume), `jaxbrain predict` and the Spark job use it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxbrain import models
+from jaxbrain.config import Config
+from jaxbrain.data.phantom import INSTITUTIONS
+from jaxbrain.data.transforms import Preprocessing
+from jaxbrain.errors import UserError
+from jaxbrain.metrics import DECISION_THRESHOLD
+
+
+class RunError(UserError, ValueError):
+  """A run directory that cannot be used for this purpose."""
+
+
+@dataclasses.dataclass
+class LoadedRun:
+  config: Config
+  model: Any
+  variables: dict
+  preprocessing: Preprocessing
+  threshold: float
+  phantom_only: bool  # every training patient was a synthetic phantom
+
+
+def read_json(path: Path) -> dict:
+  """A JSON file of a run; a damaged one is a `RunError` naming it."""
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise RunError(f'{path}: damaged (not valid JSON: {e})') from None
+
+
+def read_config(run_dir: Path) -> tuple[Config, dict]:
+  """(config, the whole config.json) of a run, written by this version (schema 2) or an earlier one."""
+  path = run_dir / 'config.json'
+  if not path.is_file():
+    raise RunError(f'{run_dir}: not a jaxbrain run directory (no config.json)')
+  header = read_json(path)
+  if not isinstance(header, dict) or not isinstance(header.get('config'), dict):
+    raise RunError(f'{path}: damaged (no "config" object)')
+  try:
+    return Config.from_json(header), header
+  except (UserError, TypeError, KeyError) as e:
+    raise RunError(f'{path}: damaged or written by another version ({type(e).__name__}: {e})') from None
+
+
+def selected_checkpoint(run_dir: Path, decision: dict) -> Path:
+  """The checkpoint the run measured on test (decision.json), else, for runs written before it, the
+  best (else last) one."""
+  if 'checkpoint' in decision:
+    folder = run_dir / 'checkpoints' / decision['checkpoint']
+    if not (folder / 'state').is_dir():
+      raise RunError(f'{run_dir}: the selected checkpoint {decision["checkpoint"]} (decision.json) is missing')
+    return folder
+  for which in ('best', 'last'):
+    folder = run_dir / 'checkpoints' / which
+    steps = sorted(int(p.name) for p in folder.glob('*') if p.name.isdigit()) if folder.is_dir() else []
+    if steps:
+      return folder / str(steps[-1])
+  raise RunError(f'{run_dir}: has no complete checkpoint (did the run finish at least one epoch?)')
+
+
+def trained_on_phantom(run_dir: Path, header: dict) -> bool:
+  """Whether every training patient is synthetic (the phantom generator's institution codes)."""
+  split_path = run_dir / 'split.json'
+  if split_path.is_file():
+    train = read_json(split_path).get('train', [])
+    return bool(train) and all(name.split('_')[1] in INSTITUTIONS for name in train if name.count('_') >= 2)
+  return str(header.get('data', '')).startswith('phantom')
+
+
+def load_run(run_dir: str | Path, task: str) -> LoadedRun:
+  """The model, the variables of the checkpoint its test metrics describe, and its decision
+  threshold, from a run directory of `task`. Refuses a run whose weights are not all finite."""
+  run_dir = Path(run_dir)
+  config, header = read_config(run_dir)
+  if config.task.name != task:
+    wanted = {'classify': 'a classification run (--run)', 'segment': 'a segmentation run (--seg-run)'}[task]
+    raise RunError(f'{run_dir}: is a {config.task.name} run, but {wanted} is needed here')
+  decision_path = run_dir / 'decision.json'
+  decision = read_json(decision_path) if decision_path.is_file() else {}
+  folder = selected_checkpoint(run_dir, decision)
+  try:
+    state = ocp.StandardCheckpointer().restore((folder / 'state').resolve())
+  except Exception as e:  # noqa: BLE001 -- orbax raises many kinds on damaged files
+    raise RunError(f'{folder}: the checkpoint cannot be read ({type(e).__name__}); the run is damaged') from None
+  if not isinstance(state, dict) or not {'params', 'batch_stats'} <= set(state):
+    raise RunError(f'{folder}: the checkpoint does not hold a model state; the run is damaged')
+  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
+  if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(variables)):
+    raise RunError(f'{run_dir}: the checkpoint holds non-finite weights (NaN or inf: a diverged run); '
+                   'it would label every slice alike, so it is refused')
+  return LoadedRun(config, models.build(config.model), variables,
+                   Preprocessing.from_name(config.data.preprocess, config.data.image_size),
+                   float(decision.get('threshold', DECISION_THRESHOLD)), trained_on_phantom(run_dir, header))
