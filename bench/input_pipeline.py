@@ -46,8 +46,8 @@ def main() -> None:
 
   data = load_arrays(build_dataset(args.data_dir, args.tfds_dir))
   indices = np.arange(n)
-  config = Preprocessing(size=224, flip=True, normalize=True)
-  transform = jax.jit(lambda key, image, mask: apply_preprocessing(config, key, image, mask, train=True))
+  preprocessing = Preprocessing(size=224, flip=True, normalize=True)
+  transform = jax.jit(lambda key, image, mask: apply_preprocessing(preprocessing, key, image, mask, train=True))
   key = jax.random.key(0)
   jax.block_until_ready(transform(key, data.image[:args.batch_size], data.mask[:args.batch_size]))
 

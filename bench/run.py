@@ -64,18 +64,18 @@ def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
   tx = make_optimizer(variables['params'], 'finetune', 1e-4, 0.5)
   state = create_train_state(variables, tx, 0)
-  config = Preprocessing(224, flip=False, normalize=False)
+  preprocessing = Preprocessing(224, flip=False, normalize=False)
   batch_data = {'image': jnp.asarray(images), 'label': jnp.asarray(labels)}
   holder = {'state': state}
   if mode == 'train':
-    fn = jax.jit(make_train_step(model, tx, config, frozen_backbone=False), donate_argnums=0)
+    fn = jax.jit(make_train_step(model, tx, preprocessing, frozen_backbone=False), donate_argnums=0)
 
     def run(n):
       for _ in range(n):
         holder['state'], metrics = fn(holder['state'], batch_data)
       jax.block_until_ready(metrics)
   else:
-    fn = jax.jit(make_eval_step(model, config))
+    fn = jax.jit(make_eval_step(model, preprocessing))
 
     def run(n):
       for _ in range(n):
@@ -161,13 +161,13 @@ def feature_cache_worker(arch: str, batch: int, repeats: int, examples: int) -> 
                      path=np.array(['p'] * examples))
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
   tx = make_optimizer(variables['params'], 'feature_extractor', 1e-4, 0.5)
-  config = Preprocessing(224, flip=True, normalize=True)
-  frozen_step = jax.jit(make_train_step(model, tx, config, frozen_backbone=True))
+  preprocessing = Preprocessing(224, flip=True, normalize=True)
+  frozen_step = jax.jit(make_train_step(model, tx, preprocessing, frozen_backbone=True))
   head_step = jax.jit(make_head_train_step(model, tx))
   features_fn = jax.jit(lambda x: model.apply(variables, x, method='features'))
 
   start = time.perf_counter()
-  cached = cache_features(features_fn, data, np.arange(examples), config, batch, with_flipped=True)
+  cached = cache_features(features_fn, data, np.arange(examples), preprocessing, batch, with_flipped=True)
   cache_s = time.perf_counter() - start
 
   def epoch(step, inputs):

@@ -1,15 +1,13 @@
 """tcmalloc for jaxbrain's programs: XLA:CPU frees and re-allocates its temporary buffers on every
 step, and glibc's malloc returns those large blocks to the kernel each time, so every training step
-page-faults its ~200 MB of activations in again (54,000 faults per ResNet18 step at batch 8). A
-caching allocator keeps them: the step runs ~10% faster at batch 8 on a 2-core CPU (README,
-"Performance").
+page-faults its activations in again. A caching allocator keeps them (measured: README, "Performance").
 
 The allocator has to be chosen before the process starts (LD_PRELOAD), so jaxbrain's own entry
 points (`jaxbrain ...`, `python -m experiments.<name>`, `bench/run.py`) restart themselves once
 with it preloaded, when it is installed (Debian/Ubuntu: `apt install libtcmalloc-minimal4`) and
 not already loaded. `JAXBRAIN_ALLOCATOR=system` keeps glibc's. Library code (`import jaxbrain`)
 never restarts anything: for research scripts, set LD_PRELOAD yourself (`tcmalloc_path()`). The
-restart costs one more interpreter start and import (~1 s here).
+restart costs one more interpreter start and import.
 """
 from __future__ import annotations
 

@@ -157,7 +157,7 @@ class Config:
     known = {name: (section, field.name) for name, section, field in self.flags()}
     unknown = sorted(set(changes) - set(known) - {'experiment'})
     if unknown:
-      raise ConfigError(f'{", ".join(unknown)}: not a setting of a {self.task.name} run')
+      raise ConfigError(f'unknown settings {", ".join(unknown)}: not settings of a {self.task.name} run')
     top = {known[k][1]: v for k, v in changes.items() if k in known and known[k][0] is None}
     if 'experiment' in changes:
       top['experiment'] = changes['experiment']
@@ -190,8 +190,8 @@ class Config:
     task_cls, model_cls = TASKS[stored['task']]
     sections = {'data': DataConfig, 'model': model_cls, 'optimizer': OptimizerConfig, 'task': task_cls}
     for name, section_cls in sections.items():
-      values[name] = section_cls(**_tuples(section_cls, values[name]))
-    return cls(**_tuples(cls, values))
+      values[name] = section_cls(**_fields(section_cls, values[name]))
+    return cls(**_fields(cls, values))
 
   # -- checks ----------------------------------------------------------------------------------
 
@@ -277,7 +277,11 @@ def _schema1_flags(flat: dict) -> dict:
   return flat
 
 
-def _tuples(cls, values: dict) -> dict:
-  """JSON lists back to the tuples the dataclass fields hold."""
+def _fields(cls, values: dict) -> dict:
+  """Stored `values` of a `cls` section, with JSON lists back to the tuples its fields hold; names it
+  does not have are an error."""
+  unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+  if unknown:
+    raise ConfigError(f'unknown settings {", ".join(unknown)}')
   tuple_fields = {f.name for f in dataclasses.fields(cls) if 'tuple' in str(f.type)}
   return {k: tuple(v) if k in tuple_fields and isinstance(v, list) else v for k, v in values.items()}

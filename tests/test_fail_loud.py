@@ -172,7 +172,8 @@ def test_predict_never_clobbers_or_mixes_outputs(trained_runs, phantom_png, tmp_
 @pytest.mark.parametrize('damage, message', [
     (lambda run: (run / 'config.json').write_text((run / 'config.json').read_text()[:50]), 'not valid JSON'),
     (lambda run: (run / 'config.json').write_text(json.dumps(
-        {'config': {**json.loads((run / 'config.json').read_text())['config'], 'colour': 'red'}})),
+        {**json.loads((run / 'config.json').read_text()), 'config': {
+            **json.loads((run / 'config.json').read_text())['config'], 'colour': 'red'}})),
      'unknown settings colour'),
     (lambda run: [p.write_bytes(b'\0' * 10) for p in (run / 'checkpoints').rglob('*') if p.is_file()],
      'cannot be read'),

@@ -10,6 +10,8 @@ it calls is pure.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import fcntl
 import json
 import math
@@ -26,7 +28,6 @@ from tqdm import tqdm
 from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, fingerprint, make_split, split_record,
                            write_phantom)
 from jaxbrain.data.batching import eval_index_batches, train_index_batches
-from jaxbrain import evaluators
 from jaxbrain.config import Config
 from jaxbrain.errors import ConfigError, UserError
 from jaxbrain.metrics import DECISION_THRESHOLD
@@ -81,6 +82,16 @@ def _load(config: Config) -> tuple[SliceArrays, str, str]:
     source = f'phantom (synthetic, {patients} patients) at {root.resolve()}'
   content = fingerprint(root)
   return builder.load_dataset(root, builder.default_data_dir(root, cache_root, content)), source, content
+
+
+EVALUATORS = 'jaxbrain.evaluators'  # the package evaluators named in the config come from, imported by name
+
+
+def _check_evaluators(names) -> None:
+  """Refuses, before any work, an evaluator name with no module in the evaluators package."""
+  missing = [name for name in names if not name.isidentifier() or importlib.util.find_spec(f'{EVALUATORS}.{name}') is None]
+  if missing:
+    raise ConfigError(f'--evals {" ".join(missing)}: no such evaluator (modules of {EVALUATORS.replace(".", "/")}/)')
 
 
 class _StopFlag:
@@ -189,6 +200,7 @@ def train_and_evaluate(config: Config, resume: bool = False, overwrite: bool = F
 def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> dict:
   began = time.perf_counter()
   is_writer = jax.process_index() == 0
+  _check_evaluators(config.task.evals)
   data, source, content = prepare_data(config)
   split = make_split(config.data.split, data.patient, data.label, fold=config.data.fold, seed=config.seed)
   if config.data.split == 'patient':
@@ -296,8 +308,10 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   validation = task.metrics(evaluate(selected, split.validation), split.validation)
   test_outputs = evaluate(selected, split.test)
   test = task.test_metrics(test_outputs, split.test)
-  test.update(evaluators.run(config.task.evals, task, {'params': selected.params, 'batch_stats': selected.batch_stats},
-                             split.test, test_outputs, run_dir if is_writer else None))
+  variables = {'params': selected.params, 'batch_stats': selected.batch_stats}
+  for name in config.task.evals:
+    test.update(importlib.import_module(f'{EVALUATORS}.{name}').evaluate(task, variables, split.test, test_outputs,
+                                                                         run_dir if is_writer else None))
   final = {**test, 'validation': validation, 'test': test, 'selected_checkpoint': selection}
   final.update({'task': config.task.name, 'split': config.data.split, 'fold': config.data.fold,
                 'init': task.init_description, 'data': source, 'data_fingerprint': content, 'counts': counts,

@@ -103,20 +103,30 @@ def _optimizer(config: Config, variables: dict, strategy: str, training_slices: 
                         total_steps, opt.weight_decay)
 
 
-def _patient_intervals(config: Config, data: SliceArrays, indices: np.ndarray, metric: Callable) -> dict:
-  return patient_intervals(metric, data.patient[indices], config.bootstrap_samples, config.seed)
+class _SliceTask:
+  """What both tasks set up alike: the model the config describes, its initial variables, the
+  preprocessing, images as inputs, and patient-bootstrap intervals."""
+
+  def __init__(self, config: Config, data: SliceArrays):
+    self.config, self.data = config, data
+    self.model = models.build(config.model)
+    self.variables, self.init_description = initial_variables(config, self.model)
+    self.preprocessing = Preprocessing.from_name(config.data.preprocess, config.data.image_size)
+
+  def inputs(self, part: str, indices: np.ndarray) -> dict:
+    return {'image': self.data.image[indices]}
+
+  def _intervals(self, indices: np.ndarray, metric: Callable) -> dict:
+    return patient_intervals(metric, self.data.patient[indices], self.config.bootstrap_samples, self.config.seed)
 
 
-class Classification:
+class Classification(_SliceTask):
   """Tumor / no tumor per slice with a ResNet; the feature extractor may train on cached features."""
   selection = 'roc_auc'
   headline = CLASSIFICATION_KEYS
 
   def __init__(self, config: Config, data: SliceArrays, split: Split, progress: bool = False):
-    self.config, self.data = config, data
-    self.model = models.build(config.model)
-    self.variables, self.init_description = initial_variables(config, self.model)
-    self.preprocessing = Preprocessing.from_name(config.data.preprocess, config.data.image_size)
+    super().__init__(config, data)
     frozen = config.task.strategy == 'feature_extractor'
     self.tx = _optimizer(config, self.variables, config.task.strategy, len(split.train))
     use_cache = frozen and config.task.feature_cache and config.task.frozen_bn == 'running'
@@ -146,7 +156,7 @@ class Classification:
 
   def inputs(self, part: str, indices: np.ndarray) -> dict:
     if self._cached is None:
-      return {'image': self.data.image[indices]}
+      return super().inputs(part, indices)
     cached, features = self._cached[part]
     return {'features': features[np.searchsorted(cached, indices)]}
 
@@ -160,31 +170,25 @@ class Classification:
     labels, probabilities = self.data.label[indices], outputs['probability']
     resampled = lambda rows, groups: classification_metrics(labels[rows], probabilities[rows])
     return {**classification_metrics(labels, probabilities),
-            **_patient_intervals(self.config, self.data, indices, resampled)}
+            **self._intervals(indices, resampled)}
 
   def write_outputs(self, run_dir: Path, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
     write_test_predictions(run_dir / 'test_predictions.csv', self.data, indices, outputs)
     plot_classification(run_dir, metrics, self.data.label[indices], outputs['probability'])
 
 
-class Segmentation:
+class Segmentation(_SliceTask):
   """The tumor mask per slice with a ResUNet; metrics at the model's resolution, per volume."""
   selection = 'dice_per_volume'
   headline = SEGMENTATION_KEYS
 
   def __init__(self, config: Config, data: SliceArrays, split: Split, progress: bool = False):
-    self.config, self.data = config, data
-    self.model = models.build(config.model)
-    self.variables, self.init_description = initial_variables(config, self.model)
-    self.preprocessing = Preprocessing.from_name(config.data.preprocess, config.data.image_size)
+    super().__init__(config, data)
     self.tx = _optimizer(config, self.variables, 'finetune', len(split.train))
     self.train_step = make_segmentation_train_step(self.model, self.tx, self.preprocessing)
     self.eval_step = make_segmentation_eval_step(self.model, self.preprocessing)
     self.facts = {}
     self._resized = {}
-
-  def inputs(self, part: str, indices: np.ndarray) -> dict:
-    return {'image': self.data.image[indices]}
 
   def targets(self, indices: np.ndarray) -> dict:
     return {'mask': self.data.mask[indices]}
@@ -209,7 +213,7 @@ class Segmentation:
     per_slice = self._counts(outputs, indices)
     resampled = lambda rows, groups: segmentation_metrics_from_counts({k: v[rows] for k, v in per_slice.items()}, groups)
     return {**segmentation_metrics_from_counts(per_slice, self.data.patient[indices]),
-            **_patient_intervals(self.config, self.data, indices, resampled)}
+            **self._intervals(indices, resampled)}
 
   def write_outputs(self, run_dir: Path, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
     write_test_predictions(run_dir / 'test_predictions.csv', self.data, indices, outputs)

@@ -54,7 +54,7 @@ def main() -> None:
       state = jax.tree.map(mean, *[r[0] for r in results])
       losses.append(float(np.mean([sharding.to_host(m)['loss'] for _, m in results])))
       continue
-    placed = sharding.shard_batch(batch, mesh, ('image', 'label'))
+    placed = sharding.shard_batch(batch, mesh)
     assert len(placed['image'].sharding.device_set) == mesh.size
     state, metrics = step(state, placed)
     losses.append(float(sharding.to_host(metrics)['loss']))
