@@ -1,0 +1,65 @@
+"""Fingerprints of the XLA programs jaxbrain's CPU steps compile to, to check a refactor kept them.
+
+  python bench/hlo.py OUT_DIR      # writes OUT_DIR/<case>.hlo and prints one sha256 per case
+
+Run it on two checkouts (`PYTHONPATH=<checkout> python bench/hlo.py ...`) and compare: equal
+fingerprints mean the same optimized program. The text is the compiled HLO without source
+metadata (file names, line numbers, the stack-frame tables), which a refactor changes harmlessly.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+
+def program_text(fn, *args) -> str:
+  """The optimized HLO of `jax.jit(fn)(*args)` with source metadata removed."""
+  import jax
+  lines = jax.jit(fn).lower(*args).compile().as_text().splitlines()
+  first_computation = next(i for i, line in enumerate(lines) if i > 0 and re.match(r'^(ENTRY |%|[A-Za-z_][\w.\-]* \{)', line))
+  return re.sub(r', metadata=\{[^}]*\}', '', '\n'.join([lines[0]] + lines[first_computation:]))
+
+
+def cases():
+  """(name, step, state, batch) of the ResNet18 fine-tune train and eval steps at batch 8 (128 px)
+  and 32 (64 px, chunked weight gradients), and the seg01 ResUNet train step."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxbrain.data import Preprocessing
+  from jaxbrain.models import create_model, create_segmenter
+  from jaxbrain.train.state import create_train_state
+  from jaxbrain.train.steps import make_eval_step, make_segmentation_train_step, make_train_step
+  from jaxbrain.train.strategies import make_optimizer
+
+  for size, batch in ((128, 8), (64, 32)):
+    model = create_model('resnet18', num_classes=2, head_hidden=(256, 64), dropout_rate=0.25)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    tx = make_optimizer(variables['params'], 'finetune', 1e-2, 0.5, 'sgd', 'cosine', 100, 5e-4)
+    state = create_train_state(variables, tx, 0)
+    images = {'image': jnp.zeros((batch, 256, 256, 3), jnp.uint8), 'label': jnp.zeros((batch,), jnp.int32)}
+    yield f'resnet18-{size}px-batch{batch}-train', make_train_step(model, tx, Preprocessing(size), False), state, images
+    yield f'resnet18-{size}px-batch{batch}-eval', make_eval_step(model, Preprocessing(size)), state, images
+  model = create_segmenter('residual', 16)
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
+  tx = make_optimizer(variables['params'], 'finetune', 1e-3, 0.9, 'adam', 'cosine', 100)
+  batch = {'image': jnp.zeros((8, 256, 256, 3), jnp.uint8), 'mask': jnp.zeros((8, 256, 256), jnp.uint8)}
+  step = make_segmentation_train_step(model, tx, Preprocessing.from_name('resize_flip_affine', 128))
+  yield 'resunet-128px-batch8-train', step, create_train_state(variables, tx, 0), batch
+
+
+def main() -> None:
+  import jaxbrain
+  jaxbrain.configure_cpu()
+  out = Path(sys.argv[1])
+  out.mkdir(parents=True, exist_ok=True)
+  for name, step, state, batch in cases():
+    text = program_text(step, state, batch)
+    (out / f'{name}.hlo').write_text(text)
+    print(name, hashlib.sha256(text.encode()).hexdigest()[:16], flush=True)
+
+
+if __name__ == '__main__':
+  main()
