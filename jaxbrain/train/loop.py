@@ -1,11 +1,11 @@
 """The one runner, for classification and segmentation: `train_and_evaluate(config)`.
 
-files -> validated examples -> train / validation / test split -> host batches -> sharded jitted
-step -> training metrics summed on the device (read every FETCH_EVERY steps, with the check
-that the run is still finite) -> validation metrics every epoch (they pick the checkpoint) -> the selected checkpoint
-evaluated once on test -> metrics, predictions, checkpoints and plots in
-`workdir/<experiment>/<run>/`. Side effects (files, signals, progress bars) live here; everything
-it calls is pure.
+files -> validated examples -> train / validation / test split -> the task (`train/tasks.py`)
+-> host batches -> sharded jitted step -> training metrics summed on the device (read every
+FETCH_EVERY steps, with the check that the run is still finite) -> validation metrics every epoch
+(they pick the checkpoint) -> the selected checkpoint evaluated once on test, then the evaluators
+named in the config -> metrics, predictions, checkpoints and plots in `workdir/<experiment>/<run>/`.
+Side effects (files, signals, progress bars) live here; everything it calls is pure.
 """
 from __future__ import annotations
 
@@ -271,26 +271,30 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
                  total=steps_per_epoch, initial=start, desc=f'epoch {epoch + 1}/{config.epochs}',
                  unit='batch', disable=not (progress and is_writer), leave=False)
       totals = sharding.replicate(_device_totals(position['sums']), mesh)
+      fetched_upto = start
       for b, idx in enumerate(bar, start=start):
         batch = {**task.inputs('train', idx), **task.targets(idx)}
         state, metrics = train_step(state, sharding.shard_batch(batch, mesh))
         totals = _accumulate(totals, metrics, b + 1)  # on the device: no host round trip per step
         if (b + 1) % FETCH_EVERY and stop.signal is None:
           continue
-        sums = _fetched_sums(totals, epoch, run_dir, checkpoints)
+        sums = _fetched_sums(totals, epoch, run_dir, checkpoints, writer, epoch * steps_per_epoch, fetched_upto,
+                             b + 1, learning_rate)
+        fetched_upto = b + 1
         bar.set_postfix({name: f'{total / (b + 1):.4f}' for name, total in sums.items()})
         if stop.signal is not None:
           checkpoints.save(state, {**position, 'epoch': epoch, 'batch': b + 1, 'sums': sums})
           checkpoints.close()
           raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {b + 1}; '
                             f'checkpoint saved in {run_dir}; continue with --resume')
-      sums = _fetched_sums(totals, epoch, run_dir, checkpoints)
+      sums = _fetched_sums(totals, epoch, run_dir, checkpoints, writer, epoch * steps_per_epoch, fetched_upto,
+                           steps_per_epoch, learning_rate)
       bar.close()
       metrics = task.metrics(evaluate(state, split.validation), split.validation)
       score, best = metrics[task.selection], position['best']
       improved = not math.isnan(score) and (best is None or score > best)
       position = {'epoch': epoch + 1, 'batch': 0, 'best': score if improved else best,
-                         'best_epoch': epoch + 1 if improved else position.get('best_epoch'), 'sums': {}}
+                  'best_epoch': epoch + 1 if improved else position.get('best_epoch'), 'sums': {}}
       if is_writer:
         record = {'epoch': epoch + 1, 'step': int(jax.device_get(state.step)),
                   **{f'train_{name}': total / max(steps_per_epoch, 1) for name, total in sums.items()},
@@ -299,7 +303,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
         shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items() if k.startswith(('train_', 'validation_')) and
                           isinstance(v, float) and not k.startswith(('validation_precision', 'validation_f1',
                                                                      'validation_iou')))
-        rate = float(learning_rate(record['step']) if callable(learning_rate) else learning_rate)
+        rate = _rate(learning_rate, record['step'])
         print(f'epoch {epoch + 1}/{config.epochs} ({time.perf_counter() - epoch_began:.0f} s, lr {rate:.3g}): {shown}',
               flush=True)
       checkpoints.save(state, position, best=improved)
@@ -325,6 +329,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
     write_json(run_dir / 'decision.json', {'threshold': DECISION_THRESHOLD, 'threshold_chosen_on': 'fixed default',
                                            'checkpoint': selection['checkpoint']})
     plot_curves(run_dir, read_history(run_dir), tuple(task.headline[:3]))
+    writer.hyperparameters(config.flat(), {f'test/{k}': test[k] for k in task.headline if k in test})
     task.write_outputs(run_dir, test, test_outputs, split.test)
     writer.close()
     _print_summary(final, run_dir, config, time.perf_counter() - began)
@@ -337,25 +342,41 @@ FETCH_EVERY = 25  # training steps between reads of the metrics (progress bar, n
 def _device_totals(sums: dict) -> dict:
   """Running sums of the training metrics, kept on the device, from a (resumed) host record."""
   return {'sums': {k: jnp.asarray(v, jnp.float32) for k, v in sums.items()},
-          'first_nonfinite': jnp.asarray(-1, jnp.int32), 'loss_then': jnp.asarray(0.0, jnp.float32)}
+          'first_nonfinite': jnp.asarray(-1, jnp.int32), 'loss_then': jnp.asarray(0.0, jnp.float32),
+          'losses': jnp.zeros(FETCH_EVERY, jnp.float32)}
 
 
 @jax.jit
 def _accumulate(totals: dict, metrics: dict, batch: int) -> dict:
-  """Adds one step's metrics to the running sums and remembers the first batch whose loss or new
-  weights were not finite (with its loss), all on the device."""
+  """Adds one step's metrics to the running sums, keeps its loss for TensorBoard (slot (batch - 1) %
+  FETCH_EVERY, read at the next fetch) and remembers the first batch whose loss or new weights were
+  not finite (with its loss), all on the device."""
   metrics = dict(metrics)
   finite = metrics.pop('finite')
   sums = {k: totals['sums'].get(k, 0.0) + v.astype(jnp.float32) for k, v in metrics.items()}
   first = totals['first_nonfinite']
   newly = (first < 0) & ~finite
+  loss = metrics['loss'].astype(jnp.float32)
   return {'sums': sums, 'first_nonfinite': jnp.where(newly, batch, first),
-          'loss_then': jnp.where(newly, metrics['loss'].astype(jnp.float32), totals['loss_then'])}
+          'loss_then': jnp.where(newly, loss, totals['loss_then']),
+          'losses': totals['losses'].at[(batch - 1) % FETCH_EVERY].set(loss)}
 
 
-def _fetched_sums(totals: dict, epoch: int, run_dir: Path, checkpoints: Checkpoints) -> dict:
-  """The running sums on the host; stops the run if a step went non-finite (nothing of it is saved)."""
+def _rate(learning_rate, step: int) -> float:
+  """The learning rate of optimizer step `step` (counted from 0), from a number or an optax schedule."""
+  return float(learning_rate(step) if callable(learning_rate) else learning_rate)
+
+
+def _fetched_sums(totals: dict, epoch: int, run_dir: Path, checkpoints: Checkpoints, writer, offset: int,
+                  fetched_upto: int, batch: int, learning_rate) -> dict:
+  """The running sums on the host, with the losses of batches fetched_upto+1..batch written to
+  TensorBoard at their global steps (`offset` + batch); stops the run if a step went non-finite
+  (nothing of it is saved)."""
   fetched = jax.device_get(totals)
+  if writer is not None and fetched['first_nonfinite'] < 0:
+    batches = range(fetched_upto + 1, batch + 1)
+    writer.steps([offset + k for k in batches], [fetched['losses'][(k - 1) % FETCH_EVERY] for k in batches],
+                 [_rate(learning_rate, offset + k - 1) for k in batches])
   if fetched['first_nonfinite'] >= 0:
     checkpoints.close()
     raise NonFiniteError(f'training diverged at epoch {epoch + 1}, step {int(fetched["first_nonfinite"])}: the loss '

@@ -16,8 +16,18 @@ def read_history(run_dir: Path) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def tensorboard_tag(name: str) -> str:
+  """A metrics.jsonl key as TensorBoard groups it: 'train_loss' -> 'train/loss', 'validation_dice' -> 'eval/dice'."""
+  for prefix, group in (('train_', 'train/'), ('validation_', 'eval/')):
+    if name.startswith(prefix):
+      return group + name[len(prefix):]
+  return name
+
+
 class RunWriter:
-  """Appends per-epoch records and mirrors scalars to TensorBoard (tensorboardX; no TensorFlow)."""
+  """Appends per-epoch records and mirrors them to TensorBoard (tensorboardX; no TensorFlow), with
+  per-step training loss and learning rate, and the config as hyperparameters at the end.
+  TensorBoard's epochs count from 1, as metrics.jsonl's; its steps are optimizer steps."""
 
   def __init__(self, run_dir: Path):
     from tensorboardX import SummaryWriter
@@ -34,8 +44,19 @@ class RunWriter:
     tmp.replace(self.run_dir / 'metrics.jsonl')
     for name, value in record.items():
       if isinstance(value, (int, float)) and name not in ('epoch', 'step') and value is not None:
-        self.tensorboard.add_scalar(name, value, record['epoch'])
+        self.tensorboard.add_scalar(tensorboard_tag(name), value, record['epoch'])
     self.tensorboard.flush()
+
+  def steps(self, steps, losses, learning_rates) -> None:
+    """Per-step scalars: `train/loss_per_step` and `train/learning_rate` at optimizer steps `steps`."""
+    for step, loss, rate in zip(steps, losses, learning_rates):
+      self.tensorboard.add_scalar('train/loss_per_step', float(loss), step)
+      self.tensorboard.add_scalar('train/learning_rate', float(rate), step)
+
+  def hyperparameters(self, settings: dict, metrics: dict) -> None:
+    """The run's settings beside its final metrics (TensorBoard's HPARAMS tab)."""
+    shown = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in settings.items()}
+    self.tensorboard.add_hparams(shown, {k: v for k, v in metrics.items() if isinstance(v, float)}, name='.')
 
   def close(self) -> None:
     self.tensorboard.close()

@@ -39,6 +39,40 @@ def assert_same_state(a: dict, b: dict):
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} from the TensorBoard event files under `folder` (TFRecord framing)."""
+  from tensorboardX.proto.event_pb2 import Event
+  scalars = {}
+  for path in sorted(folder.rglob('events.out.tfevents.*')):
+    data, offset = path.read_bytes(), 0
+    while offset < len(data):
+      length = int.from_bytes(data[offset:offset + 8], 'little')
+      event = Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
+
+
+def test_tensorboard_has_per_step_loss_and_learning_rate(phantom_png, tmp_path):
+  """Catches per-step values lost or misplaced by the device-side buffer (a step missing, two steps
+  in one slot), a learning rate off by one step, epochs counted from 0, and no hyperparameters."""
+  final = train_and_evaluate(config(phantom_png, tmp_path, epochs=2, lr_schedule='cosine'), progress=False)
+  scalars = tensorboard_scalars(tmp_path / 'test' / 'patient-scratch-32px-seed0' / 'tensorboard')
+  steps = final['counts']['train_slices'] // 4
+  losses = scalars['train/loss_per_step']
+  assert [s for s, _ in losses] == list(range(1, 2 * steps + 1)) and len({v for _, v in losses}) > steps
+  rates = dict(scalars['train/learning_rate'])
+  assert rates[1] == pytest.approx(0.01) and rates[2 * steps] < rates[steps] < rates[1]
+  assert rates[steps + 1] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * steps / (2 * steps))), rel=1e-5)
+  assert [s for s, _ in scalars['train/loss']] == [1, 2] and [s for s, _ in scalars['eval/roc_auc']] == [1, 2]
+  history = [json.loads(line) for line in (tmp_path / 'test' / 'patient-scratch-32px-seed0' / 'metrics.jsonl')
+             .read_text().splitlines()]
+  per_epoch = np.mean([v for s, v in losses if s <= steps])
+  assert history[0]['train_loss'] == pytest.approx(per_epoch, rel=1e-5)
+  assert 'test/roc_auc' in scalars
+
+
 def test_outputs_and_metrics(phantom_png, tmp_path):
   final = train_and_evaluate(config(phantom_png, tmp_path, epochs=2), progress=False)
   run = tmp_path / 'test' / 'patient-scratch-32px-seed0'
