@@ -1,7 +1,8 @@
 """The one runner, for classification and segmentation: `train_and_evaluate(config)`.
 
 files -> validated examples -> train / validation / test split -> the task (`train/tasks.py`)
--> host batches -> sharded jitted step -> training metrics summed on the device (read every
+-> its arrays placed on the devices once (or fed from the host when they do not fit) -> batches of
+row indices -> sharded jitted step that gathers its batch -> training metrics summed on the device (read every
 FETCH_EVERY steps, with the check that the run is still finite) -> validation metrics every epoch
 (they pick the checkpoint) -> the selected checkpoint evaluated once on test, then the evaluators
 named in the config -> metrics, predictions, checkpoints and plots in `workdir/<experiment>/<run>/`.
@@ -219,15 +220,15 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   mesh = sharding.make_mesh()
   check_batch_size(config.batch_size, mesh.size)
   state = sharding.replicate(create_train_state(task.variables, task.tx, config.seed), mesh)
-  train_step = sharding.jit_train_step(task.train_step, mesh)
-  eval_step = sharding.jit_eval_step(task.eval_step, mesh)
+  train_step = sharding.feed(task.train_step, mesh, task.arrays('train'), (sharding.replicated(mesh),) * 2,
+                             donate_state=True)
+  eval_step = sharding.feed(task.eval_step, mesh, task.arrays('eval'), sharding.data_sharding(mesh))
 
   def evaluate(state, indices: np.ndarray) -> dict[str, np.ndarray]:
     """The eval step's outputs for `indices`, in their order."""
     outputs = []
     for idx, valid in eval_index_batches(indices, config.batch_size):
-      inputs = task.inputs('eval', idx)
-      batch_outputs = sharding.to_host(eval_step(state, sharding.shard_batch(inputs, mesh)))
+      batch_outputs = sharding.to_host(eval_step(state, task.rows('eval', idx)))
       outputs.append({k: v[valid] for k, v in batch_outputs.items()})
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
@@ -259,7 +260,8 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
           f'{config.data.split} split{leak}: '
           f'{counts["train_slices"]} train / {counts["validation_slices"]} validation / {counts["test_slices"]} test '
           f'slices ({counts["train_patients"]} / {counts["validation_patients"]} / {counts["test_patients"]} '
-          f'patients); {mesh.size} device(s); run dir {run_dir}', flush=True)
+          f'patients); {mesh.size} device(s), data {"on the devices" if train_step.resident else "fed from the host"}; '
+          f'run dir {run_dir}', flush=True)
 
   steps_per_epoch = len(split.train) // config.batch_size
   learning_rate = learning_rate_schedule(config.optimizer.learning_rate, config.optimizer.schedule,
@@ -273,8 +275,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
       totals = sharding.replicate(_device_totals(position['sums']), mesh)
       fetched_upto = start
       for b, idx in enumerate(bar, start=start):
-        batch = {**task.inputs('train', idx), **task.targets(idx)}
-        state, metrics = train_step(state, sharding.shard_batch(batch, mesh))
+        state, metrics = train_step(state, task.rows('train', idx))
         totals = _accumulate(totals, metrics, b + 1)  # on the device: no host round trip per step
         if (b + 1) % FETCH_EVERY and stop.signal is None:
           continue

@@ -1,5 +1,6 @@
 """Data parallelism with `jax.sharding`: one Mesh axis 'data' over all devices, the batch split
-along it, params and state replicated, and a single jitted step (no pmap).
+along it, params and state replicated, and a single jitted step (no pmap). The dataset is placed on
+the devices once where it fits (`feed`): a step then receives only row indices and gathers its batch.
 
 Multi-host: call `initialize_distributed()` (or set JAXBRAIN_DISTRIBUTED=1) before anything else
 touches JAX; `jax.distributed.initialize()` then auto-detects Slurm, Open MPI or TPU/GKE, or takes
@@ -61,14 +62,47 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, replicated(mesh))
 
 
-def jit_train_step(step: Callable, mesh: Mesh) -> Callable:
-  """`step(state, batch)` jitted with the state replicated (and donated) and the batch data-sharded."""
-  return jax.jit(step, in_shardings=(replicated(mesh), data_sharding(mesh)),
-                 out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
+# The dataset lives on the devices when it takes at most this share of the smallest device's memory
+# (the rest is the model, optimizer state and activations); above it, batches are fed from the host.
+RESIDENT_FRACTION = 0.25
 
 
-def jit_eval_step(step: Callable, mesh: Mesh) -> Callable:
-  return jax.jit(step, in_shardings=(replicated(mesh), data_sharding(mesh)), out_shardings=data_sharding(mesh))
+def fits_on_devices(nbytes: int, mesh: Mesh) -> bool:
+  """Whether `nbytes` of data may be kept on every device of `mesh` (replicated): at most
+  RESIDENT_FRACTION of the smallest device memory JAX reports; CPU devices, which report none and
+  whose memory is the host's, always take it."""
+  limits = [(d.memory_stats() or {}).get('bytes_limit') for d in mesh.devices.flat if d.process_index ==
+            jax.process_index()]
+  return all(limit is None or nbytes <= RESIDENT_FRACTION * limit for limit in limits)
+
+
+def feed(step: Callable, mesh: Mesh, arrays: dict, out_shardings, donate_state: bool = False) -> Callable:
+  """`step(state, batch)` as `fed(state, rows)`: the batch is rows `rows` [B] of `arrays` (host NumPy
+  arrays of one length).
+
+  When the arrays fit on the devices they are placed there once, replicated, and each call sends
+  only the rows, sharded along 'data': the gather runs inside the jitted step. Otherwise the rows
+  are gathered on the host and the batch copied in, split along 'data'. Either way the step sees
+  the same batch. `fed.resident` says which.
+  """
+  donate = (0,) if donate_state else ()
+  if fits_on_devices(sum(np.asarray(v).nbytes for v in arrays.values()), mesh):
+    resident = replicate(arrays, mesh)
+    gathered = jax.jit(lambda state, data, rows: step(state, {k: v[rows] for k, v in data.items()}),
+                       in_shardings=(replicated(mesh), replicated(mesh), data_sharding(mesh)),
+                       out_shardings=out_shardings, donate_argnums=donate)
+
+    def fed(state, rows):
+      return gathered(state, resident, shard_batch({'rows': np.asarray(rows, np.int32)}, mesh)['rows'])
+    fed.resident = True
+  else:
+    jitted = jax.jit(step, in_shardings=(replicated(mesh), data_sharding(mesh)), out_shardings=out_shardings,
+                     donate_argnums=donate)
+
+    def fed(state, rows):
+      return jitted(state, shard_batch({k: np.asarray(v)[rows] for k, v in arrays.items()}, mesh))
+    fed.resident = False
+  return fed
 
 
 def to_host(tree):

@@ -45,11 +45,12 @@ class Task(Protocol):
   headline: tuple[str, ...]  # metrics logged every epoch
   facts: dict  # recorded in config.json
 
-  def inputs(self, part: str, indices: np.ndarray) -> dict:
-    """Model inputs of dataset `indices` for 'train' or 'eval' steps."""
+  def arrays(self, part: str) -> dict[str, np.ndarray]:
+    """Everything the 'train' step (inputs and targets) or the 'eval' step (inputs) reads, as arrays
+    whose rows a batch takes; the runner places them on the devices once when they fit."""
 
-  def targets(self, indices: np.ndarray) -> dict:
-    """Training targets of dataset `indices`."""
+  def rows(self, part: str, indices: np.ndarray) -> np.ndarray:
+    """The rows of `arrays(part)` that hold dataset `indices`."""
 
   def metrics(self, outputs: dict, indices: np.ndarray) -> dict:
     """Metrics of the eval step's `outputs` for `indices` (validation every epoch, test once)."""
@@ -113,8 +114,11 @@ class _SliceTask:
     self.variables, self.init_description = initial_variables(config, self.model)
     self.preprocessing = Preprocessing.from_name(config.data.preprocess, config.data.image_size)
 
-  def inputs(self, part: str, indices: np.ndarray) -> dict:
-    return {'image': self.data.image[indices]}
+  def arrays(self, part: str) -> dict[str, np.ndarray]:
+    return {'image': self.data.image, **(self._targets() if part == 'train' else {})}
+
+  def rows(self, part: str, indices: np.ndarray) -> np.ndarray:
+    return indices
 
   def _intervals(self, indices: np.ndarray, metric: Callable) -> dict:
     return patient_intervals(metric, self.data.patient[indices], self.config.bootstrap_samples, self.config.seed)
@@ -154,14 +158,17 @@ class Classification(_SliceTask):
     return {'train': (split.train, cache(indices=split.train, with_flipped=self.preprocessing.flip)),
             'eval': (evaluated, cache(indices=evaluated, with_flipped=False))}
 
-  def inputs(self, part: str, indices: np.ndarray) -> dict:
-    if self._cached is None:
-      return super().inputs(part, indices)
-    cached, features = self._cached[part]
-    return {'features': features[np.searchsorted(cached, indices)]}
+  def _targets(self) -> dict[str, np.ndarray]:
+    return {'label': self.data.label}
 
-  def targets(self, indices: np.ndarray) -> dict:
-    return {'label': self.data.label[indices]}
+  def arrays(self, part: str) -> dict[str, np.ndarray]:
+    if self._cached is None:
+      return super().arrays(part)
+    cached, features = self._cached[part]
+    return {'features': features, **({'label': self.data.label[cached]} if part == 'train' else {})}
+
+  def rows(self, part: str, indices: np.ndarray) -> np.ndarray:
+    return indices if self._cached is None else np.searchsorted(self._cached[part][0], indices)
 
   def metrics(self, outputs: dict, indices: np.ndarray) -> dict:
     return classification_metrics(self.data.label[indices], outputs['probability'])
@@ -190,8 +197,8 @@ class Segmentation(_SliceTask):
     self.facts = {}
     self._resized = {}
 
-  def targets(self, indices: np.ndarray) -> dict:
-    return {'mask': self.data.mask[indices]}
+  def _targets(self) -> dict[str, np.ndarray]:
+    return {'mask': self.data.mask}
 
   def true_masks(self, indices: np.ndarray) -> np.ndarray:
     """True masks [N, S, S] bool at the model's resolution, where the metrics are computed; resized

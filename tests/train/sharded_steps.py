@@ -38,13 +38,15 @@ def main() -> None:
   initial = jax.tree.map(np.asarray, {'params': state.params, 'batch_stats': state.batch_stats})
   mesh = sharding.make_mesh()
   train_step = make_train_step(model, tx, Preprocessing(64, flip=False), frozen_backbone=False)
-  step = sharding.jit_train_step(train_step, mesh)
   state = sharding.replicate(state, mesh)
   losses = []
   records = kaggle3m.scan(args.phantom)[:8 * STEPS]
   slices = [kaggle3m.read_slice(r) for r in records]
   images = np.stack([image for image, _ in slices])
   labels = np.array([mask.any() for _, mask in slices], np.int32)
+  step = sharding.feed(train_step, mesh, {'image': images, 'label': labels}, (sharding.replicated(mesh),) * 2,
+                       donate_state=True)
+  assert step.resident  # CPU devices take the data: the gather runs inside the sharded step
   for b in range(STEPS):
     batch = {'image': images[b * 8:(b + 1) * 8], 'label': labels[b * 8:(b + 1) * 8]}
     if args.per_device_bn:
@@ -54,9 +56,7 @@ def main() -> None:
       state = jax.tree.map(mean, *[r[0] for r in results])
       losses.append(float(np.mean([sharding.to_host(m)['loss'] for _, m in results])))
       continue
-    placed = sharding.shard_batch(batch, mesh)
-    assert len(placed['image'].sharding.device_set) == mesh.size
-    state, metrics = step(state, placed)
+    state, metrics = step(state, np.arange(b * 8, (b + 1) * 8))
     losses.append(float(sharding.to_host(metrics)['loss']))
   tree = sharding.to_host({'params': state.params, 'batch_stats': state.batch_stats})
   updates = jax.tree.map(lambda new, old: np.asarray(new) - np.asarray(old), tree, initial)

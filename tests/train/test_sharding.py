@@ -88,3 +88,50 @@ def test_two_processes_match_one(one_device, phantom_tif, tmp_path):
   assert int(four.pop('devices')) == 4 and int(four.pop('processes')) == 1
   assert_same(dict(multi), four)
   assert_same(multi, dict(one_device))
+
+
+class _Device:
+  process_index = 0
+
+  def __init__(self, limit):
+    self.limit = limit
+
+  def memory_stats(self):
+    return None if self.limit is None else {'bytes_limit': self.limit}
+
+
+class _Mesh:
+  def __init__(self, *limits):
+    self.devices = np.array([_Device(limit) for limit in limits])
+
+
+def test_data_stays_on_the_devices_only_where_it_fits():
+  """Catches a dataset placed on an accelerator it would crowd out (over a quarter of its memory),
+  and CPU devices (no reported limit, host memory) refused it."""
+  from jaxbrain.train.sharding import RESIDENT_FRACTION, fits_on_devices
+  assert fits_on_devices(10 ** 12, _Mesh(None))
+  assert fits_on_devices(int(RESIDENT_FRACTION * 8e9), _Mesh(8e9, 16e9))
+  assert not fits_on_devices(int(RESIDENT_FRACTION * 8e9) + 1, _Mesh(16e9, 8e9))
+
+
+def test_resident_and_host_fed_steps_see_the_same_batch(monkeypatch):
+  """Catches a gather on the device that takes other rows (or reorders them) than the host path."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxbrain.train import sharding
+  mesh = sharding.make_mesh()
+  arrays = {'image': np.random.default_rng(0).integers(0, 255, (20, 6, 6, 3), dtype=np.uint8),
+            'label': np.arange(20, dtype=np.int32)}
+  step = lambda state, batch: (state + 1, {'label': batch['label'], 'pixels': jnp.sum(batch['image'], (1, 2, 3))})
+  shardings = (sharding.replicated(mesh),) * 2
+  resident = sharding.feed(step, mesh, arrays, shardings)
+  monkeypatch.setattr(sharding, 'fits_on_devices', lambda nbytes, mesh: False)
+  host_fed = sharding.feed(step, mesh, arrays, shardings)
+  assert resident.resident and not host_fed.resident
+  rows = np.array([7, 3, 19, 0])
+  for fed in (resident, host_fed):
+    state, outputs = fed(jnp.zeros(()), rows)
+    outputs = jax.device_get(outputs)
+    np.testing.assert_array_equal(outputs['label'], rows)
+    np.testing.assert_array_equal(outputs['pixels'], arrays['image'][rows].sum((1, 2, 3)))
