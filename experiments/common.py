@@ -69,9 +69,8 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
 def resolve(config: Config, argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
   """The experiment's config with the command line's overrides (and the phantom budget) applied."""
   args = build_parser(config).parse_args(argv)
-  changes = {k: v for k, v in vars(args).items() if v is not None and k not in RUN_FLAGS}
-  if 'head_hidden' in changes:
-    changes['head_hidden'] = tuple(changes['head_hidden'])
+  changes = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
+             if v is not None and k not in RUN_FLAGS}  # lists from nargs='*' flags: the fields hold tuples
   if 'data_dir' not in changes:
     budget = {k: v for k, v in PHANTOM_BUDGET[config.task.name].items() if k not in changes}
     changes.update(budget)

@@ -74,6 +74,7 @@ def test_flags_follow_the_task():
     resolve(CONFIG, ['--data-dir', '/d', '--unet-width', '8'])
   config, _ = resolve(CONFIG, ['--data-dir', '/d', '--no-feature-cache', '--head-hidden', '64', '32', '--momentum', '0.9'])
   assert config.task.feature_cache is False and config.model.head_hidden == (64, 32)
+  assert resolve(CONFIG, ['--data-dir', '/d', '--evals'])[0].task.evals == ()
   assert config.optimizer.momentum == 0.9
   text = build_parser(SEG).format_help()
   assert '--unet-width' in text and '--encoder' in text and '--strategy' not in text
