@@ -220,9 +220,10 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   mesh = sharding.make_mesh()
   check_batch_size(config.batch_size, mesh.size)
   state = sharding.replicate(create_train_state(task.variables, task.tx, config.seed), mesh)
+  placed = {}  # device copies shared by the two steps
   train_step = sharding.feed(task.train_step, mesh, task.arrays('train'), (sharding.replicated(mesh),) * 2,
-                             donate_state=True)
-  eval_step = sharding.feed(task.eval_step, mesh, task.arrays('eval'), sharding.data_sharding(mesh))
+                             donate_state=True, placed=placed)
+  eval_step = sharding.feed(task.eval_step, mesh, task.arrays('eval'), sharding.data_sharding(mesh), placed=placed)
 
   def evaluate(state, indices: np.ndarray) -> dict[str, np.ndarray]:
     """The eval step's outputs for `indices`, in their order."""

@@ -76,18 +76,24 @@ def fits_on_devices(nbytes: int, mesh: Mesh) -> bool:
   return all(limit is None or nbytes <= RESIDENT_FRACTION * limit for limit in limits)
 
 
-def feed(step: Callable, mesh: Mesh, arrays: dict, out_shardings, donate_state: bool = False) -> Callable:
+def feed(step: Callable, mesh: Mesh, arrays: dict, out_shardings, donate_state: bool = False,
+         placed: dict | None = None) -> Callable:
   """`step(state, batch)` as `fed(state, rows)`: the batch is rows `rows` [B] of `arrays` (host NumPy
   arrays of one length).
 
   When the arrays fit on the devices they are placed there once, replicated, and each call sends
   only the rows, sharded along 'data': the gather runs inside the jitted step. Otherwise the rows
   are gathered on the host and the batch copied in, split along 'data'. Either way the step sees
-  the same batch. `fed.resident` says which.
+  the same batch. `fed.resident` says which. Feeds given one `placed` dict share their device
+  copies: an array two steps read (the images, for training and evaluation) is placed once.
   """
   donate = (0,) if donate_state else ()
   if fits_on_devices(sum(np.asarray(v).nbytes for v in arrays.values()), mesh):
-    resident = replicate(arrays, mesh)
+    placed = {} if placed is None else placed
+    for value in arrays.values():
+      if id(value) not in placed:
+        placed[id(value)] = (value, replicate(value, mesh))  # the host array is kept so its id stays unique
+    resident = {k: placed[id(v)][1] for k, v in arrays.items()}
     gathered = jax.jit(lambda state, data, rows: step(state, {k: v[rows] for k, v in data.items()}),
                        in_shardings=(replicated(mesh), replicated(mesh), data_sharding(mesh)),
                        out_shardings=out_shardings, donate_argnums=donate)

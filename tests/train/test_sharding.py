@@ -135,3 +135,16 @@ def test_resident_and_host_fed_steps_see_the_same_batch(monkeypatch):
     outputs = jax.device_get(outputs)
     np.testing.assert_array_equal(outputs['label'], rows)
     np.testing.assert_array_equal(outputs['pixels'], arrays['image'][rows].sum((1, 2, 3)))
+
+
+def test_an_array_two_steps_read_is_placed_once():
+  """Catches the images copied to the devices twice, once for training and once for evaluation."""
+  from jaxbrain.train import sharding
+  mesh = sharding.make_mesh()
+  images = np.zeros((4, 2, 2, 3), np.uint8)
+  placed = {}
+  step = lambda state, batch: (state, batch['image'].sum())
+  sharding.feed(step, mesh, {'image': images, 'label': np.zeros(4, np.int32)}, (sharding.replicated(mesh),) * 2,
+                placed=placed)
+  sharding.feed(step, mesh, {'image': images}, sharding.replicated(mesh), placed=placed)
+  assert len(placed) == 2 and placed[id(images)][0] is images
