@@ -81,17 +81,16 @@ BUILD_CHUNK = 256  # slices decoded at once while building (bounds the memory of
 
 
 def _example(record: kaggle3m.SliceRecord, root: Path) -> tuple[dict, tuple[str, ...]]:
-  image, mask, notes = kaggle3m.read_slice_noting(record)
-  lossless_png = record.image_path.suffix.lower() == '.png' and kaggle3m.LOSSY_PNG not in notes
+  decoded = kaggle3m.read_slice_noting(record)
   return {
-      'image': record.image_path.read_bytes() if lossless_png else _png(image),
-      'mask': _png(mask[..., None]),
-      'label': int(mask.any()),
+      'image': decoded.image_png if decoded.image_png is not None else _png(decoded.image),
+      'mask': _png(decoded.mask[..., None]),
+      'label': int(decoded.mask.any()),
       'patient': record.patient,
       'institution': record.institution,
       'slice': record.slice,
       'path': record.image_path.relative_to(root).as_posix(),
-  }, notes
+  }, decoded.notes
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -154,16 +153,25 @@ def _remove_stale_builds(data_dir: Path) -> None:
 
 
 def load_arrays(builder: Lgg) -> SliceArrays:
-  """Reads every example of a built dataset into host memory, sorted by (patient, slice)."""
-  source = builder.as_data_source(split=SPLIT)
-  with concurrent.futures.ThreadPoolExecutor(4) as pool:  # PNG decoding releases the GIL
-    examples = list(pool.map(source.__getitem__, range(len(source))))
+  """Reads every example of a built dataset into host memory, sorted by (patient, slice). TFDS
+  hands over the stored PNG bytes and a thread per core decodes them straight into the arrays."""
+  source = builder.as_data_source(split=SPLIT, decoders={'image': tfds.decode.SkipDecoding(),
+                                                         'mask': tfds.decode.SkipDecoding()})
+  examples = [source[i] for i in range(len(source))]
   decode = lambda value: value.decode() if isinstance(value, bytes) else str(value)
-  order = sorted(range(len(examples)), key=lambda i: (decode(examples[i]['patient']), int(examples[i]['slice'])))
-  examples = [examples[i] for i in order]
+  examples.sort(key=lambda e: (decode(e['patient']), int(e['slice'])))
+  size = kaggle3m.IMAGE_SIZE
+  image, mask = np.empty((len(examples), size, size, 3), np.uint8), np.empty((len(examples), size, size), np.uint8)
+
+  def decode_into(i: int) -> None:
+    image[i] = np.asarray(Image.open(io.BytesIO(examples[i]['image'])))
+    mask[i] = np.asarray(Image.open(io.BytesIO(examples[i]['mask'])))
+
+  with concurrent.futures.ThreadPoolExecutor(kaggle3m.decode_workers()) as pool:  # PNG decoding releases the GIL
+    list(pool.map(decode_into, range(len(examples))))
   return SliceArrays(
-      image=np.stack([e['image'] for e in examples]).astype(np.uint8),
-      mask=np.stack([e['mask'][..., 0] for e in examples]).astype(np.uint8),
+      image=image,
+      mask=mask,
       label=np.array([e['label'] for e in examples], np.int32),
       patient=np.array([decode(e['patient']) for e in examples]),
       institution=np.array([decode(e['institution']) for e in examples]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
 import re
 import warnings
 from collections import Counter, defaultdict
@@ -138,23 +139,29 @@ def _open(path: Path, data: bytes | None = None) -> Image.Image:
   return image
 
 
-def read_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
-  """Decodes one slice image: uint8 [256, 256, 3] (pre-contrast, FLAIR, post-contrast).
-
-  `data`: the file's bytes when they come from elsewhere (e.g. Spark); `path` then names them.
-  """
-  image = _open(Path(path), data)
+def _image_array(image: Image.Image, path) -> np.ndarray:
   if image.mode != 'RGB':
     raise DataError(f'{path}: wrong mode {image.mode!r}, expected a 3-channel RGB image')
   return np.asarray(image, dtype=np.uint8)
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-  """Decodes one tumor mask: uint8 [256, 256] with 1 = tumor (any nonzero source pixel)."""
-  image = _open(Path(path))
+def _mask_values(image: Image.Image, path) -> np.ndarray:
   if image.mode not in ('L', '1', 'P', 'I', 'I;16'):
     raise DataError(f'{path}: wrong mode {image.mode!r}, expected a single-channel mask')
-  return (np.asarray(image) > 0).astype(np.uint8)
+  return np.asarray(image)
+
+
+def read_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
+  """Decodes one slice image: uint8 [256, 256, 3] (pre-contrast, FLAIR, post-contrast).
+
+  `data`: the file's bytes when they come from elsewhere (e.g. Spark); `path` then names them.
+  """
+  return _image_array(_open(Path(path), data), path)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+  """Decodes one tumor mask: uint8 [256, 256] with 1 = tumor (any nonzero source pixel)."""
+  return (_mask_values(_open(Path(path)), path) > 0).astype(np.uint8)
 
 
 def read_slice(record: SliceRecord) -> tuple[np.ndarray, np.ndarray]:
@@ -165,22 +172,40 @@ def read_slice(record: SliceRecord) -> tuple[np.ndarray, np.ndarray]:
 SOFT_MASK, LOSSY_PNG = 'mask values other than 0 and 255', '.png file holding JPEG (lossy) data'
 
 
-def read_slice_noting(record: SliceRecord) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-  """`read_slice` plus what was bent on the way: SOFT_MASK (values other than 0 and 255, e.g. noise
-  or anti-aliased edges, all counted as tumor) and LOSSY_PNG (a .png that holds JPEG bytes)."""
-  image, mask = read_slice(record)
+@dataclasses.dataclass(frozen=True)
+class DecodedSlice:
+  """One validated slice (`read_slice`'s arrays), what was bent on the way (`notes`: SOFT_MASK for
+  mask values other than 0 and 255, e.g. noise or anti-aliased edges, all counted as tumor;
+  LOSSY_PNG for a .png that holds JPEG bytes), and the image file's bytes when they are a lossless
+  PNG (`image_png`, storable as they are), else None."""
+  image: np.ndarray
+  mask: np.ndarray
+  notes: tuple[str, ...]
+  image_png: bytes | None
+
+
+def read_slice_noting(record: SliceRecord) -> DecodedSlice:
+  """`read_slice` plus its notes; each file is read and decoded once."""
+  image_bytes, mask_bytes = _read_bytes(record.image_path), _read_bytes(record.mask_path)
+  image_file, mask_file = _open(record.image_path, image_bytes), _open(record.mask_path, mask_bytes)
+  image, raw_mask = _image_array(image_file, record.image_path), _mask_values(mask_file, record.mask_path)
   notes = []
-  with Image.open(record.mask_path) as raw:
-    values = np.unique(np.asarray(raw))
-  if raw.mode not in ('1',) and np.setdiff1d(values, [0, 255]).size:
+  if mask_file.mode != '1' and np.any((raw_mask != 0) & (raw_mask != 255)):
     notes.append(SOFT_MASK)
-  for path in (record.image_path, record.mask_path):
-    if path.suffix.lower() == '.png':
-      with Image.open(path) as opened:
-        if opened.format != 'PNG':
-          notes.append(LOSSY_PNG)
-          break
-  return image, mask, tuple(notes)
+  if any(path.suffix.lower() == '.png' and opened.format != 'PNG'
+         for path, opened in ((record.image_path, image_file), (record.mask_path, mask_file))):
+    notes.append(LOSSY_PNG)
+  lossless_png = record.image_path.suffix.lower() == '.png' and image_file.format == 'PNG'
+  return DecodedSlice(image, (raw_mask > 0).astype(np.uint8), tuple(notes), image_bytes if lossless_png else None)
+
+
+def _read_bytes(path: Path) -> bytes:
+  try:
+    return path.read_bytes()
+  except FileNotFoundError:
+    raise DataError(f'{path}: file not found') from None
+  except IsADirectoryError:
+    raise DataError(f'{path}: is a folder, not an image file') from None
 
 
 def warn_notes(notes: Sequence[tuple[str, ...]], where: str | Path) -> dict[str, int]:
@@ -192,10 +217,16 @@ def warn_notes(notes: Sequence[tuple[str, ...]], where: str | Path) -> dict[str,
   return dict(counts)
 
 
+def decode_workers() -> int:
+  """Threads that decode slices: one per core this process may use (at least 2)."""
+  return max(2, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 2)
+
+
 def map_slices(fn: Callable[[SliceRecord], object], records: Sequence[SliceRecord],
-               progress: str | None = None, workers: int = 4) -> list:
-  """Applies `fn` to every record on a thread pool (PIL decodes outside the GIL), in order."""
-  with ThreadPoolExecutor(workers) as pool:
+               progress: str | None = None, workers: int | None = None) -> list:
+  """Applies `fn` to every record on a thread pool (PIL decodes outside the GIL), in order; one
+  thread per core unless `workers` says otherwise."""
+  with ThreadPoolExecutor(workers or decode_workers()) as pool:
     results = pool.map(fn, records)
     if progress:
       from tqdm import tqdm
@@ -223,8 +254,8 @@ def summarize(root: str | Path, progress: bool = False) -> dict:
   records = scan(root)
 
   def inspect(record: SliceRecord):
-    image, mask, notes = read_slice_noting(record)
-    return bool(mask.any()), channels_present(image), notes
+    decoded = read_slice_noting(record)
+    return bool(decoded.mask.any()), channels_present(decoded.image), decoded.notes
 
   results = map_slices(inspect, records, progress='validating' if progress else None)
   notes = warn_notes([n for _, _, n in results], root)
