@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MIN_REPEAT_S = 1.0  # on fast devices, enough steps per repeat that launch and timer jitter stay small
 
 
-def _timed_repeats(run, repeats: int, steps: int, batch: int) -> tuple[list[float], int]:
+def timed_repeats(run, repeats: int, steps: int, batch: int) -> tuple[list[float], int]:
   """Warms up with two steps (which also size the repeats), then times `repeats` runs of >= `steps` steps."""
   start = time.perf_counter()
   run(2)
@@ -85,27 +85,35 @@ def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype
   start = time.perf_counter()
   run(1)
   compile_s = time.perf_counter() - start
-  rates, steps = _timed_repeats(run, repeats, steps, batch)
+  rates, steps = timed_repeats(run, repeats, steps, batch)
   stats = jax.devices()[0].memory_stats() or {}  # None on CPU
   peak = stats.get('peak_bytes_in_use')
   return {'rates': rates, 'steps': steps, 'compile_s': compile_s, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
           'device': jax.devices()[0].platform, 'device_peak_mb': peak / 2 ** 20 if peak else None}
 
 
-def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype: str) -> dict:
-  import torch
+def torch_report_model(arch: str):
+  """The PyTorch twin of jaxbrain's report model: torchvision's ResNet with the report's head
+  (Linear-ReLU-Dropout-Linear-Dropout-Linear, hidden 256 and 64, dropout 0.25)."""
   from torch import nn
 
   sys.path.insert(0, str(ROOT))
   from tests.models.torch_reference import BasicBlock, Bottleneck, ResNet
 
-  torch.set_num_threads(os.cpu_count())
-  torch.manual_seed(0)
   block, layers = (BasicBlock, [2, 2, 2, 2]) if arch == 'resnet18' else (Bottleneck, [3, 4, 6, 3])
   model = ResNet(block, layers)
-  features = model.fc.in_features
-  model.fc = nn.Sequential(nn.Linear(features, 256), nn.ReLU(), nn.Dropout(0.25), nn.Linear(256, 64),
+  model.fc = nn.Sequential(nn.Linear(model.fc.in_features, 256), nn.ReLU(), nn.Dropout(0.25), nn.Linear(256, 64),
                            nn.Dropout(0.25), nn.Linear(64, 2))
+  return model
+
+
+def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype: str) -> dict:
+  import torch
+  from torch import nn
+
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  model = torch_report_model(arch)
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest kernels, as XLA autotunes them on GPUs
   model = model.to(device)
@@ -136,7 +144,7 @@ def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dty
       synchronize()
 
   run(1)  # cuDNN's kernel search on a GPU
-  rates, steps = _timed_repeats(run, repeats, steps, batch)
+  rates, steps = timed_repeats(run, repeats, steps, batch)
   return {'rates': rates, 'steps': steps, 'threads': torch.get_num_threads(), 'device': device,
           'device_peak_mb': torch.cuda.max_memory_allocated() / 2 ** 20 if device == 'cuda' else None}
 
@@ -191,9 +199,10 @@ def feature_cache_worker(arch: str, batch: int, repeats: int, examples: int) -> 
           'speedup': timings['frozen_backbone_epoch_s'] / timings['cached_features_epoch_s']}
 
 
-def run_worker(args: list[str], env: dict | None = None) -> dict:
-  """Runs one measurement in a fresh process; returns its JSON result plus its peak RSS."""
-  out = subprocess.run([sys.executable, __file__, '--worker', *args], capture_output=True, text=True, cwd=ROOT,
+def run_worker(args: list[str], env: dict | None = None, script: str = __file__) -> dict:
+  """Runs one measurement (`script --worker ARGS`) in a fresh process; returns the JSON object its
+  last line prints."""
+  out = subprocess.run([sys.executable, script, '--worker', *args], capture_output=True, text=True, cwd=ROOT,
                        env={**os.environ, **(env or {})})
   if out.returncode:
     raise RuntimeError(f'worker {args} failed:\n{out.stderr[-3000:]}')

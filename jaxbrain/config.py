@@ -126,6 +126,8 @@ class Config:
   keep_checkpoints: int = setting(3, 'how many of the newest checkpoints to keep for --resume, besides the best one',
                                   at_least=1)
   bootstrap_samples: int = setting(1000, 'patient bootstrap resamples for 95%% intervals (0: none)', at_least=0)
+  steps_per_dispatch: int = setting(0, 'training steps per jitted dispatch (a lax.scan over that many batches, so '
+                                    'short steps do not wait on launches; 0: 1 on CPU, 8 on accelerators)', at_least=0)
 
   def __post_init__(self):
     for message in self.problems():

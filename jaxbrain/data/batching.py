@@ -47,6 +47,19 @@ def train_index_batches(indices: np.ndarray, batch_size: int, seed: int, epoch: 
     yield order[b * batch_size:(b + 1) * batch_size]
 
 
+def dispatch_plan(steps: int, per_dispatch: int, start: int = 0) -> list[tuple[int, int]]:
+  """(first batch, batch count) of each dispatch of an epoch of `steps` batches from `start`:
+  `per_dispatch` batches at a time from multiples of it, single batches for the rest (the tail of
+  the epoch, or the way to the next multiple when resuming off one). A run resumed at a dispatch
+  boundary makes the same dispatches as one never interrupted."""
+  plan, batch = [], start
+  while batch < steps:
+    count = per_dispatch if batch % per_dispatch == 0 and batch + per_dispatch <= steps else 1
+    plan.append((batch, count))
+    batch += count
+  return plan
+
+
 def train_batches(data: SliceArrays, indices: np.ndarray, batch_size: int, seed: int, epoch: int,
                   start_batch: int = 0) -> Iterator[Batch]:
   """`train_index_batches` gathered into image batches."""

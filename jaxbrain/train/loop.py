@@ -11,6 +11,7 @@ Side effects (files, signals, progress bars) live here; everything it calls is p
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import fcntl
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, fingerprint, make_split, split_record,
                            write_phantom)
-from jaxbrain.data.batching import eval_index_batches, train_index_batches
+from jaxbrain.data.batching import dispatch_plan, epoch_order, eval_index_batches
 from jaxbrain.config import Config
 from jaxbrain.errors import ConfigError, UserError
 from jaxbrain.metrics import DECISION_THRESHOLD
@@ -203,6 +204,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   is_writer = jax.process_index() == 0
   _check_evaluators(config.task.evals)
   data, source, content = prepare_data(config)
+  timing = {'seconds_to_data': time.perf_counter() - began, 'seconds_to_first_step': None}
   split = make_split(config.data.split, data.patient, data.label, fold=config.data.fold, seed=config.seed)
   if config.data.split == 'patient':
     check_disjoint(split, data.patient)
@@ -220,18 +222,20 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   mesh = sharding.make_mesh()
   check_batch_size(config.batch_size, mesh.size)
   state = sharding.replicate(create_train_state(task.variables, task.tx, config.seed), mesh)
-  placed = {}  # device copies shared by the two steps
-  train_step = sharding.feed(task.train_step, mesh, task.arrays('train'), (sharding.replicated(mesh),) * 2,
-                             donate_state=True, placed=placed)
+  placed = {}  # device copies shared by the steps
+  per_dispatch = config.steps_per_dispatch or (1 if jax.default_backend() == 'cpu' else 8)
+  replicated = (sharding.replicated(mesh),) * 2
+  train_steps = {count: sharding.feed(task.train_step, mesh, task.arrays('train'), replicated, donate_state=True,
+                                      placed=placed, steps=count) for count in sorted({1, per_dispatch})}
   eval_step = sharding.feed(task.eval_step, mesh, task.arrays('eval'), sharding.data_sharding(mesh), placed=placed)
 
   def evaluate(state, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """The eval step's outputs for `indices`, in their order."""
-    outputs = []
-    for idx, valid in eval_index_batches(indices, config.batch_size):
-      batch_outputs = sharding.to_host(eval_step(state, task.rows('eval', idx)))
-      outputs.append({k: v[valid] for k, v in batch_outputs.items()})
-    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+    """The eval step's outputs for `indices`, in their order: every batch dispatched (inputs placed
+    ahead on a thread) before the outputs are fetched, once."""
+    batches = list(eval_index_batches(indices, config.batch_size))
+    placed_rows = sharding.prefetched(functools.partial(eval_step.put, task.rows('eval', idx)) for idx, _ in batches)
+    outputs = sharding.to_host([eval_step.run(state, rows) for rows in placed_rows])
+    return {k: np.concatenate([o[k][valid] for o, (_, valid) in zip(outputs, batches)]) for k in outputs[0]}
 
   checkpoints = Checkpoints(run_dir, config.keep_checkpoints)
   position = {'epoch': 0, 'batch': 0, 'best': None, 'best_epoch': None, 'sums': {}}
@@ -261,7 +265,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
           f'{config.data.split} split{leak}: '
           f'{counts["train_slices"]} train / {counts["validation_slices"]} validation / {counts["test_slices"]} test '
           f'slices ({counts["train_patients"]} / {counts["validation_patients"]} / {counts["test_patients"]} '
-          f'patients); {mesh.size} device(s), data {"on the devices" if train_step.resident else "fed from the host"}; '
+          f'patients); {mesh.size} device(s), data {"on the devices" if eval_step.resident else "fed from the host"}; '
           f'run dir {run_dir}', flush=True)
 
   steps_per_epoch = len(split.train) // config.batch_size
@@ -270,27 +274,37 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   with _StopFlag() as stop:
     for epoch in range(position['epoch'], config.epochs):
       start, epoch_began = position['batch'], time.perf_counter()
-      bar = tqdm(train_index_batches(split.train, config.batch_size, config.seed, epoch, start),
-                 total=steps_per_epoch, initial=start, desc=f'epoch {epoch + 1}/{config.epochs}',
-                 unit='batch', disable=not (progress and is_writer), leave=False)
-      totals = sharding.replicate(_device_totals(position['sums']), mesh)
+      bar = tqdm(total=steps_per_epoch, initial=start, desc=f'epoch {epoch + 1}/{config.epochs}', unit='batch',
+                 disable=not (progress and is_writer), leave=False)
+      order = epoch_order(split.train, config.seed, epoch)
+      plan = dispatch_plan(steps_per_epoch, per_dispatch, start)
+      totals = sharding.replicate(_device_totals(position['sums'], per_dispatch), mesh)
       fetched_upto = start
-      for b, idx in enumerate(bar, start=start):
-        state, metrics = train_step(state, task.rows('train', idx))
-        totals = _accumulate(totals, metrics, b + 1)  # on the device: no host round trip per step
-        if (b + 1) % FETCH_EVERY and stop.signal is None:
-          continue
-        sums = _fetched_sums(totals, epoch, run_dir, checkpoints, writer, epoch * steps_per_epoch, fetched_upto,
-                             b + 1, learning_rate)
-        fetched_upto = b + 1
-        bar.set_postfix({name: f'{total / (b + 1):.4f}' for name, total in sums.items()})
-        if stop.signal is not None:
-          checkpoints.save(state, {**position, 'epoch': epoch, 'batch': b + 1, 'sums': sums})
-          checkpoints.close()
-          raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {b + 1}; '
-                            f'checkpoint saved in {run_dir}; continue with --resume')
+      inputs = contextlib.closing(sharding.prefetched(
+          functools.partial(train_steps[count].put, task.rows('train', _dispatch_rows(order, b, count, config.batch_size)))
+          for b, count in plan))
+      with inputs as placed_inputs:
+        for (b, count), placed_input in zip(plan, placed_inputs):
+          state, metrics = train_steps[count].run(state, placed_input)
+          totals = _accumulate(totals, metrics, b)  # on the device: no host round trip per step
+          done = b + count
+          bar.update(count)
+          if timing['seconds_to_first_step'] is None:  # once per process: compile included
+            timing['seconds_to_first_step'] = _seconds_when_ready(metrics, began)
+          if done - fetched_upto < FETCH_EVERY and stop.signal is None:
+            continue
+          sums = _fetched_sums(totals, epoch, run_dir, checkpoints, writer, epoch * steps_per_epoch, fetched_upto,
+                               done, learning_rate)
+          fetched_upto = done
+          bar.set_postfix({name: f'{total / done:.4f}' for name, total in sums.items()})
+          if stop.signal is not None:
+            checkpoints.save(state, {**position, 'epoch': epoch, 'batch': done, 'sums': sums})
+            checkpoints.close()
+            raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {done}; '
+                              f'checkpoint saved in {run_dir}; continue with --resume')
       sums = _fetched_sums(totals, epoch, run_dir, checkpoints, writer, epoch * steps_per_epoch, fetched_upto,
                            steps_per_epoch, learning_rate)
+      training_seconds = time.perf_counter() - epoch_began
       bar.close()
       metrics = task.metrics(evaluate(state, split.validation), split.validation)
       score, best = metrics[task.selection], position['best']
@@ -300,7 +314,8 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
       if is_writer:
         record = {'epoch': epoch + 1, 'step': int(jax.device_get(state.step)),
                   **{f'train_{name}': total / max(steps_per_epoch, 1) for name, total in sums.items()},
-                  **{f'validation_{k}': metrics[k] for k in task.headline}}
+                  **{f'validation_{k}': metrics[k] for k in task.headline},
+                  'training_seconds': training_seconds, 'elapsed_seconds': time.perf_counter() - began}
         writer.epoch(record, keep_epochs_below=epoch + 1)
         shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items() if k.startswith(('train_', 'validation_')) and
                           isinstance(v, float) and not k.startswith(('validation_precision', 'validation_f1',
@@ -324,7 +339,8 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
                 'epochs': config.epochs, 'experiment': config.experiment, 'model': config.describe(),
                 'arch': getattr(config.model, 'arch', f'resunet-{getattr(config.model, "encoder", "")}'),
                 'strategy': getattr(config.task, 'strategy', None), 'preprocess': config.data.preprocess,
-                'image_size': config.data.image_size})
+                'image_size': config.data.image_size, 'data_on_devices': eval_step.resident, 'steps_per_dispatch': per_dispatch,
+                'timing': {**timing, 'seconds': time.perf_counter() - began}})
   checkpoints.close()
   if is_writer:
     write_json(run_dir / 'metrics.json', final)
@@ -341,27 +357,43 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
 FETCH_EVERY = 25  # training steps between reads of the metrics (progress bar, non-finite check)
 
 
-def _device_totals(sums: dict) -> dict:
-  """Running sums of the training metrics, kept on the device, from a (resumed) host record."""
+def _device_totals(sums: dict, per_dispatch: int) -> dict:
+  """Running sums of the training metrics, kept on the device, from a (resumed) host record; room
+  for the losses of every step between two fetches (at most FETCH_EVERY - 1 + one dispatch)."""
   return {'sums': {k: jnp.asarray(v, jnp.float32) for k, v in sums.items()},
           'first_nonfinite': jnp.asarray(-1, jnp.int32), 'loss_then': jnp.asarray(0.0, jnp.float32),
-          'losses': jnp.zeros(FETCH_EVERY, jnp.float32)}
+          'losses': jnp.zeros(FETCH_EVERY - 1 + per_dispatch, jnp.float32)}
 
 
 @jax.jit
-def _accumulate(totals: dict, metrics: dict, batch: int) -> dict:
-  """Adds one step's metrics to the running sums, keeps its loss for TensorBoard (slot (batch - 1) %
-  FETCH_EVERY, read at the next fetch) and remembers the first batch whose loss or new weights were
-  not finite (with its loss), all on the device."""
-  metrics = dict(metrics)
+def _accumulate(totals: dict, metrics: dict, before: int) -> dict:
+  """Adds one dispatch's metrics (one step's, or [K] stacked of K steps after `before` batches) to
+  the running sums, keeps each step's loss for TensorBoard (batch k in slot (k - 1) % slots, read at
+  the next fetch) and remembers the first batch whose loss or new weights were not finite (with its
+  loss), all on the device."""
+  metrics = {k: jnp.atleast_1d(v) for k, v in metrics.items()}
   finite = metrics.pop('finite')
-  sums = {k: totals['sums'].get(k, 0.0) + v.astype(jnp.float32) for k, v in metrics.items()}
-  first = totals['first_nonfinite']
-  newly = (first < 0) & ~finite
-  loss = metrics['loss'].astype(jnp.float32)
-  return {'sums': sums, 'first_nonfinite': jnp.where(newly, batch, first),
-          'loss_then': jnp.where(newly, loss, totals['loss_then']),
-          'losses': totals['losses'].at[(batch - 1) % FETCH_EVERY].set(loss)}
+  sums = {k: totals['sums'].get(k, 0.0) + jnp.sum(v.astype(jnp.float32)) for k, v in metrics.items()}
+  losses = metrics['loss'].astype(jnp.float32)
+  batches = before + 1 + jnp.arange(losses.shape[0])
+  first_bad = jnp.argmin(finite)
+  newly = (totals['first_nonfinite'] < 0) & ~jnp.all(finite)
+  slots = totals['losses'].shape[0]
+  return {'sums': sums, 'first_nonfinite': jnp.where(newly, batches[first_bad], totals['first_nonfinite']),
+          'loss_then': jnp.where(newly, losses[first_bad], totals['loss_then']),
+          'losses': totals['losses'].at[(batches - 1) % slots].set(losses)}
+
+
+def _dispatch_rows(order: np.ndarray, first: int, count: int, batch_size: int) -> np.ndarray:
+  """Dataset indices of batches first..first+count-1 of the epoch `order`: [B], or [count, B]."""
+  rows = order[first * batch_size:(first + count) * batch_size]
+  return rows.reshape(count, batch_size) if count > 1 else rows
+
+
+def _seconds_when_ready(outputs, since: float) -> float:
+  """Seconds from `since` until `outputs` are computed (a host sync: used once per run)."""
+  jax.block_until_ready(outputs)
+  return time.perf_counter() - since
 
 
 def _rate(learning_rate, step: int) -> float:
@@ -377,7 +409,8 @@ def _fetched_sums(totals: dict, epoch: int, run_dir: Path, checkpoints: Checkpoi
   fetched = jax.device_get(totals)
   if writer is not None and fetched['first_nonfinite'] < 0:
     batches = range(fetched_upto + 1, batch + 1)
-    writer.steps([offset + k for k in batches], [fetched['losses'][(k - 1) % FETCH_EVERY] for k in batches],
+    slots = len(fetched['losses'])
+    writer.steps([offset + k for k in batches], [fetched['losses'][(k - 1) % slots] for k in batches],
                  [_rate(learning_rate, offset + k - 1) for k in batches])
   if fetched['first_nonfinite'] >= 0:
     checkpoints.close()

@@ -43,3 +43,16 @@ def test_batch_size_must_split_across_devices():
   check_batch_size(8, 8)
   with pytest.raises(ValueError, match='multiple of the 8 devices'):
     check_batch_size(12, 8)
+
+
+def test_dispatch_plan_covers_each_batch_once_and_resumes_on_the_same_dispatches():
+  """Catches a batch skipped or run twice, a scan running past the epoch's end, and a resumed run
+  that dispatches differently from an uninterrupted one (it would not be bit-exact)."""
+  from jaxbrain.data.batching import dispatch_plan
+  plan = dispatch_plan(11, 4)
+  assert plan == [(0, 4), (4, 4), (8, 1), (9, 1), (10, 1)]
+  assert [b for first, count in plan for b in range(first, first + count)] == list(range(11))
+  for first, _ in plan:  # resuming at any dispatch boundary gives the rest of the same plan
+    assert dispatch_plan(11, 4, first) == [d for d in plan if d[0] >= first]
+  assert dispatch_plan(11, 4, 2) == [(2, 1), (3, 1), (4, 4), (8, 1), (9, 1), (10, 1)]  # off a boundary
+  assert dispatch_plan(5, 1) == [(b, 1) for b in range(5)]

@@ -147,6 +147,90 @@ def test_resume_is_exact(phantom_png, tmp_path):
   assert [json.loads(r)['epoch'] for r in history] == [1, 2]
 
 
+@pytest.mark.parametrize('steps_per_dispatch, learning_rate', [(1, 0.01), (3, 1e-9)])
+def test_loop_computes_what_a_plain_host_fed_loop_computes(phantom_png, tmp_path, steps_per_dispatch, learning_rate):
+  """The runner (data on the device, steps dispatched one or three at a time, metrics summed on the
+  device, prefetched inputs, asynchronous checkpoints) against the plainest loop: host batches, one
+  jitted step at a time, every loss read at once. Catches a gather of other rows, a batch skipped,
+  run twice or out of order by the dispatch plan, a scan that reuses a step's random key, losses put
+  in the wrong TensorBoard step, and validation computed on other weights. Three steps per dispatch
+  run with a vanishing learning rate: a scan compiles to other float roundings, which 32 px batches
+  of 4 (BatchNorm over 4 values in the last stage) amplify within steps; the losses then still
+  depend on each step's batch, flips and dropout, but not on the chaos of training."""
+  import jax
+
+  from jaxbrain.data import eval_batches, make_split, train_batches
+  from jaxbrain.train.loop import prepare_data
+  from jaxbrain.train.state import create_train_state
+  from jaxbrain.train.tasks import build_task
+
+  run_config = config(phantom_png, tmp_path, epochs=2, lr_schedule='cosine', learning_rate=learning_rate,
+                      steps_per_dispatch=steps_per_dispatch)
+  train_and_evaluate(run_config, progress=False)
+  run_dir = tmp_path / 'test' / 'patient-scratch-32px-seed0'
+
+  data, _, _ = prepare_data(run_config)
+  split = make_split('patient', data.patient, data.label, seed=0)
+  task = build_task(run_config, data, split)
+  state = create_train_state(task.variables, task.tx, run_config.seed)
+  train_step, eval_step = jax.jit(task.train_step), jax.jit(task.eval_step)
+  losses, validation = [], []
+  for epoch in range(2):
+    for batch in train_batches(data, split.train, 4, run_config.seed, epoch):
+      state, metrics = train_step(state, {'image': batch['image'], 'label': batch['label']})
+      losses.append(float(metrics['loss']))
+    outputs = [(eval_step(state, {'image': b['image']})['probability'], b['valid'])
+               for b in eval_batches(data, split.validation, 4)]
+    validation.append(task.metrics({'probability': np.concatenate([np.asarray(p)[v] for p, v in outputs])},
+                                   split.validation))
+
+  runner_losses = tensorboard_scalars(run_dir / 'tensorboard')['train/loss_per_step']
+  assert [s for s, _ in runner_losses] == list(range(1, len(losses) + 1))
+  assert len(losses) // 2 % steps_per_dispatch or steps_per_dispatch == 1  # the epochs end in single steps
+  np.testing.assert_allclose([v for _, v in runner_losses], losses, rtol=2e-5, atol=1e-6)
+  history = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
+  for record, expected in zip(history, validation):
+    assert record['validation_roc_auc'] == pytest.approx(expected['roc_auc'], abs=1e-6)
+    assert record['validation_accuracy'] == pytest.approx(expected['accuracy'], abs=1e-6)
+  runner_state = final_state(run_dir)
+  for collection in ('params', 'batch_stats'):
+    for path, value in jax.tree_util.tree_leaves_with_path(getattr(state, collection)):
+      name = f"['{collection}']{jax.tree_util.keystr(path)}"
+      np.testing.assert_allclose(runner_state[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_run_stopped_mid_epoch_resumes_exactly_with_several_steps_per_dispatch(phantom_png, tmp_path, monkeypatch):
+  """A SIGTERM arriving mid-epoch stops the run at a dispatch boundary (checkpointed), and the
+  resumed run makes the same dispatches as an uninterrupted one. Catches a checkpoint that lands
+  inside a scanned dispatch, sums or losses lost across the stop, and a resume that re-plans the
+  epoch's dispatches from the resume point."""
+  from jaxbrain.train import Interrupted, loop
+
+  train_and_evaluate(config(phantom_png, tmp_path, epochs=1, steps_per_dispatch=3, run_name='straight'),
+                     progress=False)
+  accumulate, calls = loop._accumulate, []
+
+  def signalling(totals, metrics, before):
+    calls.append(before)
+    if len(calls) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return accumulate(totals, metrics, before)
+
+  monkeypatch.setattr(loop, '_accumulate', signalling)
+  stopped = config(phantom_png, tmp_path, epochs=1, steps_per_dispatch=3, run_name='stopped')
+  with pytest.raises(Interrupted, match='epoch 1, batch 3;'):
+    train_and_evaluate(stopped, progress=False)
+  monkeypatch.setattr(loop, '_accumulate', accumulate)
+  train_and_evaluate(stopped, resume=True, progress=False)
+  assert_same_state(final_state(tmp_path / 'test' / 'straight'), final_state(tmp_path / 'test' / 'stopped'))
+  for name in ('straight', 'stopped'):
+    history = [json.loads(r) for r in (tmp_path / 'test' / name / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in history] == [1]
+    if name == 'straight':
+      straight = history
+  assert [r['train_loss'] for r in history] == pytest.approx([r['train_loss'] for r in straight], rel=1e-6)
+
+
 def launch(data_dir, workdir, run_name):
   args = [sys.executable, '-m', 'experiments.exp20', '--data-dir', str(data_dir), '--workdir', str(workdir),
           '--run-name', run_name, '--init', 'scratch', '--image-size', '32', '--batch-size', '4', '--epochs', '3',

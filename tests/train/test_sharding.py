@@ -148,3 +148,53 @@ def test_an_array_two_steps_read_is_placed_once():
                 placed=placed)
   sharding.feed(step, mesh, {'image': images}, sharding.replicated(mesh), placed=placed)
   assert len(placed) == 2 and placed[id(images)][0] is images
+
+
+@pytest.mark.parametrize('resident', [True, False])
+def test_several_steps_per_dispatch_equal_single_steps(resident, monkeypatch):
+  """Catches a scanned dispatch that gathers the wrong batch for a step, runs the steps out of
+  order, or threads the state wrongly between them (resident and host-fed)."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxbrain.train import sharding
+  if not resident:
+    monkeypatch.setattr(sharding, 'fits_on_devices', lambda nbytes, mesh: False)
+  mesh = sharding.make_mesh()
+  arrays = {'value': np.arange(40, dtype=np.float32).reshape(20, 2)}
+  step = lambda state, batch: (state * 0.5 + jnp.sum(batch['value']), {'seen': state})
+  shardings = (sharding.replicated(mesh),) * 2
+  single, scanned = sharding.feed(step, mesh, arrays, shardings), sharding.feed(step, mesh, arrays, shardings, steps=3)
+  rows = np.array([[3, 1], [0, 19], [7, 7]])
+  state, seen = jnp.float32(1.0), []
+  for batch_rows in rows:
+    state, metrics = single(state, batch_rows)
+    seen.append(float(metrics['seen']))
+  scanned_state, scanned_metrics = scanned(jnp.float32(1.0), rows)
+  assert scanned.resident == resident and float(scanned_state) == float(state)
+  np.testing.assert_array_equal(jax.device_get(scanned_metrics['seen']), seen)
+
+
+def test_prefetched_keeps_order_raises_and_stops():
+  """Catches prefetched inputs handed over out of order, a failing placement swallowed (the loop
+  would hang or skip a batch), and a producer thread left running after the consumer stops."""
+  import threading
+
+  from jaxbrain.train.sharding import prefetched
+  assert list(prefetched(lambda i=i: i * i for i in range(10))) == [i * i for i in range(10)]
+
+  def failing(i):
+    if i == 3:
+      raise ValueError('bad batch 3')
+    return i
+
+  got = []
+  with pytest.raises(ValueError, match='bad batch 3'):
+    for value in prefetched(lambda i=i: failing(i) for i in range(10)):
+      got.append(value)
+  assert got == [0, 1, 2]
+  calls = []
+  iterator = prefetched((lambda i=i: calls.append(i) or i) for i in range(1000))
+  assert next(iterator) == 0
+  iterator.close()
+  assert not any(t.name == 'jaxbrain-prefetch' for t in threading.enumerate()) and len(calls) < 10
