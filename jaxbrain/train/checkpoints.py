@@ -1,41 +1,41 @@
 """Orbax checkpoints of a run: the last few (to resume) and the best by a validation metric.
 
 A checkpoint holds the train state and a small JSON `progress` record (epoch, batches done in
-that epoch, best metric so far). Saving is asynchronous: the state is copied on the device (the
-training step then donates and overwrites its own buffers, never the copy) and orbax writes the copy
-while training goes on. Orbax writes each checkpoint to a temporary folder and renames it when
-complete, so a run killed at any moment resumes from its newest complete checkpoint.
+that epoch, best metric so far). On accelerators saving is asynchronous: orbax copies the state
+to host memory before `save` returns (the next step may then donate and overwrite its buffers) and
+writes the files from the otherwise idle host while training goes on. On CPUs the host is the
+accelerator, so a background write would only take cores from the step: saving waits there.
+Orbax writes each checkpoint to a temporary folder and renames it when complete, so a run killed
+at any moment resumes from its newest complete checkpoint.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from jaxbrain.train.state import TrainState
 
 
-def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
+def _manager(directory: Path, keep: int, asynchronous: bool) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True)
   return ocp.CheckpointManager(directory.resolve(), options=options, item_names=('state', 'progress'))
-
-
-_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))  # fresh device buffers, owned by the checkpoint
 
 
 class Checkpoints:
   """`last/` keeps the newest `keep` checkpoints; `best/` keeps the one with the best metric."""
 
-  def __init__(self, run_dir: str | Path, keep: int = 3):
-    self.last = _manager(Path(run_dir) / 'checkpoints' / 'last', keep)
-    self.best = _manager(Path(run_dir) / 'checkpoints' / 'best', 1)
+  def __init__(self, run_dir: str | Path, keep: int = 3, asynchronous: bool | None = None):
+    """`asynchronous`: write in the background (default: when JAX's backend is not the CPU)."""
+    self.asynchronous = jax.default_backend() != 'cpu' if asynchronous is None else asynchronous
+    self.last = _manager(Path(run_dir) / 'checkpoints' / 'last', keep, self.asynchronous)
+    self.best = _manager(Path(run_dir) / 'checkpoints' / 'best', 1, self.asynchronous)
 
   def save(self, state: TrainState, progress: dict, best: bool = False) -> None:
-    """Starts writing `state` (returns before the files are written; `close` waits for them)."""
+    """Writes `state` (asynchronously: returns once orbax holds a host copy; `close` waits for the files)."""
     step = int(jax.device_get(state.step))
-    args = ocp.args.Composite(state=ocp.args.StandardSave(_copy(state)), progress=ocp.args.JsonSave(progress))
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress))
     managers = (self.last, self.best) if best else (self.last,)
     for manager in managers:
       if manager.latest_step() != step:

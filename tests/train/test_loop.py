@@ -1,5 +1,6 @@
 """The runner end to end on phantom data: outputs, exact resume, SIGKILL/SIGTERM, errors."""
 import csv
+import functools
 import json
 import os
 import signal
@@ -148,9 +149,10 @@ def test_resume_is_exact(phantom_png, tmp_path):
 
 
 @pytest.mark.parametrize('steps_per_dispatch, learning_rate', [(1, 0.01), (3, 1e-9)])
-def test_loop_computes_what_a_plain_host_fed_loop_computes(phantom_png, tmp_path, steps_per_dispatch, learning_rate):
+def test_loop_computes_what_a_plain_host_fed_loop_computes(phantom_png, tmp_path, steps_per_dispatch, learning_rate,
+                                                           monkeypatch):
   """The runner (data on the device, steps dispatched one or three at a time, metrics summed on the
-  device, prefetched inputs, asynchronous checkpoints) against the plainest loop: host batches, one
+  device, prefetched inputs, asynchronous checkpoints as on accelerators) against the plainest loop: host batches, one
   jitted step at a time, every loss read at once. Catches a gather of other rows, a batch skipped,
   run twice or out of order by the dispatch plan, a scan that reuses a step's random key, losses put
   in the wrong TensorBoard step, and validation computed on other weights. Three steps per dispatch
@@ -163,7 +165,10 @@ def test_loop_computes_what_a_plain_host_fed_loop_computes(phantom_png, tmp_path
   from jaxbrain.train.loop import prepare_data
   from jaxbrain.train.state import create_train_state
   from jaxbrain.train.tasks import build_task
+  from jaxbrain.train import loop
+  from jaxbrain.train.checkpoints import Checkpoints
 
+  monkeypatch.setattr(loop, 'Checkpoints', functools.partial(Checkpoints, asynchronous=True))
   run_config = config(phantom_png, tmp_path, epochs=2, lr_schedule='cosine', learning_rate=learning_rate,
                       steps_per_dispatch=steps_per_dispatch)
   train_and_evaluate(run_config, progress=False)
