@@ -207,8 +207,8 @@ def _rounded(value):
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data-dir', help='a kaggle_3m folder (default: a phantom tree written for the run)')
-  parser.add_argument('--quick', action='store_true', help=f'cases {QUICK_CASES}, 2 epochs')
-  parser.add_argument('--epochs', type=int, help='epochs per case (default 3; --quick: 2); the first is not measured')
+  parser.add_argument('--quick', action='store_true', help=f'cases {QUICK_CASES}')
+  parser.add_argument('--epochs', type=int, help='epochs per case (default 3); the first is not measured')
   parser.add_argument('--cases', nargs='+', metavar='SIZExBATCH', help='e.g. 224x8 224x32')
   parser.add_argument('--no-torch', action='store_true', help='skip the PyTorch peer')
   parser.add_argument('--out', default='bench/results', help='folder for end_to_end.json and end_to_end.md')
@@ -226,7 +226,7 @@ def main() -> None:
     print(json.dumps(worker(data_dir, workdir, *numbers)))
     return
 
-  epochs = args.epochs or (2 if args.quick else 3)
+  epochs = args.epochs or 3
   cases = [tuple(int(x) for x in case.split('x')) for case in args.cases] if args.cases else (
       QUICK_CASES if args.quick else CASES)
   began = time.perf_counter()
