@@ -8,7 +8,8 @@ from scratch: ResNet18, report head, SGD 1e-4 momentum 0.5, flip + normalize) tr
 and its own epoch records give, over the epochs after the first (which compiles):
   loop_img_s   training images / the seconds of the training steps (`training_seconds`)
   run_img_s    the same images / the wall time of those whole epochs, validation and checkpoints included
-  step_img_s   the bare jitted step on one device batch of the same config, repeated (no loop at all)
+  step_img_s   the runner's own jitted step (built as the runner builds it) on one placed input,
+               repeated: no loop, no metrics summed, nothing read back but the last step
 and `loop_over_step`, `run_over_step`; `time_to_first_step_s` is the runner's start to its first
 finished step (dataset read and compile included). `dataset_build_s` is a fresh TFDS build of the
 data (`dataset_load_s`: reading the built dataset into memory, what every later run pays).
@@ -86,14 +87,14 @@ def jax_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int) ->
   task = build_task(config, data, split)
   mesh = sharding.make_mesh()
   state = sharding.replicate(create_train_state(task.variables, task.tx, config.seed), mesh)
-  rows = task.rows('train', split.train[:batch])
-  device_batch = sharding.shard_batch({k: v[rows] for k, v in task.arrays('train').items()}, mesh)
-  step = jax.jit(task.train_step, donate_argnums=0)
+  fed = sharding.feed(task.train_step, mesh, task.arrays('train'), (sharding.replicated(mesh),) * 2,
+                      donate_state=True)  # the runner's own compiled step
+  placed = fed.put(task.rows('train', split.train[:batch]))
   holder = {'state': state}
 
   def run(n: int) -> None:
     for _ in range(n):
-      holder['state'], metrics = step(holder['state'], device_batch)
+      holder['state'], metrics = fed.run(holder['state'], placed)
     jax.block_until_ready(metrics)
 
   run(1)
