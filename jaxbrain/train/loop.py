@@ -281,7 +281,8 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
       totals = sharding.replicate(_device_totals(position['sums'], per_dispatch), mesh)
       fetched_upto = start
       inputs = contextlib.closing(sharding.prefetched(
-          functools.partial(train_steps[count].put, task.rows('train', _dispatch_rows(order, b, count, config.batch_size)))
+          functools.partial(train_steps[count].put,
+                            task.rows('train', _dispatch_rows(order, b, count, config.batch_size)))
           for b, count in plan))
       with inputs as placed_inputs:
         for (b, count), placed_input in zip(plan, placed_inputs):
@@ -339,7 +340,8 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
                 'epochs': config.epochs, 'experiment': config.experiment, 'model': config.describe(),
                 'arch': getattr(config.model, 'arch', f'resunet-{getattr(config.model, "encoder", "")}'),
                 'strategy': getattr(config.task, 'strategy', None), 'preprocess': config.data.preprocess,
-                'image_size': config.data.image_size, 'data_on_devices': eval_step.resident, 'steps_per_dispatch': per_dispatch,
+                'image_size': config.data.image_size, 'data_on_devices': eval_step.resident,
+                'steps_per_dispatch': per_dispatch,
                 'timing': {**timing, 'seconds': time.perf_counter() - began}})
   checkpoints.close()
   if is_writer:

@@ -35,8 +35,9 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices if devices is not None else jax.devices()), (DATA_AXIS,))
 
 
-def data_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
+def data_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
+  """Split along 'data' on `axis` (1 for a stack of batches [K, B, ...]), whole along the others."""
+  return NamedSharding(mesh, P(*(None,) * axis, DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -52,15 +53,10 @@ def process_slice(global_size: int) -> slice:
   return slice(jax.process_index() * local, (jax.process_index() + 1) * local)
 
 
-def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
-  """Split along 'data' on `axis` (1 for a stack of batches [K, B, ...]), whole along the others."""
-  return NamedSharding(mesh, P(*(None,) * axis, DATA_AXIS))
-
-
 def shard_batch(batch: dict, mesh: Mesh, axis: int = 0) -> dict:
   """Places a global batch (host NumPy arrays of one length along `axis`, the same on every
   process) on the mesh, split along 'data'; each process transfers only its own share."""
-  sharding = batch_sharding(mesh, axis)
+  sharding = data_sharding(mesh, axis)
   placed = {}
   for name, value in batch.items():
     value = np.asarray(value)
@@ -121,11 +117,11 @@ def feed(step: Callable, mesh: Mesh, arrays: dict, out_shardings, donate_state: 
         placed[id(value)] = (value, replicate(value, mesh))  # the host array is kept so its id stays unique
     resident = {k: placed[id(v)][1] for k, v in arrays.items()}
     gathered = jax.jit(lambda state, data, rows: run(state, {k: v[rows] for k, v in data.items()}),
-                       in_shardings=(replicated(mesh), replicated(mesh), batch_sharding(mesh, axis)),
+                       in_shardings=(replicated(mesh), replicated(mesh), data_sharding(mesh, axis)),
                        out_shardings=out_shardings, donate_argnums=donate)
     return Fed(True, lambda rows: shard_batch({'rows': np.asarray(rows, np.int32)}, mesh, axis)['rows'],
                lambda state, rows: gathered(state, resident, rows))
-  jitted = jax.jit(run, in_shardings=(replicated(mesh), batch_sharding(mesh, axis)), out_shardings=out_shardings,
+  jitted = jax.jit(run, in_shardings=(replicated(mesh), data_sharding(mesh, axis)), out_shardings=out_shardings,
                    donate_argnums=donate)
   return Fed(False, lambda rows: shard_batch({k: np.asarray(v)[rows] for k, v in arrays.items()}, mesh, axis), jitted)
 
