@@ -59,6 +59,8 @@ class ResNetConfig:
   init: str = setting('imagenet', 'imagenet (needs the torchvision weights file) or scratch', ('imagenet', 'scratch'))
   weights: Optional[str] = setting(None, 'torchvision .pth or .safetensors file for --init imagenet (else '
                                    '$JAXBRAIN_WEIGHTS, then the torch hub cache)')
+  mask_head: bool = setting(False, 'a 1x1 convolution on the last feature map predicting which 32x32-pixel cells '
+                            'hold tumor, trained jointly with the classifier on the training patients\' masks')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +96,10 @@ class ClassifyTask:
                            FROZEN_BN)
   evals: tuple[str, ...] = setting(('gradcam',), 'evaluators run on the test patients with the selected checkpoint '
                                    '(jaxbrain/evaluators)')
+  mask_loss_weight: float = setting(1.0, 'with --mask-head: weight of its loss (binary cross-entropy per cell) '
+                                    'beside the classification loss', at_least=0)
+  flip_average: bool = setting(False, 'tumor probability averaged over the slice and its mirror image (test-time '
+                               'augmentation; validation, test and jaxbrain predict alike)')
   name = 'classify'
 
 
@@ -225,6 +231,16 @@ class Config:
     if isinstance(self.model, ResUNetConfig) and self.model.encoder == 'residual' and self.model.init == 'imagenet':
       problems.append('--init imagenet: the ResUNet residual encoder has no ImageNet weights: pass --init scratch, '
                       'or --encoder resnet18/resnet50 for a ResNet encoder')
+    if isinstance(self.task, ClassifyTask) and self.task.flip_average and self.task.strategy == 'feature_extractor' \
+        and self.task.feature_cache:
+      problems.append('--flip-average scores mirrored slices, which the feature cache does not hold: pass '
+                      '--no-feature-cache')
+    if isinstance(self.model, ResNetConfig) and self.model.mask_head:
+      if self.task.strategy != 'finetune':
+        problems.append('--mask-head trains the backbone: use it with --strategy finetune')
+      if self.data.image_size % 32:
+        problems.append(f'--mask-head: --image-size {self.data.image_size} must be a multiple of 32 (one mask cell '
+                        'per 32x32 pixels)')
     multiple, why = self.image_size_rule()
     if self.data.image_size < 32 or self.data.image_size % multiple:
       problems.append(f'--image-size {self.data.image_size}: {why}')

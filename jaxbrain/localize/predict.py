@@ -111,7 +111,7 @@ class Scorer:
   def _classify_batch(self, batch):
     run = self.classifier
     x, _ = apply_preprocessing(run.preprocessing, None, batch)
-    probability = jax.nn.softmax(run.model.apply(run.variables, x))[:, 1]
+    probability = run.model.apply(run.variables, x, run.config.task.flip_average, method='probability')
     return probability, gradcam(run.model, run.variables, x)
 
   def _segment_batch(self, batch):

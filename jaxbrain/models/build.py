@@ -36,4 +36,5 @@ def build(model_config) -> nn.Module:
   if hasattr(model_config, 'encoder'):
     return create_segmenter(model_config.encoder, model_config.unet_width)
   return create_model(model_config.arch, num_classes=2, head_hidden=model_config.head_hidden,
-                      dropout_rate=model_config.dropout_rate, dtype=jnp.dtype(model_config.compute_dtype))
+                      dropout_rate=model_config.dropout_rate, dtype=jnp.dtype(model_config.compute_dtype),
+                      mask_head=model_config.mask_head)

@@ -75,17 +75,15 @@ class Bottleneck(_Block):
 
 
 class ResNetBackbone(nn.Module):
-  """Stem + 4 stages + global average pool: [B, H, W, 3] -> pooled features [B, 512 or 2048].
+  """Stem + 4 stages: [B, H, W, 3] -> the feature pyramid (stem at stride 2, layer1..layer4 at
+  strides 4..32), which the classifier pools (its last map) and a U-Net decodes.
 
   Each stage's output is sown into the `intermediates` collection (checks against a reference).
-  `global_pool=False` returns the feature pyramid instead (stem at stride 2, layer1..layer4 at
-  strides 4..32): the encoder of a U-Net, with the same parameters. `pool` is the stem's 3x3
-  stride-2 max pooling, `pool(x, window, stride, padding)`.
+  `pool` is the stem's 3x3 stride-2 max pooling, `pool(x, window, stride, padding)`.
   """
   stage_sizes: Sequence[int]
   block_cls: Any
   dtype: Any = jnp.float32
-  global_pool: bool = True
   conv: ModuleDef = nn.Conv
   norm: ModuleDef = BatchNorm
   pool: Callable = kernels.max_pool
@@ -105,9 +103,11 @@ class ResNetBackbone(nn.Module):
         x = self.block_cls(64 * 2 ** i, strides, conv=conv, norm=norm, name=f'layer{i + 1}_{j}')(x)
       self.sow('intermediates', f'layer{i + 1}', x)
       pyramid.append(x)
-    if not self.global_pool:
-      return pyramid
-    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    return pyramid
+
+
+def _global_pool(feature_map):
+  return jnp.mean(feature_map, axis=(1, 2)).astype(jnp.float32)
 
 
 class ResNet(nn.Module):
@@ -118,6 +118,10 @@ class ResNet(nn.Module):
   with the stored running statistics and never updates them (Keras' convention; what the feature
   cache computes); 'batch' normalizes with batch statistics and updates the running ones in
   training, as a PyTorch backbone with `requires_grad=False` in `model.train()` does.
+
+  `mask_head=True` adds a 1x1 convolution on the last stage's feature map (the map the classifier
+  pools): one tumor logit per cell of stride 32, trained against the slice's mask (the joint loss
+  of `train.steps.make_train_step`); `__call__(..., with_mask=True)` returns it beside the logits.
   """
   stage_sizes: Sequence[int]
   block_cls: Any
@@ -128,27 +132,46 @@ class ResNet(nn.Module):
   conv: ModuleDef = nn.Conv
   norm: ModuleDef = BatchNorm
   pool: Callable = kernels.max_pool
+  mask_head: bool = False
 
   def setup(self):
     self.backbone = ResNetBackbone(self.stage_sizes, self.block_cls, self.dtype, conv=self.conv, norm=self.norm,
                                    pool=self.pool)
     self.head = ClassifierHead(self.num_classes, self.head_hidden, self.dropout_rate)
+    if self.mask_head:
+      self.tumor_cells = nn.Conv(1, (1, 1), dtype=self.dtype, name='mask_head')
 
   @property
   def num_features(self) -> int:
     return 512 * self.block_cls.expansion
 
-  def __call__(self, x, train: bool = False, frozen_backbone: bool = False, frozen_bn: str = 'running'):
+  def __call__(self, x, train: bool = False, frozen_backbone: bool = False, frozen_bn: str = 'running',
+               with_mask: bool = False):
     if frozen_bn not in FROZEN_BN:
       raise ValueError(f'frozen_bn must be one of {FROZEN_BN}, got {frozen_bn!r}')
-    features = self.features(x, train=train and (not frozen_backbone or frozen_bn == 'batch'))
+    feature_map = self.backbone(x, train=train and (not frozen_backbone or frozen_bn == 'batch'))[-1]
+    features = _global_pool(feature_map)
     if frozen_backbone:
       features = jax.lax.stop_gradient(features)
-    return self.classify(features, train=train)
+    logits = self.classify(features, train=train)
+    if self.mask_head and (with_mask or self.is_initializing()):
+      mask_logits = self.tumor_cells(feature_map)[..., 0].astype(jnp.float32)
+      return (logits, mask_logits) if with_mask else logits
+    if with_mask:
+      raise ValueError('with_mask=True needs a model built with mask_head=True')
+    return logits
 
   def features(self, x, train: bool = False):
     """Pooled backbone features [B, 512 | 2048], float32."""
-    return self.backbone(x, train=train)
+    return _global_pool(self.backbone(x, train=train)[-1])
+
+  def probability(self, x, flip_average: bool = False):
+    """Tumor probability [B] in inference mode (class 1 of two); `flip_average` averages it with the
+    left-right mirrored slice's (test-time augmentation)."""
+    probability = jax.nn.softmax(self(x))[:, 1]
+    if flip_average:
+      probability = (probability + jax.nn.softmax(self(x[:, :, ::-1]))[:, 1]) / 2
+    return probability
 
   def classify(self, features, train: bool = False):
     """Logits [B, num_classes] from pooled features (cached features train the head alone)."""

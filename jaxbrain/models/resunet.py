@@ -68,7 +68,7 @@ class ResUNet(nn.Module):
       if self.encoder not in ARCHITECTURES:
         raise ValueError(f'unknown encoder {self.encoder!r}; choose one of {ENCODERS}')
       keywords = ARCHITECTURES[self.encoder].keywords
-      skips = ResNetBackbone(keywords['stage_sizes'], keywords['block_cls'], global_pool=False, conv=self.conv,
+      skips = ResNetBackbone(keywords['stage_sizes'], keywords['block_cls'], conv=self.conv,
                              norm=self.norm, pool=self.pool, name='backbone')(x, train)
     y = skips[-1]
     for level, skip in reversed(list(enumerate(skips[:-1]))):

@@ -44,17 +44,29 @@ def _accuracy(labels: jax.Array) -> Callable:
   return lambda logits: {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
 
 
+def tumor_cells(masks: jax.Array, cells: tuple[int, int]) -> jax.Array:
+  """Masks [B, S, S] -> [B, h, w] float: 1 where a cell of (S/h, S/w) pixels holds any tumor pixel
+  (the mask head's target; S a multiple of the cell counts)."""
+  batch, size = masks.shape[0], masks.shape[1]
+  (h, w) = cells
+  return masks.reshape(batch, h, size // h, w, size // w).max(axis=(2, 4)).astype(jnp.float32)
+
+
 def make_train_step(model: ResNet, tx: optax.GradientTransformation, preprocessing: Preprocessing,
-                    frozen_backbone: bool, frozen_bn: str = 'running') -> Callable:
+                    frozen_backbone: bool, frozen_bn: str = 'running', mask_loss_weight: float = 0.0) -> Callable:
   """Images [B, H, W, 3] uint8 + labels [B] -> one SGD step on cross-entropy.
 
   A frozen backbone gets no gradient; `frozen_bn` says which BatchNorm statistics it uses
-  (`ResNet.__call__`).
+  (`ResNet.__call__`). `mask_loss_weight > 0` (a model with `mask_head`, masks [B, H, W] in the
+  batch) adds that times the binary cross-entropy of the mask head's per-cell logits against
+  `tumor_cells` of the (flipped, resized) masks: the joint loss.
   """
+  joint = mask_loss_weight > 0
 
   def train_step(state: TrainState, batch: dict):
     flip_key, dropout_key = jax.random.split(state.step_key())
-    images, _ = apply_preprocessing(preprocessing, flip_key, batch['image'], train=True)
+    images, masks = apply_preprocessing(preprocessing, flip_key, batch['image'], batch['mask'] if joint else None,
+                                        train=True)
 
     def loss_fn(params):
       variables = {'params': params, 'batch_stats': state.batch_stats}
@@ -66,10 +78,14 @@ def make_train_step(model: ResNet, tx: optax.GradientTransformation, preprocessi
                                       rngs={'dropout': dropout_key}, mutable=['batch_stats'])
         batch_stats = updated['batch_stats']
       else:
-        logits, updated = model.apply(variables, images, train=True, rngs={'dropout': dropout_key},
+        logits, updated = model.apply(variables, images, train=True, with_mask=joint, rngs={'dropout': dropout_key},
                                       mutable=['batch_stats'])
         batch_stats = updated['batch_stats']
-      return cross_entropy(logits, batch['label']), (logits, batch_stats)
+      if not joint:
+        return cross_entropy(logits, batch['label']), (logits, batch_stats)
+      logits, mask_logits = logits
+      mask_loss = optax.sigmoid_binary_cross_entropy(mask_logits, tumor_cells(masks, mask_logits.shape[1:])).mean()
+      return cross_entropy(logits, batch['label']) + mask_loss_weight * mask_loss, (logits, batch_stats)
 
     return _update(state, tx, loss_fn, _accuracy(batch['label']))
 
@@ -96,13 +112,13 @@ def make_head_train_step(model: ResNet, tx: optax.GradientTransformation) -> Cal
   return head_train_step
 
 
-def make_eval_step(model: ResNet, preprocessing: Preprocessing) -> Callable:
-  """Images -> {'logits' [B, 2], 'probability' [B] of tumor}, in inference mode."""
+def make_eval_step(model: ResNet, preprocessing: Preprocessing, flip_average: bool = False) -> Callable:
+  """Images -> {'probability' [B] of tumor}, in inference mode (`ResNet.probability`)."""
 
   def eval_step(state: TrainState, batch: dict):
     images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
-    logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
-    return {'logits': logits, 'probability': jax.nn.softmax(logits)[:, 1]}
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    return {'probability': model.apply(variables, images, flip_average, method='probability')}
 
   return eval_step
 
@@ -113,7 +129,7 @@ def make_head_eval_step(model: ResNet) -> Callable:
   def head_eval_step(state: TrainState, batch: dict):
     logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, batch['features'],
                          train=False, method='classify')
-    return {'logits': logits, 'probability': jax.nn.softmax(logits)[:, 1]}
+    return {'probability': jax.nn.softmax(logits)[:, 1]}
 
   return head_eval_step
 

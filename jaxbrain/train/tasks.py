@@ -145,8 +145,10 @@ class Classification(_SliceTask):
     if use_cache:
       self.train_step, self.eval_step = make_head_train_step(self.model, self.tx), make_head_eval_step(self.model)
     else:
-      self.train_step = make_train_step(self.model, self.tx, self.preprocessing, frozen, config.task.frozen_bn)
-      self.eval_step = make_eval_step(self.model, self.preprocessing)
+      mask_loss_weight = config.task.mask_loss_weight if config.model.mask_head else 0.0
+      self.train_step = make_train_step(self.model, self.tx, self.preprocessing, frozen, config.task.frozen_bn,
+                                        mask_loss_weight)
+      self.eval_step = make_eval_step(self.model, self.preprocessing, config.task.flip_average)
 
   def _cache_features(self, split: Split, progress: bool) -> dict:
     """{part: (sorted dataset indices, their features)} of the frozen backbone, computed once."""
@@ -159,7 +161,8 @@ class Classification(_SliceTask):
             'eval': (evaluated, cache(indices=evaluated, with_flipped=False))}
 
   def _targets(self) -> dict[str, np.ndarray]:
-    return {'label': self.data.label}
+    """Labels, and the masks when the mask head trains (the step reads only training rows)."""
+    return {'label': self.data.label, **({'mask': self.data.mask} if self.config.model.mask_head else {})}
 
   def arrays(self, part: str) -> dict[str, np.ndarray]:
     if self._cached is None:

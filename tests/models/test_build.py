@@ -67,3 +67,16 @@ def test_cpu_kernels_give_the_reference_kernels_values_and_gradients():
   scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads_ref))  # leaves that should be 0 hold rounding
   for ours, theirs in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
     np.testing.assert_allclose(ours, theirs, rtol=2e-3, atol=1e-4 * scale)
+
+
+def test_flip_averaged_probability_is_the_mean_over_the_slice_and_its_mirror():
+  """Catches test-time flip averaging that mirrors the wrong axis, averages logits instead of
+  probabilities, or is ignored (a random network is not mirror-symmetric, so the three differ)."""
+  model = create_model('resnet18', num_classes=2)
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  variables = model.init({'params': jax.random.key(0)}, x)
+  plain = lambda images: jax.nn.softmax(model.apply(variables, images))[:, 1]
+  averaged = model.apply(variables, x, True, method='probability')
+  np.testing.assert_allclose(averaged, (plain(x) + plain(x[:, :, ::-1])) / 2, rtol=1e-6)
+  assert not np.allclose(averaged, plain(x), rtol=1e-4)
+  np.testing.assert_allclose(model.apply(variables, x, method='probability'), plain(x), rtol=1e-6)

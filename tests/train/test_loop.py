@@ -3,6 +3,7 @@ import csv
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import safetensors.numpy
+from PIL import Image
 
 from jaxbrain.models import WeightsNotFoundError, load_torchvision_weights
 from jaxbrain.config import Config
@@ -137,6 +139,35 @@ def test_selection_happens_on_validation_never_on_test(phantom_tif, tmp_path, mo
   assert [kind for kind, _ in calls] == ['metrics', 'metrics', 'metrics', 'final']
   assert all(indices == validation for kind, indices in calls if kind == 'metrics')
   assert calls[-1][1] == test
+
+
+def _with_masks_moved(source: Path, target: Path, patients) -> Path:
+  """A copy of the dataset where the tumor masks of `patients` move by half the image each way (labels
+  unchanged; at 64 px every tumor changes its 32x32 cell)."""
+  shutil.copytree(source, target)
+  moved = [path for patient in patients for path in target.glob(f'{patient}_*/*_mask.png')]
+  assert moved
+  for path in moved:
+    Image.fromarray(np.roll(np.asarray(Image.open(path)), (128, 128), axis=(0, 1))).save(path)
+  return target
+
+
+def test_the_mask_head_learns_from_training_masks_only(phantom_png, tmp_path):
+  """Catches a joint loss that reads validation or test patients' masks (moving those masks must not
+  change one trained weight), and a mask head that ignores the masks altogether (moving a training
+  patient's masks must change the weights)."""
+  joint = functools.partial(config, epochs=1, image_size=64, mask_head=True, bootstrap_samples=0, evals=())
+  train_and_evaluate(joint(phantom_png, tmp_path, run_name='original'), progress=False)
+  split = json.loads((tmp_path / 'test' / 'original' / 'split.json').read_text())
+  held_out = _with_masks_moved(phantom_png, tmp_path / 'held_out' / 'kaggle_3m', split['validation'] + split['test'])
+  train_and_evaluate(joint(held_out, tmp_path, run_name='held_out'), progress=False)
+  assert json.loads((tmp_path / 'test' / 'held_out' / 'split.json').read_text())['test'] == split['test']
+  original = final_state(tmp_path / 'test' / 'original')
+  assert_same_state(original, final_state(tmp_path / 'test' / 'held_out'))
+  training = _with_masks_moved(phantom_png, tmp_path / 'training' / 'kaggle_3m', split['train'][:1])
+  train_and_evaluate(joint(training, tmp_path, run_name='training'), progress=False)
+  moved = final_state(tmp_path / 'test' / 'training')
+  assert not np.array_equal(original["['params']['mask_head']['kernel']"], moved["['params']['mask_head']['kernel']"])
 
 
 def test_resume_is_exact(phantom_png, tmp_path):

@@ -1,0 +1,52 @@
+"""The joint loss: the mask head's target and its weight in the training step."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxbrain.data import Preprocessing
+from jaxbrain.models import create_model
+from jaxbrain.train.state import create_train_state
+from jaxbrain.train.steps import cross_entropy, make_train_step, tumor_cells
+from jaxbrain.train.strategies import make_optimizer
+
+SIZE = 64
+
+
+def test_tumor_cells_mark_every_cell_holding_a_tumor_pixel():
+  """Catches an average (a one-pixel tumor would give a target near 0), rows and columns swapped,
+  and cells of the wrong size."""
+  masks = np.zeros((1, 8, 8), np.uint8)
+  masks[0, 0, 5] = 1  # one pixel in the top-right cell (rows 0-3, columns 4-7)
+  masks[0, 6:8, 0:2] = 1  # a blob in the bottom-left cell
+  np.testing.assert_array_equal(tumor_cells(jnp.asarray(masks), (2, 2))[0], [[0, 1], [1, 0]])
+  np.testing.assert_array_equal(tumor_cells(jnp.asarray(masks), (4, 4))[0],
+                                [[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]])
+
+
+def test_joint_loss_adds_the_weighted_mask_loss_to_the_classification_loss():
+  """Catches a step that ignores the weight, trains the mask head against another target, or lets the
+  mask loss replace the classification loss: the step's loss must be cross-entropy plus weight
+  times the per-cell binary cross-entropy, computed here by hand (no flip, no dropout)."""
+  model = create_model('resnet18', num_classes=2, mask_head=True)
+  variables = model.init({'params': jax.random.key(0)}, jnp.zeros((1, SIZE, SIZE, 3)))
+  assert variables['params']['mask_head']['kernel'].shape == (1, 1, 512, 1)
+  tx = make_optimizer(variables['params'], 'finetune', 0.01, 0.5)
+  state = create_train_state(variables, tx, seed=0)
+  rng = np.random.default_rng(0)
+  masks = np.zeros((4, SIZE, SIZE), np.uint8)
+  masks[1, 40:50, 5:20] = 1
+  batch = {'image': rng.integers(0, 255, (4, SIZE, SIZE, 3), dtype=np.uint8), 'label': np.array([0, 1, 0, 0], np.int32),
+           'mask': masks}
+  preprocessing = Preprocessing(size=SIZE, flip=False, normalize=True)
+  x = (batch['image'] / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  (logits, mask_logits), _ = model.apply(variables, jnp.asarray(x, jnp.float32), train=True, with_mask=True,
+                                         mutable=['batch_stats'])
+  assert mask_logits.shape == (4, 2, 2)
+  target = np.zeros((4, 2, 2))
+  target[1, 1, 0] = 1
+  by_hand = (cross_entropy(logits, batch['label']),
+             optax.sigmoid_binary_cross_entropy(mask_logits, jnp.asarray(target)).mean())
+  for weight in (0.0, 2.5):
+    _, metrics = jax.jit(make_train_step(model, tx, preprocessing, False, mask_loss_weight=weight))(state, batch)
+    np.testing.assert_allclose(metrics['loss'], by_hand[0] + weight * by_hand[1], rtol=1e-5)
