@@ -149,3 +149,22 @@ def test_segmentation_bootstrap_counts_a_patient_drawn_twice_as_two_volumes():
   rows, groups = np.array([0, 0, 1]), np.array([0, 1, 2])
   value = segmentation_metrics_from_counts({k: v[rows] for k, v in counts.items()}, groups)['dice_per_volume']
   assert value == pytest.approx((1 + 1 + 0.5) / 3)
+
+
+def test_paired_difference_resamples_both_runs_on_the_same_patients():
+  """Catches an unpaired bootstrap (A and B resampled separately: two identical runs would get an
+  interval of nonzero width, not [0, 0]) and a difference taken the wrong way round (B - A)."""
+  from jaxbrain.metrics import paired_difference
+  rng = np.random.default_rng(0)
+  patients = np.repeat(np.arange(8), 20)
+  labels = rng.integers(0, 2, len(patients))
+  a = np.clip(labels * 0.3 + rng.normal(0.35, 0.25, len(labels)), 0, 1)
+  same = paired_difference(labels, a, a, patients, samples=200)
+  assert all(v == 0 for v in same['difference'].values())
+  assert all(interval == [0.0, 0.0] for interval in same['confidence_95'].values())
+  better = np.where(labels == 1, np.maximum(a, 0.9), np.minimum(a, 0.1))
+  result = paired_difference(labels, a, better, patients, samples=200)
+  expected = roc_auc(labels, better) - roc_auc(labels, a)
+  assert result['difference']['roc_auc'] == pytest.approx(expected) and expected > 0
+  low, high = result['confidence_95']['roc_auc']
+  assert 0 < low <= expected <= high

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.common import PHANTOM_BUDGET, build_parser, resolve
-from experiments.configs import EXPERIMENTS, GRID, table
+from experiments.common import PHANTOM_BUDGET, build_parser, phantom_budget, resolve
+from experiments.configs import EXPERIMENTS, FINAL, GRID, table
 
 README = Path(__file__).resolve().parents[2] / 'experiments' / 'README.md'
 
@@ -29,7 +29,7 @@ def test_grid_is_the_full_product():
   from the report's settings."""
   combos = {(c.data.preprocess, c.model.arch, c.task.strategy) for c in GRID.values()}
   assert len(GRID) == len(combos) == 16
-  for config in EXPERIMENTS.values():
+  for config in {**GRID, **FINAL}.values():
     if config.task.name == 'classify':
       assert config.model.init == 'imagenet' and config.data.image_size == 224 and config.data.split == 'patient'
       assert (config.batch_size, config.optimizer.learning_rate, config.optimizer.momentum) == (8, 1e-4, 0.5)
@@ -79,3 +79,13 @@ def test_flags_follow_the_task():
   text = build_parser(SEG).format_help()
   assert '--unet-width' in text and '--encoder' in text and '--strategy' not in text
   assert 'default: 16' in text
+
+
+def test_the_demo_keeps_a_from_scratch_recipes_learning_rate():
+  """Catches the demo budget raising exp21's Adam learning rate to the 0.01 meant for the report's
+  SGD (tuned for ImageNet weights), which would make the demo diverge."""
+  from experiments.exp21 import CONFIG
+  demo, _ = resolve(CONFIG, [])
+  assert demo.optimizer.learning_rate == CONFIG.optimizer.learning_rate
+  assert demo.epochs == PHANTOM_BUDGET['classify']['epochs'] and 'learning_rate' not in phantom_budget(CONFIG)
+  assert phantom_budget(EXPERIMENTS['exp20'])['learning_rate'] == PHANTOM_BUDGET['classify']['learning_rate']

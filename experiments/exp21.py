@@ -1,0 +1,8 @@
+"""Experiment 21: ResNet18 detection from random initialization, joint mask loss, flip averaging; 15 minutes of a 2-core CPU."""
+from experiments.common import main
+from experiments.configs import EXPERIMENTS
+
+CONFIG = EXPERIMENTS['exp21']
+
+if __name__ == '__main__':
+  main(CONFIG)
