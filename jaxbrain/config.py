@@ -59,8 +59,8 @@ class ResNetConfig:
   init: str = setting('imagenet', 'imagenet (needs the torchvision weights file) or scratch', ('imagenet', 'scratch'))
   weights: Optional[str] = setting(None, 'torchvision .pth or .safetensors file for --init imagenet (else '
                                    '$JAXBRAIN_WEIGHTS, then the torch hub cache)')
-  mask_head: bool = setting(False, 'a 1x1 convolution on the last feature map predicting which 32x32-pixel cells '
-                            'hold tumor, trained jointly with the classifier on the training patients\' masks')
+  mask_head: bool = setting(False, 'a light head on the backbone\'s feature pyramid predicting which 8x8-pixel '
+                            'cells hold tumor, trained jointly with the classifier on the training patients\' masks')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,8 +239,8 @@ class Config:
       if self.task.strategy != 'finetune':
         problems.append('--mask-head trains the backbone: use it with --strategy finetune')
       if self.data.image_size % 32:
-        problems.append(f'--mask-head: --image-size {self.data.image_size} must be a multiple of 32 (one mask cell '
-                        'per 32x32 pixels)')
+        problems.append(f'--mask-head: --image-size {self.data.image_size} must be a multiple of 32 (the mask head '
+                        'joins feature maps of strides 8, 16 and 32)')
     multiple, why = self.image_size_rule()
     if self.data.image_size < 32 or self.data.image_size % multiple:
       problems.append(f'--image-size {self.data.image_size}: {why}')

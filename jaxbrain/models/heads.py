@@ -1,9 +1,10 @@
-"""Classification heads on pooled backbone features."""
+"""Heads on backbone features: the classifier on pooled features, the mask head on the feature pyramid."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 # The report's head is Linear-ReLU-Dropout-Linear-Dropout-Linear without stating sizes; these
 # defaults shrink 512/2048 features in two steps to 2 classes and drop a quarter of the units.
@@ -32,3 +33,21 @@ class ClassifierHead(nn.Module):
     x = nn.Dense(self.hidden[1], name='fc2')(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_classes, name='fc3')(x)
+
+
+class MaskHead(nn.Module):
+  """Tumor logits per 8x8-pixel cell from a ResNet's pyramid: a 1x1 convolution on each of layer2,
+  layer3 and layer4 (strides 8, 16, 32), the coarser two repeated up to layer2's grid and summed,
+  as a feature pyramid's top-down path does without its 3x3 smoothing. Light on purpose: it is
+  there to teach the backbone where tumors are, not to segment them."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, pyramid):
+    *_, layer2, layer3, layer4 = pyramid
+    logits = 0.0
+    for name, features in (('layer2', layer2), ('layer3', layer3), ('layer4', layer4)):
+      cell = nn.Conv(1, (1, 1), dtype=self.dtype, name=name)(features)
+      repeat = layer2.shape[1] // cell.shape[1]
+      logits = logits + jnp.repeat(jnp.repeat(cell, repeat, axis=1), repeat, axis=2)
+    return logits[..., 0].astype(jnp.float32)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbrain import kernels
-from jaxbrain.models.heads import ClassifierHead
+from jaxbrain.models.heads import ClassifierHead, MaskHead
 from jaxbrain.models.layers import BatchNorm
 
 ModuleDef = Any
@@ -119,9 +119,9 @@ class ResNet(nn.Module):
   cache computes); 'batch' normalizes with batch statistics and updates the running ones in
   training, as a PyTorch backbone with `requires_grad=False` in `model.train()` does.
 
-  `mask_head=True` adds a 1x1 convolution on the last stage's feature map (the map the classifier
-  pools): one tumor logit per cell of stride 32, trained against the slice's mask (the joint loss
-  of `train.steps.make_train_step`); `__call__(..., with_mask=True)` returns it beside the logits.
+  `mask_head=True` adds a `MaskHead` on the backbone's pyramid: one tumor logit per 8x8-pixel
+  cell, trained against the slice's mask (the joint loss of `train.steps.make_train_step`);
+  `__call__(..., with_mask=True)` returns it beside the logits.
   """
   stage_sizes: Sequence[int]
   block_cls: Any
@@ -139,7 +139,7 @@ class ResNet(nn.Module):
                                    pool=self.pool)
     self.head = ClassifierHead(self.num_classes, self.head_hidden, self.dropout_rate)
     if self.mask_head:
-      self.tumor_cells = nn.Conv(1, (1, 1), dtype=self.dtype, name='mask_head')
+      self.tumor_cells = MaskHead(self.dtype, name='mask_head')
 
   @property
   def num_features(self) -> int:
@@ -149,13 +149,13 @@ class ResNet(nn.Module):
                with_mask: bool = False):
     if frozen_bn not in FROZEN_BN:
       raise ValueError(f'frozen_bn must be one of {FROZEN_BN}, got {frozen_bn!r}')
-    feature_map = self.backbone(x, train=train and (not frozen_backbone or frozen_bn == 'batch'))[-1]
-    features = _global_pool(feature_map)
+    pyramid = self.backbone(x, train=train and (not frozen_backbone or frozen_bn == 'batch'))
+    features = _global_pool(pyramid[-1])
     if frozen_backbone:
       features = jax.lax.stop_gradient(features)
     logits = self.classify(features, train=train)
     if self.mask_head and (with_mask or self.is_initializing()):
-      mask_logits = self.tumor_cells(feature_map)[..., 0].astype(jnp.float32)
+      mask_logits = self.tumor_cells(pyramid)
       return (logits, mask_logits) if with_mask else logits
     if with_mask:
       raise ValueError('with_mask=True needs a model built with mask_head=True')

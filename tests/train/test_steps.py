@@ -30,7 +30,7 @@ def test_joint_loss_adds_the_weighted_mask_loss_to_the_classification_loss():
   times the per-cell binary cross-entropy, computed here by hand (no flip, no dropout)."""
   model = create_model('resnet18', num_classes=2, mask_head=True)
   variables = model.init({'params': jax.random.key(0)}, jnp.zeros((1, SIZE, SIZE, 3)))
-  assert variables['params']['mask_head']['kernel'].shape == (1, 1, 512, 1)
+  assert variables['params']['mask_head']['layer4']['kernel'].shape == (1, 1, 512, 1)
   tx = make_optimizer(variables['params'], 'finetune', 0.01, 0.5)
   state = create_train_state(variables, tx, seed=0)
   rng = np.random.default_rng(0)
@@ -42,9 +42,9 @@ def test_joint_loss_adds_the_weighted_mask_loss_to_the_classification_loss():
   x = (batch['image'] / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
   (logits, mask_logits), _ = model.apply(variables, jnp.asarray(x, jnp.float32), train=True, with_mask=True,
                                          mutable=['batch_stats'])
-  assert mask_logits.shape == (4, 2, 2)
-  target = np.zeros((4, 2, 2))
-  target[1, 1, 0] = 1
+  assert mask_logits.shape == (4, 8, 8)  # 8x8-pixel cells
+  target = np.zeros((4, 8, 8))
+  target[1, 5:7, 0:3] = 1  # rows 40-49, columns 5-19
   by_hand = (cross_entropy(logits, batch['label']),
              optax.sigmoid_binary_cross_entropy(mask_logits, jnp.asarray(target)).mean())
   for weight in (0.0, 2.5):
