@@ -43,7 +43,7 @@ class DataConfig:
   fold: Optional[int] = setting(None, 'fold 0-4 of a 5-fold patient split as test (validation carved from the other '
                                 'folds)')
   preprocess: str = setting('resize_flip_normalize', 'the report\'s variants, or one with random scale/rotation '
-                            '(_affine)', VARIANTS + AUGMENTED)
+                            '(_affine) and/or random gamma and gain (_intensity)', VARIANTS + AUGMENTED)
   image_size: int = setting(224, 'resize target (the report: 224)')
   phantom_patients: int = setting(16, 'patients of the embedded phantom dataset (without --data-dir)', at_least=3)
 

@@ -1,9 +1,11 @@
 """The report's preprocessing variants as jittable JAX functions, run on the accelerator.
 
 Order: random horizontal flip (image and mask together) -> resize -> scale to [0, 1] ->
-[random scale + rotation] -> ImageNet normalization. Randomness is per example and comes from
-an explicit rng key. The report's four variants are VARIANTS; the `_affine` variants add the
-scale/rotation augmentation Buda et al. (2019) used for LGG segmentation.
+[random scale + rotation] -> [random gamma + gain] -> ImageNet normalization. Randomness
+is per example and comes from an explicit rng key. The report's four variants are VARIANTS; the
+`_affine` variants add the scale/rotation augmentation Buda et al. (2019) used for LGG
+segmentation, the `_intensity` ones a per-slice gamma and gain (MRI intensities have no absolute
+scale: they differ between scanners and patients).
 """
 from __future__ import annotations
 
@@ -15,26 +17,31 @@ import jax.numpy as jnp
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VARIANTS = ('resize', 'resize_normalize', 'resize_flip', 'resize_flip_normalize')
-AUGMENTED = ('resize_flip_affine', 'resize_flip_affine_normalize')
+AUGMENTED = ('resize_flip_affine', 'resize_flip_affine_normalize', 'resize_flip_intensity_normalize',
+             'resize_flip_affine_intensity_normalize')
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-  """One preprocessing variant: output `size`, whether to flip and scale/rotate (train only), normalize."""
+  """One preprocessing variant: output `size`, whether to flip, scale/rotate and change the intensity
+  (train only), normalize."""
   size: int = 224
   flip: bool = True
   normalize: bool = True
   affine: bool = False
+  intensity: bool = False
 
   @property
   def name(self) -> str:
-    return 'resize' + '_flip' * self.flip + '_affine' * self.affine + '_normalize' * self.normalize
+    return ('resize' + '_flip' * self.flip + '_affine' * self.affine + '_intensity' * self.intensity
+            + '_normalize' * self.normalize)
 
   @classmethod
   def from_name(cls, name: str, size: int = 224) -> 'Preprocessing':
     if name not in VARIANTS + AUGMENTED:
       raise ValueError(f'unknown preprocessing {name!r}; choose one of {VARIANTS + AUGMENTED}')
-    return cls(size=size, flip='flip' in name, normalize='normalize' in name, affine='affine' in name)
+    return cls(size=size, flip='flip' in name, normalize='normalize' in name, affine='affine' in name,
+               intensity='intensity' in name)
 
 
 def resize(images: jax.Array, size: int, method: str = 'bilinear') -> jax.Array:
@@ -89,12 +96,23 @@ def random_affine(key: jax.Array, images: jax.Array, masks: jax.Array | None = N
   return images, masks
 
 
+def random_intensity(key: jax.Array, images: jax.Array, max_gain: float = 0.2, max_log_gamma: float = 0.25):
+  """Each example's [0, 1] pixels raised to a gamma in exp(± `max_log_gamma`), then times a gain of
+  1 ± `max_gain`, clipped to [0, 1]. Both keep the background at 0, as scanners differ in contrast
+  and scale, not in where the head is."""
+  gamma_key, gain_key = jax.random.split(key)
+  shape = (images.shape[0], 1, 1, 1)
+  gamma = jnp.exp(jax.random.uniform(gamma_key, shape, minval=-max_log_gamma, maxval=max_log_gamma))
+  gain = jax.random.uniform(gain_key, shape, minval=1 - max_gain, maxval=1 + max_gain)
+  return jnp.clip(images ** gamma * gain, 0.0, 1.0)
+
+
 def apply_preprocessing(preprocessing: Preprocessing, key: jax.Array | None, images: jax.Array,
                masks: jax.Array | None = None, train: bool = False):
   """uint8 images [B, H, W, 3] (and masks [B, H, W]) -> float32 [B, S, S, 3] (and [B, S, S]).
 
-  Flips and scales/rotates only when `train` (and the variant asks); masks are resized by
-  nearest neighbour.
+  Flips, scales/rotates and changes intensities only when `train` (and the variant asks); masks are
+  resized by nearest neighbour.
   """
   if train and preprocessing.flip:
     images, masks = random_hflip(key, images, masks)
@@ -103,6 +121,8 @@ def apply_preprocessing(preprocessing: Preprocessing, key: jax.Array | None, ima
     masks = resize(masks[..., None].astype(jnp.float32), preprocessing.size, 'nearest')[..., 0]
   if train and preprocessing.affine:
     images, masks = random_affine(jax.random.fold_in(key, 1), images, masks)  # flips keep drawing from `key`
+  if train and preprocessing.intensity:
+    images = random_intensity(jax.random.fold_in(key, 2), images)
   if preprocessing.normalize:
     images = normalize(images)
   return images, masks

@@ -137,9 +137,10 @@ class Classification(_SliceTask):
     if frozen and config.task.feature_cache and not use_cache and progress:
       print('feature cache off: --frozen-bn batch computes new BatchNorm statistics every step, which the cache '
             '(features computed once, with running statistics) cannot replay', flush=True)
-    if use_cache and self.preprocessing.affine:
-      raise ConfigError(f'the feature cache replays flips only, not the scale/rotation of {config.data.preprocess!r}: '
-                        'pass --no-feature-cache, or a preprocessing without _affine')
+    if use_cache and (self.preprocessing.affine or self.preprocessing.intensity):
+      raise ConfigError(f'the feature cache replays flips only, not the random augmentation of '
+                        f'{config.data.preprocess!r}: pass --no-feature-cache, or a preprocessing without _affine and '
+                        '_intensity')
     self.facts = {'feature_cache': use_cache}
     self._cached = self._cache_features(split, progress) if use_cache else None
     if use_cache:

@@ -5,7 +5,7 @@ import pytest
 
 from jaxbrain.data import Preprocessing, apply_preprocessing
 from jaxbrain.data.transforms import (AUGMENTED, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, normalize, random_affine,
-                                      random_hflip, resize)
+                                      random_hflip, random_intensity, resize)
 
 
 def test_normalization_values():
@@ -119,9 +119,10 @@ def test_rotation_turns_about_the_centre_and_scaling_moves_away_from_it():
 
 
 @pytest.mark.parametrize('name', AUGMENTED)
-def test_affine_variants_only_augment_in_training(name):
+def test_augmented_variants_only_augment_in_training(name):
+  """Catches an augmentation applied at evaluation, and a variant name that loses an augmentation."""
   config = Preprocessing.from_name(name, size=32)
-  assert config.name == name and config.affine and config.flip
+  assert config.name == name and config.flip and (config.affine or config.intensity)
   images = np.repeat(_square_masks(4, 64)[..., None] * 255, 3, -1).astype(np.uint8)
   masks = (images[..., 0] > 0).astype(np.uint8)
   trained, trained_masks = jax.jit(lambda k, x, m: apply_preprocessing(config, k, x, m, train=True))(
@@ -131,3 +132,20 @@ def test_affine_variants_only_augment_in_training(name):
   np.testing.assert_array_equal(evaluated, plain)
   np.testing.assert_array_equal(evaluated_masks, plain_masks)
   assert not np.array_equal(trained_masks, plain_masks)
+
+
+def test_intensity_keeps_the_background_and_the_mask_and_differs_per_example():
+  """Catches an intensity change that lifts the background (0 must stay 0), leaves the image as it
+  was, draws one change for the whole batch, or touches the mask."""
+  images = jnp.asarray(np.tile(np.linspace(0, 1, 16, dtype=np.float32)[None, :, None, None], (8, 1, 16, 3)))
+  out = np.asarray(random_intensity(jax.random.key(0), images))
+  assert (out[:, 0] == 0).all() and out.min() >= 0 and out.max() <= 1
+  assert not np.allclose(out, images)
+  assert len({round(float(v), 5) for v in out[:, 8, 0, 0]}) == 8
+  config = Preprocessing.from_name('resize_flip_intensity_normalize', size=16)
+  masks = np.zeros((8, 16, 16), np.uint8)
+  masks[:, 4:8, 2:5] = 1
+  uint8 = (np.asarray(images) * 255).astype(np.uint8)
+  _, trained_masks = apply_preprocessing(config, jax.random.key(1), uint8, masks, train=True)
+  _, flipped_only = apply_preprocessing(Preprocessing(16, flip=True), jax.random.key(1), uint8, masks, train=True)
+  np.testing.assert_array_equal(trained_masks, flipped_only)
