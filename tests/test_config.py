@@ -39,6 +39,19 @@ def test_problems_name_the_flag():
     Config.from_flags('segment', init='imagenet')
 
 
+def test_the_mask_head_and_flip_averaging_refuse_what_they_cannot_do():
+  """Catches a mask head accepted on a frozen backbone (its loss would train nothing the classifier
+  uses) or at a size whose feature maps do not nest, and flip averaging accepted where the feature
+  cache holds no mirrored slices (it would silently score unflipped ones)."""
+  with pytest.raises(ConfigError, match='--mask-head trains the backbone'):
+    Config.from_flags(mask_head=True, strategy='feature_extractor', image_size=128)
+  with pytest.raises(ConfigError, match='--mask-head: --image-size 100 must be a multiple of 32'):
+    Config.from_flags(mask_head=True, image_size=100)
+  with pytest.raises(ConfigError, match='--flip-average scores mirrored slices'):
+    Config.from_flags(flip_average=True, strategy='feature_extractor')
+  assert Config.from_flags(flip_average=True, strategy='feature_extractor', feature_cache=False).task.flip_average
+
+
 @pytest.mark.parametrize('task', ['classify', 'segment'])
 def test_config_json_round_trip(task):
   """Catches a section or tuple lost on the way through JSON (config.json is what predict loads)."""
