@@ -28,12 +28,13 @@ SEGMENTATION = {
                                batch_size=16, epochs=20, optimizer='adam', learning_rate=1e-3, lr_schedule='cosine'),
 }
 # Detection from random initialization (no ImageNet weights): the recipe chosen on validation patients
-# (experiments/README.md, "exp21: how the recipe was chosen"); exp21 fits 15 minutes of a 2-core CPU,
+# (experiments/README.md, "How exp21's recipe was chosen"); exp21 fits 15 minutes of a 2-core CPU,
 # exp22 is its full-size variant for an accelerator.
-SCRATCH = Config.from_flags(init='scratch', optimizer='adam', learning_rate=1e-3, lr_schedule='cosine', batch_size=32,
-                            head_hidden=(), dropout_rate=0.0, mask_head=True, flip_average=True)
+SCRATCH = Config.from_flags(init='scratch', preprocess='resize_flip_affine_normalize', mask_head=True,
+                            head_hidden=(), dropout_rate=0.0, optimizer='adam', learning_rate=1e-3, lr_schedule='cosine',
+                            batch_size=32)
 DETECTION = {
-    'exp21': SCRATCH.with_flags(experiment='exp21', image_size=128, epochs=10),
+    'exp21': SCRATCH.with_flags(experiment='exp21', image_size=128, epochs=8),
     'exp22': SCRATCH.with_flags(experiment='exp22', image_size=224, epochs=30),
 }
 EXPERIMENTS = {**GRID, **FINAL, **DETECTION, **SEGMENTATION}
