@@ -34,7 +34,7 @@ SCRATCH = Config.from_flags(init='scratch', preprocess='resize_flip_affine_norma
                             head_hidden=(), dropout_rate=0.0, optimizer='adam', learning_rate=1e-3, lr_schedule='cosine',
                             batch_size=32)
 DETECTION = {
-    'exp21': SCRATCH.with_flags(experiment='exp21', image_size=128, epochs=8),
+    'exp21': SCRATCH.with_flags(experiment='exp21', image_size=128, epochs=12),
     'exp22': SCRATCH.with_flags(experiment='exp22', image_size=224, epochs=30),
 }
 EXPERIMENTS = {**GRID, **FINAL, **DETECTION, **SEGMENTATION}
