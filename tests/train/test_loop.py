@@ -153,22 +153,16 @@ def _with_masks_moved(source: Path, target: Path, patients) -> Path:
 
 
 def test_the_mask_head_learns_from_training_masks_only(phantom_png, tmp_path):
-  """Catches a joint loss that reads validation or test patients' masks (moving those masks must not
-  change one trained weight), and a mask head that ignores the masks altogether (moving a training
-  patient's masks must change the weights)."""
-  joint = functools.partial(config, epochs=1, image_size=64, mask_head=True, bootstrap_samples=0, evals=())
+  """Catches a joint loss that reads validation or test patients' masks: moving those masks must not
+  change one trained weight. (That the masks it does read move the loss is
+  tests/train/test_steps.py's check.)"""
+  joint = functools.partial(config, epochs=1, mask_head=True, bootstrap_samples=0, evals=())
   train_and_evaluate(joint(phantom_png, tmp_path, run_name='original'), progress=False)
   split = json.loads((tmp_path / 'test' / 'original' / 'split.json').read_text())
   held_out = _with_masks_moved(phantom_png, tmp_path / 'held_out' / 'kaggle_3m', split['validation'] + split['test'])
   train_and_evaluate(joint(held_out, tmp_path, run_name='held_out'), progress=False)
   assert json.loads((tmp_path / 'test' / 'held_out' / 'split.json').read_text())['test'] == split['test']
-  original = final_state(tmp_path / 'test' / 'original')
-  assert_same_state(original, final_state(tmp_path / 'test' / 'held_out'))
-  training = _with_masks_moved(phantom_png, tmp_path / 'training' / 'kaggle_3m', split['train'][:1])
-  train_and_evaluate(joint(training, tmp_path, run_name='training'), progress=False)
-  moved = final_state(tmp_path / 'test' / 'training')
-  head = "['params']['mask_head']['layer4']['kernel']"
-  assert not np.array_equal(original[head], moved[head])
+  assert_same_state(final_state(tmp_path / 'test' / 'original'), final_state(tmp_path / 'test' / 'held_out'))
 
 
 def test_resume_is_exact(phantom_png, tmp_path):
