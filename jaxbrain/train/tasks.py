@@ -146,7 +146,7 @@ class Classification(_SliceTask):
     if use_cache:
       self.train_step, self.eval_step = make_head_train_step(self.model, self.tx), make_head_eval_step(self.model)
     else:
-      mask_loss_weight = config.task.mask_loss_weight if config.model.mask_head else 0.0
+      mask_loss_weight = self._mask_loss_weight()
       self.train_step = make_train_step(self.model, self.tx, self.preprocessing, frozen, config.task.frozen_bn,
                                         mask_loss_weight)
       self.eval_step = make_eval_step(self.model, self.preprocessing, config.task.flip_average)
@@ -163,7 +163,11 @@ class Classification(_SliceTask):
 
   def _targets(self) -> dict[str, np.ndarray]:
     """Labels, and the masks when the mask head trains (the step reads only training rows)."""
-    return {'label': self.data.label, **({'mask': self.data.mask} if self.config.model.mask_head else {})}
+    return {'label': self.data.label, **({'mask': self.data.mask} if self._mask_loss_weight() else {})}
+
+  def _mask_loss_weight(self) -> float:
+    """The joint loss's weight: 0 (no masks read) without a mask head."""
+    return self.config.task.mask_loss_weight if self.config.model.mask_head else 0.0
 
   def arrays(self, part: str) -> dict[str, np.ndarray]:
     if self._cached is None:
