@@ -16,7 +16,7 @@ data (`dataset_load_s`: reading the built dataset into memory, what every later 
 
 The peer is the plain PyTorch loop a user would write for the same work: a `DataLoader` with one
 worker per core decoding the PNG files (resize, flip, normalize per example), the same model
-(torchvision's ResNet18 with the report head), optimizer and batch, validation each epoch and a
+(torchvision's ResNet18 with the report head, on the GPU when there is one), optimizer and batch, validation each epoch and a
 `torch.save` checkpoint; measured the same way. Each measurement runs in its own process, one
 framework at a time. Without --data-dir, a 16-patient phantom tree of PNG files is written first.
 The last line printed is one JSON object.
@@ -137,17 +137,21 @@ def torch_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int) 
       return (x - mean) / std, int(self.labels[i])
 
   workers = os.cpu_count()
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  torch.backends.cudnn.benchmark = True  # as bench/run.py: cuDNN picks its kernels, as XLA autotunes them
+  synchronize = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
   torch.manual_seed(0)
-  model = torch_report_model('resnet18')
+  model = torch_report_model('resnet18').to(device)
   optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.5)
-  train = DataLoader(Slices(split.train, True), batch, shuffle=True, drop_last=True, num_workers=workers,
-                     persistent_workers=True)
-  validation = DataLoader(Slices(split.validation, False), batch, num_workers=workers, persistent_workers=True)
+  loader = dict(num_workers=workers, persistent_workers=True, pin_memory=device == 'cuda')
+  train = DataLoader(Slices(split.train, True), batch, shuffle=True, drop_last=True, **loader)
+  validation = DataLoader(Slices(split.validation, False), batch, **loader)
   history, first_step = [], None
   for epoch in range(epochs):
     model.train()
     epoch_began, total = time.perf_counter(), 0.0
     for images, labels in train:
+      images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
       loss = nn.functional.cross_entropy(model(images), labels)
       optimizer.zero_grad()
       loss.backward()
@@ -157,12 +161,12 @@ def torch_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int) 
     training_seconds = time.perf_counter() - epoch_began
     model.eval()
     with torch.no_grad():
-      probabilities = torch.cat([torch.softmax(model(images), 1)[:, 1] for images, _ in validation])
+      probabilities = torch.cat([torch.softmax(model(images.to(device)), 1)[:, 1].cpu() for images, _ in validation])
     history.append({'training_seconds': training_seconds, 'elapsed_seconds': time.perf_counter() - began,
                     'validation_examples': len(probabilities)})
     torch.save({'model': model.state_dict(), 'optimizer': optimizer.state_dict()}, Path(workdir) / 'torch_last.pt')
   model.train()
-  images, labels = next(iter(train))
+  images, labels = (x.to(device) for x in next(iter(train)))
 
   def run(n: int) -> None:
     for _ in range(n):
@@ -170,10 +174,12 @@ def torch_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int) 
       optimizer.zero_grad()
       loss.backward()
       optimizer.step()
+    synchronize()
 
   rates, _ = timed_repeats(run, 3, BARE_STEPS, batch)
   return {**_steady(history, len(split.train) // batch, batch), 'time_to_first_step_s': first_step,
-          'step_img_s': statistics.median(rates), 'threads': torch.get_num_threads(), 'loader_workers': workers}
+          'step_img_s': statistics.median(rates), 'threads': torch.get_num_threads(), 'loader_workers': workers,
+          'device': device}
 
 
 def build_case(data_dir: str, workdir: str) -> dict:
