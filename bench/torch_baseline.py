@@ -1,6 +1,7 @@
 """The plain PyTorch script jaxbrain's from-scratch detection is compared with, on the same patients.
 
   python bench/torch_baseline.py --data-dir ../shared/data/lgg/kaggle_3m [--out bench/results/torch_baseline]
+  python bench/torch_baseline.py --data-dir ../shared/data/lgg/kaggle_3m --fold 0 --out bench/results/torch_baseline_fold0
 
 What a PyTorch user writes without ImageNet weights: a ResNet18 (torchvision's architecture and
 initialization, its single `fc` layer) from scratch, 128 px, random horizontal flips, ImageNet
@@ -30,6 +31,7 @@ def main() -> None:
   parser.add_argument('--image-size', type=int, default=128)
   parser.add_argument('--learning-rate', type=float, default=1e-3)
   parser.add_argument('--seed', type=int, default=0, help='the split (as jaxbrain\'s --seed) and the initialization')
+  parser.add_argument('--fold', type=int, help='test on this fold of a 5-fold patient split (as jaxbrain\'s --fold)')
   parser.add_argument('--workdir', default='checkpoints', help='where jaxbrain keeps its built datasets (reused)')
   args = parser.parse_args()
 
@@ -48,7 +50,7 @@ def main() -> None:
   root = Path(args.data_dir)
   content = fingerprint(root)
   data = builder.load_dataset(root, builder.default_data_dir(root, Path(args.workdir) / 'tfds', content))
-  split = make_split('patient', data.patient, data.label, seed=args.seed)
+  split = make_split('patient', data.patient, data.label, fold=args.fold, seed=args.seed)
   torch.manual_seed(args.seed)
   model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=2)
   for module in model.modules():  # torchvision's initialization of its ResNets
