@@ -34,6 +34,8 @@ class LoadedRun:
   preprocessing: Preprocessing
   threshold: float
   phantom_only: bool  # every training patient was a synthetic phantom
+  directory: Path
+  checkpoint: Path  # the step folder the variables came from
 
 
 def read_json(path: Path) -> dict:
@@ -106,4 +108,5 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
                    'it would label every slice alike, so it is refused')
   return LoadedRun(config, models.build(config.model), variables,
                    Preprocessing.from_name(config.data.preprocess, config.data.image_size),
-                   float(decision.get('threshold', DECISION_THRESHOLD)), trained_on_phantom(run_dir, header))
+                   float(decision.get('threshold', DECISION_THRESHOLD)), trained_on_phantom(run_dir, header),
+                   run_dir, folder)

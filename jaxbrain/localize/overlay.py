@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+
+BAND = 20  # pixels of the caption band `captioned` adds below an overlay
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -33,13 +35,39 @@ def mask_overlay(image: np.ndarray, predicted: np.ndarray | None = None, true: n
   return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def heat_colors(heat: np.ndarray) -> np.ndarray:
+  """The heatmap's colours for values in [0, 1]: red (0) to yellow (1), as float RGB [..., 3]."""
+  heat = np.clip(np.asarray(heat, np.float32), 0, 1)[..., None]
+  return np.concatenate([np.ones_like(heat), heat, np.zeros_like(heat)], -1) * 255
+
+
+def captioned(overlay: np.ndarray, text: str, scale: str) -> np.ndarray:
+  """The overlay with a band below it holding `text` (the slice's probability and label) and the
+  colour key: `scale='heatmap'` a red-to-yellow bar from 0 to 1, `'mask'` a red swatch."""
+  height, width = overlay.shape[:2]
+  band = Image.new('RGB', (width, BAND), (0, 0, 0))
+  draw = ImageDraw.Draw(band)
+  draw.text((4, 4), text, fill=(255, 255, 255))
+  key_left = width - 96
+  if scale == 'heatmap':
+    ramp = heat_colors(np.linspace(0, 1, 64))
+    for x, color in enumerate(ramp.astype(np.uint8)):
+      draw.line([(key_left + 10 + x, 5), (key_left + 10 + x, BAND - 5)], fill=tuple(int(c) for c in color))
+    draw.text((key_left, 4), '0', fill=(255, 255, 255))
+    draw.text((key_left + 78, 4), '1', fill=(255, 255, 255))
+  else:
+    draw.rectangle([key_left + 30, 5, key_left + 40, BAND - 5], fill=(255, 0, 0))
+    draw.text((key_left + 46, 4), 'mask', fill=(255, 255, 255))
+  return np.concatenate([np.asarray(overlay, np.uint8), np.asarray(band)], axis=0)
+
+
 def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, true: np.ndarray | None = None,
                     alpha: float = 0.5) -> np.ndarray:
   """uint8 RGB of the FLAIR channel with a [0, 1] heatmap (any resolution) blended in as red-yellow."""
   gray = np.repeat(np.asarray(image)[..., 1:2], 3, axis=-1).astype(np.float32)
   heat = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32)).resize(gray.shape[1::-1], Image.BILINEAR))
+  color = heat_colors(heat)
   heat = np.clip(heat, 0, 1)[..., None]
-  color = np.concatenate([np.ones_like(heat), heat, np.zeros_like(heat)], -1) * 255
   out = (1 - alpha * heat) * gray + alpha * heat * color
   if true is not None:
     out[outline(_fit(true, gray.shape[:2]))] = (0, 255, 0)

@@ -21,9 +21,10 @@ from jaxbrain.data import kaggle3m
 from jaxbrain.data.transforms import apply_preprocessing, native_logits
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.localize.gradcam import gradcam
-from jaxbrain.localize.overlay import heatmap_overlay, mask_overlay
+from jaxbrain.localize.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json
-from jaxbrain.runs import RunError, load_run
+from jaxbrain.pages import write_prediction_report
+from jaxbrain.runs import LoadedRun, RunError, load_run
 
 
 def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -134,7 +135,8 @@ class Scorer:
 
 def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Path, seg_run_dir: str | Path | None = None,
             batch_size: int = 16, progress: bool = True, overwrite: bool = False) -> dict:
-  """Scores every input slice; writes predictions.csv, summary.json, masks/ and overlays/ under out_dir.
+  """Scores every input slice; writes predictions.csv, summary.json, report.html, masks/ and overlays/
+  under out_dir.
 
   Every input is read and scored before anything is written; a non-finite probability (damaged
   weights) stops it with an error instead of becoming a label.
@@ -164,7 +166,7 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Pa
   (out_dir / 'overlays').mkdir()
   if masks is not None:
     (out_dir / 'masks').mkdir()
-  rows, summary = [], {}
+  rows, summary, viewer = [], {}, {}
   for i, (path, name) in enumerate(zip(paths, output_names(paths))):
     patient, number = slice_identity(path)
     label = int(probabilities[i] >= scorer.classifier.threshold)
@@ -180,11 +182,26 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Pa
       entry.setdefault('tumor_area_pixels', {})[str(number if number is not None else path.name)] = pixels
       entry['volume_voxels'] = entry.get('volume_voxels', 0) + pixels
       Image.fromarray(masks[i].astype(np.uint8) * 255).save(out_dir / 'masks' / f'{name}_mask.png')
-      overlay = mask_overlay(images[i], masks[i])
+      overlay = captioned(mask_overlay(images[i], masks[i]), _caption(row), 'mask')
     else:
-      overlay = heatmap_overlay(images[i], heatmaps[i])
+      overlay = captioned(heatmap_overlay(images[i], heatmaps[i]), _caption(row), 'heatmap')
     Image.fromarray(overlay).save(out_dir / 'overlays' / f'{name}_overlay.png')
     rows.append(row)
+    viewer.setdefault(patient, []).append({
+        'slice': number if number is not None else path.name, 'image': f'overlays/{name}_overlay.png',
+        **{k: row[k] for k in ('probability', 'label', 'tumor_pixels') if k in row}})
   write_csv(out_dir / 'predictions.csv', rows)
   write_json(out_dir / 'summary.json', summary)
+  runs = [_run_facts('classifier', scorer.classifier)] + (
+      [_run_facts('segmenter', scorer.segmenter)] if scorer.segmenter else [])
+  write_prediction_report(out_dir, viewer, summary, runs, scorer.classifier.threshold)
   return summary
+
+
+def _caption(row: dict) -> str:
+  return f'p(tumor) {row["probability"]:.3f}: {"tumor" if row["label"] else "no tumor"}'
+
+
+def _run_facts(role: str, run: LoadedRun) -> dict:
+  return {'role': role, 'run': str(run.directory), 'experiment': run.config.experiment,
+          'checkpoint': run.checkpoint.relative_to(run.directory).as_posix()}

@@ -37,6 +37,7 @@ from jaxbrain.runs import read_config
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.files import write_json
+from jaxbrain.pages import write_run_report
 from jaxbrain.train.outputs import RunWriter, plot_curves, read_history
 from jaxbrain.train.state import create_train_state
 from jaxbrain.train.strategies import learning_rate_schedule
@@ -351,6 +352,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
     plot_curves(run_dir, read_history(run_dir), tuple(task.headline[:3]))
     writer.hyperparameters(config.flat(), {f'test/{k}': test[k] for k in task.headline if k in test})
     task.write_outputs(run_dir, test, test_outputs, split.test)
+    write_run_report(run_dir)
     writer.close()
     _print_summary(final, run_dir, config, time.perf_counter() - began)
   return final
@@ -448,6 +450,6 @@ def _print_summary(final: dict, run_dir: Path, config: Config, seconds: float) -
         + (f'; 95% intervals {final["confidence_95_note"]}' if final.get('confidence_95_note') else ''), flush=True)
   runs = f'--run {run_dir}' if final['task'] == 'classify' else f'--run CLASSIFIER_RUN --seg-run {run_dir}'
   print(f'selected checkpoint: epoch {selection["epoch"]} by {selection["metric"]}; {seconds / 60:.1f} min in all; '
-        f'outputs in {run_dir}\nnext:\n  jaxbrain predict PATIENT_FOLDER... {runs} --out predictions/\n'
+        f'outputs in {run_dir} (open {run_dir / "report.html"} in a browser)\nnext:\n  jaxbrain predict PATIENT_FOLDER... {runs} --out predictions/\n'
         f'  tensorboard --logdir {run_dir / "tensorboard"}\n  python -m experiments.report --workdir {config.workdir}',
         flush=True)
