@@ -40,12 +40,25 @@ def _predict(args) -> int:
 
   if args.batch_size < 1:
     raise ConfigError(f'--batch-size must be at least 1; got {args.batch_size}')
+  given = {m: getattr(args, m) for m in ('t1', 'flair', 't1ce') if getattr(args, m)}
+  if given and len(given) < 3:
+    missing = ', '.join(f'--{m}' for m in ('t1', 'flair', 't1ce') if m not in given)
+    raise ConfigError(f'a NIfTI case needs --t1, --flair and --t1ce; missing {missing}')
+  if args.case and not given:
+    raise ConfigError('--case names a case given by --t1 --flair --t1ce; a case folder is named after its files')
+  if not args.inputs and not given:
+    raise ConfigError('nothing to score: give slice images, patient folders or NIfTI case folders, or '
+                      '--t1 --flair --t1ce')
   summary = predict(args.inputs, args.run, args.out, seg_run_dir=args.seg_run, batch_size=args.batch_size,
-                    progress=not args.no_progress, overwrite=args.overwrite)
+                    progress=not args.no_progress, overwrite=args.overwrite, case_files=given or None,
+                    case_name=args.case)
   slices = sum(p['slices'] for p in summary.values())
   tumor = sum(len(p['slices_with_tumor']) for p in summary.values())
-  print(f'{slices} slices of {len(summary)} patients: {tumor} predicted with tumor; wrote {args.out}/predictions.csv, '
-        f'summary.json, overlays/' + (', masks/' if args.seg_run else ''))
+  volumes = [f'{name} {entry["tumor_volume_ml"]:.2f} ml' for name, entry in summary.items() if 'tumor_volume_ml' in entry]
+  print(f'{slices} slices of {len(summary)} patients: {tumor} predicted with tumor'
+        + (f'; tumor volume {", ".join(volumes)}' if volumes else '')
+        + f'; wrote {args.out}/report.html (open it in a browser), predictions.csv, summary.json, overlays/'
+        + (', masks/' if args.seg_run else '') + (', <case>_mask.nii.gz' if volumes else ''))
   return 0
 
 
@@ -66,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
   phantom.add_argument('--format', choices=('tif', 'png'), default='tif')
   phantom.set_defaults(run_command=_phantom)
   predict = commands.add_parser('predict', help='score slices with trained runs; write masks and overlays')
-  predict.add_argument('inputs', nargs='+', help='.tif/.png slices, kaggle_3m patient folders or trees')
+  predict.add_argument('inputs', nargs='*', help='.tif/.png slices, kaggle_3m patient folders or trees, and NIfTI '
+                       'case folders (BraTS names: *_t1, *_flair, *_t1ce or *-t1n, *-t2f, *-t1c .nii[.gz])')
+  for modality, meaning in (('t1', 'pre-contrast T1'), ('flair', 'FLAIR'), ('t1ce', 'post-contrast T1')):
+    predict.add_argument(f'--{modality}', metavar='NIFTI', help=f'the {meaning} volume of one NIfTI case given by '
+                         'its files (all three of --t1 --flair --t1ce)')
+  predict.add_argument('--case', help='name of the case given by --t1 --flair --t1ce (default: from the FLAIR file)')
   predict.add_argument('--run', required=True, help='run directory of a classification experiment (exp01-exp20)')
   predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01/seg02)')
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')

@@ -145,3 +145,42 @@ def write_phantom(root: str | Path, n_patients: int = 10, slices_per_patient: tu
     shutil.rmtree(staging, ignore_errors=True)
     raise
   return root
+
+
+SCANNER_GAIN = (3.1, 7.4, 5.2)  # arbitrary units per 8-bit step for t1, flair, t1ce: not 8-bit data
+
+
+def write_nifti_phantom(folder: str | Path, n_slices: int = 24, seed: int = 0, axcodes: str = 'LPS',
+                        in_plane: int = 240, spacing: tuple[float, float, float] = (0.9, 0.9, 2.5),
+                        names: str = '2021') -> tuple[dict[str, Path], np.ndarray]:
+  """One synthetic patient as a BraTS-named NIfTI case in `folder`: ((modality -> file), the true
+  tumor mask as a bool volume in the files' own voxel order).
+
+  The phantom's slices are resampled in-plane to `in_plane` pixels, put in RAS voxel order, scaled
+  to scanner-like float units (`SCANNER_GAIN`), then stored with axes ordered and flipped as
+  `axcodes` says (the affine says the same), so a reader must reorient to get the slices back.
+  """
+  import nibabel as nib
+
+  from jaxbrain.data import nifti
+
+  folder = Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  anatomy = _Patient(np.random.default_rng(seed), n_slices, 0.35)
+  rendered = [anatomy.slice(k) for k in range(n_slices)]
+  shape = (in_plane, in_plane)
+  images = np.stack([np.asarray(Image.fromarray(image).resize(shape, Image.BILINEAR)) for image, _ in rendered])
+  masks = np.stack([np.asarray(Image.fromarray(mask).resize(shape, Image.NEAREST)) for _, mask in rendered])
+  ras_affine = np.diag([*spacing, 1.0])
+  to_target = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt('RAS'),
+                                              nib.orientations.axcodes2ornt(tuple(axcodes)))
+  canonical_shape = nifti.from_display(masks).shape
+  affine = ras_affine @ nib.orientations.inv_ornt_aff(to_target, canonical_shape)
+  stored = lambda volume: nib.orientations.apply_orientation(nifti.from_display(volume), to_target)  # noqa: E731
+  case = f'phantom{seed:03d}'
+  files = {}
+  for c, (modality, gain) in enumerate(zip(nifti.MODALITIES, SCANNER_GAIN)):
+    suffix = nifti.NAMES[modality][0 if names == '2021' else 1]
+    files[modality] = folder / f'{case}{suffix}.nii.gz'
+    nib.save(nib.Nifti1Image(stored(images[..., c]).astype(np.float32) * gain, affine), str(files[modality]))
+  return files, stored(masks).astype(bool)

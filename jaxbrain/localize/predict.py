@@ -2,10 +2,12 @@
 
 `predict(inputs, run_dir, seg_run_dir, out_dir)` backs `jaxbrain predict`. Inputs are image
 files or folders (.tif/.png; a kaggle_3m patient folder or a whole tree; `_mask` files are
-ignored). Every input is decoded, checked and scored before anything is written.
+ignored) and NIfTI cases (a folder of three BraTS-named volumes, or the three files given as a
+`nifti.find_case`-like dict). Every input is decoded, checked and scored before anything is written.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -17,7 +19,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxbrain.data import kaggle3m
+from jaxbrain.data import kaggle3m, nifti
 from jaxbrain.data.transforms import apply_preprocessing, native_logits
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.localize.gradcam import gradcam
@@ -31,6 +33,9 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
   """Image files named or found (recursively) under folders, without `_mask` files, sorted."""
   found = []
   for path in map(Path, paths):
+    if nifti.NIFTI_SUFFIX.search(path.name):
+      raise kaggle3m.DataError(f'{path}: a NIfTI volume alone cannot be scored; give its case folder (t1, flair '
+                               'and t1ce volumes) or --t1 --flair --t1ce')
     if path.is_dir():
       found += [p for p in path.rglob('*') if p.suffix.lower() in kaggle3m.IMAGE_EXTENSIONS and p.is_file()]
     elif path.is_file():
@@ -133,22 +138,58 @@ class Scorer:
     return np.concatenate(probabilities), np.concatenate(heatmaps), np.concatenate(masks) if masks else None
 
 
+@dataclasses.dataclass
+class Slices:
+  """What is scored: uint8 slices [N, 256, 256, 3], a row per slice (path, patient, slice), output
+  file stems, and the NIfTI cases with the rows they span."""
+  images: np.ndarray
+  rows: list[dict]
+  names: list[str]
+  cases: list[tuple[nifti.NiftiCase, range]]
+
+
+def read_inputs(inputs: Sequence[str | Path], case_files: dict | None = None, case_name: str | None = None,
+                progress: bool = False) -> Slices:
+  """Every input read and checked: slice images (files, patient folders, trees) and NIfTI cases
+  (folders holding NIfTI volumes, and `case_files` {'t1', 'flair', 't1ce'} if given)."""
+  folders = [Path(p) for p in inputs if nifti.is_case_folder(Path(p))]
+  cases = [nifti.read_case(nifti.find_case(folder)) for folder in folders]
+  if case_files:
+    cases.append(nifti.read_case({m: Path(f) for m, f in case_files.items()}, case_name))
+  image_inputs = [p for p in inputs if Path(p) not in folders]
+  paths = collect_inputs(image_inputs) if image_inputs else []
+  images = kaggle3m.map_slices(kaggle3m.read_image, paths, progress='reading' if progress else None) if paths else []
+  rows = [dict(zip(('patient', 'slice'), slice_identity(path)), path=str(path)) for path in paths]
+  names = output_names(paths)
+  spans = []
+  for case in cases:
+    spans.append((case, range(len(rows), len(rows) + len(case.slices))))
+    rows += [{'path': str(case.files['flair']), 'patient': case.name, 'slice': k + 1} for k in range(len(case.slices))]
+    names += [f'{case.name}_{k + 1}' for k in range(len(case.slices))]
+  if not rows:
+    raise kaggle3m.DataError('nothing to score: give slice images, patient folders or NIfTI cases')
+  stacked = np.concatenate(([np.stack(images)] if images else []) + [c.slices for c in cases])
+  return Slices(stacked, [{k: r[k] for k in ('path', 'patient', 'slice')} for r in rows], names, spans)
+
+
 def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Path, seg_run_dir: str | Path | None = None,
-            batch_size: int = 16, progress: bool = True, overwrite: bool = False) -> dict:
+            batch_size: int = 16, progress: bool = True, overwrite: bool = False, case_files: dict | None = None,
+            case_name: str | None = None) -> dict:
   """Scores every input slice; writes predictions.csv, summary.json, report.html, masks/ and overlays/
-  under out_dir.
+  under out_dir, and `<case>_mask.nii.gz` per NIfTI case when a segmenter is given.
 
   Every input is read and scored before anything is written; a non-finite probability (damaged
   weights) stops it with an error instead of becoming a label.
   """
   scorer = Scorer(run_dir, seg_run_dir, batch_size)
-  paths = collect_inputs(inputs)
+  given = list(inputs) + [f for f in (case_files or {}).values()]
   out_dir = Path(out_dir)
-  check_output_dir(out_dir, inputs, overwrite)
+  check_output_dir(out_dir, given, overwrite)
   if scorer.classifier.phantom_only:
     warnings.warn(f'{run_dir}: was trained on synthetic phantom data only: it has never seen a real scan, and its '
                   'labels mean nothing for real patients', stacklevel=2)
-  images = np.stack(kaggle3m.map_slices(kaggle3m.read_image, paths, progress='reading' if progress else None))
+  read = read_inputs(inputs, case_files, case_name, progress)
+  images = read.images
   chunks = range(0, len(images), 16 * batch_size)
   if progress:
     from tqdm import tqdm
@@ -159,27 +200,28 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Pa
   masks = np.concatenate([m for _, _, m in scored]) if seg_run_dir else None
   bad = np.flatnonzero(~np.isfinite(probabilities))
   if len(bad):
-    raise RunError(f'{run_dir}: gave a non-finite tumor probability for {len(bad)} slices (first {paths[bad[0]]}); '
-                   'its weights are damaged or diverged, so no label is written')
+    first = read.rows[bad[0]]
+    raise RunError(f'{run_dir}: gave a non-finite tumor probability for {len(bad)} slices (first {first["path"]}, '
+                   f'slice {first["slice"]}); its weights are damaged or diverged, so no label is written')
 
   _fresh_output_dir(out_dir)
   (out_dir / 'overlays').mkdir()
   if masks is not None:
     (out_dir / 'masks').mkdir()
   rows, summary, viewer = [], {}, {}
-  for i, (path, name) in enumerate(zip(paths, output_names(paths))):
-    patient, number = slice_identity(path)
+  for i, (identity, name) in enumerate(zip(read.rows, read.names)):
+    patient, number = identity['patient'], identity['slice']
     label = int(probabilities[i] >= scorer.classifier.threshold)
-    row = {'path': str(path), 'patient': patient, 'slice': number, 'probability': float(probabilities[i]),
-           'label': label}
+    row = {**identity, 'probability': float(probabilities[i]), 'label': label}
+    key = number if number is not None else Path(identity['path']).name
     entry = summary.setdefault(patient, {'slices': 0, 'slices_with_tumor': []})
     entry['slices'] += 1
     if label:
-      entry['slices_with_tumor'].append(number if number is not None else path.name)
+      entry['slices_with_tumor'].append(key)
     if masks is not None:
       pixels = int(masks[i].sum())
       row['tumor_pixels'] = pixels
-      entry.setdefault('tumor_area_pixels', {})[str(number if number is not None else path.name)] = pixels
+      entry.setdefault('tumor_area_pixels', {})[str(key)] = pixels
       entry['volume_voxels'] = entry.get('volume_voxels', 0) + pixels
       Image.fromarray(masks[i].astype(np.uint8) * 255).save(out_dir / 'masks' / f'{name}_mask.png')
       overlay = captioned(mask_overlay(images[i], masks[i]), _caption(row), 'mask')
@@ -188,8 +230,15 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Pa
     Image.fromarray(overlay).save(out_dir / 'overlays' / f'{name}_overlay.png')
     rows.append(row)
     viewer.setdefault(patient, []).append({
-        'slice': number if number is not None else path.name, 'image': f'overlays/{name}_overlay.png',
+        'slice': key, 'image': f'overlays/{name}_overlay.png',
         **{k: row[k] for k in ('probability', 'label', 'tumor_pixels') if k in row}})
+  for case, span in read.cases:
+    entry = summary[case.name]
+    entry['inputs'] = {m: str(f) for m, f in case.files.items()}
+    if masks is not None:
+      mask_file = out_dir / f'{case.name}_mask.nii.gz'
+      voxels = nifti.write_mask(case, masks[span.start:span.stop], mask_file)
+      entry.update({'mask': mask_file.name, 'volume_voxels': voxels, 'tumor_volume_ml': voxels * case.voxel_ml})
   write_csv(out_dir / 'predictions.csv', rows)
   write_json(out_dir / 'summary.json', summary)
   runs = [_run_facts('classifier', scorer.classifier)] + (
