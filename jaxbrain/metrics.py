@@ -79,6 +79,16 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray,
 MIN_BOOTSTRAP_PATIENTS = 5
 
 
+def cross_entropy(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -> float:
+  """Mean binary cross-entropy of tumor probabilities against 0/1 labels: the evaluation loss of a
+  classifier (training's two-class softmax cross-entropy, from probabilities). Probabilities are
+  clipped to [eps, 1 - eps], so a confident mistake costs -log(eps) rather than infinity; a NaN
+  probability gives NaN (never a finite loss)."""
+  p = np.clip(np.asarray(probabilities, np.float64), eps, 1 - eps)
+  y = np.asarray(labels) == 1
+  return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
+
+
 def bootstrap_by_patient(metric: Callable[[np.ndarray, np.ndarray], dict], patients: np.ndarray,
                          samples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
   """Percentile confidence intervals for each scalar of `metric`, resampling patients with replacement.
@@ -154,6 +164,17 @@ def dice_from_counts(intersection, predicted, true, *, empty_score=1.0, smooth=0
   where = jnp.where if isinstance(intersection, jax.Array) or isinstance(predicted, jax.Array) else np.where
   total = predicted + true
   return where(total == 0, empty_score, (2 * intersection + smooth) / where(total + smooth == 0, 1, total + smooth))
+
+
+def soft_segmentation_loss(probabilities: np.ndarray, true: np.ndarray, eps: float = 1e-7) -> float:
+  """The evaluation loss of a segmenter: training's loss (mean pixel binary cross-entropy + 1 - soft
+  Dice with smooth 1) on a whole set taken as one batch. All masks empty and predicted empty:
+  the soft-Dice part is 0 (as in training, via `dice_from_counts`)."""
+  p = np.clip(np.asarray(probabilities, np.float64), eps, 1 - eps)
+  t = np.asarray(true, bool)
+  bce = -np.mean(np.where(t, np.log(p), np.log1p(-p)))
+  soft = dice_from_counts(float(np.sum(p * t)), float(np.sum(p)), float(t.sum()), smooth=1.0)
+  return float(bce + 1 - soft)
 
 
 def dice(predicted: np.ndarray, true: np.ndarray, empty_score: float = 1.0) -> float:

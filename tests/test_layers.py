@@ -5,7 +5,7 @@ from pathlib import Path
 
 import jaxbrain
 
-LAYERS = (('errors', 'files', 'pages', 'xla_defaults', 'allocator', 'metrics'), ('data',), ('kernels',), ('models',),
+LAYERS = (('errors', 'files', 'pages', 'overlay', 'xla_defaults', 'allocator', 'metrics'), ('data',), ('kernels',), ('models',),
           ('config',), ('runs',), ('train', 'localize'), ('evaluators',), ('cli', 'spark'))
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 PACKAGE = Path(jaxbrain.__file__).parent

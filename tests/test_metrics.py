@@ -168,3 +168,27 @@ def test_paired_difference_resamples_both_runs_on_the_same_patients():
   assert result['difference']['roc_auc'] == pytest.approx(expected) and expected > 0
   low, high = result['confidence_95']['roc_auc']
   assert 0 < low <= expected <= high
+
+
+def test_cross_entropy_by_hand_and_nan_stays_nan():
+  """Catches a loss that ignores the label (or swaps p and 1-p), an infinite loss for a confident
+  mistake, and a NaN probability turned into a finite loss."""
+  from jaxbrain.metrics import cross_entropy
+  assert cross_entropy(np.array([1, 0]), np.array([0.8, 0.3])) == pytest.approx(-(np.log(0.8) + np.log(0.7)) / 2)
+  assert np.isfinite(cross_entropy(np.array([1]), np.array([0.0])))
+  assert np.isnan(cross_entropy(np.array([1, 0]), np.array([np.nan, 0.3])))
+
+
+def test_segmentation_evaluation_loss_is_the_training_loss_on_one_batch():
+  """Catches an evaluation loss that drifts from training's (another Dice smoothing, a missing BCE
+  term, a per-slice instead of a whole-set Dice)."""
+  from jaxbrain.metrics import soft_segmentation_loss
+  import jax.numpy as jnp
+
+  from jaxbrain.train.steps import segmentation_loss
+  rng = np.random.default_rng(0)
+  probabilities = rng.uniform(0.01, 0.99, (3, 8, 8))
+  true = rng.random((3, 8, 8)) < 0.2
+  logits = np.log(probabilities / (1 - probabilities))
+  expected = float(segmentation_loss(jnp.asarray(logits, jnp.float32), jnp.asarray(true, jnp.float32)))
+  assert soft_segmentation_loss(probabilities, true) == pytest.approx(expected, rel=1e-5)

@@ -15,7 +15,7 @@ from PIL import Image
 from jaxbrain.data.transforms import apply_preprocessing
 from jaxbrain.evaluators import evenly
 from jaxbrain.localize.gradcam import gradcam, pointing_game
-from jaxbrain.localize.overlay import heatmap_overlay
+from jaxbrain.overlay import heatmap_overlay
 
 SHOWN = 8
 

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from jaxbrain.evaluators import evenly
-from jaxbrain.localize.overlay import mask_overlay
+from jaxbrain.overlay import mask_overlay
 
 TUMOR_SHOWN, EMPTY_SHOWN = 8, 4
 

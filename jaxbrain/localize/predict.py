@@ -23,7 +23,7 @@ from jaxbrain.data import kaggle3m, nifti
 from jaxbrain.data.transforms import apply_preprocessing, native_logits
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.localize.gradcam import gradcam
-from jaxbrain.localize.overlay import captioned, heatmap_overlay, mask_overlay
+from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json
 from jaxbrain.pages import write_prediction_report
 from jaxbrain.runs import LoadedRun, RunError, load_run

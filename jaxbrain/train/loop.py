@@ -38,7 +38,7 @@ from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.files import write_json
 from jaxbrain.pages import write_run_report
-from jaxbrain.train.outputs import RunWriter, plot_curves, read_history
+from jaxbrain.train.outputs import RunWriter, epoch_overlays, overlay_rows, plot_curves, read_history
 from jaxbrain.train.state import create_train_state
 from jaxbrain.train.strategies import learning_rate_schedule
 from jaxbrain.train.tasks import build_task
@@ -308,7 +308,8 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
                            steps_per_epoch, learning_rate)
       training_seconds = time.perf_counter() - epoch_began
       bar.close()
-      metrics = task.metrics(evaluate(state, split.validation), split.validation)
+      outputs = evaluate(state, split.validation)
+      metrics = task.metrics(outputs, split.validation)
       score, best = metrics[task.selection], position['best']
       improved = not math.isnan(score) and (best is None or score > best)
       position = {'epoch': epoch + 1, 'batch': 0, 'best': score if improved else best,
@@ -316,9 +317,12 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
       if is_writer:
         record = {'epoch': epoch + 1, 'step': int(jax.device_get(state.step)),
                   **{f'train_{name}': total / max(steps_per_epoch, 1) for name, total in sums.items()},
-                  **{f'validation_{k}': metrics[k] for k in task.headline},
+                  **{f'validation_{k}': metrics[k] for k in task.headline}, 'validation_loss': metrics['loss'],
                   'training_seconds': training_seconds, 'elapsed_seconds': time.perf_counter() - began}
         writer.epoch(record, keep_epochs_below=epoch + 1)
+        rows = overlay_rows(data.label[split.validation])
+        slices = split.validation[rows]
+        writer.images('eval/overlays', epoch_overlays(data.image[slices], data.mask[slices], outputs, rows), epoch + 1)
         shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items() if k.startswith(('train_', 'validation_')) and
                           isinstance(v, float) and not k.startswith(('validation_precision', 'validation_f1',
                                                                      'validation_iou')))

@@ -1,6 +1,6 @@
 """What a run leaves in its directory: config.json, split.json, metrics.jsonl (one line per epoch,
-counted from 1), metrics.json (final), TensorBoard event files, and PNG plots (curves, confusion
-matrix, ROC)."""
+counted from 1), metrics.json (final), TensorBoard event files (scalars, a few overlays per epoch),
+and PNG plots (curves, confusion matrix, ROC)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxbrain.files import jsonable
+from jaxbrain.overlay import captioned, mask_overlay
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -53,6 +54,11 @@ class RunWriter:
       self.tensorboard.add_scalar('train/loss_per_step', float(loss), step)
       self.tensorboard.add_scalar('train/learning_rate', float(rate), step)
 
+  def images(self, tag: str, images: np.ndarray, epoch: int) -> None:
+    """A few overlay images [N, H, W, 3] uint8 at `epoch` (TensorBoard's IMAGES tab)."""
+    if len(images):
+      self.tensorboard.add_images(tag, images, epoch, dataformats='NHWC')
+
   def hyperparameters(self, settings: dict, metrics: dict) -> None:
     """The run's settings beside its final metrics (TensorBoard's HPARAMS tab)."""
     shown = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in settings.items()}
@@ -60,6 +66,28 @@ class RunWriter:
 
   def close(self) -> None:
     self.tensorboard.close()
+
+
+EPOCH_OVERLAYS = 4  # validation slices shown per epoch in TensorBoard
+
+
+def overlay_rows(labels: np.ndarray, count: int = EPOCH_OVERLAYS) -> np.ndarray:
+  """Positions (into `labels`, the validation slices' labels) of the slices shown every epoch:
+  evenly spaced tumor slices, fixed for the run so epochs compare."""
+  tumor = np.flatnonzero(labels == 1)
+  return tumor[np.linspace(0, len(tumor) - 1, min(count, len(tumor))).round().astype(int)] if len(tumor) else tumor
+
+
+def epoch_overlays(images: np.ndarray, true_masks: np.ndarray, outputs: dict, rows: np.ndarray) -> np.ndarray:
+  """The epoch's view of validation slices `rows`: the true tumor outlined green, the predicted
+  mask red (segmentation: 'mask_probability' > 0.5), the slice's tumor probability below."""
+  shown = []
+  for row, image, true in zip(rows, images, true_masks):
+    predicted = outputs['mask_probability'][row] > 0.5 if 'mask_probability' in outputs else None
+    overlay = mask_overlay(image, predicted, true)
+    shown.append(captioned(overlay, f'p(tumor) {float(outputs["probability"][row]):.3f}',
+                           'mask' if predicted is not None else None))
+  return np.stack(shown) if shown else np.zeros((0, 1, 1, 3), np.uint8)
 
 
 def _pyplot():

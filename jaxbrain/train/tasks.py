@@ -22,7 +22,8 @@ from jaxbrain.data import SliceArrays, Split
 from jaxbrain.data.transforms import Preprocessing, resize
 from jaxbrain.errors import ConfigError
 from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTATION_KEYS, classification_metrics,
-                              patient_intervals, segmentation_counts, segmentation_metrics_from_counts)
+                              cross_entropy, patient_intervals, segmentation_counts, segmentation_metrics_from_counts,
+                              soft_segmentation_loss)
 from jaxbrain.files import write_csv
 from jaxbrain.train.outputs import plot_classification
 from jaxbrain.train.steps import (make_eval_step, make_head_eval_step, make_head_train_step,
@@ -53,7 +54,8 @@ class Task(Protocol):
     """The rows of `arrays(part)` that hold dataset `indices`."""
 
   def metrics(self, outputs: dict, indices: np.ndarray) -> dict:
-    """Metrics of the eval step's `outputs` for `indices` (validation every epoch, test once)."""
+    """Metrics of the eval step's `outputs` for `indices` (validation every epoch), with the
+    evaluation 'loss'."""
 
   def test_metrics(self, outputs: dict, indices: np.ndarray) -> dict:
     """`metrics` with 95% patient-bootstrap intervals."""
@@ -179,7 +181,9 @@ class Classification(_SliceTask):
     return indices if self._cached is None else np.searchsorted(self._cached[part][0], indices)
 
   def metrics(self, outputs: dict, indices: np.ndarray) -> dict:
-    return classification_metrics(self.data.label[indices], outputs['probability'])
+    labels = self.data.label[indices]
+    return {**classification_metrics(labels, outputs['probability']),
+            'loss': cross_entropy(labels, outputs['probability'])}
 
   def test_metrics(self, outputs: dict, indices: np.ndarray) -> dict:
     labels, probabilities = self.data.label[indices], outputs['probability']
@@ -222,7 +226,8 @@ class Segmentation(_SliceTask):
     return segmentation_counts(outputs['mask_probability'] > 0.5, self.true_masks(indices))
 
   def metrics(self, outputs: dict, indices: np.ndarray) -> dict:
-    return segmentation_metrics_from_counts(self._counts(outputs, indices), self.data.patient[indices])
+    return {**segmentation_metrics_from_counts(self._counts(outputs, indices), self.data.patient[indices]),
+            'loss': soft_segmentation_loss(outputs['mask_probability'], self.true_masks(indices))}
 
   def test_metrics(self, outputs: dict, indices: np.ndarray) -> dict:
     per_slice = self._counts(outputs, indices)

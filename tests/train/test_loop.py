@@ -43,7 +43,8 @@ def assert_same_state(a: dict, b: dict):
 
 
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
-  """{tag: [(step, value), ...]} from the TensorBoard event files under `folder` (TFRecord framing)."""
+  """{tag: [(step, value), ...]} from the TensorBoard event files under `folder` (TFRecord framing);
+  an image's value is its height."""
   from tensorboardX.proto.event_pb2 import Event
   scalars = {}
   for path in sorted(folder.rglob('events.out.tfevents.*')):
@@ -53,13 +54,15 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
       event = Event.FromString(data[offset + 12:offset + 12 + length])
       offset += 16 + length
       for value in event.summary.value:
-        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+        scalars.setdefault(value.tag, []).append(
+            (event.step, value.image.height if value.HasField('image') else value.simple_value))
   return scalars
 
 
 def test_tensorboard_has_per_step_loss_and_learning_rate(phantom_png, tmp_path):
   """Catches per-step values lost or misplaced by the device-side buffer (a step missing, two steps
-  in one slot), a learning rate off by one step, epochs counted from 0, and no hyperparameters."""
+  in one slot), a learning rate off by one step, epochs counted from 0, no hyperparameters, and no
+  evaluation loss or overlay images per epoch."""
   final = train_and_evaluate(config(phantom_png, tmp_path, epochs=2, lr_schedule='cosine'), progress=False)
   scalars = tensorboard_scalars(tmp_path / 'test' / 'patient-scratch-32px-seed0' / 'tensorboard')
   steps = final['counts']['train_slices'] // 4
@@ -71,6 +74,8 @@ def test_tensorboard_has_per_step_loss_and_learning_rate(phantom_png, tmp_path):
   assert [s for s, _ in scalars['train/loss']] == [1, 2] and [s for s, _ in scalars['eval/roc_auc']] == [1, 2]
   history = [json.loads(line) for line in (tmp_path / 'test' / 'patient-scratch-32px-seed0' / 'metrics.jsonl')
              .read_text().splitlines()]
+  assert scalars['eval/loss'] == [(r['epoch'], pytest.approx(r['validation_loss'])) for r in history]
+  assert [s for s, _ in scalars['eval/overlays']] == [1, 2] and scalars['eval/overlays'][0][1] > 0
   per_epoch = np.mean([v for s, v in losses if s <= steps])
   assert history[0]['train_loss'] == pytest.approx(per_epoch, rel=1e-5)
   assert 'test/roc_auc' in scalars
@@ -80,7 +85,7 @@ def test_outputs_and_metrics(phantom_png, tmp_path):
   final = train_and_evaluate(config(phantom_png, tmp_path, epochs=2), progress=False)
   run = tmp_path / 'test' / 'patient-scratch-32px-seed0'
   for name in ('config.json', 'split.json', 'decision.json', 'metrics.json', 'metrics.jsonl', 'test_predictions.csv',
-               'curves.png', 'confusion_matrix.png', 'roc.png'):
+               'curves.png', 'confusion_matrix.png', 'roc.png', 'report.html'):
     assert (run / name).is_file(), name
   assert list((run / 'tensorboard').glob('events.out.tfevents.*'))
   metrics = json.loads((run / 'metrics.json').read_text())

@@ -41,9 +41,9 @@ def heat_colors(heat: np.ndarray) -> np.ndarray:
   return np.concatenate([np.ones_like(heat), heat, np.zeros_like(heat)], -1) * 255
 
 
-def captioned(overlay: np.ndarray, text: str, scale: str) -> np.ndarray:
+def captioned(overlay: np.ndarray, text: str, scale: str | None) -> np.ndarray:
   """The overlay with a band below it holding `text` (the slice's probability and label) and the
-  colour key: `scale='heatmap'` a red-to-yellow bar from 0 to 1, `'mask'` a red swatch."""
+  colour key: `scale='heatmap'` a red-to-yellow bar from 0 to 1, `'mask'` a red swatch, None none."""
   height, width = overlay.shape[:2]
   band = Image.new('RGB', (width, BAND), (0, 0, 0))
   draw = ImageDraw.Draw(band)
@@ -55,7 +55,7 @@ def captioned(overlay: np.ndarray, text: str, scale: str) -> np.ndarray:
       draw.line([(key_left + 10 + x, 5), (key_left + 10 + x, BAND - 5)], fill=tuple(int(c) for c in color))
     draw.text((key_left, 4), '0', fill=(255, 255, 255))
     draw.text((key_left + 78, 4), '1', fill=(255, 255, 255))
-  else:
+  elif scale == 'mask':
     draw.rectangle([key_left + 30, 5, key_left + 40, BAND - 5], fill=(255, 0, 0))
     draw.text((key_left + 46, 4), 'mask', fill=(255, 255, 255))
   return np.concatenate([np.asarray(overlay, np.uint8), np.asarray(band)], axis=0)
