@@ -1,4 +1,5 @@
-"""The `jaxbrain` command line: `jaxbrain data DIR`, `jaxbrain phantom OUT`, `jaxbrain predict INPUT...`."""
+"""The `jaxbrain` command line: `jaxbrain data DIR`, `jaxbrain phantom OUT`, `jaxbrain predict INPUT...`,
+`jaxbrain evaluate PRED_DIR --truth DIR`."""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +63,16 @@ def _predict(args) -> int:
   return 0
 
 
+def _evaluate(args) -> int:
+  from jaxbrain.files import jsonable
+  from jaxbrain.localize.evaluate import evaluate, format_table
+
+  result = evaluate(args.pred_dir, args.truth)
+  print(format_table(result))
+  print(json.dumps(jsonable(result)))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='jaxbrain', description=__doc__)
   parser.add_argument('--version', action='version', version=f'jaxbrain {__version__}')
@@ -93,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--batch-size', type=int, default=16)
   predict.add_argument('--no-progress', action='store_true')
   predict.set_defaults(run_command=_predict)
+  evaluate = commands.add_parser(
+      'evaluate', help='score a `jaxbrain predict` output against the true masks and labels',
+      description='Scores PRED_DIR (a `jaxbrain predict` output) against the true masks of a kaggle_3m tree: slice '
+                  'detection, and with masks per-volume Dice, IoU and HD95, Dice on tumor slices, the false-positive '
+                  'rate on tumor-free slices. Prints a table, then one JSON object.',
+      epilog='example: jaxbrain evaluate predictions/ --truth ../shared/data/lgg/kaggle_3m')
+  evaluate.add_argument('pred_dir', help='a folder written by `jaxbrain predict`')
+  evaluate.add_argument('--truth', required=True, help='the kaggle_3m folder holding the true masks of those slices')
+  evaluate.set_defaults(run_command=_evaluate)
   return parser
 
 

@@ -11,13 +11,13 @@ import numpy as np
 
 
 def jsonable(value):
-  """`value` with NumPy scalars as Python numbers and NaN as None (JSON has no NaN)."""
+  """`value` with NumPy scalars as Python numbers, and NaN and infinities as None (JSON has neither)."""
   if isinstance(value, dict):
     return {k: jsonable(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
     return [jsonable(v) for v in value]
   if isinstance(value, (np.floating, float)):
-    return None if math.isnan(value) else float(value)
+    return float(value) if math.isfinite(value) else None
   if isinstance(value, np.integer):
     return int(value)
   return value

@@ -229,3 +229,33 @@ def segmentation_metrics(predicted: np.ndarray, true: np.ndarray, patients: np.n
   - tumor_detection_rate: fraction of tumor slices with at least one predicted pixel.
   """
   return segmentation_metrics_from_counts(segmentation_counts(predicted, true), patients)
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+  """The mask's boundary voxels: the mask minus its erosion by the face-connected cross (a voxel
+  on the array's edge counts as boundary)."""
+  from scipy import ndimage
+
+  return mask & ~ndimage.binary_erosion(mask, ndimage.generate_binary_structure(mask.ndim, 1), border_value=0)
+
+
+def hausdorff95(predicted: np.ndarray, true: np.ndarray, spacing: tuple[float, ...] | None = None) -> float:
+  """95th-percentile Hausdorff distance between two binary masks (any number of dimensions), as
+  MONAI's `compute_hausdorff_distance(percentile=95)` defines it: the distances from each boundary
+  voxel of one mask to the nearest boundary voxel of the other, the 95th percentile of each
+  direction, the larger of the two; in units of `spacing` (default: voxels).
+
+  Empty masks: both empty -> 0.0 (nothing to miss, as Dice scores it 1); exactly one empty ->
+  inf (no surface to measure to; MONAI gives inf or NaN there). Means over volumes should count
+  the inf cases separately rather than average them."""
+  from scipy import ndimage
+
+  predicted, true = np.asarray(predicted, bool), np.asarray(true, bool)
+  if not predicted.any() and not true.any():
+    return 0.0
+  if not predicted.any() or not true.any():
+    return float('inf')
+  edges_p, edges_t = _surface(predicted), _surface(true)
+  to_t = ndimage.distance_transform_edt(~edges_t, sampling=spacing)[edges_p]
+  to_p = ndimage.distance_transform_edt(~edges_p, sampling=spacing)[edges_t]
+  return float(max(np.percentile(to_t, 95), np.percentile(to_p, 95)))

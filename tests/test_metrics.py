@@ -192,3 +192,26 @@ def test_segmentation_evaluation_loss_is_the_training_loss_on_one_batch():
   logits = np.log(probabilities / (1 - probabilities))
   expected = float(segmentation_loss(jnp.asarray(logits, jnp.float32), jnp.asarray(true, jnp.float32)))
   assert soft_segmentation_loss(probabilities, true) == pytest.approx(expected, rel=1e-5)
+
+
+def test_hausdorff95_on_hand_made_masks():
+  """Catches distances between whole masks instead of surfaces (a mask inside a larger one would
+  score 0), a one-directional distance (the larger direction must win), the maximum instead of
+  the 95th percentile (one far voxel would dominate), ignored spacing, and the empty cases."""
+  from jaxbrain.metrics import hausdorff95
+  square = np.zeros((40, 40), bool)
+  square[10:20, 10:20] = True
+  shifted = np.roll(square, 3, axis=1)
+  assert hausdorff95(square, shifted) == pytest.approx(3.0)
+  assert hausdorff95(square, shifted, spacing=(1.0, 0.5)) == pytest.approx(1.5)
+  inner = np.zeros_like(square)
+  inner[13:17, 13:17] = True  # 3 to 4 voxels inside the square's boundary
+  assert hausdorff95(square, inner) == hausdorff95(inner, square) > 2.5
+  far = square.copy()
+  far[39, 39] = True  # one stray voxel among 37 boundary voxels: below the 95th percentile
+  assert hausdorff95(far, square) < 5
+  empty = np.zeros_like(square)
+  assert hausdorff95(empty, empty) == 0.0 and hausdorff95(square, empty) == float('inf')
+  cube = np.zeros((12, 12, 12), bool)
+  cube[3:7, 3:7, 3:7] = True
+  assert hausdorff95(cube, np.roll(cube, 2, axis=0)) == pytest.approx(2.0)

@@ -1,0 +1,109 @@
+"""`jaxbrain evaluate PRED_DIR --truth KAGGLE_DIR`: a `jaxbrain predict` output scored against the
+true masks and labels of a kaggle_3m tree.
+
+Segmentation figures are computed at the slices' native 256x256 (predict writes its masks there,
+resized from the model's resolution), per patient volume (the patient's slices stacked in slice
+order). The slice's true label is whether its true mask has a tumor pixel.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from jaxbrain.data import kaggle3m
+from jaxbrain.localize.predict import output_names
+from jaxbrain.metrics import classification_metrics, dice, hausdorff95, iou, segmentation_metrics
+from jaxbrain.runs import RunError
+
+WORST_SHOWN = 5
+DETECTION_KEYS = ('accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'specificity')
+
+
+def _read_predictions(pred_dir: Path) -> list[dict]:
+  path = pred_dir / 'predictions.csv'
+  if not path.is_file():
+    raise RunError(f'{pred_dir}: no predictions.csv; give a folder written by `jaxbrain predict`')
+  with open(path, newline='') as f:
+    rows = list(csv.DictReader(f))
+  missing = {'path', 'patient', 'slice', 'probability', 'label'} - set(rows[0] if rows else {})
+  if missing:
+    raise RunError(f'{path}: lacks the columns {", ".join(sorted(missing))}; not a `jaxbrain predict` output')
+  return rows
+
+
+def _truth_masks(rows: list[dict], truth_dir: Path) -> list[Path]:
+  """The true mask file of each predicted slice, matched by the slice's file name."""
+  by_stem = {record.image_path.stem: record.mask_path for record in kaggle3m.scan(truth_dir)}
+  found = []
+  for row in rows:
+    stem = Path(row['path']).stem
+    if stem not in by_stem:
+      raise kaggle3m.DataError(f'{row["path"]}: no slice of that name in {truth_dir}; evaluate needs the truth of '
+                               'every predicted slice')
+    found.append(by_stem[stem])
+  return found
+
+
+def _distribution(per_patient: dict[str, float]) -> dict:
+  values = np.array(list(per_patient.values()))
+  worst = sorted(per_patient, key=per_patient.get)[:WORST_SHOWN]
+  return {'mean': float(values.mean()), 'median': float(np.median(values)),
+          'worst': [{'patient': p, 'value': per_patient[p]} for p in worst]}
+
+
+def evaluate(pred_dir: str | Path, truth_dir: str | Path) -> dict:
+  """Detection metrics of the slices' probabilities and labels; with masks (predict --seg-run),
+  per-volume Dice and IoU (mean, median, worst five patients), Dice on tumor slices, the
+  false-positive rate on tumor-free slices, and HD95 per volume (voxels; `metrics.hausdorff95`:
+  volumes where exactly one of truth and prediction is empty are counted, not averaged)."""
+  pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+  rows = _read_predictions(pred_dir)
+  truth = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, _truth_masks(rows, truth_dir))).astype(bool)
+  labels = truth.reshape(len(truth), -1).any(1).astype(int)
+  probabilities = np.array([float(r['probability']) for r in rows])
+  detection = classification_metrics(labels, probabilities)
+  result = {'slices': len(rows), 'patients': len({r['patient'] for r in rows}), 'tumor_slices': int(labels.sum()),
+            'detection': {k: detection[k] for k in DETECTION_KEYS}}
+  if 'tumor_pixels' not in rows[0]:
+    return result
+  names = output_names([Path(r['path']) for r in rows])
+  predicted = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, [pred_dir / 'masks' / f'{n}_mask.png'
+                                                                 for n in names])).astype(bool)
+  patients = np.array([r['patient'] for r in rows])
+  order = np.lexsort((np.array([int(r['slice']) if r['slice'] else 0 for r in rows]), patients))
+  volumes = {}
+  for i in order:
+    volumes.setdefault(patients[i], []).append(i)
+  per_volume = {name: {'dice': dice(predicted[idx], truth[idx]), 'iou': iou(predicted[idx], truth[idx]),
+                       'hd95': hausdorff95(predicted[idx], truth[idx])} for name, idx in volumes.items()}
+  overall = segmentation_metrics(predicted, truth, patients)
+  finite = [v['hd95'] for v in per_volume.values() if math.isfinite(v['hd95'])]
+  result['segmentation'] = {
+      'dice_per_volume': _distribution({p: v['dice'] for p, v in per_volume.items()}),
+      'iou_per_volume': _distribution({p: v['iou'] for p, v in per_volume.items()}),
+      'dice_tumor_slices': overall['dice_tumor_slices'],
+      'false_positive_rate': overall['false_positive_rate'],
+      'hd95_per_volume': {'mean': float(np.mean(finite)) if finite else float('nan'),
+                          'median': float(np.median(finite)) if finite else float('nan'),
+                          'volumes_with_one_side_empty': len(per_volume) - len(finite)},
+      'per_volume': per_volume}
+  return result
+
+
+def format_table(result: dict) -> str:
+  """The evaluation as text lines for the terminal."""
+  lines = [f'{result["slices"]} slices of {result["patients"]} patients ({result["tumor_slices"]} with tumor)',
+           'slice detection: ' + ', '.join(f'{k} {v:.3f}' for k, v in result['detection'].items())]
+  seg = result.get('segmentation')
+  if seg:
+    for key in ('dice_per_volume', 'iou_per_volume'):
+      worst = ', '.join(f'{w["patient"]} {w["value"]:.3f}' for w in seg[key]['worst'])
+      lines.append(f'{key}: mean {seg[key]["mean"]:.3f}, median {seg[key]["median"]:.3f}; worst: {worst}')
+    hd = seg['hd95_per_volume']
+    lines.append(f'dice_tumor_slices {seg["dice_tumor_slices"]:.3f}, false_positive_rate '
+                 f'{seg["false_positive_rate"]:.3f}, hd95_per_volume mean {hd["mean"]:.1f} px, median '
+                 f'{hd["median"]:.1f} px ({hd["volumes_with_one_side_empty"]} volumes with one side empty)')
+  return '\n'.join(lines)

@@ -1,0 +1,63 @@
+"""`jaxbrain evaluate` on a hand-made predict output over the phantom's true masks (no model)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxbrain import cli
+from jaxbrain.data import kaggle3m
+from jaxbrain.metrics import dice, hausdorff95
+
+
+def _fake_predict_output(records, out, mask_of):
+  """A folder laid out as `jaxbrain predict --seg-run` writes it, with masks from `mask_of(record)`."""
+  (out / 'masks').mkdir(parents=True)
+  rows = []
+  for record in records:
+    mask = mask_of(record)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(out / 'masks' / f'{record.image_path.stem}_mask.png')
+    rows.append({'path': str(record.image_path), 'patient': record.patient, 'slice': record.slice,
+                 'probability': 0.9 if mask.any() else 0.1, 'label': int(mask.any()), 'tumor_pixels': int(mask.sum())})
+  with open(out / 'predictions.csv', 'w', newline='') as f:
+    writer = csv.DictWriter(f, list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def test_evaluate_scores_each_volume_at_native_size(phantom_png, tmp_path, capsys):
+  """Three patients: predicted exactly, shifted by 4 pixels, and predicted empty. Catches per-slice
+  instead of per-volume Dice, a worst-patient list out of order, an HD95 that is not the volume's
+  (3D) one, a one-side-empty volume averaged into the HD95 mean, and output that is not one JSON
+  object on the last line."""
+  records = kaggle3m.scan(phantom_png)
+  patients = sorted({r.patient for r in records})[:3]
+  records = [r for r in records if r.patient in patients]
+  exact, shifted, empty = patients
+  truth = lambda r: kaggle3m.read_mask(r.mask_path).astype(bool)  # noqa: E731
+  mask_of = {exact: truth, shifted: lambda r: np.roll(truth(r), 4, axis=1), empty: lambda r: np.zeros((256, 256), bool)}
+  _fake_predict_output(records, tmp_path / 'pred', lambda r: mask_of[r.patient](r))
+  assert cli.main(['evaluate', str(tmp_path / 'pred'), '--truth', str(phantom_png)]) == 0
+  out = capsys.readouterr().out.strip().splitlines()
+  result = json.loads(out[-1])
+  seg = result['segmentation']
+  volume = lambda p, f: np.stack([f(r) for r in records if r.patient == p])  # noqa: E731
+  expected_dice = dice(volume(shifted, mask_of[shifted]), volume(shifted, truth))
+  assert seg['per_volume'][exact]['dice'] == 1.0 and seg['per_volume'][exact]['hd95'] == 0.0
+  assert seg['per_volume'][shifted]['dice'] == pytest.approx(expected_dice)
+  assert seg['per_volume'][shifted]['hd95'] == pytest.approx(
+      hausdorff95(volume(shifted, mask_of[shifted]), volume(shifted, truth)))
+  assert seg['dice_per_volume']['mean'] == pytest.approx((1.0 + expected_dice + 0.0) / 3)
+  assert [w['patient'] for w in seg['dice_per_volume']['worst']] == [empty, shifted, exact]
+  assert seg['per_volume'][empty]['hd95'] is None and seg['hd95_per_volume']['volumes_with_one_side_empty'] == 1
+  assert seg['hd95_per_volume']['mean'] == pytest.approx(seg['per_volume'][shifted]['hd95'] / 2)
+  assert result['tumor_slices'] == sum(truth(r).any() for r in records)
+
+
+def test_evaluate_refuses_slices_it_has_no_truth_for(phantom_png, phantom_tif, tmp_path, capsys):
+  """Catches predictions silently scored against a tree that does not hold them."""
+  records = kaggle3m.scan(phantom_tif)[:3]
+  _fake_predict_output(records, tmp_path / 'pred', lambda r: np.zeros((256, 256), bool))
+  assert cli.main(['evaluate', str(tmp_path / 'pred'), '--truth', str(phantom_png)]) == 2
+  assert 'no slice of that name' in capsys.readouterr().err
