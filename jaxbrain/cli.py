@@ -85,24 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
   data.set_defaults(run_command=_data)
   phantom = commands.add_parser('phantom', help='write a synthetic dataset in the kaggle_3m layout')
   phantom.add_argument('out', help='folder to create')
-  phantom.add_argument('--patients', type=int, default=10)
-  phantom.add_argument('--seed', type=int, default=0)
-  phantom.add_argument('--format', choices=('tif', 'png'), default='tif')
+  phantom.add_argument('--patients', type=int, default=10, help='synthetic patients to write (default: 10)')
+  phantom.add_argument('--seed', type=int, default=0, help='the same seed writes the same data (default: 0)')
+  phantom.add_argument('--format', choices=('tif', 'png'), default='tif', help='image files (default: tif, as Kaggle)')
   phantom.set_defaults(run_command=_phantom)
-  predict = commands.add_parser('predict', help='score slices with trained runs; write masks and overlays')
+  predict = commands.add_parser(
+      'predict', help='score slices with trained runs; write report.html, masks and overlays',
+      epilog='examples:\n  jaxbrain predict kaggle_3m/TCGA_CS_4941_19960909 --run checkpoints/exp21/RUN --out pred/\n'
+             '  jaxbrain predict BraTS2021_00495/ --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN --out pred/',
+      formatter_class=argparse.RawDescriptionHelpFormatter)
   predict.add_argument('inputs', nargs='*', help='.tif/.png slices, kaggle_3m patient folders or trees, and NIfTI '
                        'case folders (BraTS names: *_t1, *_flair, *_t1ce or *-t1n, *-t2f, *-t1c .nii[.gz])')
   for modality, meaning in (('t1', 'pre-contrast T1'), ('flair', 'FLAIR'), ('t1ce', 'post-contrast T1')):
     predict.add_argument(f'--{modality}', metavar='NIFTI', help=f'the {meaning} volume of one NIfTI case given by '
                          'its files (all three of --t1 --flair --t1ce)')
   predict.add_argument('--case', help='name of the case given by --t1 --flair --t1ce (default: from the FLAIR file)')
-  predict.add_argument('--run', required=True, help='run directory of a classification experiment (exp01-exp20)')
+  predict.add_argument('--run', required=True, help='run directory of a classification experiment (exp01-exp22)')
   predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01/seg02)')
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')
-  predict.add_argument('--batch-size', type=int, default=16)
-  predict.add_argument('--no-progress', action='store_true')
+  predict.add_argument('--batch-size', type=int, default=16, help='slices per compiled call (default: 16)')
+  predict.add_argument('--no-progress', action='store_true', help='no progress bars')
   predict.set_defaults(run_command=_predict)
   evaluate = commands.add_parser(
       'evaluate', help='score a `jaxbrain predict` output against the true masks and labels',
