@@ -47,6 +47,8 @@ def _predict(args) -> int:
     raise ConfigError(f'a NIfTI case needs --t1, --flair and --t1ce; missing {missing}')
   if args.case and not given:
     raise ConfigError('--case names a case given by --t1 --flair --t1ce; a case folder is named after its files')
+  if not args.run and not args.seg_run:
+    raise ConfigError('give a classification run (--run), a segmentation run (--seg-run), or both')
   if not args.inputs and not given:
     raise ConfigError('nothing to score: give slice images, patient folders or NIfTI case folders, or '
                       '--t1 --flair --t1ce')
@@ -100,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(f'--{modality}', metavar='NIFTI', help=f'the {meaning} volume of one NIfTI case given by '
                          'its files (all three of --t1 --flair --t1ce)')
   predict.add_argument('--case', help='name of the case given by --t1 --flair --t1ce (default: from the FLAIR file)')
-  predict.add_argument('--run', required=True, help='run directory of a classification experiment (exp01-exp22)')
-  predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01/seg02)')
+  predict.add_argument('--run', help='run directory of a classification experiment (exp01-exp22): the slice\'s '
+                       'tumor probability and label')
+  predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01/seg02): tumor masks; '
+                       'alone, also the probability (the sigmoid of the slice\'s largest mask logit)')
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')

@@ -64,7 +64,7 @@ def score_batches(batches: Iterator, run_dir: str, seg_run_dir: str | None, batc
         if not np.isfinite(probabilities[j]):  # damaged weights: no label rather than a wrong one
           rows[i]['error'] = f'non-finite tumor probability from {run_dir}: its weights are damaged or diverged'
           continue
-        rows[i].update(probability=float(probabilities[j]), label=int(probabilities[j] >= scorer.classifier.threshold),
+        rows[i].update(probability=float(probabilities[j]), label=int(probabilities[j] >= scorer.threshold),
                        tumor_pixels=int(masks[j].sum()) if masks is not None else None)
     yield pd.DataFrame(rows, columns=[c.split()[0] for c in SCHEMA.split(', ')]).astype(
         {'slice': 'Int32', 'label': 'Int32', 'tumor_pixels': 'Int64'})

@@ -102,40 +102,61 @@ def output_names(paths: Sequence[Path]) -> list[str]:
 
 
 class Scorer:
-  """A classifier (and optional segmenter) run, jitted once, scoring uint8 slices [N, 256, 256, 3].
+  """A classifier run and/or a segmenter run, jitted once, scoring uint8 slices [N, 256, 256, 3].
 
-  `score` returns (tumor probability [N], Grad-CAM heatmaps [N, h, w], masks [N, 256, 256] or None).
+  `score` returns (tumor probability [N], Grad-CAM heatmaps [N, h, w] or None, masks [N, 256, 256]
+  or None). The probability is the classifier's; with a segmenter alone it is the segmenter's
+  slice-level tumor probability: the sigmoid of the slice's largest native-resolution mask logit
+  (above 0.5 exactly when the mask has a tumor pixel), as a segmentation run's own
+  `test_predictions.csv` computes it. Heatmaps come with a classifier alone.
   """
 
-  def __init__(self, run_dir: str | Path, seg_run_dir: str | Path | None = None, batch_size: int = 16):
-    self.classifier = load_run(run_dir, 'classify')
+  def __init__(self, run_dir: str | Path | None, seg_run_dir: str | Path | None = None, batch_size: int = 16):
+    if run_dir is None and seg_run_dir is None:
+      raise RunError('nothing to score with: give a classification run (--run), a segmentation run (--seg-run), '
+                     'or both')
+    self.classifier = load_run(run_dir, 'classify') if run_dir else None
     self.segmenter = load_run(seg_run_dir, 'segment') if seg_run_dir else None
     self.batch_size = batch_size
     self._classify = jax.jit(self._classify_batch)
     self._segment = jax.jit(self._segment_batch)
 
+  @property
+  def runs(self) -> list[LoadedRun]:
+    return [run for run in (self.classifier, self.segmenter) if run is not None]
+
+  @property
+  def threshold(self) -> float:
+    """The decision threshold of the run that gives the probability."""
+    return (self.classifier or self.segmenter).threshold
+
   def _classify_batch(self, batch):
     run = self.classifier
     x, _ = apply_preprocessing(run.preprocessing, None, batch)
     probability = run.model.apply(run.variables, x, run.config.task.flip_average, method='probability')
-    return probability, gradcam(run.model, run.variables, x)
+    return probability, gradcam(run.model, run.variables, x) if self.segmenter is None else None
 
   def _segment_batch(self, batch):
     run = self.segmenter
     x, _ = apply_preprocessing(run.preprocessing, None, batch)
-    return native_logits(run.model.apply(run.variables, x), batch.shape[1]) > 0
+    native = native_logits(run.model.apply(run.variables, x), batch.shape[1])
+    return native > 0, jax.nn.sigmoid(native.max(axis=(1, 2)))
 
   def score(self, images: np.ndarray):
     probabilities, heatmaps, masks = [], [], []
     for start in range(0, len(images), self.batch_size):
       chunk = images[start:start + self.batch_size]
       padded = np.concatenate([chunk, np.repeat(chunk[:1], self.batch_size - len(chunk), 0)])
-      probability, heatmap = self._classify(padded)
-      probabilities.append(np.asarray(probability)[:len(chunk)])
-      heatmaps.append(np.asarray(heatmap)[:len(chunk)])
       if self.segmenter:
-        masks.append(np.asarray(self._segment(padded))[:len(chunk)])
-    return np.concatenate(probabilities), np.concatenate(heatmaps), np.concatenate(masks) if masks else None
+        mask, probability = self._segment(padded)
+        masks.append(np.asarray(mask)[:len(chunk)])
+      if self.classifier:
+        probability, heatmap = self._classify(padded)
+        if heatmap is not None:
+          heatmaps.append(np.asarray(heatmap)[:len(chunk)])
+      probabilities.append(np.asarray(probability)[:len(chunk)])
+    joined = lambda parts: np.concatenate(parts) if parts else None  # noqa: E731
+    return np.concatenate(probabilities), joined(heatmaps), joined(masks)
 
 
 @dataclasses.dataclass
@@ -172,7 +193,8 @@ def read_inputs(inputs: Sequence[str | Path], case_files: dict | None = None, ca
   return Slices(stacked, [{k: r[k] for k in ('path', 'patient', 'slice')} for r in rows], names, spans)
 
 
-def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Path, seg_run_dir: str | Path | None = None,
+def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: str | Path,
+            seg_run_dir: str | Path | None = None,
             batch_size: int = 16, progress: bool = True, overwrite: bool = False, case_files: dict | None = None,
             case_name: str | None = None) -> dict:
   """Scores every input slice; writes predictions.csv, summary.json, report.html, masks/ and overlays/
@@ -185,9 +207,10 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Pa
   given = list(inputs) + [f for f in (case_files or {}).values()]
   out_dir = Path(out_dir)
   check_output_dir(out_dir, given, overwrite)
-  if scorer.classifier.phantom_only:
-    warnings.warn(f'{run_dir}: was trained on synthetic phantom data only: it has never seen a real scan, and its '
-                  'labels mean nothing for real patients', stacklevel=2)
+  for run in scorer.runs:
+    if run.phantom_only:
+      warnings.warn(f'{run.directory}: was trained on synthetic phantom data only: it has never seen a real scan, and '
+                    'its labels mean nothing for real patients', stacklevel=2)
   read = read_inputs(inputs, case_files, case_name, progress)
   images = read.images
   chunks = range(0, len(images), 16 * batch_size)
@@ -196,12 +219,12 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Pa
     chunks = tqdm(chunks, desc='predicting', unit='chunk')
   scored = [scorer.score(images[s:s + 16 * batch_size]) for s in chunks]
   probabilities = np.concatenate([p for p, _, _ in scored])
-  heatmaps = np.concatenate([h for _, h, _ in scored])
-  masks = np.concatenate([m for _, _, m in scored]) if seg_run_dir else None
+  heatmaps = np.concatenate([h for _, h, _ in scored]) if scorer.segmenter is None else None
+  masks = np.concatenate([m for _, _, m in scored]) if scorer.segmenter else None
   bad = np.flatnonzero(~np.isfinite(probabilities))
   if len(bad):
     first = read.rows[bad[0]]
-    raise RunError(f'{run_dir}: gave a non-finite tumor probability for {len(bad)} slices (first {first["path"]}, '
+    raise RunError(f'{(scorer.classifier or scorer.segmenter).directory}: gave a non-finite tumor probability for {len(bad)} slices (first {first["path"]}, '
                    f'slice {first["slice"]}); its weights are damaged or diverged, so no label is written')
 
   _fresh_output_dir(out_dir)
@@ -211,7 +234,7 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Pa
   rows, summary, viewer = [], {}, {}
   for i, (identity, name) in enumerate(zip(read.rows, read.names)):
     patient, number = identity['patient'], identity['slice']
-    label = int(probabilities[i] >= scorer.classifier.threshold)
+    label = int(probabilities[i] >= scorer.threshold)
     row = {**identity, 'probability': float(probabilities[i]), 'label': label}
     key = number if number is not None else Path(identity['path']).name
     entry = summary.setdefault(patient, {'slices': 0, 'slices_with_tumor': []})
@@ -241,9 +264,9 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path, out_dir: str | Pa
       entry.update({'mask': mask_file.name, 'volume_voxels': voxels, 'tumor_volume_ml': voxels * case.voxel_ml})
   write_csv(out_dir / 'predictions.csv', rows)
   write_json(out_dir / 'summary.json', summary)
-  runs = [_run_facts('classifier', scorer.classifier)] + (
-      [_run_facts('segmenter', scorer.segmenter)] if scorer.segmenter else [])
-  write_prediction_report(out_dir, viewer, summary, runs, scorer.classifier.threshold)
+  runs = [_run_facts(role, run) for role, run in (('classifier', scorer.classifier), ('segmenter', scorer.segmenter))
+          if run is not None]
+  write_prediction_report(out_dir, viewer, summary, runs, scorer.threshold)
   return summary
 
 

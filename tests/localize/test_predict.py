@@ -48,7 +48,8 @@ def test_predict_reproduces_the_runs_own_test_predictions(trained_runs, phantom_
   """Catches a `predict` that scores with other weights than the run measured (e.g. the newest
   checkpoint where validation selected an earlier one), another threshold, preprocessing or compute
   dtype, without the run's test-time flip averaging, or counts tumor pixels at another resolution than the run's own test evaluation; and a
-  segmenter whose masks `predict` loses (tumor slices must come back with tumor pixels)."""
+  segmenter whose masks `predict` loses (tumor slices must come back with tumor pixels); with the
+  segmenter alone, a probability that is not the segmentation run's own slice probability."""
   classifier, segmenter = trained_runs
   test_patients = json.loads((classifier / 'split.json').read_text())['test']
   assert json.loads((segmenter / 'split.json').read_text())['test'] == test_patients
@@ -66,6 +67,13 @@ def test_predict_reproduces_the_runs_own_test_predictions(trained_runs, phantom_
   tumor = [int(r['tumor_pixels']) for r in own_segmenter if r['truth'] == '1']
   empty = [int(r['tumor_pixels']) for r in own_segmenter if r['truth'] == '0']
   assert np.mean(np.array(tumor) > 0) >= 0.8 and np.mean(np.array(empty) > 0) <= 0.2
+  # the segmenter alone: its own slice probability and label, as its run measured them
+  predict(folders, None, tmp_path / 'seg_only', seg_run_dir=segmenter, progress=False)
+  alone = {r['path']: r for r in read_rows(tmp_path / 'seg_only' / 'predictions.csv')}
+  for theirs in own_segmenter:
+    row = alone[str(phantom_runs_data / theirs['path'])]
+    assert float(row['probability']) == pytest.approx(float(theirs['probability']), abs=1e-5)
+    assert row['label'] == theirs['label'] == str(int(int(row['tumor_pixels']) > 0))
 
 
 def test_classifier_alone_gives_gradcam_overlays(trained_runs, phantom_png, tmp_path):
