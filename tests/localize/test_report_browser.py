@@ -3,6 +3,7 @@
 Skipped where Chromium or Playwright is missing, unless JAXBRAIN_REQUIRE_BROWSER=1 (`.ci/run` sets
 it, and installs both), where a missing browser fails the test instead of hiding it.
 """
+import asyncio
 import csv
 import os
 import shutil
@@ -17,7 +18,7 @@ PHONE = {'width': 390, 'height': 844}
 def _chromium() -> str:
   path = os.environ.get('CHROMIUM') or shutil.which('chromium') or shutil.which('chromium-browser')
   try:
-    import playwright.sync_api  # noqa: F401
+    import playwright.async_api  # noqa: F401
   except ImportError:
     path = None
   if path is None:
@@ -27,30 +28,44 @@ def _chromium() -> str:
   return path
 
 
-@pytest.fixture
-def browser_page():
-  """A phone-width page whose console errors, page errors and failed loads are collected."""
-  from playwright.sync_api import sync_playwright
+# What the machine's closed network needs (Chromium otherwise retries Google's hosts at every start).
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync']
+
+
+def _in_browser(check, *args):
+  """Runs `await check(page, *args)` on a fresh phone-width page and returns the console errors,
+  page errors and failed loads it collected.
+
+  Playwright's async API, not its sync one: the sync API runs on greenlets, which upset CPython
+  3.11's recursion accounting so that pytest crashes (INTERNALERROR) while reporting a failure.
+  """
+  from playwright.async_api import async_playwright
 
   executable = _chromium()
-  with sync_playwright() as p:
-    browser = p.chromium.launch(executable_path=executable, args=['--no-sandbox'])
-    page = browser.new_page(viewport=PHONE)
-    problems = []
-    page.on('console', lambda m: problems.append(f'console: {m.text}') if m.type == 'error' else None)
-    page.on('pageerror', lambda e: problems.append(f'page error: {e}'))
-    page.on('requestfailed', lambda r: problems.append(f'failed to load {r.url}'))
-    page.problems = problems
-    yield page
-    browser.close()
+
+  async def run():
+    async with async_playwright() as p:
+      browser = await p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+      try:
+        page = await browser.new_page(viewport=PHONE)
+        problems = []
+        page.on('console', lambda m: problems.append(f'console: {m.text}') if m.type == 'error' else None)
+        page.on('pageerror', lambda e: problems.append(f'page error: {e}'))
+        page.on('requestfailed', lambda r: problems.append(f'failed to load {r.url}'))
+        await check(page, *args)
+        return problems
+      finally:
+        await browser.close()
+
+  return asyncio.run(run())
 
 
-def _no_horizontal_scroll(page) -> bool:
-  return page.evaluate('document.documentElement.scrollWidth <= window.innerWidth')
+async def _no_horizontal_scroll(page) -> bool:
+  return await page.evaluate('document.documentElement.scrollWidth <= window.innerWidth')
 
 
-def test_prediction_report_slider_shows_each_slice_of_predictions_csv(trained_runs, phantom_png, tmp_path,
-                                                                      browser_page):
+def test_prediction_report_slider_shows_each_slice_of_predictions_csv(trained_runs, phantom_png, tmp_path):
   """Catches: a script error or a missing overlay (console / failed load), a slider that does not
   move the image or caption, captions or images out of step with predictions.csv (wrong order,
   wrong slice), and a page wider than a phone."""
@@ -60,17 +75,8 @@ def test_prediction_report_slider_shows_each_slice_of_predictions_csv(trained_ru
                    '--no-progress']) == 0
   with open(out / 'predictions.csv') as f:
     rows = list(csv.DictReader(f))
-  page = browser_page
-  page.goto((out / 'report.html').as_uri())
-  sections = page.locator('section.patient')
   patients = list(dict.fromkeys(r['patient'] for r in rows))
-  assert sections.count() == len(patients)
-  section = sections.nth(1)
   mine = [r for r in rows if r['patient'] == patients[1]]
-  slider = section.locator('input[type=range]')
-
-  def shown() -> tuple[str, str]:
-    return section.locator('.caption').text_content(), section.locator('.frame img').get_attribute('src')
 
   def expected(i: int) -> tuple[str, str]:
     row = mine[i]
@@ -79,32 +85,46 @@ def test_prediction_report_slider_shows_each_slice_of_predictions_csv(trained_ru
     return (f'slice {row["slice"]} \u00b7 p(tumor) {float(row["probability"]):.3f} \u00b7 {label} \u00b7 '
             f'{row["tumor_pixels"]} px', f'overlays/{stem}_overlay.png')
 
-  first = int(slider.input_value())
-  assert shown() == expected(first)
-  slider.focus()
-  key = 'ArrowLeft' if first == len(mine) - 1 else 'ArrowRight'
-  page.keyboard.press(key)
-  moved = first + (1 if key == 'ArrowRight' else -1)
-  assert int(slider.input_value()) == moved
-  assert shown() == expected(moved) != expected(first)
-  slider.fill('0')  # dragging to the start
-  assert shown() == expected(0)
-  assert section.locator('.frame img').evaluate('img => img.complete && img.naturalWidth > 0')
-  assert _no_horizontal_scroll(page)
-  assert page.problems == []
+  async def check(page):
+    await page.goto((out / 'report.html').as_uri())
+    sections = page.locator('section.patient')
+    assert await sections.count() == len(patients)
+    section = sections.nth(1)
+    slider = section.locator('input[type=range]')
+
+    async def shown() -> tuple[str, str]:
+      return (await section.locator('.caption').text_content(),
+              await section.locator('.frame img').get_attribute('src'))
+
+    first = int(await slider.input_value())
+    assert await shown() == expected(first)
+    await slider.focus()
+    key = 'ArrowLeft' if first == len(mine) - 1 else 'ArrowRight'
+    await page.keyboard.press(key)
+    moved = first + (1 if key == 'ArrowRight' else -1)
+    assert int(await slider.input_value()) == moved
+    assert await shown() == expected(moved) != expected(first)
+    await slider.fill('0')  # dragging to the start
+    assert await shown() == expected(0)
+    assert await section.locator('.frame img').evaluate('img => img.complete && img.naturalWidth > 0')
+    assert await _no_horizontal_scroll(page)
+
+  assert _in_browser(check) == []
 
 
-def test_run_report_opens_with_its_figures(trained_runs, browser_page):
+def test_run_report_opens_with_its_figures(trained_runs):
   """Catches: a run page that references figures the run does not have (failed loads), a script
   or console error, and a page wider than a phone."""
   classifier, _ = trained_runs
-  page = browser_page
-  page.goto((classifier / 'report.html').as_uri())
-  assert 'Test patients' in page.text_content('body')
-  images = page.locator('img')
-  assert images.count() >= 3
-  for i in range(images.count()):
-    images.nth(i).scroll_into_view_if_needed()
-    assert images.nth(i).evaluate('img => img.decode().then(() => img.naturalWidth > 0)')
-  assert _no_horizontal_scroll(page)
-  assert page.problems == []
+
+  async def check(page):
+    await page.goto((classifier / 'report.html').as_uri())
+    assert 'Test patients' in await page.text_content('body')
+    images = page.locator('img')
+    assert await images.count() >= 3
+    for i in range(await images.count()):
+      await images.nth(i).scroll_into_view_if_needed()
+      assert await images.nth(i).evaluate('img => img.decode().then(() => img.naturalWidth > 0)')
+    assert await _no_horizontal_scroll(page)
+
+  assert _in_browser(check) == []
