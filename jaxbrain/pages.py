@@ -166,6 +166,12 @@ def write_run_report(run_dir: Path) -> Path:
                      for side in ('train', 'validation', 'test'))
   selected = final.get('selected_checkpoint', {})
   test = final.get('test', {})
+  decision = _read_json(run_dir / 'decision.json') if (run_dir / 'decision.json').is_file() else {}
+  native = ''.join(f'<h3>{title}</h3>{_metrics_table(test[key], test[key].get("confidence_95") or {})}'
+                   for key, title in (('native', 'at 256x256, masks as the model gives them'),
+                                      ('native_postprocessed', 'at 256x256, with the post-processing chosen on '
+                                       f'validation: {html.escape(json.dumps(decision.get("mask_rule")))}'))
+                   if isinstance(test.get(key), dict))
   figures = ''.join(f'<img src="{name}" alt="{name}"{" class=wide" * (name == "curves.png")}>'
                     for name in ('curves.png', 'roc.png', 'confusion_matrix.png') if (run_dir / name).is_file())
   shown = [p for folder in ('overlays', 'gradcam') for p in sorted((run_dir / folder).glob('*.png'))][:8]
@@ -178,7 +184,7 @@ def write_run_report(run_dir: Path) -> Path:
           + f' (train / validation / test): {split}</p>'
           f'<h2>Test patients (used for no choice)</h2>'
           f'{_metrics_table(test, test.get("confidence_95") or {})}'
-          '<p class="muted">95% patient-bootstrap intervals in brackets.</p>'
+          '<p class="muted">95% patient-bootstrap intervals in brackets.</p>' + native +
           f'<h2>Validation patients (chose the checkpoint)</h2>{_metrics_table(final.get("validation", {}), {})}'
           f'<p>Selected checkpoint: epoch {_number(selected.get("epoch", "?"))} by {html.escape(str(selected.get("metric", "")))}'
           f' ({_number(selected.get("value", float("nan")))}).</p>'

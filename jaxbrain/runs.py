@@ -1,4 +1,4 @@
-"""A finished run, loaded from its directory: config, model, selected weights and decision threshold.
+"""A finished run, loaded from its directory: config, model, selected weights and decisions.
 
 The one place that reads a run directory back (`config.json` of either schema, `decision.json`,
 the orbax checkpoint folders); the runner (on --resume), `jaxbrain predict` and the Spark job use it.
@@ -20,6 +20,7 @@ from jaxbrain.data.phantom import INSTITUTIONS
 from jaxbrain.data.transforms import Preprocessing
 from jaxbrain.errors import UserError
 from jaxbrain.metrics import DECISION_THRESHOLD
+from jaxbrain.postprocess import MaskRule
 
 
 class RunError(UserError, ValueError):
@@ -36,6 +37,7 @@ class LoadedRun:
   phantom_only: bool  # every training patient was a synthetic phantom
   directory: Path
   checkpoint: Path  # the step folder the variables came from
+  mask_rule: MaskRule  # a segmentation run's post-processing (the default for runs that stored none)
 
 
 def read_json(path: Path) -> dict:
@@ -86,8 +88,8 @@ def trained_on_phantom(run_dir: Path, header: dict) -> bool:
 
 
 def load_run(run_dir: str | Path, task: str) -> LoadedRun:
-  """The model, the variables of the checkpoint its test metrics describe, and its decision
-  threshold, from a run directory of `task`. Refuses a run whose weights are not all finite."""
+  """The model, the variables of the checkpoint its test metrics describe, and its decisions (the
+  threshold; a segmenter's mask post-processing), from a run directory of `task`. Refuses a run whose weights are not all finite."""
   run_dir = Path(run_dir)
   config, header = read_config(run_dir)
   if config.task.name != task:
@@ -109,4 +111,4 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
   return LoadedRun(config, models.build(config.model), variables,
                    Preprocessing.from_name(config.data.preprocess, config.data.image_size),
                    float(decision.get('threshold', DECISION_THRESHOLD)), trained_on_phantom(run_dir, header),
-                   run_dir, folder)
+                   run_dir, folder, MaskRule.from_json(decision.get('mask_rule')))

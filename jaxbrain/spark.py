@@ -4,8 +4,9 @@
 
 INPUT: files, folders (searched recursively) or any Hadoop-compatible URI Spark reads (`s3a://`,
 `hdfs://`, `gs://`), or `--list FILE` with one such path per line. Files are read by Spark's
-`binaryFile` source and scored in `mapInPandas` Arrow batches; each Python worker loads the runs
-once (`jaxbrain.localize.predict.Scorer`) and keeps them for its later batches. An unreadable
+`binaryFile` source, grouped by patient (a segmenter's post-processing reads a patient's whole
+stack) and scored per patient with `applyInPandas`; each Python worker loads the runs once
+(`jaxbrain.localize.predict.Scorer`) and keeps them for its later patients. An unreadable
 file gives a row with its `error` and no scores: one bad file never fails the job. The run
 directories must be readable by the executors: a shared filesystem path, or shipped with the
 job (`spark-submit --archives runs.zip#runs ... --run runs/exp20/<run>`).
@@ -33,8 +34,8 @@ def _local_path(uri: str) -> str:
   return uri[len('file:'):] if uri.startswith('file:') else uri
 
 
-def score_batches(batches: Iterator, run_dir: str, seg_run_dir: str | None, batch_size: int) -> Iterator:
-  """mapInPandas body: DataFrames of (path, content) -> DataFrames in SCHEMA."""
+def score_patient(frame, run_dir: str, seg_run_dir: str | None, batch_size: int):
+  """applyInPandas body: one patient's (path, content) rows -> its rows in SCHEMA, slices in order."""
   import pandas as pd
 
   from jaxbrain.data.kaggle3m import DataError, read_image
@@ -45,44 +46,51 @@ def score_batches(batches: Iterator, run_dir: str, seg_run_dir: str | None, batc
     configure_cpu()  # this Python worker's first JAX use: XLA reads the flags now
     _SCORERS[key] = Scorer(run_dir, seg_run_dir, batch_size)
   scorer = _SCORERS[key]
-  for frame in batches:
-    rows, images, good = [], [], []
-    for uri, content in zip(frame['path'], frame['content']):
-      path = _local_path(uri)
-      patient, number = slice_identity(Path(path))
-      row = {'path': uri, 'patient': patient, 'slice': number, 'probability': None, 'label': None,
-             'tumor_pixels': None, 'error': None}
-      try:
-        images.append(read_image(path, bytes(content)))
-        good.append(len(rows))
-      except DataError as e:
-        row['error'] = str(e)
-      rows.append(row)
-    if images:
-      probabilities, _, masks = scorer.score(np.stack(images))
-      for j, i in enumerate(good):
-        if not np.isfinite(probabilities[j]):  # damaged weights: no label rather than a wrong one
-          rows[i]['error'] = f'non-finite tumor probability from {run_dir}: its weights are damaged or diverged'
-          continue
-        rows[i].update(probability=float(probabilities[j]), label=int(probabilities[j] >= scorer.threshold),
-                       tumor_pixels=int(masks[j].sum()) if masks is not None else None)
-    yield pd.DataFrame(rows, columns=[c.split()[0] for c in SCHEMA.split(', ')]).astype(
-        {'slice': 'Int32', 'label': 'Int32', 'tumor_pixels': 'Int64'})
+  rows, images, good = [], [], []
+  paths = [(uri, _local_path(uri), content) for uri, content in zip(frame['path'], frame['content'])]
+  paths.sort(key=lambda p: (slice_identity(Path(p[1]))[1] or 0, p[1]))
+  for uri, path, content in paths:
+    patient, number = slice_identity(Path(path))
+    row = {'path': uri, 'patient': patient, 'slice': number, 'probability': None, 'label': None,
+           'tumor_pixels': None, 'error': None}
+    try:
+      images.append(read_image(path, bytes(content)))
+      good.append(len(rows))
+    except DataError as e:
+      row['error'] = str(e)
+    rows.append(row)
+  if images:
+    scores = scorer.score(np.stack(images), [rows[i]['patient'] for i in good])
+    for j, i in enumerate(good):
+      if not np.isfinite(scores.probability[j]):  # damaged weights: no label rather than a wrong one
+        rows[i]['error'] = f'non-finite tumor probability from {run_dir}: its weights are damaged or diverged'
+        continue
+      rows[i].update(probability=float(scores.probability[j]), label=int(scores.label[j]),
+                     tumor_pixels=int(scores.mask[j].sum()) if scores.mask is not None else None)
+  return pd.DataFrame(rows, columns=[c.split()[0] for c in SCHEMA.split(', ')]).astype(
+      {'slice': 'Int32', 'label': 'Int32', 'tumor_pixels': 'Int64'})
+
+
+def _patient_of(uri: str) -> str:
+  from jaxbrain.localize.predict import slice_identity
+
+  return slice_identity(Path(_local_path(uri)))[0]
 
 
 def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | None = None, batch_size: int = 16,
-          files_per_batch: int = 64, overwrite: bool = False):
+          overwrite: bool = False):
   """Scores every slice image under `inputs` (not `_mask` files) and writes a Parquet table to `out`
   (an existing `out` only with `overwrite`)."""
   from pyspark.sql import functions as F
 
-  spark.conf.set('spark.sql.execution.arrow.maxRecordsPerBatch', str(files_per_batch))
   files = (spark.read.format('binaryFile').option('recursiveFileLookup', 'true').option('pathGlobFilter', IMAGE_GLOB)
            .load(inputs).select('path', 'content')
            .where(~F.regexp_extract('path', r'([^/]*)$', 1).rlike(r'_mask\.[A-Za-z]+$')))
   run_dir = str(Path(run_dir).resolve()) if '://' not in run_dir else run_dir
   seg = (str(Path(seg_run_dir).resolve()) if '://' not in seg_run_dir else seg_run_dir) if seg_run_dir else None
-  scored = files.mapInPandas(lambda it: score_batches(it, run_dir, seg, batch_size), schema=SCHEMA)
+  patient = F.udf(_patient_of, 'string')
+  scored = (files.withColumn('patient', patient('path')).groupBy('patient')
+            .applyInPandas(lambda frame: score_patient(frame, run_dir, seg, batch_size), schema=SCHEMA))
   scored.write.mode('overwrite' if overwrite else 'errorifexists').parquet(out)
   return spark.read.parquet(out)
 

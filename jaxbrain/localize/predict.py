@@ -26,6 +26,7 @@ from jaxbrain.localize.gradcam import gradcam
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json
 from jaxbrain.pages import write_prediction_report
+from jaxbrain.postprocess import apply_rule, patient_stacks
 from jaxbrain.runs import LoadedRun, RunError, load_run
 
 
@@ -101,14 +102,23 @@ def output_names(paths: Sequence[Path]) -> list[str]:
           for p in paths]
 
 
+@dataclasses.dataclass
+class Scores:
+  """What a `Scorer` gives for N slices."""
+  probability: np.ndarray  # [N] tumor probability
+  label: np.ndarray  # [N] 1 = tumor
+  heatmap: np.ndarray | None  # [N, h, w] Grad-CAM, with a classifier alone
+  mask: np.ndarray | None  # [N, 256, 256] bool, with a segmenter: post-processed by its stored rule
+
+
 class Scorer:
   """A classifier run and/or a segmenter run, jitted once, scoring uint8 slices [N, 256, 256, 3].
 
-  `score` returns (tumor probability [N], Grad-CAM heatmaps [N, h, w] or None, masks [N, 256, 256]
-  or None). The probability is the classifier's; with a segmenter alone it is the segmenter's
-  slice-level tumor probability: the sigmoid of the slice's largest native-resolution mask logit
-  (above 0.5 exactly when the mask has a tumor pixel), as a segmentation run's own
-  `test_predictions.csv` computes it. Heatmaps come with a classifier alone.
+  The probability and label are the classifier's (its stored threshold). With a segmenter alone
+  the probability is the segmenter's slice-level tumor probability: its largest pixel probability
+  at the native 256x256 (flip-averaged when its rule says so); the label says whether the slice's
+  post-processed mask has a tumor pixel. Masks follow the segmenter's stored `MaskRule`, applied per
+  patient stack. Heatmaps come with a classifier alone.
   """
 
   def __init__(self, run_dir: str | Path | None, seg_run_dir: str | Path | None = None, batch_size: int = 16):
@@ -139,24 +149,32 @@ class Scorer:
   def _segment_batch(self, batch):
     run = self.segmenter
     x, _ = apply_preprocessing(run.preprocessing, None, batch)
-    native = native_logits(run.model.apply(run.variables, x), batch.shape[1])
-    return native > 0, jax.nn.sigmoid(native.max(axis=(1, 2)))
+    logits = run.model.apply(run.variables, x, run.mask_rule.flip_average, method='mask_logits')
+    native = jax.nn.sigmoid(native_logits(logits, batch.shape[1]))
+    return native, native.max(axis=(1, 2))
 
-  def score(self, images: np.ndarray):
-    probabilities, heatmaps, masks = [], [], []
+  def score(self, images: np.ndarray, patients: Sequence | None = None) -> Scores:
+    """Scores slices `images`; `patients` [N] groups them into stacks (consecutive equal entries, in
+    slice order) for the segmenter's 3D post-processing; without it every slice is a stack of one."""
+    probabilities, heatmaps, pixels = [], [], []
     for start in range(0, len(images), self.batch_size):
       chunk = images[start:start + self.batch_size]
       padded = np.concatenate([chunk, np.repeat(chunk[:1], self.batch_size - len(chunk), 0)])
       if self.segmenter:
-        mask, probability = self._segment(padded)
-        masks.append(np.asarray(mask)[:len(chunk)])
+        pixel, probability = self._segment(padded)
+        pixels.append(np.asarray(pixel)[:len(chunk)])
       if self.classifier:
         probability, heatmap = self._classify(padded)
         if heatmap is not None:
           heatmaps.append(np.asarray(heatmap)[:len(chunk)])
       probabilities.append(np.asarray(probability)[:len(chunk)])
-    joined = lambda parts: np.concatenate(parts) if parts else None  # noqa: E731
-    return np.concatenate(probabilities), joined(heatmaps), joined(masks)
+    probability = np.concatenate(probabilities)
+    masks = None
+    if self.segmenter:
+      stacks = np.arange(len(images)) if patients is None else np.asarray(patients)
+      masks = apply_rule(self.segmenter.mask_rule, np.concatenate(pixels), stacks)
+    label = (probability >= self.classifier.threshold) if self.classifier else masks.any(axis=(1, 2))
+    return Scores(probability, label.astype(int), np.concatenate(heatmaps) if heatmaps else None, masks)
 
 
 @dataclasses.dataclass
@@ -213,14 +231,15 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
                     'its labels mean nothing for real patients', stacklevel=2)
   read = read_inputs(inputs, case_files, case_name, progress)
   images = read.images
-  chunks = range(0, len(images), 16 * batch_size)
+  chunks = _whole_stacks([row['patient'] for row in read.rows], 16 * batch_size)
   if progress:
     from tqdm import tqdm
     chunks = tqdm(chunks, desc='predicting', unit='chunk')
-  scored = [scorer.score(images[s:s + 16 * batch_size]) for s in chunks]
-  probabilities = np.concatenate([p for p, _, _ in scored])
-  heatmaps = np.concatenate([h for _, h, _ in scored]) if scorer.segmenter is None else None
-  masks = np.concatenate([m for _, _, m in scored]) if scorer.segmenter else None
+  scored = [scorer.score(images[chunk], [row['patient'] for row in read.rows[chunk]]) for chunk in chunks]
+  probabilities = np.concatenate([s.probability for s in scored])
+  labels = np.concatenate([s.label for s in scored])
+  heatmaps = np.concatenate([s.heatmap for s in scored]) if scorer.segmenter is None else None
+  masks = np.concatenate([s.mask for s in scored]) if scorer.segmenter else None
   bad = np.flatnonzero(~np.isfinite(probabilities))
   if len(bad):
     first = read.rows[bad[0]]
@@ -234,7 +253,7 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
   rows, summary, viewer = [], {}, {}
   for i, (identity, name) in enumerate(zip(read.rows, read.names)):
     patient, number = identity['patient'], identity['slice']
-    label = int(probabilities[i] >= scorer.threshold)
+    label = int(labels[i])
     row = {**identity, 'probability': float(probabilities[i]), 'label': label}
     key = number if number is not None else Path(identity['path']).name
     entry = summary.setdefault(patient, {'slices': 0, 'slices_with_tumor': []})
@@ -268,6 +287,17 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
           if run is not None]
   write_prediction_report(out_dir, viewer, summary, runs, scorer.threshold)
   return summary
+
+
+def _whole_stacks(patients: list, size: int) -> list[slice]:
+  """Consecutive chunks of about `size` slices that never split a patient's stack."""
+  chunks = []
+  for stack in patient_stacks(np.asarray(patients)):
+    if chunks and chunks[-1].stop - chunks[-1].start < size:
+      chunks[-1] = slice(chunks[-1].start, stack.stop)
+    else:
+      chunks.append(stack)
+  return chunks
 
 
 def _caption(row: dict) -> str:

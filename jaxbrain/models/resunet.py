@@ -79,3 +79,11 @@ class ResUNet(nn.Module):
       y = block(self.width, name='full_resolution')(y)
     y = nn.relu(norm(name='out_bn')(y))
     return self.conv(1, (1, 1), name='logits')(y)[..., 0]
+
+  def mask_logits(self, x, flip_average: bool = False):
+    """Tumor logits [B, H, W] in inference mode; `flip_average` averages them with the mirrored
+    slice's logits, mirrored back (test-time augmentation)."""
+    logits = self(x)
+    if flip_average:
+      logits = (logits + self(x[:, :, ::-1])[:, :, ::-1]) / 2
+    return logits

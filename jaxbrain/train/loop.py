@@ -32,7 +32,6 @@ from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, finger
 from jaxbrain.data.batching import dispatch_plan, epoch_order, eval_index_batches
 from jaxbrain.config import Config
 from jaxbrain.errors import ConfigError, UserError
-from jaxbrain.metrics import DECISION_THRESHOLD
 from jaxbrain.runs import read_config
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
@@ -228,14 +227,17 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   replicated = (sharding.replicated(mesh),) * 2
   train_steps = {count: sharding.feed(task.train_step, mesh, task.arrays('train'), replicated, donate_state=True,
                                       placed=placed, steps=count) for count in sorted({1, per_dispatch})}
-  eval_step = sharding.feed(task.eval_step, mesh, task.arrays('eval'), sharding.data_sharding(mesh), placed=placed)
+  eval_step, *decision_steps = (
+      sharding.feed(step, mesh, task.arrays('eval'), sharding.data_sharding(mesh), placed=placed)
+      for step in (task.eval_step, *task.decision_steps.values()))
+  decision_steps = dict(zip(task.decision_steps, decision_steps))
 
-  def evaluate(state, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """The eval step's outputs for `indices`, in their order: every batch dispatched (inputs placed
-    ahead on a thread) before the outputs are fetched, once."""
+  def evaluate(state, indices: np.ndarray, step=eval_step) -> dict[str, np.ndarray]:
+    """`step`'s outputs for `indices`, in their order: every batch dispatched (inputs placed ahead on
+    a thread) before the outputs are fetched, once."""
     batches = list(eval_index_batches(indices, config.batch_size))
-    placed_rows = sharding.prefetched(functools.partial(eval_step.put, task.rows('eval', idx)) for idx, _ in batches)
-    outputs = sharding.to_host([eval_step.run(state, rows) for rows in placed_rows])
+    placed_rows = sharding.prefetched(functools.partial(step.put, task.rows('eval', idx)) for idx, _ in batches)
+    outputs = sharding.to_host([step.run(state, rows) for rows in placed_rows])
     return {k: np.concatenate([o[k][valid] for o, (_, valid) in zip(outputs, batches)]) for k in outputs[0]}
 
   checkpoints = Checkpoints(run_dir, config.keep_checkpoints)
@@ -335,6 +337,10 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   validation = task.metrics(evaluate(selected, split.validation), split.validation)
   test_outputs = evaluate(selected, split.test)
   test = task.test_metrics(test_outputs, split.test)
+  decision, decided, decided_outputs = task.decide(
+      lambda name, indices: evaluate(selected, indices, decision_steps[name]), split, run_dir if is_writer else None)
+  test.update(decided)
+  test_outputs.update(decided_outputs)
   variables = {'params': selected.params, 'batch_stats': selected.batch_stats}
   for name in config.task.evals:
     test.update(importlib.import_module(f'{EVALUATORS}.{name}').evaluate(task, variables, split.test, test_outputs,
@@ -351,8 +357,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   checkpoints.close()
   if is_writer:
     write_json(run_dir / 'metrics.json', final)
-    write_json(run_dir / 'decision.json', {'threshold': DECISION_THRESHOLD, 'threshold_chosen_on': 'fixed default',
-                                           'checkpoint': selection['checkpoint']})
+    write_json(run_dir / 'decision.json', {**decision, 'checkpoint': selection['checkpoint']})
     plot_curves(run_dir, read_history(run_dir), tuple(task.headline[:3]))
     writer.hyperparameters(config.flat(), {f'test/{k}': test[k] for k in task.headline if k in test})
     task.write_outputs(run_dir, test, test_outputs, split.test)
@@ -445,13 +450,19 @@ def _print_summary(final: dict, run_dir: Path, config: Config, seconds: float) -
   """The run's closing lines: test metrics with intervals, the selected epoch, wall time, where the
   outputs are, and the commands to paste next."""
   selection = final['selected_checkpoint']
-  intervals = final.get('confidence_95') or {}
   keys = ('accuracy', 'balanced_accuracy', 'roc_auc') if final['task'] == 'classify' else (
       'dice_per_volume', 'false_positive_rate')
-  shown = ', '.join(f'{k} {final[k]:.3f}' + (' [{:.3f}, {:.3f}]'.format(*intervals[k]) if k in intervals else '')
-                    for k in keys if final.get(k) is not None)
-  print(f'test ({final["counts"]["test_patients"]} patients, used for no choice): {shown}'
+
+  def shown(metrics: dict) -> str:
+    intervals = metrics.get('confidence_95') or {}
+    return ', '.join(f'{k} {metrics[k]:.3f}' + (' [{:.3f}, {:.3f}]'.format(*intervals[k]) if k in intervals else '')
+                     for k in keys if metrics.get(k) is not None)
+
+  print(f'test ({final["counts"]["test_patients"]} patients, used for no choice): {shown(final)}'
         + (f'; 95% intervals {final["confidence_95_note"]}' if final.get('confidence_95_note') else ''), flush=True)
+  for key, how in (('native', 'as the model gives them'), ('native_postprocessed', 'post-processed as validation chose')):
+    if key in final:
+      print(f'  at 256x256, masks {how}: {shown(final[key])}', flush=True)
   runs = f'--run {run_dir}' if final['task'] == 'classify' else f'--run CLASSIFIER_RUN --seg-run {run_dir}'
   print(f'selected checkpoint: epoch {selection["epoch"]} by {selection["metric"]}; {seconds / 60:.1f} min in all; '
         f'outputs in {run_dir} (open {run_dir / "report.html"} in a browser)\nnext:\n  jaxbrain predict PATIENT_FOLDER... {runs} --out predictions/\n'

@@ -181,3 +181,17 @@ def make_segmentation_eval_step(model, preprocessing: Preprocessing) -> Callable
             'probability': jax.nn.sigmoid(jnp.max(native, axis=(1, 2)))}
 
   return eval_step
+
+
+def make_native_probability_step(model, preprocessing: Preprocessing, flip_average: bool) -> Callable:
+  """Images [B, 256, 256, 3] -> {'native_probability' [B, 256, 256]}: pixel tumor probabilities at
+  the slices' native resolution (logits resized, flip-averaged first when asked), from which a
+  segmentation run chooses its post-processing on validation."""
+
+  def native_step(state: TrainState, batch: dict):
+    images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
+    logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, flip_average,
+                         method='mask_logits')
+    return {'native_probability': jax.nn.sigmoid(native_logits(logits, batch['image'].shape[1]))}
+
+  return native_step

@@ -7,6 +7,7 @@ overlays: `jaxbrain/evaluators`) add to the test metrics and files.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -25,9 +26,11 @@ from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTAT
                               cross_entropy, patient_intervals, segmentation_counts, segmentation_metrics_from_counts,
                               soft_segmentation_loss)
 from jaxbrain.files import write_csv
+from jaxbrain.postprocess import MaskRule, apply_rule, choose_rule
 from jaxbrain.train.outputs import plot_classification
 from jaxbrain.train.steps import (make_eval_step, make_head_eval_step, make_head_train_step,
-                                  make_segmentation_eval_step, make_segmentation_train_step, make_train_step)
+                                  make_native_probability_step, make_segmentation_eval_step,
+                                  make_segmentation_train_step, make_train_step)
 from jaxbrain.train.strategies import cache_features, make_optimizer
 
 
@@ -63,6 +66,14 @@ class Task(Protocol):
   def write_outputs(self, run_dir: Path, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
     """The task's test files: test_predictions.csv and its plots."""
 
+  decision_steps: dict[str, Callable]  # pure eval steps whose outputs `decide` reads, by name
+
+  def decide(self, evaluate: Callable, split: Split, run_dir: Path | None) -> tuple[dict, dict, dict]:
+    """(what decision.json stores besides the checkpoint, test metrics it adds, test outputs it
+    replaces: per-slice arrays in `split.test` order), chosen on the validation patients of the
+    selected checkpoint; `evaluate(step_name, indices)` runs one of `decision_steps` over dataset
+    `indices`. Files it leaves go to `run_dir` (None: none)."""
+
 
 PREDICTION_COLUMNS = ('path', 'patient', 'slice', 'probability', 'label', 'truth')
 
@@ -70,12 +81,14 @@ PREDICTION_COLUMNS = ('path', 'patient', 'slice', 'probability', 'label', 'truth
 def write_test_predictions(path: Path, data: SliceArrays, indices: np.ndarray, outputs: dict,
                            threshold: float = DECISION_THRESHOLD) -> None:
   """test_predictions.csv: one row per test slice (path relative to kaggle_3m, patient, slice,
-  probability, predicted label, true label, and tumor_pixels at 256x256 for segmentation runs)."""
+  probability, predicted label (`outputs['label']`, else probability >= threshold), true label, and
+  tumor_pixels at 256x256 for segmentation runs)."""
   rows = []
   for k, i in enumerate(indices):
     row = {'path': data.path[i], 'patient': data.patient[i], 'slice': int(data.slice[i]),
            'probability': repr(float(outputs['probability'][k])),
-           'label': int(outputs['probability'][k] >= threshold), 'truth': int(data.label[i])}
+           'label': int(outputs['label'][k] if 'label' in outputs else outputs['probability'][k] >= threshold),
+           'truth': int(data.label[i])}
     if 'tumor_pixels' in outputs:
       row['tumor_pixels'] = int(outputs['tumor_pixels'][k])
     rows.append(row)
@@ -195,6 +208,11 @@ class Classification(_SliceTask):
     write_test_predictions(run_dir / 'test_predictions.csv', self.data, indices, outputs)
     plot_classification(run_dir, metrics, self.data.label[indices], outputs['probability'])
 
+  decision_steps = {}
+
+  def decide(self, evaluate: Callable, split: Split, run_dir: Path | None) -> tuple[dict, dict, dict]:
+    return {'threshold': DECISION_THRESHOLD, 'threshold_chosen_on': 'fixed default'}, {}, {}
+
 
 class Segmentation(_SliceTask):
   """The tumor mask per slice with a ResUNet; metrics at the model's resolution, per volume."""
@@ -206,6 +224,8 @@ class Segmentation(_SliceTask):
     self.tx = _optimizer(config, self.variables, 'finetune', len(split.train))
     self.train_step = make_segmentation_train_step(self.model, self.tx, self.preprocessing)
     self.eval_step = make_segmentation_eval_step(self.model, self.preprocessing)
+    self.decision_steps = {f'flip_average={flip}': make_native_probability_step(self.model, self.preprocessing, flip)
+                           for flip in (False, True)}
     self.facts = {}
     self._resized = {}
 
@@ -237,6 +257,46 @@ class Segmentation(_SliceTask):
 
   def write_outputs(self, run_dir: Path, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
     write_test_predictions(run_dir / 'test_predictions.csv', self.data, indices, outputs)
+
+  def _stack_order(self, indices: np.ndarray) -> np.ndarray:
+    """The order of `indices` by patient, then slice: the stacks the post-processing reads."""
+    return np.lexsort((self.data.slice[indices], self.data.patient[indices]))
+
+  def decide(self, evaluate: Callable, split: Split, run_dir: Path | None) -> tuple[dict, dict, dict]:
+    """The mask post-processing (`postprocess.MaskRule`) with the highest mean per-volume Dice on
+    validation at the slices' native 256x256; the test metrics there with and without it (with
+    patient-bootstrap intervals); and the test slices' probability, tumor pixels and label as
+    `jaxbrain predict` gives them with the rule. Every rule tried goes to mask_rules.csv."""
+    validation = split.validation[self._stack_order(split.validation)]
+    probabilities = {flip: evaluate(f'flip_average={flip}', validation)['native_probability'] for flip in (False, True)}
+    truth = self.data.mask[validation] > 0
+    rule, tried = choose_rule(probabilities, truth, self.data.patient[validation])
+    del probabilities
+    if run_dir is not None:
+      write_csv(run_dir / 'mask_rules.csv', tried)
+    score = lambda wanted: next(row['dice_per_volume'] for row in tried if MaskRule.from_json(row) == wanted)  # noqa: E731
+    decision = {'threshold': rule.threshold, 'threshold_chosen_on': 'the mask rule: a slice is labelled tumor when its '
+                'post-processed mask is not empty', 'mask_rule': dataclasses.asdict(rule),
+                'mask_rule_chosen_on': f'validation patients ({len(np.unique(self.data.patient[validation]))}): '
+                                       'mean per-volume Dice at 256x256, of the rules in mask_rules.csv',
+                'validation_dice_per_volume_native': {'default_rule': score(MaskRule()), 'chosen_rule': score(rule)}}
+    order = self._stack_order(split.test)
+    test = split.test[order]
+    truth, patients = self.data.mask[test] > 0, self.data.patient[test]
+    added = {}
+    for name, applied in (('native', MaskRule()), ('native_postprocessed', rule)):
+      pixels = evaluate(f'flip_average={applied.flip_average}', test)['native_probability']
+      masks = apply_rule(applied, pixels, patients)
+      per_slice = segmentation_counts(masks, truth)
+      resampled = lambda rows, groups, c=per_slice: segmentation_metrics_from_counts(  # noqa: E731
+          {k: v[rows] for k, v in c.items()}, groups)
+      added[name] = {**segmentation_metrics_from_counts(per_slice, patients),
+                     **patient_intervals(resampled, patients, self.config.bootstrap_samples, self.config.seed)}
+    # pixels and masks are the chosen rule's (the last applied), in stack order; back to split.test's
+    back = np.argsort(order)
+    outputs = {'probability': pixels.max(axis=(1, 2))[back], 'tumor_pixels': masks.sum(axis=(1, 2))[back],
+               'label': masks.any(axis=(1, 2))[back].astype(int)}
+    return decision, added, outputs
 
 
 TASKS = {'classify': Classification, 'segment': Segmentation}

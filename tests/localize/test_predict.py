@@ -12,6 +12,7 @@ from jaxbrain.data import kaggle3m
 from jaxbrain.data.phantom import write_nifti_phantom
 from jaxbrain.localize.predict import predict
 from jaxbrain.runs import RunError, load_run
+from tests.localize.helpers import LONE_TUMOR_CASE, lone_tumor_patient, with_mask_rule
 
 def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
   classifier, segmenter = trained_runs
@@ -74,6 +75,30 @@ def test_predict_reproduces_the_runs_own_test_predictions(trained_runs, phantom_
     row = alone[str(phantom_runs_data / theirs['path'])]
     assert float(row['probability']) == pytest.approx(float(theirs['probability']), abs=1e-5)
     assert row['label'] == theirs['label'] == str(int(int(row['tumor_pixels']) > 0))
+
+
+def test_predict_applies_the_segmenters_stored_mask_rule(trained_runs, phantom_png, tmp_path):
+  """Catches: predict ignoring the rule the run stored (a size filter that removes everything must
+  empty every mask and label; single-slice removal must remove a tumor seen on a patient's last
+  slice only, and nothing of the tumors that span slices), and flip averaging that is not applied
+  (the probabilities must change)."""
+  _, segmenter = trained_runs
+  lone = lone_tumor_patient(phantom_png, tmp_path / 'lone')
+  runs = {'plain': with_mask_rule(segmenter, tmp_path / 'plain'),
+          'huge': with_mask_rule(segmenter, tmp_path / 'huge', min_pixels=10**6),
+          'lonely': with_mask_rule(segmenter, tmp_path / 'lonely', drop_single_slice=True),
+          'flip': with_mask_rule(segmenter, tmp_path / 'flip', flip_average=True)}
+  rows = {}
+  for name, run in runs.items():
+    predict([phantom_png, lone], None, tmp_path / f'out_{name}', seg_run_dir=run, progress=False)
+    rows[name] = read_rows(tmp_path / f'out_{name}' / 'predictions.csv')
+  assert any(int(r['tumor_pixels']) for r in rows['plain'])
+  assert all(r['tumor_pixels'] == '0' and r['label'] == '0' for r in rows['huge'])
+  is_lone = np.array([r['patient'] == LONE_TUMOR_CASE.rsplit('_', 1)[0] for r in rows['plain']])
+  plain, lonely = (np.array([int(r['tumor_pixels']) for r in rows[k]]) for k in ('plain', 'lonely'))
+  assert plain[is_lone][-1] > 0 and lonely[is_lone][-1] == 0
+  assert (lonely[~is_lone] == plain[~is_lone]).all()
+  assert [r['probability'] for r in rows['flip']] != [r['probability'] for r in rows['plain']]
 
 
 def test_classifier_alone_gives_gradcam_overlays(trained_runs, phantom_png, tmp_path):

@@ -1,0 +1,157 @@
+"""From a segmenter's pixel probabilities to a patient's tumor masks, by a rule chosen on validation.
+
+A `MaskRule` is a probability threshold, the removal of in-plane connected components smaller than
+`min_pixels`, and the removal of tumors seen on one slice only (a 3D connected component of the
+patient's stack that lies within a single slice), with or without test-time flip averaging. A
+segmentation run chooses its rule on its validation patients (`choose_rule`, by mean per-volume
+Dice at the slices' native 256x256) and stores it in `decision.json`; `jaxbrain predict` and the
+Spark job apply it per patient, since the 3D step needs the patient's whole stack.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+from scipy import ndimage
+
+from jaxbrain.metrics import segmentation_counts, segmentation_metrics_from_counts
+
+IN_PLANE = np.array([np.zeros((3, 3)), np.ones((3, 3)), np.zeros((3, 3))], bool)  # 8-connected, never across slices
+ACROSS_SLICES = np.ones((3, 3, 3), bool)  # 26-connected: a tumor touching the next slice diagonally continues there
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskRule:
+  """How pixel probabilities become masks. The defaults (a pixel is tumor above 0.5, nothing
+  removed, no flip averaging) are what a run without a stored rule gets."""
+  threshold: float = 0.5  # a pixel is tumor when its probability is above this
+  min_pixels: int = 0  # in-plane 8-connected components with fewer pixels are removed
+  drop_single_slice: bool = False  # remove 26-connected 3D components that lie on one slice only
+  flip_average: bool = False  # pixel probabilities averaged with those of the mirrored slice
+
+  @classmethod
+  def from_json(cls, record: dict | None) -> MaskRule:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in (record or {}).items() if k in fields})
+
+
+def patient_stacks(patients: np.ndarray) -> list[slice]:
+  """The runs of equal consecutive entries of `patients` [N]: the stacks of slices the 3D step reads."""
+  patients = np.asarray(patients)
+  starts = np.flatnonzero(np.r_[True, patients[1:] != patients[:-1]])
+  return [slice(a, b) for a, b in zip(starts, np.r_[starts[1:], len(patients)])]
+
+
+def remove_small_components(masks: np.ndarray, min_pixels: int) -> np.ndarray:
+  """Binary masks [N, H, W] without their in-plane 8-connected components of fewer than `min_pixels`."""
+  if min_pixels <= 1 or not masks.any():
+    return masks
+  labels, _ = ndimage.label(masks, IN_PLANE)
+  sizes = np.bincount(labels.ravel())
+  keep = sizes >= min_pixels
+  keep[0] = False
+  return keep[labels]
+
+
+def remove_single_slice_components(masks: np.ndarray) -> np.ndarray:
+  """One patient's binary masks [N, H, W] (slices in order) without the 26-connected 3D components
+  that lie on one slice only. A stack of one slice keeps its masks (there is no neighbour to ask)."""
+  if len(masks) < 2 or not masks.any():
+    return masks
+  labels, count = ndimage.label(masks, ACROSS_SLICES)
+  spans = ndimage.find_objects(labels, count)
+  keep = np.array([False] + [span[0].stop - span[0].start > 1 for span in spans])
+  return keep[labels]
+
+
+def apply_rule(rule: MaskRule, probabilities: np.ndarray, patients: np.ndarray) -> np.ndarray:
+  """Masks [N, H, W] bool from pixel probabilities [N, H, W] (flip-averaged already when the rule
+  says so) of slices grouped by patient in slice order (`patients` [N]: consecutive equal entries
+  form a stack)."""
+  masks = remove_small_components(np.asarray(probabilities) > rule.threshold, rule.min_pixels)
+  if rule.drop_single_slice:
+    masks = masks.copy()
+    for span in patient_stacks(patients):
+      masks[span] = remove_single_slice_components(masks[span])
+  return masks
+
+
+THRESHOLDS = (0.5, 0.3, 0.4, 0.6, 0.7)
+MIN_PIXELS = (0, 16, 32, 64, 128, 256)
+
+
+@dataclasses.dataclass
+class _Components:
+  """The in-plane components of thresholded probabilities, with what any rule's counts need: per
+  component its slice, size and true pixels, and the pairs that touch across adjacent slices of one
+  patient. Masks of a rule are then sums over the components it keeps, without pixel work."""
+  slice_of: np.ndarray  # [C + 1] (entry 0: background)
+  size: np.ndarray
+  true_pixels: np.ndarray
+  touching: np.ndarray  # [E, 2] component pairs on adjacent slices, 26-connected
+  alone: np.ndarray  # [C + 1] bool: on a patient's only slice (never dropped as single-slice)
+
+  @classmethod
+  def of(cls, binary: np.ndarray, truth: np.ndarray, patients: np.ndarray) -> _Components:
+    labels, count = ndimage.label(binary, IN_PLANE)
+    flat = labels.ravel()
+    slice_of = np.zeros(count + 1, int)
+    slice_of[1:] = [span[0].start for span in ndimage.find_objects(labels, count)]
+    stack_size = np.zeros(len(patients), int)
+    for span in patient_stacks(patients):
+      stack_size[span] = span.stop - span.start
+    same = np.asarray(patients)[1:] == np.asarray(patients)[:-1]
+    occupied = labels.reshape(len(labels), -1).any(1)
+    pairs = []
+    for k in np.flatnonzero(same & occupied[:-1] & occupied[1:]):
+      here, padded = labels[k], np.pad(labels[k + 1], 1)
+      for dy, dx in itertools.product(range(3), range(3)):
+        there = padded[dy:dy + here.shape[0], dx:dx + here.shape[1]]
+        both = (here > 0) & (there > 0)
+        pairs.append(np.unique(here[both].astype(np.int64) * (count + 1) + there[both]))
+    codes = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
+    touching = np.stack([codes // (count + 1), codes % (count + 1)], 1)
+    return cls(slice_of, np.bincount(flat, minlength=count + 1),
+               np.bincount(flat, weights=np.asarray(truth).ravel(), minlength=count + 1), touching,
+               stack_size[slice_of] == 1)
+
+  def counts(self, min_pixels: int, drop_single_slice: bool, true_per_slice: np.ndarray) -> dict:
+    """`segmentation_counts` of the masks that keep the components of at least `min_pixels`, less
+    those on one slice only when `drop_single_slice`."""
+    keep = self.size >= max(min_pixels, 1)
+    keep[0] = False
+    if drop_single_slice:
+      linked = np.zeros_like(keep)
+      live = self.touching[keep[self.touching[:, 0]] & keep[self.touching[:, 1]]]
+      linked[live.ravel()] = True
+      keep &= linked | self.alone
+    slices = len(true_per_slice)
+    predicted = np.bincount(self.slice_of[keep], self.size[keep], minlength=slices)
+    intersection = np.bincount(self.slice_of[keep], self.true_pixels[keep], minlength=slices)
+    return {'intersection': intersection, 'predicted': predicted, 'true': true_per_slice,
+            'union': predicted + true_per_slice - intersection}
+
+
+def choose_rule(probabilities: dict[bool, np.ndarray], truth: np.ndarray, patients: np.ndarray,
+                thresholds=THRESHOLDS, min_pixels=MIN_PIXELS) -> tuple[MaskRule, list[dict]]:
+  """(the rule with the highest mean per-volume Dice, a row per rule tried with its Dice and
+  false-positive rate), on validation slices grouped by patient in slice order; every combination
+  of the flip variants, `thresholds`, `min_pixels` and single-slice removal is scored.
+
+  `probabilities`: {flip_average: [N, H, W]}, the keys being the variants to try. Rules are tried
+  from the plainest (the default first); a later one must score strictly higher to win, so a tie
+  keeps the simpler rule.
+  """
+  true_per_slice = np.asarray(truth).reshape(len(truth), -1).sum(1)
+  rows, best = [], None
+  for flip, threshold in itertools.product(sorted(probabilities), thresholds):
+    components = _Components.of(probabilities[flip] > threshold, truth, patients)
+    for minimum, single in itertools.product(min_pixels, (False, True)):
+      rule = MaskRule(threshold, minimum, single, flip)
+      scores = segmentation_metrics_from_counts(components.counts(minimum, single, true_per_slice), patients)
+      rows.append({**dataclasses.asdict(rule), 'dice_per_volume': scores['dice_per_volume'],
+                   'false_positive_rate': scores['false_positive_rate']})
+      if best is None or scores['dice_per_volume'] > best[1]:
+        best = rule, scores['dice_per_volume']
+  return best[0], rows

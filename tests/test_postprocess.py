@@ -1,0 +1,99 @@
+import dataclasses
+
+import numpy as np
+from scipy import ndimage
+
+from jaxbrain.metrics import segmentation_counts, segmentation_metrics_from_counts
+from jaxbrain.postprocess import (MaskRule, apply_rule, choose_rule, remove_single_slice_components,
+                                  remove_small_components)
+
+
+def _stack(n: int, size: int = 16) -> np.ndarray:
+  return np.zeros((n, size, size), bool)
+
+
+def test_small_components_are_removed_in_plane_with_diagonal_neighbours():
+  """Catches: 4-connectivity (the diagonal line of 10 pixels would fall apart and vanish), counting
+  a component across slices (the two 6-pixel squares on slices 0 and 1 would make 12 and stay), and
+  a size test off by one (the 10-pixel line has exactly min_pixels)."""
+  masks = _stack(2)
+  masks[0, np.arange(10), np.arange(10)] = True  # 10 pixels, 8-connected only
+  masks[0, 12:14, 12:15] = True  # 6 pixels
+  masks[1, 12:14, 12:15] = True  # the same 6 pixels on the next slice
+  kept = remove_small_components(masks, 10)
+  assert kept[0, np.arange(10), np.arange(10)].all()
+  assert not kept[:, 12:, 12:].any()
+
+
+def test_components_on_one_slice_only_are_removed_and_touching_ones_kept():
+  """Catches: removing a tumor that continues on the next slice only diagonally (26-connectivity),
+  keeping a speck seen on one slice, and emptying a one-slice stack (no neighbour to ask)."""
+  masks = _stack(4)
+  masks[0, 2:4, 2:4] = True  # alone on slice 0
+  masks[1, 8:10, 8:10] = True
+  masks[2, 10, 10] = True  # touches slice 1's square at its corner only
+  kept = remove_single_slice_components(masks)
+  assert not kept[0].any()
+  assert kept[1].sum() == 4 and kept[2, 10, 10]
+  single = _stack(1)
+  single[0, 3, 3] = True
+  assert remove_single_slice_components(single)[0, 3, 3]
+
+
+def test_apply_rule_keeps_patients_apart():
+  """Catches: 3D consistency over the whole list of slices, which would join patient a's last slice
+  to patient b's first (both tumors are on one slice of their own patient), and a threshold taken
+  as >= instead of >."""
+  probabilities = np.zeros((4, 16, 16), np.float32)
+  probabilities[1, 4:8, 4:8] = 0.9  # patient a, last slice
+  probabilities[2, 4:8, 4:8] = 0.9  # patient b, first slice
+  probabilities[3, 0:2, 0:2] = 0.5  # exactly at the threshold: not tumor
+  patients = np.array(['a', 'a', 'b', 'b'])
+  assert not apply_rule(MaskRule(drop_single_slice=True), probabilities, patients).any()
+  assert apply_rule(MaskRule(), probabilities, patients).sum() == 32
+
+
+def _smooth_scene(seed: int):
+  """Probabilities [12, 32, 32] of 4 patients (the last with one slice) with true tumors and specks
+  of false positives, and the true masks."""
+  rng = np.random.default_rng(seed)
+  truth = np.zeros((12, 32, 32), bool)
+  truth[1:3, 10:18, 10:18] = True
+  truth[6:9, 4:12, 16:26] = True
+  truth[11, 20:28, 4:12] = True
+  noise = ndimage.gaussian_filter(rng.random((12, 32, 32)), (0, 1.5, 1.5))
+  probabilities = np.clip(0.75 * truth + (noise - 0.5) * 6 + 0.1, 0, 1).astype(np.float32)
+  return probabilities, truth, np.array(['p0'] * 4 + ['p1'] * 4 + ['p2'] * 3 + ['p3'])
+
+
+def test_choose_rule_scores_each_rule_as_apply_rule_masks_it():
+  """Catches: the component shortcut of `choose_rule` disagreeing with the masks `apply_rule`
+  (what predict applies) gives for the same rule: a wrong size filter, single-slice test (one-slice
+  stacks keep their masks) or per-slice sum, on any of the 240 rules of two scenes."""
+  for seed in (0, 1):
+    probabilities, truth, patients = _smooth_scene(seed)
+    flipped = probabilities[:, :, ::-1] * 0.5 + probabilities * 0.5
+    rule, rows = choose_rule({False: probabilities, True: flipped}, truth, patients)
+    for row in rows:
+      tried = MaskRule(**{f.name: row[f.name] for f in dataclasses.fields(MaskRule)})
+      source = flipped if tried.flip_average else probabilities
+      scores = segmentation_metrics_from_counts(segmentation_counts(apply_rule(tried, source, patients), truth),
+                                                patients)
+      assert np.isclose(row['dice_per_volume'], scores['dice_per_volume']), tried
+      assert np.isclose(row['false_positive_rate'], scores['false_positive_rate']), tried
+    assert max(r['dice_per_volume'] for r in rows) == next(
+        r['dice_per_volume'] for r in rows if MaskRule(**{k: r[k] for k in dataclasses.asdict(rule)}) == rule)
+
+
+def test_choose_rule_removes_false_specks_and_keeps_the_default_on_a_tie():
+  """Catches: a choice that ignores the specks (the default rule would win), and a tie broken
+  towards a more complex rule (clean probabilities: every rule scores 1, the default must stay)."""
+  truth = _stack(6, 32)
+  truth[1:4, 8:20, 8:20] = True
+  probabilities = truth.astype(np.float32) * 0.9
+  patients = np.repeat(['a', 'b'], 3)
+  assert choose_rule({False: probabilities}, truth, patients)[0] == MaskRule()
+  specks = probabilities.copy()
+  specks[4, 25:27, 25:27] = 0.9  # a 4-pixel false positive on a tumor-free slice of patient b
+  rule, _ = choose_rule({False: specks}, truth, patients)
+  assert rule != MaskRule() and not apply_rule(rule, specks, patients)[4].any()
