@@ -1,5 +1,5 @@
 """The `jaxbrain` command line: `jaxbrain data DIR`, `jaxbrain phantom OUT`, `jaxbrain predict INPUT...`,
-`jaxbrain evaluate PRED_DIR --truth DIR`."""
+`jaxbrain evaluate PRED_DIR --truth DIR`, `jaxbrain gate --run CLS --seg-run SEG --data-dir DIR`."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,19 @@ def _evaluate(args) -> int:
   return 0
 
 
+def _gate(args) -> int:
+  from jaxbrain.files import jsonable
+  from jaxbrain.localize.gate import choose_and_measure, format_table
+
+  if args.batch_size < 1:
+    raise ConfigError(f'--batch-size must be at least 1; got {args.batch_size}')
+  result = choose_and_measure(args.run, args.seg_run, args.data_dir, args.batch_size, args.bootstrap_samples)
+  print(format_table(result))
+  print(f'stored in {result["written_to"]}: `jaxbrain predict --run {args.run} --seg-run {args.seg_run}` applies it')
+  print(json.dumps(jsonable({k: result[k] for k in ('gate', 'test_patients', 'test')})))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='jaxbrain', description=__doc__)
   parser.add_argument('--version', action='version', version=f'jaxbrain {__version__}')
@@ -104,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--case', help='name of the case given by --t1 --flair --t1ce (default: from the FLAIR file)')
   predict.add_argument('--run', help='run directory of a classification experiment (exp01-exp22): the slice\'s '
                        'tumor probability and label')
-  predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01/seg02): tumor masks; '
-                       'alone, also the probability (the sigmoid of the slice\'s largest mask logit)')
+  predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01/seg02): tumor masks, '
+                       'post-processed as the run chose on validation; with --run, gated by the classifier (the gate '
+                       '`jaxbrain gate` chose, else its threshold); alone, also the probability (the slice\'s largest '
+                       'pixel probability) and the label (the mask is not empty)')
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')
@@ -121,6 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument('pred_dir', help='a folder written by `jaxbrain predict`')
   evaluate.add_argument('--truth', required=True, help='the kaggle_3m folder holding the true masks of those slices')
   evaluate.set_defaults(run_command=_evaluate)
+  gate = commands.add_parser(
+      'gate', help='detect, then localize: choose on validation where the classifier empties the masks',
+      description='For a classification run and a segmentation run trained on the same split (checked), chooses on '
+                  'their validation patients the classifier probability below which a slice gets no mask (or no '
+                  'gate), by mean per-volume Dice at 256x256; stores it in the segmentation run, where `jaxbrain '
+                  'predict --run CLS --seg-run SEG` finds it; and measures the pipeline on the test patients '
+                  '(per-volume Dice, false-positive rate on tumor-free slices, slice detection accuracy) beside '
+                  'the segmenter alone. Prints a table, then one JSON object.',
+      epilog='example: jaxbrain gate --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN '
+             '--data-dir ../shared/data/lgg/kaggle_3m')
+  gate.add_argument('--run', required=True, help='run directory of a classification experiment')
+  gate.add_argument('--seg-run', required=True, help='run directory of a segmentation experiment (same split)')
+  gate.add_argument('--data-dir', required=True, help='the kaggle_3m folder both runs were trained on')
+  gate.add_argument('--batch-size', type=int, default=16, help='slices per compiled call (default: 16)')
+  gate.add_argument('--bootstrap-samples', type=int, default=1000,
+                    help='patient-bootstrap resamples for the test intervals (default: 1000)')
+  gate.set_defaults(run_command=_gate)
   return parser
 
 

@@ -110,13 +110,14 @@ def _probability_plot(slices: list[dict], threshold: float) -> str:
 
 
 def write_prediction_report(out_dir: Path, patients: dict[str, list[dict]], totals: dict[str, dict],
-                            runs: list[dict], threshold: float) -> Path:
+                            runs: list[dict], threshold: float, how: str) -> Path:
   """`out_dir/report.html`: one section per patient with a slice viewer (slider or arrow keys; the
   overlay with the slice's probability and label on it), a probability plot and the patient's totals.
 
   `patients`: name -> slices in order, each {'slice', 'image' (path relative to out_dir),
   'probability', 'label'[, 'tumor_pixels']}; `totals`: name -> the patient's summary.json entry;
-  `runs`: what scored them ({'role', 'run', 'experiment', 'checkpoint'}).
+  `runs`: what scored them ({'role', 'run', 'experiment', 'checkpoint'}); `how`: how labels and
+  masks came about, shown under the title.
   """
   names = list(patients)
   sections = []
@@ -141,7 +142,7 @@ def write_prediction_report(out_dir: Path, patients: dict[str, list[dict]], tota
           f'<p class="muted">Drag a slider or use the arrow keys on it. Overlays: '
           + ('the predicted mask in red.' if any('tumor_pixels' in s[0] for s in patients.values()) else
              'Grad-CAM of the classifier (where it looked), red to yellow.')
-          + f' Label: probability &ge; {threshold:g}.</p>'
+          + f' {html.escape(how)}</p>'
           f'<table><tr><th>role</th><th>run</th><th>experiment</th><th>checkpoint</th></tr>{run_rows}</table>'
           + ''.join(sections)
           + f'<script type="application/json" id="slices">'

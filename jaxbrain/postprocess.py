@@ -155,3 +155,39 @@ def choose_rule(probabilities: dict[bool, np.ndarray], truth: np.ndarray, patien
       if best is None or scores['dice_per_volume'] > best[1]:
         best = rule, scores['dice_per_volume']
   return best[0], rows
+
+
+GATE_THRESHOLDS = (None, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def gated_counts(counts: dict, probability: np.ndarray, gate: float | None) -> dict:
+  """`segmentation_counts` of masks emptied on the slices whose classifier `probability` [N] is
+  below `gate` (None: no gate)."""
+  if gate is None:
+    return counts
+  kept = np.asarray(probability) >= gate
+  return {'intersection': np.where(kept, counts['intersection'], 0), 'predicted': np.where(kept, counts['predicted'], 0),
+          'true': counts['true'], 'union': np.where(kept, counts['union'], counts['true'])}
+
+
+def pipeline_metrics(counts: dict, patients: np.ndarray) -> dict:
+  """`segmentation_metrics_from_counts` of a detect-then-localize pipeline's masks, with its
+  slice-level `detection_accuracy`: a slice is called tumor when its (gated) mask is not empty."""
+  called, truth = np.asarray(counts['predicted']) > 0, np.asarray(counts['true']) > 0
+  return {**segmentation_metrics_from_counts(counts, patients), 'detection_accuracy': float(np.mean(called == truth))}
+
+
+def choose_gate(counts: dict, probability: np.ndarray, patients: np.ndarray,
+                gates=GATE_THRESHOLDS) -> tuple[float | None, list[dict]]:
+  """(the classifier probability below which a slice's mask is emptied, best by mean per-volume
+  Dice; None: no gate), with a row per gate tried, on validation slices: `counts` are the
+  segmenter's (post-processed) masks' `segmentation_counts`, `probability` [N] the classifier's.
+  A later gate must score strictly higher to win, so a tie keeps no gate."""
+  rows, best = [], None
+  for gate in gates:
+    scores = pipeline_metrics(gated_counts(counts, probability, gate), patients)
+    rows.append({'gate': gate, **{k: scores[k] for k in ('dice_per_volume', 'false_positive_rate',
+                                                         'tumor_detection_rate', 'detection_accuracy')}})
+    if best is None or scores['dice_per_volume'] > best[1]:
+      best = gate, scores['dice_per_volume']
+  return best[0], rows

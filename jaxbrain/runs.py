@@ -112,3 +112,38 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
                    Preprocessing.from_name(config.data.preprocess, config.data.image_size),
                    float(decision.get('threshold', DECISION_THRESHOLD)), trained_on_phantom(run_dir, header),
                    run_dir, folder, MaskRule.from_json(decision.get('mask_rule')))
+
+
+def read_split(run_dir: Path) -> dict:
+  """A run's split.json: {'train': [...], 'validation': [...], 'test': [...]} patient lists."""
+  path = Path(run_dir) / 'split.json'
+  if not path.is_file():
+    raise RunError(f'{run_dir}: has no split.json (written by an older version?)')
+  return read_json(path)
+
+
+def check_same_split(classifier: LoadedRun, segmenter: LoadedRun) -> dict:
+  """The split two runs share; refuses runs trained on different patients (a choice made on one's
+  validation patients would be made on patients the other trained on)."""
+  first, second = read_split(classifier.directory), read_split(segmenter.directory)
+  for part in ('train', 'validation', 'test'):
+    if sorted(first.get(part, [])) != sorted(second.get(part, [])):
+      raise RunError(f'{classifier.directory} and {segmenter.directory}: their split.json differ in {part} patients; '
+                     'a pipeline of the two is chosen and measured on the patients of one split (train both with the '
+                     'same --split, --seed and --fold on the same data)')
+  return first
+
+
+def gate_path(segmenter: LoadedRun, classifier: LoadedRun) -> Path:
+  """Where the gate chosen for this pair lives: in the segmentation run, named by the classifier's
+  experiment, run and checkpoint (not its path, so that runs can move together)."""
+  name = f'{classifier.config.experiment}--{classifier.directory.name}--' \
+         f'{classifier.checkpoint.relative_to(classifier.directory / "checkpoints").as_posix().replace("/", "-")}'
+  return segmenter.directory / 'gates' / f'{name}.json'
+
+
+def read_gate(segmenter: LoadedRun, classifier: LoadedRun) -> dict | None:
+  """The gate `jaxbrain gate` chose for this pair ({'gate': threshold or None, ...}), or None when
+  none was chosen."""
+  path = gate_path(segmenter, classifier)
+  return read_json(path) if path.is_file() else None

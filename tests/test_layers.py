@@ -1,11 +1,11 @@
-"""Imports flow one way: foundations -> data -> kernels -> models -> config -> runs -> train | localize
+"""Imports flow one way: foundations -> data | postprocess -> kernels -> models -> config -> runs -> train | localize
 -> evaluators -> cli | spark (DESIGN.md)."""
 import ast
 from pathlib import Path
 
 import jaxbrain
 
-LAYERS = (('errors', 'files', 'pages', 'overlay', 'xla_defaults', 'allocator', 'metrics'), ('data',), ('kernels',), ('models',),
+LAYERS = (('errors', 'files', 'pages', 'overlay', 'xla_defaults', 'allocator', 'metrics'), ('data', 'postprocess'), ('kernels',), ('models',),
           ('config',), ('runs',), ('train', 'localize'), ('evaluators',), ('cli', 'spark'))
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 PACKAGE = Path(jaxbrain.__file__).parent

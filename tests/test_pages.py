@@ -18,7 +18,7 @@ def test_prediction_report_is_self_contained_and_escapes_names(tmp_path):
             for k, p in ((1, 0.1), (2, 0.9))]
   page = write_prediction_report(tmp_path, {hostile: slices}, {hostile: {'slices': 2, 'slices_with_tumor': [2]}},
                                  [{'role': 'classifier', 'run': 'runs/a', 'experiment': 'exp21', 'checkpoint': 'best/9'}],
-                                 0.5).read_text()
+                                 0.5, f'Label: probability >= 0.5 {hostile}').read_text()
   assert all(not ref.startswith(('/', 'http:', 'https:', '//', 'file:')) for ref in _references(page))
   assert '<b>x</b>' not in page.split('<script type="application/json"')[0]
   embedded = re.search(r'<script type="application/json" id="slices">(.*?)</script>', page, re.S).group(1)

@@ -4,8 +4,8 @@ import numpy as np
 from scipy import ndimage
 
 from jaxbrain.metrics import segmentation_counts, segmentation_metrics_from_counts
-from jaxbrain.postprocess import (MaskRule, apply_rule, choose_rule, remove_single_slice_components,
-                                  remove_small_components)
+from jaxbrain.postprocess import (MaskRule, apply_rule, choose_gate, choose_rule, gated_counts, pipeline_metrics,
+                                  remove_single_slice_components, remove_small_components)
 
 
 def _stack(n: int, size: int = 16) -> np.ndarray:
@@ -97,3 +97,20 @@ def test_choose_rule_removes_false_specks_and_keeps_the_default_on_a_tie():
   specks[4, 25:27, 25:27] = 0.9  # a 4-pixel false positive on a tumor-free slice of patient b
   rule, _ = choose_rule({False: specks}, truth, patients)
   assert rule != MaskRule() and not apply_rule(rule, specks, patients)[4].any()
+
+
+def test_gate_empties_low_probability_slices_and_is_chosen_only_when_it_helps():
+  """Catches: a gate that empties slices at or above it (>= is kept), counts that lose the true
+  pixels of gated slices (their Dice must fall), and a gate chosen where no gate scores as well."""
+  patients = np.array(['a', 'a', 'b', 'b'])
+  # slice 1: a true tumor found; slice 3: a false mask on a tumor-free slice of patient b
+  counts = {'intersection': np.array([0, 50, 0, 0]), 'predicted': np.array([0, 60, 0, 30]),
+            'true': np.array([0, 55, 0, 0]), 'union': np.array([0, 65, 0, 30])}
+  probability = np.array([0.1, 0.9, 0.2, 0.3])
+  gated = gated_counts(counts, probability, 0.3)
+  assert gated['predicted'].tolist() == [0, 60, 0, 30] and gated_counts(counts, probability, 0.31)['predicted'][3] == 0
+  gate, rows = choose_gate(counts, probability, patients)
+  assert gate is not None and 0.3 < gate <= 0.9 and rows[0]['gate'] is None
+  assert pipeline_metrics(gated_counts(counts, probability, 0.95), patients)['dice_per_volume'] < 0.6
+  clean = {**counts, 'predicted': np.array([0, 60, 0, 0]), 'union': np.array([0, 65, 0, 0])}
+  assert choose_gate(clean, probability, patients)[0] is None

@@ -27,7 +27,7 @@ from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json
 from jaxbrain.pages import write_prediction_report
 from jaxbrain.postprocess import apply_rule, patient_stacks
-from jaxbrain.runs import LoadedRun, RunError, load_run
+from jaxbrain.runs import LoadedRun, RunError, gate_path, load_run, read_gate
 
 
 def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -114,7 +114,9 @@ class Scores:
 class Scorer:
   """A classifier run and/or a segmenter run, jitted once, scoring uint8 slices [N, 256, 256, 3].
 
-  The probability and label are the classifier's (its stored threshold). With a segmenter alone
+  The probability and label are the classifier's (its stored threshold); with a segmenter too, the
+  classifier gates the masks: a slice whose probability is below the gate chosen for the pair on
+  validation (`jaxbrain gate`; else the classifier's threshold) gets an empty mask. With a segmenter alone
   the probability is the segmenter's slice-level tumor probability: its largest pixel probability
   at the native 256x256 (flip-averaged when its rule says so); the label says whether the slice's
   post-processed mask has a tumor pixel. Masks follow the segmenter's stored `MaskRule`, applied per
@@ -128,6 +130,15 @@ class Scorer:
     self.classifier = load_run(run_dir, 'classify') if run_dir else None
     self.segmenter = load_run(seg_run_dir, 'segment') if seg_run_dir else None
     self.batch_size = batch_size
+    self.gate, self.gate_source = None, None  # masks are emptied where the classifier's probability < gate
+    if self.classifier and self.segmenter:
+      chosen = read_gate(self.segmenter, self.classifier)
+      if chosen is None:
+        self.gate = self.classifier.threshold
+        self.gate_source = ('the classifier\'s threshold: no gate was chosen on validation for these two runs '
+                            '(jaxbrain gate chooses one)')
+      else:
+        self.gate, self.gate_source = chosen['gate'], f'chosen on validation patients ({gate_path(self.segmenter, self.classifier)})'
     self._classify = jax.jit(self._classify_batch)
     self._segment = jax.jit(self._segment_batch)
 
@@ -139,6 +150,18 @@ class Scorer:
   def threshold(self) -> float:
     """The decision threshold of the run that gives the probability."""
     return (self.classifier or self.segmenter).threshold
+
+  @property
+  def description(self) -> str:
+    """How labels and masks come about, in a sentence or three (for reports)."""
+    if self.segmenter is None:
+      return f'Label: the classifier\'s probability >= {self.threshold:g}.'
+    masks = f'Masks: the segmenter\'s, post-processed by its stored rule ({self.segmenter.mask_rule}).'
+    if self.classifier is None:
+      return f'Label: the mask has a tumor pixel. {masks}'
+    gate = 'no gate' if self.gate is None else f'emptied where the classifier\'s probability < {self.gate:g}'
+    return (f'Label: the classifier\'s probability >= {self.threshold:g}. {masks} Gate: {gate} '
+            f'({self.gate_source}).')
 
   def _classify_batch(self, batch):
     run = self.classifier
@@ -153,9 +176,10 @@ class Scorer:
     native = jax.nn.sigmoid(native_logits(logits, batch.shape[1]))
     return native, native.max(axis=(1, 2))
 
-  def score(self, images: np.ndarray, patients: Sequence | None = None) -> Scores:
+  def score(self, images: np.ndarray, patients: Sequence | None = None, gated: bool = True) -> Scores:
     """Scores slices `images`; `patients` [N] groups them into stacks (consecutive equal entries, in
-    slice order) for the segmenter's 3D post-processing; without it every slice is a stack of one."""
+    slice order) for the segmenter's 3D post-processing; without it every slice is a stack of one.
+    `gated=False` leaves the masks ungated (to choose a gate)."""
     probabilities, heatmaps, pixels = [], [], []
     for start in range(0, len(images), self.batch_size):
       chunk = images[start:start + self.batch_size]
@@ -173,6 +197,8 @@ class Scorer:
     if self.segmenter:
       stacks = np.arange(len(images)) if patients is None else np.asarray(patients)
       masks = apply_rule(self.segmenter.mask_rule, np.concatenate(pixels), stacks)
+      if self.classifier and self.gate is not None and gated:
+        masks &= (probability >= self.gate)[:, None, None]
     label = (probability >= self.classifier.threshold) if self.classifier else masks.any(axis=(1, 2))
     return Scores(probability, label.astype(int), np.concatenate(heatmaps) if heatmaps else None, masks)
 
@@ -285,7 +311,7 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
   write_json(out_dir / 'summary.json', summary)
   runs = [_run_facts(role, run) for role, run in (('classifier', scorer.classifier), ('segmenter', scorer.segmenter))
           if run is not None]
-  write_prediction_report(out_dir, viewer, summary, runs, scorer.threshold)
+  write_prediction_report(out_dir, viewer, summary, runs, scorer.threshold, scorer.description)
   return summary
 
 

@@ -64,7 +64,8 @@ def test_predict_reproduces_the_runs_own_test_predictions(trained_runs, phantom_
     row = predicted[str(phantom_runs_data / mine['path'])]
     assert float(row['probability']) == pytest.approx(float(mine['probability']), abs=1e-5)
     assert row['label'] == mine['label']
-    assert row['tumor_pixels'] == theirs['tumor_pixels']
+    # without a gate chosen for the pair, the classifier's label gates the mask
+    assert row['tumor_pixels'] == (theirs['tumor_pixels'] if row['label'] == '1' else '0')
   tumor = [int(r['tumor_pixels']) for r in own_segmenter if r['truth'] == '1']
   empty = [int(r['tumor_pixels']) for r in own_segmenter if r['truth'] == '0']
   assert np.mean(np.array(tumor) > 0) >= 0.8 and np.mean(np.array(empty) > 0) <= 0.2
@@ -142,14 +143,18 @@ def test_nifti_case_comes_back_as_a_mask_volume_with_its_tumor(trained_runs, tmp
   classifier, segmenter = trained_runs
   files, truth = write_nifti_phantom(tmp_path / 'case', n_slices=16, seed=7, axcodes='PSR', spacing=(0.9, 0.9, 2.5))
   out = tmp_path / 'out'
-  assert cli.main(['predict', str(tmp_path / 'case'), '--run', str(classifier), '--seg-run', str(segmenter),
-                   '--out', str(out), '--no-progress']) == 0
+  assert cli.main(['predict', str(tmp_path / 'case'), '--seg-run', str(segmenter), '--out', str(out),
+                   '--no-progress']) == 0
   assert 'tumor volume phantom007' in capsys.readouterr().out
   written = nib.load(str(out / 'phantom007_mask.nii.gz'))
   flair = nib.load(str(files['flair']))
   assert written.shape == flair.shape and np.allclose(written.affine, flair.affine)
   predicted = np.asarray(written.dataobj).astype(bool)
-  assert 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum()) > 0.6
+  overlap = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
+  with capsys.disabled():  # the figures the README quotes, shown with -s
+    print(f'NIfTI phantom: Dice {overlap:.2f}, {predicted.sum() * 0.9 * 0.9 * 2.5 / 1000:.2f} ml predicted for '
+          f'{truth.sum() * 0.9 * 0.9 * 2.5 / 1000:.2f} ml')
+  assert overlap > 0.6
   entry = json.loads((out / 'summary.json').read_text())['phantom007']
   with open(out / 'predictions.csv') as f:
     rows = list(csv.DictReader(f))

@@ -1,0 +1,100 @@
+"""`jaxbrain gate --run CLS --seg-run SEG --data-dir DIR`: detect, then localize.
+
+Chooses, on the validation patients the two runs share, the classifier probability below which a
+slice's mask is emptied (or no gate), by the pipeline's mean per-volume Dice at 256x256; stores it
+in the segmentation run (`gates/<classifier>.json`, which `jaxbrain predict --run CLS --seg-run SEG`
+applies); and measures the pipeline on the shared test patients: per-volume Dice and IoU, Dice on
+tumor slices, the false-positive rate on tumor-free slices, and slice-level detection accuracy
+(a slice is called tumor when its gated mask is not empty), with patient-bootstrap intervals,
+beside the segmenter alone and the classifier alone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from jaxbrain.data import kaggle3m
+from jaxbrain.files import write_json
+from jaxbrain.localize.predict import Scorer
+from jaxbrain.metrics import classification_metrics, patient_intervals, segmentation_counts
+from jaxbrain.postprocess import choose_gate, gated_counts, pipeline_metrics
+from jaxbrain.runs import RunError, check_same_split, gate_path
+
+REPORTED = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate', 'tumor_detection_rate',
+            'detection_accuracy')
+
+
+def _patients_slices(data_dir: Path, patients: list[str], part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(images [N, 256, 256, 3], true masks [N, 256, 256] bool, patient [N]) of `patients` in
+  `data_dir`, stacked by patient in slice order."""
+  wanted = set(patients)
+  records = sorted((r for r in kaggle3m.scan(data_dir) if r.patient in wanted), key=lambda r: (r.patient, r.slice))
+  missing = wanted - {r.patient for r in records}
+  if missing:
+    raise RunError(f'{data_dir}: lacks {len(missing)} {part} patients of the runs\' split.json (e.g. '
+                   f'{sorted(missing)[0]}); give the data the runs were trained on')
+  pairs = kaggle3m.map_slices(kaggle3m.read_slice, records, progress=f'reading {part}')
+  return (np.stack([image for image, _ in pairs]), np.stack([mask > 0 for _, mask in pairs]),
+          np.array([r.patient for r in records]))
+
+
+def _score(scorer: Scorer, images: np.ndarray, patients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(classifier probability [N], the segmenter's post-processed, ungated masks [N, 256, 256])."""
+  scores = scorer.score(images, patients, gated=False)
+  return scores.probability, scores.mask
+
+
+def _with_intervals(counts: dict, patients: np.ndarray, samples: int, seed: int) -> dict:
+  resampled = lambda rows, groups: pipeline_metrics({k: v[rows] for k, v in counts.items()}, groups)  # noqa: E731
+  metrics = pipeline_metrics(counts, patients)
+  return {**{k: metrics[k] for k in REPORTED}, **patient_intervals(resampled, patients, samples, seed)}
+
+
+def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: str | Path, batch_size: int = 16,
+                       bootstrap_samples: int = 1000, seed: int = 0) -> dict:
+  """Chooses the gate on validation, stores it in the segmentation run, and returns what was chosen
+  and measured (also written to that gate file)."""
+  scorer = Scorer(run_dir, seg_run_dir, batch_size)
+  split = check_same_split(scorer.classifier, scorer.segmenter)
+  images, truth, patients = _patients_slices(Path(data_dir), split['validation'], 'validation')
+  probability, masks = _score(scorer, images, patients)
+  gate, tried = choose_gate(segmentation_counts(masks, truth), probability, patients)
+  images, truth, patients = _patients_slices(Path(data_dir), split['test'], 'test')
+  probability, masks = _score(scorer, images, patients)
+  counts = segmentation_counts(masks, truth)
+  labels = truth.reshape(len(truth), -1).any(1).astype(int)
+  classifier = classification_metrics(labels, probability, scorer.classifier.threshold)
+  result = {
+      'gate': gate, 'classifier': str(scorer.classifier.directory), 'segmenter': str(scorer.segmenter.directory),
+      'classifier_checkpoint': scorer.classifier.checkpoint.name, 'mask_rule': str(scorer.segmenter.mask_rule),
+      'chosen_on': f'validation patients ({len(split["validation"])}): mean per-volume Dice at 256x256 of the gated '
+                   'masks; null = no gate',
+      'validation': tried,
+      'test_patients': len(split['test']),
+      'test': {'pipeline': _with_intervals(gated_counts(counts, probability, gate), patients, bootstrap_samples, seed),
+               'segmenter_alone': _with_intervals(counts, patients, bootstrap_samples, seed),
+               'classifier_alone': {k: classifier[k] for k in ('accuracy', 'balanced_accuracy', 'roc_auc')}},
+  }
+  path = gate_path(scorer.segmenter, scorer.classifier)
+  path.parent.mkdir(exist_ok=True)
+  write_json(path, result)
+  return {**result, 'written_to': str(path)}
+
+
+def format_table(result: dict) -> str:
+  """The test patients' figures: the pipeline beside the segmenter alone."""
+  gate = 'no gate' if result['gate'] is None else f'mask kept where p(tumor) >= {result["gate"]:g}'
+  lines = [f'gate chosen on {result["chosen_on"].split(":")[0]}: {gate}',
+           f'test patients ({result["test_patients"]}, used for no choice):',
+           f'  {"metric":<22} {"pipeline":>24} {"segmenter alone":>24}']
+  for key in REPORTED:
+    cells = []
+    for part in ('pipeline', 'segmenter_alone'):
+      metrics = result['test'][part]
+      bounds = (metrics.get('confidence_95') or {}).get(key)
+      cells.append(f'{metrics[key]:.3f}' + (' [{:.3f}, {:.3f}]'.format(*bounds) if bounds else ''))
+    lines.append(f'  {key:<22} {cells[0]:>24} {cells[1]:>24}')
+  alone = result['test']['classifier_alone']
+  lines.append('  classifier alone: ' + ', '.join(f'{k} {v:.3f}' for k, v in alone.items()))
+  return '\n'.join(lines)
