@@ -68,6 +68,8 @@ class ResUNetConfig:
   """A ResUNet segmenter: its own residual encoder, or a ResNet's."""
   encoder: str = setting('residual', 'residual (trained from scratch) or a ResNet (ImageNet weights fit)', ENCODERS)
   unet_width: int = setting(16, 'channels of the first ResUNet level', at_least=1)
+  deep_supervision: int = setting(0, 'decoder levels below the output that also predict the mask in training '
+                                  '(deep supervision; their losses weigh 1/2, 1/4, ...)', at_least=0)
   init: str = setting('scratch', 'imagenet (a ResNet encoder, needs the torchvision weights file) or scratch',
                       ('imagenet', 'scratch'))
   weights: Optional[str] = setting(None, 'torchvision .pth or .safetensors file for --init imagenet')

@@ -26,15 +26,18 @@ def create_model(arch: str, kernels: str | kernel_sets.Kernels = 'auto', **kwarg
   return ARCHITECTURES[arch](**layer_arguments(kernels), **kwargs)
 
 
-def create_segmenter(encoder: str = 'residual', width: int = 16, kernels: str | kernel_sets.Kernels = 'auto') -> ResUNet:
-  """A ResUNet with the `encoder` ('residual' or a ResNet name) and first-level `width`."""
-  return ResUNet(width=width, encoder=encoder, **layer_arguments(kernels))
+def create_segmenter(encoder: str = 'residual', width: int = 16, kernels: str | kernel_sets.Kernels = 'auto',
+                     deep_supervision: int = 0) -> ResUNet:
+  """A ResUNet with the `encoder` ('residual' or a ResNet name), first-level `width` and
+  `deep_supervision` levels."""
+  return ResUNet(width=width, encoder=encoder, deep_supervision=deep_supervision, **layer_arguments(kernels))
 
 
 def build(model_config) -> nn.Module:
   """The model a config's `model` section describes (`ResNetConfig` or `ResUNetConfig`)."""
   if hasattr(model_config, 'encoder'):
-    return create_segmenter(model_config.encoder, model_config.unet_width)
+    return create_segmenter(model_config.encoder, model_config.unet_width,
+                            deep_supervision=model_config.deep_supervision)
   return create_model(model_config.arch, num_classes=2, head_hidden=model_config.head_hidden,
                       dropout_rate=model_config.dropout_rate, dtype=jnp.dtype(model_config.compute_dtype),
                       mask_head=model_config.mask_head)

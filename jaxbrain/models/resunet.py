@@ -48,9 +48,15 @@ def _upsample(x, like):
 
 
 class ResUNet(nn.Module):
-  """U-Net with residual blocks; `encoder` is 'residual' (from scratch) or a ResNet name."""
+  """U-Net with residual blocks; `encoder` is 'residual' (from scratch) or a ResNet name.
+
+  `deep_supervision` = k > 0 adds a 1x1 logits head on each of the k decoder levels below the
+  output; in training their logits, resized to the input's size, are sown as
+  `intermediates/deep_logits` (deepest level first) for the loss to read (deep supervision).
+  """
   width: int = 16
   encoder: str = 'residual'
+  deep_supervision: int = 0
   conv: ModuleDef = nn.Conv
   norm: ModuleDef = BatchNorm
   pool: Callable = kernels.max_pool
@@ -74,6 +80,10 @@ class ResUNet(nn.Module):
     for level, skip in reversed(list(enumerate(skips[:-1]))):
       y = jnp.concatenate([_upsample(y, skip), skip], axis=-1)
       y = block(self.width * 2 ** level, name=f'up{level}')(y)
+      if 0 < level <= self.deep_supervision and (train or self.is_initializing()):
+        aux = self.conv(1, (1, 1), name=f'deep_logits{level}')(nn.relu(y))
+        self.sow('intermediates', 'deep_logits',
+                 jax.image.resize(aux, (aux.shape[0], height, width, 1), 'bilinear')[..., 0])
     if y.shape[1:3] != (height, width):  # ResNet encoders start at stride 2
       y = jax.image.resize(y, (y.shape[0], height, width, y.shape[3]), 'bilinear')
       y = block(self.width, name='full_resolution')(y)

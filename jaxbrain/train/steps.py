@@ -147,7 +147,9 @@ def segmentation_loss(logits: jax.Array, masks: jax.Array, smooth: float = 1.0) 
 
 
 def make_segmentation_train_step(model, tx: optax.GradientTransformation, preprocessing: Preprocessing) -> Callable:
-  """Images [B, H, W, 3] uint8 + masks [B, H, W] -> one step on BCE + soft Dice; flips both together."""
+  """Images [B, H, W, 3] uint8 + masks [B, H, W] -> one step on BCE + soft Dice; flips both together.
+  With deep supervision the loss is the weighted mean of the output's and the decoder levels'
+  (weights 1, 1/2, 1/4, ...: the output's counts most)."""
 
   def train_step(state: TrainState, batch: dict):
     flip_key, _ = jax.random.split(state.step_key())
@@ -155,8 +157,13 @@ def make_segmentation_train_step(model, tx: optax.GradientTransformation, prepro
 
     def loss_fn(params):
       logits, updated = model.apply({'params': params, 'batch_stats': state.batch_stats}, images, train=True,
-                                    mutable=['batch_stats'])
-      return segmentation_loss(logits, masks), (logits, updated['batch_stats'])
+                                    mutable=['batch_stats', 'intermediates'])
+      loss = segmentation_loss(logits, masks)
+      deep = updated.get('intermediates', {}).get('deep_logits', ())[::-1]  # sown deepest first
+      if deep:
+        weights = [0.5 ** k for k in range(1, len(deep) + 1)]
+        loss = (loss + sum(w * segmentation_loss(l, masks) for w, l in zip(weights, deep))) / (1 + sum(weights))
+      return loss, (logits, updated['batch_stats'])
 
     def batch_dice(logits):
       predicted = (logits > 0).astype(masks.dtype)

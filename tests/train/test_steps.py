@@ -1,4 +1,4 @@
-"""The joint loss: the mask head's target and its weight in the training step."""
+"""Training steps: the joint loss (the mask head's target and weight), and deep supervision."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,3 +50,30 @@ def test_joint_loss_adds_the_weighted_mask_loss_to_the_classification_loss():
   for weight in (0.0, 2.5):
     _, metrics = jax.jit(make_train_step(model, tx, preprocessing, False, mask_loss_weight=weight))(state, batch)
     np.testing.assert_allclose(metrics['loss'], by_hand[0] + weight * by_hand[1], rtol=1e-5)
+
+
+def test_deep_supervision_adds_the_decoder_levels_losses():
+  """Catches: deep logits sown in evaluation (wasted work) or not at the input's size, and a training
+  loss that leaves them out or weighs them otherwise than (output + 1/2 nearest + 1/4 next) / 1.75."""
+  from jaxbrain.models import create_segmenter
+  from jaxbrain.train.steps import make_segmentation_train_step, segmentation_loss
+
+  model = create_segmenter('residual', 4, kernels='xla', deep_supervision=2)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+  masks = np.zeros((2, 32, 32), np.float32)
+  masks[:, 8:20, 10:24] = 1
+  variables = jax.jit(model.init)({'params': jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))
+  x = jnp.asarray(images, jnp.float32) / 255
+  _, evaluated = jax.jit(lambda v, x: model.apply(v, x, mutable=['intermediates']))(variables, x)
+  assert not evaluated.get('intermediates')
+  logits, sown = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats', 'intermediates']))(
+      variables, x)
+  deepest, nearest = sown['intermediates']['deep_logits']
+  assert deepest.shape == nearest.shape == (2, 32, 32)
+  expected = (segmentation_loss(logits, masks) + 0.5 * segmentation_loss(nearest, masks)
+              + 0.25 * segmentation_loss(deepest, masks)) / 1.75
+  tx = optax.sgd(0.0)
+  step = make_segmentation_train_step(model, tx, Preprocessing(size=32, flip=False, normalize=False))
+  _, metrics = jax.jit(step)(create_train_state(variables, tx, 0), {'image': images, 'mask': masks})
+  np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)
