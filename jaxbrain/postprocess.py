@@ -77,6 +77,17 @@ def apply_rule(rule: MaskRule, probabilities: np.ndarray, patients: np.ndarray) 
   return masks
 
 
+MARGIN = 0.005  # mean per-volume Dice a choice must gain over the plain one to replace it
+
+
+def _unless_clearly_better(plain, plain_score: float | None, best: tuple):
+  """`best`'s choice when its score beats the plain choice's by MARGIN (or the plain one was not
+  tried), else the plain one: a gain below that on a dozen validation patients is noise, and the
+  plain choice is the one that cannot overfit them."""
+  choice, score = best
+  return choice if plain_score is None or score >= plain_score + MARGIN else plain
+
+
 THRESHOLDS = (0.5, 0.3, 0.4, 0.6, 0.7)
 MIN_PIXELS = (0, 16, 32, 64, 128, 256)
 
@@ -141,7 +152,7 @@ def choose_rule(probabilities: dict[bool, np.ndarray], truth: np.ndarray, patien
 
   `probabilities`: {flip_average: [N, H, W]}, the keys being the variants to try. Rules are tried
   from the plainest (the default first); a later one must score strictly higher to win, so a tie
-  keeps the simpler rule.
+  keeps the simpler rule, and the winner replaces the default only if it gains MARGIN.
   """
   true_per_slice = np.asarray(truth).reshape(len(truth), -1).sum(1)
   rows, best = [], None
@@ -154,7 +165,8 @@ def choose_rule(probabilities: dict[bool, np.ndarray], truth: np.ndarray, patien
                    'false_positive_rate': scores['false_positive_rate']})
       if best is None or scores['dice_per_volume'] > best[1]:
         best = rule, scores['dice_per_volume']
-  return best[0], rows
+  plain = next((row['dice_per_volume'] for row in rows if MaskRule.from_json(row) == MaskRule()), None)
+  return _unless_clearly_better(MaskRule(), plain, best), rows
 
 
 GATE_THRESHOLDS = (None, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -182,7 +194,7 @@ def choose_gate(counts: dict, probability: np.ndarray, patients: np.ndarray,
   """(the classifier probability below which a slice's mask is emptied, best by mean per-volume
   Dice; None: no gate), with a row per gate tried, on validation slices: `counts` are the
   segmenter's (post-processed) masks' `segmentation_counts`, `probability` [N] the classifier's.
-  A later gate must score strictly higher to win, so a tie keeps no gate."""
+  A later gate must score strictly higher to win, and must gain MARGIN over no gate to replace it."""
   rows, best = [], None
   for gate in gates:
     scores = pipeline_metrics(gated_counts(counts, probability, gate), patients)
@@ -190,4 +202,5 @@ def choose_gate(counts: dict, probability: np.ndarray, patients: np.ndarray,
                                                          'tumor_detection_rate', 'detection_accuracy')}})
     if best is None or scores['dice_per_volume'] > best[1]:
       best = gate, scores['dice_per_volume']
-  return best[0], rows
+  plain = next((row['dice_per_volume'] for row in rows if row['gate'] is None), None)
+  return _unless_clearly_better(None, plain, best), rows
