@@ -152,7 +152,7 @@ def to_input_frame(case: NiftiCase, masks: np.ndarray) -> np.ndarray:
   import nibabel as nib
 
   ornt = nib.orientations.io_orientation(case.affine)
-  canonical_shape = nib.orientations.apply_orientation(np.zeros(case.shape, np.uint8), ornt).shape
+  canonical_shape = [case.shape[int(axis)] for axis in np.argsort(ornt[:, 0])]  # input axis behind each RAS axis
   in_plane = (canonical_shape[1], canonical_shape[0])  # display rows are Y, columns X
   planes = np.stack([_resize(np.asarray(m, np.uint8) * 255, in_plane, Image.BILINEAR) >= 128 for m in masks])
   canonical = from_display(planes).astype(np.uint8)

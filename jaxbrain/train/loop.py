@@ -241,6 +241,8 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
     return {k: np.concatenate([o[k][valid] for o, (_, valid) in zip(outputs, batches)]) for k in outputs[0]}
 
   checkpoints = Checkpoints(run_dir, config.keep_checkpoints)
+  shown_rows = overlay_rows(data.label[split.validation])  # the validation slices TensorBoard shows each epoch
+  shown_slices = split.validation[shown_rows]
   position = {'epoch': 0, 'batch': 0, 'best': None, 'best_epoch': None, 'sums': {}}
   if resume and checkpoints.latest_step() is not None:
     try:
@@ -322,9 +324,8 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
                   **{f'validation_{k}': metrics[k] for k in task.headline}, 'validation_loss': metrics['loss'],
                   'training_seconds': training_seconds, 'elapsed_seconds': time.perf_counter() - began}
         writer.epoch(record, keep_epochs_below=epoch + 1)
-        rows = overlay_rows(data.label[split.validation])
-        slices = split.validation[rows]
-        writer.images('eval/overlays', epoch_overlays(data.image[slices], data.mask[slices], outputs, rows), epoch + 1)
+        writer.images('eval/overlays', epoch_overlays(data.image[shown_slices], data.mask[shown_slices], outputs,
+                                                      shown_rows), epoch + 1)
         shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items() if k.startswith(('train_', 'validation_')) and
                           isinstance(v, float) and not k.startswith(('validation_precision', 'validation_f1',
                                                                      'validation_iou')))
