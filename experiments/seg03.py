@@ -1,4 +1,5 @@
-"""Segmentation 3: the full-size ResUNet recipe for an accelerator (256 px, width 32, deep supervision); runs on a CPU too, only slower."""
+"""Segmentation 3: the full-size ResUNet recipe for an accelerator (256 px, width 32, deep supervision);
+it runs on a CPU too, only slower."""
 from experiments.common import main
 from experiments.configs import EXPERIMENTS
 

@@ -178,8 +178,9 @@ def gated_counts(counts: dict, probability: np.ndarray, gate: float | None) -> d
   if gate is None:
     return counts
   kept = np.asarray(probability) >= gate
-  return {'intersection': np.where(kept, counts['intersection'], 0), 'predicted': np.where(kept, counts['predicted'], 0),
-          'true': counts['true'], 'union': np.where(kept, counts['union'], counts['true'])}
+  return {'intersection': np.where(kept, counts['intersection'], 0),
+          'predicted': np.where(kept, counts['predicted'], 0), 'true': counts['true'],
+          'union': np.where(kept, counts['union'], counts['true'])}
 
 
 def pipeline_metrics(counts: dict, patients: np.ndarray) -> dict:

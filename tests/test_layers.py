@@ -5,8 +5,8 @@ from pathlib import Path
 
 import jaxbrain
 
-LAYERS = (('errors', 'files', 'pages', 'overlay', 'xla_defaults', 'allocator', 'metrics'), ('data', 'postprocess'), ('kernels',), ('models',),
-          ('config',), ('runs',), ('train', 'localize'), ('evaluators',), ('cli', 'spark'))
+LAYERS = (('errors', 'files', 'pages', 'overlay', 'xla_defaults', 'allocator', 'metrics'), ('data', 'postprocess'),
+          ('kernels',), ('models',), ('config',), ('runs',), ('train', 'localize'), ('evaluators',), ('cli', 'spark'))
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 PACKAGE = Path(jaxbrain.__file__).parent
 

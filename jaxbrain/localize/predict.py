@@ -138,7 +138,8 @@ class Scorer:
         self.gate_source = ('the classifier\'s threshold: no gate was chosen on validation for these two runs '
                             '(jaxbrain gate chooses one)')
       else:
-        self.gate, self.gate_source = chosen['gate'], f'chosen on validation patients ({gate_path(self.segmenter, self.classifier)})'
+        self.gate = chosen['gate']
+        self.gate_source = f'chosen on validation patients ({gate_path(self.segmenter, self.classifier)})'
     self._classify = jax.jit(self._classify_batch)
     self._segment = jax.jit(self._segment_batch)
 

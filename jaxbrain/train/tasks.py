@@ -274,7 +274,7 @@ class Segmentation(_SliceTask):
     del probabilities
     if run_dir is not None:
       write_csv(run_dir / 'mask_rules.csv', tried)
-    score = lambda wanted: next(row['dice_per_volume'] for row in tried if MaskRule.from_json(row) == wanted)  # noqa: E731
+    score = lambda wanted: next(r['dice_per_volume'] for r in tried if MaskRule.from_json(r) == wanted)  # noqa: E731
     decision = {'threshold': rule.threshold, 'threshold_chosen_on': 'the mask rule: a slice is labelled tumor when its '
                 'post-processed mask is not empty', 'mask_rule': dataclasses.asdict(rule),
                 'mask_rule_chosen_on': f'validation patients ({len(np.unique(self.data.patient[validation]))}): '
