@@ -256,6 +256,10 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
     if run.phantom_only:
       warnings.warn(f'{run.directory}: was trained on synthetic phantom data only: it has never seen a real scan, and '
                     'its labels mean nothing for real patients', stacklevel=2)
+  if scorer.classifier and scorer.segmenter and read_gate(scorer.segmenter, scorer.classifier) is None:
+    warnings.warn(f'no gate was chosen on validation for these two runs: masks are kept only where the classifier '
+                  f'says tumor (p >= {scorer.gate:g}); `jaxbrain gate --run {scorer.classifier.directory} --seg-run '
+                  f'{scorer.segmenter.directory} --data-dir DIR` chooses one (often: no gate)', stacklevel=2)
   read = read_inputs(inputs, case_files, case_name, progress)
   images = read.images
   chunks = _whole_stacks([row['patient'] for row in read.rows], 16 * batch_size)

@@ -41,13 +41,15 @@ def test_gate_is_chosen_on_validation_stored_and_measured(trained_runs, phantom_
 
 def test_predict_gates_masks_with_the_stored_gate(trained_runs, phantom_png, tmp_path):
   """Catches: predict ignoring the stored gate (0.99 must empty the masks of every slice below it),
-  gating without a stored gate at anything but the classifier's own label, and a stored 'no gate'
+  gating without a stored gate at anything but the classifier's own label, or silently (a warning
+  names `jaxbrain gate`), and a stored 'no gate'
   that still gates (the masks must equal the segmenter's alone)."""
   classifier, segmenter = trained_runs
   seg = shutil.copytree(segmenter, tmp_path / 'seg')
   predict([phantom_png], None, tmp_path / 'alone', seg_run_dir=seg, progress=False)
   alone = {r['path']: int(r['tumor_pixels']) for r in _rows(tmp_path / 'alone')}
-  predict([phantom_png], classifier, tmp_path / 'default', seg_run_dir=seg, progress=False)
+  with pytest.warns(UserWarning, match='no gate was chosen'):
+    predict([phantom_png], classifier, tmp_path / 'default', seg_run_dir=seg, progress=False)
   for row in _rows(tmp_path / 'default'):
     assert int(row['tumor_pixels']) == (alone[row['path']] if row['label'] == '1' else 0)
   gate_file = gate_path(load_run(seg, 'segment'), load_run(classifier, 'classify'))
