@@ -67,7 +67,7 @@ def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: s
   classifier = classification_metrics(labels, probability, scorer.classifier.threshold)
   result = {
       'gate': gate, 'classifier': str(scorer.classifier.directory), 'segmenter': str(scorer.segmenter.directory),
-      'classifier_checkpoint': scorer.classifier.checkpoint.name, 'mask_rule': str(scorer.segmenter.mask_rule),
+      'classifier_checkpoint': str(scorer.classifier.checkpoint), 'mask_rule': str(scorer.segmenter.mask_rule),
       'chosen_on': f'validation patients ({len(split["validation"])}): mean per-volume Dice at 256x256 of the gated '
                    'masks; null = no gate',
       'validation': tried,
