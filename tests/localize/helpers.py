@@ -31,3 +31,13 @@ def lone_tumor_patient(tree: Path, root: Path) -> Path:
     for source, suffix in ((record.image_path, ''), (record.mask_path, '_mask')):
       shutil.copy(source, folder / f'{LONE_TUMOR_CASE}_{number}{suffix}{source.suffix}')
   return folder
+
+
+def store_gate(classifier: Path, segmenter: Path, gate: float | None) -> Path:
+  """Stores `gate` for the pair as `jaxbrain gate` would (None: no gate); returns the file."""
+  from jaxbrain.runs import gate_path, load_run
+
+  path = gate_path(load_run(segmenter, 'segment'), load_run(classifier, 'classify'))
+  path.parent.mkdir(exist_ok=True)
+  path.write_text(json.dumps({'gate': gate}))
+  return path

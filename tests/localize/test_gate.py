@@ -9,7 +9,8 @@ from jaxbrain import cli
 from jaxbrain.localize.gate import choose_and_measure
 from jaxbrain.localize.predict import predict
 from jaxbrain.postprocess import GATE_THRESHOLDS, MARGIN
-from jaxbrain.runs import RunError, gate_path, load_run
+from jaxbrain.runs import RunError
+from tests.localize.helpers import store_gate
 
 
 def _rows(folder):
@@ -52,10 +53,8 @@ def test_predict_gates_masks_with_the_stored_gate(trained_runs, phantom_png, tmp
     predict([phantom_png], classifier, tmp_path / 'default', seg_run_dir=seg, progress=False)
   for row in _rows(tmp_path / 'default'):
     assert int(row['tumor_pixels']) == (alone[row['path']] if row['label'] == '1' else 0)
-  gate_file = gate_path(load_run(seg, 'segment'), load_run(classifier, 'classify'))
-  gate_file.parent.mkdir()
   for gate in (0.99, None):
-    gate_file.write_text(json.dumps({'gate': gate}))
+    store_gate(classifier, seg, gate)
     out = tmp_path / f'gate_{gate}'
     predict([phantom_png], classifier, out, seg_run_dir=seg, progress=False)
     for row in _rows(out):
