@@ -89,7 +89,8 @@ def trained_on_phantom(run_dir: Path, header: dict) -> bool:
 
 def load_run(run_dir: str | Path, task: str) -> LoadedRun:
   """The model, the variables of the checkpoint its test metrics describe, and its decisions (the
-  threshold; a segmenter's mask post-processing), from a run directory of `task`. Refuses a run whose weights are not all finite."""
+  threshold; a segmenter's mask post-processing), from a run directory of `task`. Refuses a run
+  whose weights are not all finite."""
   run_dir = Path(run_dir)
   config, header = read_config(run_dir)
   if config.task.name != task:

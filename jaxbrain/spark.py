@@ -47,10 +47,10 @@ def score_patient(frame, run_dir: str, seg_run_dir: str | None, batch_size: int)
     _SCORERS[key] = Scorer(run_dir, seg_run_dir, batch_size)
   scorer = _SCORERS[key]
   rows, images, good = [], [], []
-  paths = [(uri, _local_path(uri), content) for uri, content in zip(frame['path'], frame['content'])]
-  paths.sort(key=lambda p: (slice_identity(Path(p[1]))[1] or 0, p[1]))
-  for uri, path, content in paths:
-    patient, number = slice_identity(Path(path))
+  files = [(slice_identity(Path(_local_path(uri))), _local_path(uri), uri, content)
+           for uri, content in zip(frame['path'], frame['content'])]
+  files.sort(key=lambda f: (f[0][1] or 0, f[1]))  # the patient's slices in order: its stack
+  for (patient, number), path, uri, content in files:
     row = {'path': uri, 'patient': patient, 'slice': number, 'probability': None, 'label': None,
            'tumor_pixels': None, 'error': None}
     try:

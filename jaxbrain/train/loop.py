@@ -227,10 +227,10 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   replicated = (sharding.replicated(mesh),) * 2
   train_steps = {count: sharding.feed(task.train_step, mesh, task.arrays('train'), replicated, donate_state=True,
                                       placed=placed, steps=count) for count in sorted({1, per_dispatch})}
-  eval_step, *decision_steps = (
-      sharding.feed(step, mesh, task.arrays('eval'), sharding.data_sharding(mesh), placed=placed)
-      for step in (task.eval_step, *task.decision_steps.values()))
-  decision_steps = dict(zip(task.decision_steps, decision_steps))
+  fed_eval = lambda step: sharding.feed(step, mesh, task.arrays('eval'), sharding.data_sharding(mesh),  # noqa: E731
+                                       placed=placed)
+  eval_step = fed_eval(task.eval_step)
+  decision_steps = {name: fed_eval(step) for name, step in task.decision_steps.items()}
 
   def evaluate(state, indices: np.ndarray, step=eval_step) -> dict[str, np.ndarray]:
     """`step`'s outputs for `indices`, in their order: every batch dispatched (inputs placed ahead on

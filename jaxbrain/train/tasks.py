@@ -283,18 +283,19 @@ class Segmentation(_SliceTask):
     order = self._stack_order(split.test)
     test = split.test[order]
     truth, patients = self.data.mask[test] > 0, self.data.patient[test]
+    pixels = {flip: evaluate(f'flip_average={flip}', test)['native_probability']
+              for flip in {False, rule.flip_average}}  # each variant evaluated once
     added = {}
     for name, applied in (('native', MaskRule()), ('native_postprocessed', rule)):
-      pixels = evaluate(f'flip_average={applied.flip_average}', test)['native_probability']
-      masks = apply_rule(applied, pixels, patients)
+      masks = apply_rule(applied, pixels[applied.flip_average], patients)
       per_slice = segmentation_counts(masks, truth)
       resampled = lambda rows, groups, c=per_slice: segmentation_metrics_from_counts(  # noqa: E731
           {k: v[rows] for k, v in c.items()}, groups)
       added[name] = {**segmentation_metrics_from_counts(per_slice, patients),
                      **patient_intervals(resampled, patients, self.config.bootstrap_samples, self.config.seed)}
-    # pixels and masks are the chosen rule's (the last applied), in stack order; back to split.test's
+    # masks are the chosen rule's (the last applied), in stack order; back to split.test's
     back = np.argsort(order)
-    outputs = {'probability': pixels.max(axis=(1, 2))[back], 'tumor_pixels': masks.sum(axis=(1, 2))[back],
+    outputs = {'probability': pixels[rule.flip_average].max(axis=(1, 2))[back], 'tumor_pixels': masks.sum(axis=(1, 2))[back],
                'label': masks.any(axis=(1, 2))[back].astype(int)}
     return decision, added, outputs
 
