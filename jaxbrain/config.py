@@ -83,6 +83,9 @@ class OptimizerConfig:
   schedule: str = setting('constant', 'constant (the report) or cosine decay to 0 over the run',
                           ('constant', 'cosine'), flag='lr_schedule')
   weight_decay: float = setting(0.0, 'L2 weight decay (the report: 0)', at_least=0)
+  ema_decay: float = setting(0.0, 'decay of an exponential moving average of the weights and BatchNorm statistics; '
+                             'when on, the average is what validation, the checkpoint choice, test and jaxbrain '
+                             'predict use (0: off; 0.99 averages over about the last 100 steps)', at_least=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +222,8 @@ class Config:
         problems.append(f'{flag} must be at least {field.metadata["at_least"]}; got {value}')
     if not self.optimizer.learning_rate > 0:
       problems.append(f'--learning-rate must be positive; got {self.optimizer.learning_rate}')
+    if not self.optimizer.ema_decay < 1:
+      problems.append(f'--ema-decay must be below 1 (0: off); got {self.optimizer.ema_decay}')
     if not 0 <= self.optimizer.momentum < 1:
       problems.append(f'--momentum must be in [0, 1); got {self.optimizer.momentum}')
     if isinstance(self.model, ResNetConfig) and not 0 <= self.model.dropout_rate < 1:
@@ -274,7 +279,8 @@ class Config:
     return (f'{what}, {self.data.preprocess} {self.data.image_size}px, batch {self.batch_size}, {self.epochs} epochs, '
             f'{opt.name} lr {opt.learning_rate}' + (f' momentum {opt.momentum}' if opt.name == 'sgd' else '')
             + (f', {opt.schedule}' if opt.schedule != 'constant' else '')
-            + (f', weight decay {opt.weight_decay}' if opt.weight_decay else '') + f', init {self.model.init}')
+            + (f', weight decay {opt.weight_decay}' if opt.weight_decay else '')
+            + (f', weight average {opt.ema_decay}' if opt.ema_decay else '') + f', init {self.model.init}')
 
 
 RETIRED_FLAT_NAMES = ('eval_fraction',)  # written by runs before the train / validation / test split

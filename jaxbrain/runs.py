@@ -105,7 +105,7 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
     raise RunError(f'{folder}: the checkpoint cannot be read ({type(e).__name__}); the run is damaged') from None
   if not isinstance(state, dict) or not {'params', 'batch_stats'} <= set(state):
     raise RunError(f'{folder}: the checkpoint does not hold a model state; the run is damaged')
-  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
+  variables = state.get('ema') or {'params': state['params'], 'batch_stats': state['batch_stats']}  # as it was tested
   if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(variables)):
     raise RunError(f'{run_dir}: the checkpoint holds non-finite weights (NaN or inf: a diverged run); '
                    'it would label every slice alike, so it is refused')

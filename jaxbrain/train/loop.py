@@ -39,6 +39,7 @@ from jaxbrain.files import write_json
 from jaxbrain.pages import write_run_report
 from jaxbrain.train.outputs import RunWriter, epoch_overlays, overlay_rows, plot_curves, read_history
 from jaxbrain.train.state import create_train_state
+from jaxbrain.train.steps import with_weight_average
 from jaxbrain.train.strategies import learning_rate_schedule
 from jaxbrain.train.tasks import build_task
 
@@ -221,11 +222,13 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
     _prepare_run_dir(run_dir, resume)
   mesh = sharding.make_mesh()
   check_batch_size(config.batch_size, mesh.size)
-  state = sharding.replicate(create_train_state(task.variables, task.tx, config.seed), mesh)
+  averaged = config.optimizer.ema_decay > 0
+  state = sharding.replicate(create_train_state(task.variables, task.tx, config.seed, averaged), mesh)
+  train_step = with_weight_average(task.train_step, config.optimizer.ema_decay) if averaged else task.train_step
   placed = {}  # device copies shared by the steps
   per_dispatch = config.steps_per_dispatch or (1 if jax.default_backend() == 'cpu' else 8)
   replicated = (sharding.replicated(mesh),) * 2
-  train_steps = {count: sharding.feed(task.train_step, mesh, task.arrays('train'), replicated, donate_state=True,
+  train_steps = {count: sharding.feed(train_step, mesh, task.arrays('train'), replicated, donate_state=True,
                                       placed=placed, steps=count) for count in sorted({1, per_dispatch})}
   fed_eval = lambda step: sharding.feed(step, mesh, task.arrays('eval'), sharding.data_sharding(mesh),  # noqa: E731
                                        placed=placed)
@@ -342,7 +345,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
       lambda name, indices: evaluate(selected, indices, decision_steps[name]), split, run_dir if is_writer else None)
   test.update(decided)
   test_outputs.update(decided_outputs)
-  variables = {'params': selected.params, 'batch_stats': selected.batch_stats}
+  variables = selected.inference_variables()
   for name in config.task.evals:
     test.update(importlib.import_module(f'{EVALUATORS}.{name}').evaluate(task, variables, split.test, test_outputs,
                                                                          run_dir if is_writer else None))

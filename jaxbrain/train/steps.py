@@ -40,6 +40,21 @@ def _update(state: TrainState, tx: optax.GradientTransformation, loss_fn: Callab
   return state, {'loss': loss, **metrics_fn(logits), 'finite': finite}
 
 
+def with_weight_average(train_step: Callable, decay: float) -> Callable:
+  """`train_step`, then the state's moving average of the weights and BatchNorm statistics moves
+  toward the new ones: ema <- d * ema + (1 - d) * new, with d = min(decay, (1 + t) / (10 + t)) after
+  step t, so that a short run's average does not keep the random initialization."""
+
+  def step(state: TrainState, batch: dict):
+    state, metrics = train_step(state, batch)
+    t = state.step.astype(jnp.float32)
+    d = jnp.minimum(decay, (1 + t) / (10 + t))
+    new = {'params': state.params, 'batch_stats': state.batch_stats}
+    return state.replace(ema=jax.tree.map(lambda e, v: d * e + (1 - d) * v, state.ema, new)), metrics
+
+  return step
+
+
 def _accuracy(labels: jax.Array) -> Callable:
   return lambda logits: {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
 
@@ -117,8 +132,7 @@ def make_eval_step(model: ResNet, preprocessing: Preprocessing, flip_average: bo
 
   def eval_step(state: TrainState, batch: dict):
     images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    return {'probability': model.apply(variables, images, flip_average, method='probability')}
+    return {'probability': model.apply(state.inference_variables(), images, flip_average, method='probability')}
 
   return eval_step
 
@@ -127,8 +141,7 @@ def make_head_eval_step(model: ResNet) -> Callable:
   """Cached features [B, F] -> the same outputs as `make_eval_step`."""
 
   def head_eval_step(state: TrainState, batch: dict):
-    logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, batch['features'],
-                         train=False, method='classify')
+    logits = model.apply(state.inference_variables(), batch['features'], train=False, method='classify')
     return {'probability': jax.nn.softmax(logits)[:, 1]}
 
   return head_eval_step
@@ -182,7 +195,7 @@ def make_segmentation_eval_step(model, preprocessing: Preprocessing) -> Callable
 
   def eval_step(state: TrainState, batch: dict):
     images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
-    logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
+    logits = model.apply(state.inference_variables(), images, train=False)
     native = native_logits(logits, batch['image'].shape[1])
     return {'mask_probability': jax.nn.sigmoid(logits), 'tumor_pixels': jnp.sum(native > 0, axis=(1, 2)),
             'probability': jax.nn.sigmoid(jnp.max(native, axis=(1, 2)))}
@@ -197,8 +210,7 @@ def make_native_probability_step(model, preprocessing: Preprocessing, flip_avera
 
   def native_step(state: TrainState, batch: dict):
     images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
-    logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, flip_average,
-                         method='mask_logits')
+    logits = model.apply(state.inference_variables(), images, flip_average, method='mask_logits')
     return {'native_probability': jax.nn.sigmoid(native_logits(logits, batch['image'].shape[1]))}
 
   return native_step

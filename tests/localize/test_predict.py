@@ -47,10 +47,12 @@ def read_rows(path):
 
 def test_predict_reproduces_the_runs_own_test_predictions(trained_runs, phantom_runs_data, tmp_path):
   """Catches a `predict` that scores with other weights than the run measured (e.g. the newest
-  checkpoint where validation selected an earlier one), another threshold, preprocessing or compute
-  dtype, without the run's test-time flip averaging, or counts tumor pixels at another resolution than the run's own test evaluation; and a
-  segmenter whose masks `predict` loses (tumor slices must come back with tumor pixels); with the
-  segmenter alone, a probability that is not the segmentation run's own slice probability."""
+  checkpoint where validation selected an earlier one, or the trained weights where the run
+  evaluated their moving average), another threshold, preprocessing or compute dtype, without the
+  run's test-time flip averaging, or counts tumor pixels at another resolution than the run's own
+  test evaluation; and a segmenter whose masks `predict` loses (tumor slices must come back with
+  tumor pixels); with the segmenter alone, a probability that is not the segmentation run's own
+  slice probability."""
   classifier, segmenter = trained_runs
   test_patients = json.loads((classifier / 'split.json').read_text())['test']
   assert json.loads((segmenter / 'split.json').read_text())['test'] == test_patients

@@ -1,4 +1,4 @@
-"""Training steps: the joint loss (the mask head's target and weight), and deep supervision."""
+"""Training steps: the joint loss (the mask head's target and weight), deep supervision, and the weight average."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,3 +77,51 @@ def test_deep_supervision_adds_the_decoder_levels_losses():
   step = make_segmentation_train_step(model, tx, Preprocessing(size=32, flip=False, normalize=False))
   _, metrics = jax.jit(step)(create_train_state(variables, tx, 0), {'image': images, 'mask': masks})
   np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)
+
+
+def test_weight_average_follows_its_recurrence_with_warm_up():
+  """Catches the two terms swapped (d * new + (1 - d) * average), no warm-up (a 3-step average would
+  stay near the initialization), BatchNorm statistics left out of the average, and an average taken
+  before the step (of the old weights). The step here only sets the weights, so the recurrence is
+  checked exactly."""
+  from jaxbrain.train.steps import with_weight_average
+
+  def setting_step(state, batch):
+    value = batch['value']
+    return state.replace(step=state.step + 1, params={'w': jnp.full(2, value)},
+                         batch_stats={'mean': jnp.full(2, 2 * value)}), {}
+
+  variables = {'params': {'w': jnp.zeros(2)}, 'batch_stats': {'mean': jnp.zeros(2)}}
+  state = create_train_state(variables, optax.sgd(0.1), seed=0, weight_average=True)
+  step = jax.jit(with_weight_average(setting_step, 0.9))
+  weight = mean = 0.0
+  for t, value in enumerate([1.0, 5.0, -2.0], start=1):
+    state, _ = step(state, {'value': jnp.float32(value)})
+    d = min(0.9, (1 + t) / (10 + t))
+    weight, mean = d * weight + (1 - d) * value, d * mean + (1 - d) * 2 * value
+  np.testing.assert_allclose(state.ema['params']['w'], [weight] * 2, rtol=1e-6)
+  np.testing.assert_allclose(state.ema['batch_stats']['mean'], [mean] * 2, rtol=1e-6)
+  assert state.inference_variables() is state.ema
+  assert create_train_state(variables, optax.sgd(0.1), seed=0).ema is None
+
+
+def test_evaluation_uses_the_weight_average():
+  """Catches an eval step that reads the trained weights while the run averages them (validation,
+  the checkpoint choice and test would then describe other weights than the run stores for predict):
+  with the average set to another initialization, both tasks' eval steps must give that model's outputs."""
+  from jaxbrain.models import create_segmenter
+  from jaxbrain.train.steps import make_eval_step, make_segmentation_eval_step
+
+  images = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+  preprocessing = Preprocessing(size=32, flip=False, normalize=True)
+  cases = [(create_model('resnet18', num_classes=2, head_hidden=()), make_eval_step, 'probability'),
+           (create_segmenter('residual', width=4), make_segmentation_eval_step, 'mask_probability')]
+  for model, make_step, key in cases:
+    trained, averaged = (model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3))) for seed in (0, 1))
+    state = create_train_state(trained, optax.sgd(0.1), seed=0).replace(ema=averaged)
+    step = jax.jit(make_step(model, preprocessing))
+    got = step(state, {'image': images})[key]
+    want = step(create_train_state(averaged, optax.sgd(0.1), seed=0), {'image': images})[key]
+    other = step(create_train_state(trained, optax.sgd(0.1), seed=0), {'image': images})[key]
+    np.testing.assert_array_equal(got, want)
+    assert not np.allclose(got, other)
