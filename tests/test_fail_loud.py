@@ -93,7 +93,7 @@ def poisoned_copy(run: Path, tmp_path: Path) -> Path:
   copy = Path(shutil.copytree(run, tmp_path / 'poisoned'))
   folder = copy / 'checkpoints' / json.loads((copy / 'decision.json').read_text())['checkpoint'] / 'state'
   state = ocp.StandardCheckpointer().restore(folder.resolve())
-  head = state['params']['head']
+  head = (state.get('ema') or state)['params']['head']  # the weights predict uses: the average if the run kept one
   first = sorted(head)[0]
   head[first]['kernel'] = np.full_like(head[first]['kernel'], np.nan)
   shutil.rmtree(folder)
