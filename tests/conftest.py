@@ -67,9 +67,8 @@ def phantom_runs_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope='session')
 def trained_runs(phantom_runs_data, tmp_path_factory):
   """(classification run dir, segmentation run dir) on `phantom_runs_data`, sharing one split: a
-  tiny 2-epoch classifier (with exp21's mask head, flip averaging and a weight average, which `predict`
-  must honour),
-  and a segmenter trained until it works (test Dice ~0.8 on the phantom)."""
+  tiny 2-epoch classifier (with exp21's mask head, flip averaging and a weight average, which
+  `predict` must honour), and a segmenter trained until it works (test Dice ~0.8 on the phantom)."""
   from jaxbrain.config import Config
   from jaxbrain.train import train_and_evaluate
 

@@ -29,6 +29,11 @@ def config(data_dir, workdir, **changes):
   return Config.from_flags(**{'experiment': 'test', 'data_dir': str(data_dir), 'workdir': str(workdir), **TINY, **changes})
 
 
+def bare(data_dir, workdir, **changes):
+  """`config` without evaluators or bootstrap: for tests of the training itself."""
+  return config(data_dir, workdir, bootstrap_samples=0, evals=(), **changes)
+
+
 def final_state(run_dir: Path) -> dict:
   last = run_dir / 'checkpoints' / 'last'
   step = max(int(p.name) for p in last.iterdir() if p.name.isdigit())
@@ -161,7 +166,7 @@ def test_the_mask_head_learns_from_training_masks_only(phantom_png, tmp_path):
   """Catches a joint loss that reads validation or test patients' masks: moving those masks must not
   change one trained weight. (That the masks it does read move the loss is
   tests/train/test_steps.py's check.)"""
-  joint = functools.partial(config, epochs=1, mask_head=True, bootstrap_samples=0, evals=())
+  joint = functools.partial(bare, epochs=1, mask_head=True)
   train_and_evaluate(joint(phantom_png, tmp_path, run_name='original'), progress=False)
   split = json.loads((tmp_path / 'test' / 'original' / 'split.json').read_text())
   held_out = _with_masks_moved(phantom_png, tmp_path / 'held_out' / 'kaggle_3m', split['validation'] + split['test'])
@@ -173,7 +178,6 @@ def test_the_mask_head_learns_from_training_masks_only(phantom_png, tmp_path):
 def test_resume_is_exact(phantom_png, tmp_path):
   """A finished 1-epoch run resumed with `epochs=2` ends where a 2-epoch run does, its history not
   repeated. Catches a resume that restarts the epoch count, re-runs epoch 1 or loses the optimizer state."""
-  bare = functools.partial(config, bootstrap_samples=0, evals=())
   train_and_evaluate(bare(phantom_png, tmp_path, epochs=2, run_name='straight'), progress=False)
   train_and_evaluate(bare(phantom_png, tmp_path, epochs=1, run_name='resumed'), progress=False)
   train_and_evaluate(bare(phantom_png, tmp_path, epochs=2, run_name='resumed'), resume=True, progress=False)
@@ -245,7 +249,6 @@ def test_run_stopped_mid_epoch_resumes_exactly_with_several_steps_per_dispatch(p
   epoch's dispatches from the resume point."""
   from jaxbrain.train import Interrupted, loop
 
-  bare = functools.partial(config, bootstrap_samples=0, evals=())
   train_and_evaluate(bare(phantom_png, tmp_path, epochs=1, steps_per_dispatch=3, run_name='straight'), progress=False)
   accumulate, calls = loop._accumulate, []
 
