@@ -4,6 +4,7 @@ import fcntl
 import json
 import shutil
 import struct
+import tempfile
 import threading
 import zlib
 from pathlib import Path
@@ -278,6 +279,7 @@ def test_unexpected_errors_leave_a_log_not_a_traceback(phantom_png, tmp_path, ca
     raise ValueError('an internal shape mismatch')
 
   monkeypatch.setattr(common, 'train_and_evaluate', broken)
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))  # the log's fallback folder: not the machine's /tmp
   assert experiment(phantom_png, tmp_path) == 1
   err = capsys.readouterr().err
   assert 'unexpected error: ValueError: an internal shape mismatch' in err and 'Traceback' not in err

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import io
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,20 @@ def default_data_dir(kaggle_dir: str | Path, cache_root: str | Path = 'checkpoin
 
 
 @contextlib.contextmanager
+def _tempdir_removed_after():
+  """Points Python's temporary folder into a fresh one, removed on exit. TFDS makes an empty
+  `tmp*tfds` folder each time it sets up a dataset not yet built (it looks for precomputed
+  metadata on GCS) and never removes it: one leftover in /tmp per build otherwise."""
+  scratch = tempfile.mkdtemp(prefix='jaxbrain-tfds-')
+  previous, tempfile.tempdir = tempfile.tempdir, scratch
+  try:
+    yield
+  finally:
+    tempfile.tempdir = previous
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def _locked(path: Path):
   """An exclusive lock on `path` (created): two processes building one dataset take turns."""
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +144,8 @@ def build_dataset(kaggle_dir: str | Path, data_dir: str | Path | None = None) ->
   kaggle_dir = Path(kaggle_dir)
   data_dir = Path(data_dir) if data_dir is not None else default_data_dir(kaggle_dir)
   with _locked(data_dir.with_name(data_dir.name + '.lock')):
-    builder = Lgg(data_dir=str(data_dir), file_format='array_record')
+    with _tempdir_removed_after():
+      builder = Lgg(data_dir=str(data_dir), file_format='array_record')
     if not Path(builder.data_dir).exists():
       kaggle3m.scan(kaggle_dir)  # fail fast on layout problems, before TFDS creates anything
       try:

@@ -36,6 +36,18 @@ def test_second_call_reuses_the_built_dataset(phantom_png, tmp_path):
   assert len(load_arrays(again)) == len(load_arrays(builder))
 
 
+def test_a_build_leaves_nothing_in_the_temporary_folder(phantom_png, tmp_path, monkeypatch):
+  """Catches TFDS's empty `tmp*tfds` folder (made while it looks for metadata on GCS) left in the
+  system's temporary folder by every new build."""
+  import tempfile
+  scratch = tmp_path / 'system-tmp'
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+  build_dataset(phantom_png, tmp_path / 'tfds')
+  assert list(scratch.iterdir()) == []
+  assert tempfile.gettempdir() == str(scratch)
+
+
 def test_failed_build_leaves_nothing(phantom_png, tmp_path):
   tree = shutil.copytree(phantom_png, tmp_path / 'kaggle_3m')
   victim = kaggle3m.scan(tree)[-1].image_path

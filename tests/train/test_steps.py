@@ -117,11 +117,12 @@ def test_evaluation_uses_the_weight_average():
   cases = [(create_model('resnet18', num_classes=2, head_hidden=()), make_eval_step, 'probability'),
            (create_segmenter('residual', width=4), make_segmentation_eval_step, 'mask_probability')]
   for model, make_step, key in cases:
-    trained, averaged = (model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3))) for seed in (0, 1))
-    state = create_train_state(trained, optax.sgd(0.1), seed=0).replace(ema=averaged)
+    init = jax.jit(model.init)
+    trained, averaged = (init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3))) for seed in (0, 1))
+    # Three states of one structure (one compilation): what each model alone gives, and the mix.
+    state = lambda params, average: create_train_state(params, optax.sgd(0.1), seed=0).replace(ema=average)
     step = jax.jit(make_step(model, preprocessing))
-    got = step(state, {'image': images})[key]
-    want = step(create_train_state(averaged, optax.sgd(0.1), seed=0), {'image': images})[key]
-    other = step(create_train_state(trained, optax.sgd(0.1), seed=0), {'image': images})[key]
+    got, want, other = (step(state(*pair), {'image': images})[key]
+                        for pair in ((trained, averaged), (averaged, averaged), (trained, trained)))
     np.testing.assert_array_equal(got, want)
     assert not np.allclose(got, other)
