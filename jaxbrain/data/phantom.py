@@ -102,16 +102,21 @@ class _Patient:
 
 
 def write_phantom(root: str | Path, n_patients: int = 10, slices_per_patient: tuple[int, int] = (20, 32),
-                  tumor_fraction: float = 0.35, seed: int = 0, image_format: str = 'tif') -> Path:
+                  tumor_fraction: float = 0.35, seed: int = 0, image_format: str = 'tif',
+                  exist_ok: bool = False) -> Path:
   """Writes `n_patients` synthetic patients under `root` in the kaggle_3m layout and returns `root`.
 
   The tree is built in a temporary folder beside `root` and renamed into place when complete, so an
-  interrupted run never leaves a partial dataset behind. `root` must not exist yet.
+  interrupted run never leaves a partial dataset behind. `root` must not exist yet, unless
+  `exist_ok`: then a `root` already there, or put there meanwhile by another process writing the
+  same phantom (runs of a sweep starting together), is returned as it is.
   """
   root = Path(root)
   if image_format not in ('tif', 'png'):
     raise ValueError(f'image_format must be "tif" or "png", not {image_format!r}')
   if root.exists():
+    if exist_ok:
+      return root
     raise OutputExistsError(f'{root}: already exists; choose a new folder for the phantom dataset')
   root.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f'.{root.name}.partial-', dir=root.parent))
@@ -140,7 +145,14 @@ def write_phantom(root: str | Path, n_patients: int = 10, slices_per_patient: tu
     (staging / 'README.md').write_text(
         f'# Synthetic LGG phantom (jaxbrain)\n\nNot patient data: {n_patients} synthetic patients made by '
         f'`jaxbrain.data.write_phantom(seed={seed})` in the kaggle_3m layout.\n')
-    staging.rename(root)
+    try:
+      staging.rename(root)
+    except OSError as e:  # a folder at `root` now: another process finished first
+      if not root.exists():
+        raise
+      shutil.rmtree(staging, ignore_errors=True)
+      if not exist_ok:
+        raise OutputExistsError(f'{root}: written by another process meanwhile') from e
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise

@@ -80,8 +80,7 @@ def _load(config: Config) -> tuple[SliceArrays, str, str]:
     source = f'kaggle_3m at {root.resolve()}'
   else:
     root = Path(config.workdir) / 'phantom' / f'{patients}p-seed0' / 'kaggle_3m'
-    if not root.exists():
-      write_phantom(root, n_patients=patients, seed=0)
+    write_phantom(root, n_patients=patients, seed=0, exist_ok=True)
     source = f'phantom (synthetic, {patients} patients) at {root.resolve()}'
   content = fingerprint(root)
   return builder.load_dataset(root, builder.default_data_dir(root, cache_root, content)), source, content

@@ -4,7 +4,7 @@ import filecmp
 import numpy as np
 import pytest
 
-from jaxbrain.data import kaggle3m, write_phantom
+from jaxbrain.data import kaggle3m, phantom, write_phantom
 
 
 def test_layout_matches_kaggle3m(phantom_tif):
@@ -68,3 +68,26 @@ def test_refuses_existing_folder_and_leaves_nothing_on_failure(tmp_path):
   with pytest.raises(ValueError):
     write_phantom(tmp_path / 'new', image_format='jpg')
   assert sorted(p.name for p in tmp_path.iterdir()) == ['taken']
+
+
+def test_processes_writing_one_phantom_together_both_succeed(tmp_path, monkeypatch):
+  """Two runs of a sweep started together on the demo data each write its phantom; the one that
+  finishes second must take the first one's tree (exist_ok) instead of failing on the rename
+  (the bug: `OSError: Directory not empty` from the losing process), and leave no partial folder."""
+  root = tmp_path / 'kaggle_3m'
+  original, raced = phantom._Patient, []
+
+  def patient_while_another_process_finishes(*args, **kwargs):
+    if not raced:
+      raced.append('the other process')
+      write_phantom(root, n_patients=2, slices_per_patient=(6, 8), seed=3)
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(phantom, '_Patient', patient_while_another_process_finishes)
+  assert write_phantom(root, n_patients=2, slices_per_patient=(6, 8), seed=3, exist_ok=True) == root
+  assert raced == ['the other process']
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['kaggle_3m']
+  monkeypatch.setattr(phantom, '_Patient', original)
+  with pytest.raises(FileExistsError):
+    write_phantom(root, n_patients=2, slices_per_patient=(6, 8), seed=3)
+  assert write_phantom(root, n_patients=2, exist_ok=True) == root
