@@ -34,14 +34,15 @@ SEGMENTATION = {
                                lr_schedule='cosine'),
 }
 # Detection from random initialization (no ImageNet weights): the recipe chosen on validation patients
-# (experiments/README.md, "How exp21's recipe was chosen"); exp21 fits 15 minutes of a 2-core CPU and
-# weighs the mask loss 3 (chosen later on five folds' validation), exp22 is its full-size variant for an
-# accelerator (with the weight 1 it was measured with).
+# (experiments/README.md, "How exp21's recipe was chosen"); exp21 fits 15 minutes of a 2-core CPU, weighs
+# the mask loss 3 and scores slices with both heads (each chosen later on five folds' validation), exp22 is
+# its full-size variant for an accelerator (with the weight 1 it was measured with).
 SCRATCH = Config.from_flags(init='scratch', preprocess='resize_flip_affine_normalize', mask_head=True,
                             head_hidden=(), dropout_rate=0.0, optimizer='adam', learning_rate=1e-3, lr_schedule='cosine',
                             batch_size=32)
 DETECTION = {
-    'exp21': SCRATCH.with_flags(experiment='exp21', image_size=128, epochs=12, mask_loss_weight=3.0),
+    'exp21': SCRATCH.with_flags(experiment='exp21', image_size=128, epochs=12, mask_loss_weight=3.0,
+                                score_with_mask_head=True),
     'exp22': SCRATCH.with_flags(experiment='exp22', image_size=224, epochs=30),
 }
 EXPERIMENTS = {**GRID, **FINAL, **DETECTION, **SEGMENTATION}

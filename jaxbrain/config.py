@@ -105,6 +105,9 @@ class ClassifyTask:
                                     'beside the classification loss', at_least=0)
   flip_average: bool = setting(False, 'tumor probability averaged over the slice and its mirror image (test-time '
                                'augmentation; validation, test and jaxbrain predict alike)')
+  score_with_mask_head: bool = setting(False, 'with --mask-head: the tumor probability is the geometric mean of '
+                                       'the classifier\'s and the mask head\'s largest cell probability (validation, '
+                                       'the checkpoint choice, test and jaxbrain predict alike)')
   name = 'classify'
 
 
@@ -248,6 +251,8 @@ class Config:
       if self.data.image_size % 32:
         problems.append(f'--mask-head: --image-size {self.data.image_size} must be a multiple of 32 (the mask head '
                         'joins feature maps of strides 8, 16 and 32)')
+    if isinstance(self.task, ClassifyTask) and self.task.score_with_mask_head and not self.model.mask_head:
+      problems.append('--score-with-mask-head needs the mask head: pass --mask-head too')
     multiple, why = self.image_size_rule()
     if self.data.image_size < 32 or self.data.image_size % multiple:
       problems.append(f'--image-size {self.data.image_size}: {why}')

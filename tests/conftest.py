@@ -92,9 +92,9 @@ def phantom_runs_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope='session')
 def trained_runs(phantom_runs_data, tmp_path_factory):
   """(classification run dir, segmentation run dir) on `phantom_runs_data`, sharing one split: a
-  tiny 2-epoch classifier (with exp21's mask head, flip averaging and a weight average, which
-  `predict` must honour), and a segmenter trained until it works (test Dice ~0.8 on the phantom).
-  Trained once per session; tests copy a run before changing it."""
+  tiny 2-epoch classifier (with exp21's mask head, flip averaging, the score with the mask head and
+  a weight average, which `predict` must honour), and a segmenter trained until it works (test
+  Dice ~0.8 on the phantom). Trained once per session; tests copy a run before changing it."""
   from jaxbrain.config import Config
   from jaxbrain.train import train_and_evaluate
 
@@ -102,7 +102,8 @@ def trained_runs(phantom_runs_data, tmp_path_factory):
     tiny = dict(data_dir=str(phantom_runs_data), workdir=str(workdir), batch_size=4, init='scratch',
                 bootstrap_samples=0)
     train_and_evaluate(Config.from_flags(experiment='cls', learning_rate=0.01, image_size=32, epochs=2,
-                                         head_hidden=(32, 16), mask_head=True, flip_average=True, ema_decay=0.9,
+                                         head_hidden=(32, 16), mask_head=True, flip_average=True,
+                                         score_with_mask_head=True, ema_decay=0.9,
                                          **tiny), progress=False)
     seg = train_and_evaluate(Config.from_flags('segment', experiment='seg', encoder='residual', unet_width=8,
                                                optimizer='adam', learning_rate=3e-3, preprocess='resize_flip',

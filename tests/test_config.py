@@ -41,8 +41,9 @@ def test_problems_name_the_flag():
 
 def test_the_mask_head_and_flip_averaging_refuse_what_they_cannot_do():
   """Catches a mask head accepted on a frozen backbone (its loss would train nothing the classifier
-  uses) or at a size whose feature maps do not nest, and flip averaging accepted where the feature
-  cache holds no mirrored slices (it would silently score unflipped ones)."""
+  uses) or at a size whose feature maps do not nest, flip averaging accepted where the feature
+  cache holds no mirrored slices (it would silently score unflipped ones), and a score with the mask
+  head accepted on a model without one."""
   with pytest.raises(ConfigError, match='--mask-head trains the backbone'):
     Config.from_flags(mask_head=True, strategy='feature_extractor', image_size=128)
   with pytest.raises(ConfigError, match='--mask-head: --image-size 100 must be a multiple of 32'):
@@ -50,6 +51,9 @@ def test_the_mask_head_and_flip_averaging_refuse_what_they_cannot_do():
   with pytest.raises(ConfigError, match='--flip-average scores mirrored slices'):
     Config.from_flags(flip_average=True, strategy='feature_extractor')
   assert Config.from_flags(flip_average=True, strategy='feature_extractor', feature_cache=False).task.flip_average
+  with pytest.raises(ConfigError, match='--score-with-mask-head needs the mask head'):
+    Config.from_flags(score_with_mask_head=True)
+  assert Config.from_flags(score_with_mask_head=True, mask_head=True, image_size=128).task.score_with_mask_head
 
 
 @pytest.mark.parametrize('task', ['classify', 'segment'])

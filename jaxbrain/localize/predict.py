@@ -167,7 +167,8 @@ class Scorer:
   def _classify_batch(self, batch):
     run = self.classifier
     x, _ = apply_preprocessing(run.preprocessing, None, batch)
-    probability = run.model.apply(run.variables, x, run.config.task.flip_average, method='probability')
+    probability = run.model.apply(run.variables, x, run.config.task.flip_average, run.config.task.score_with_mask_head,
+                                  method='probability')
     return probability, gradcam(run.model, run.variables, x) if self.segmenter is None else None
 
   def _segment_batch(self, batch):

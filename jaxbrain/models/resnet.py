@@ -165,12 +165,22 @@ class ResNet(nn.Module):
     """Pooled backbone features [B, 512 | 2048], float32."""
     return _global_pool(self.backbone(x, train=train)[-1])
 
-  def probability(self, x, flip_average: bool = False):
-    """Tumor probability [B] in inference mode (class 1 of two); `flip_average` averages it with the
+  def probability(self, x, flip_average: bool = False, with_mask_head: bool = False):
+    """Tumor probability [B] in inference mode: the classifier's (class 1 of two), or with
+    `with_mask_head` its geometric mean with the mask head's probability for its most likely
+    8x8-pixel cell (two views of one backbone: the slice as a whole, and its strongest local
+    evidence; a slice scores high only when both agree); `flip_average` averages it with the
     left-right mirrored slice's (test-time augmentation)."""
-    probability = jax.nn.softmax(self(x))[:, 1]
+
+    def one_view(images):
+      if not with_mask_head:
+        return jax.nn.softmax(self(images))[:, 1]
+      logits, cells = self(images, with_mask=True)
+      return jnp.sqrt(jax.nn.softmax(logits)[:, 1] * jax.nn.sigmoid(cells.max(axis=(1, 2))))
+
+    probability = one_view(x)
     if flip_average:
-      probability = (probability + jax.nn.softmax(self(x[:, :, ::-1]))[:, 1]) / 2
+      probability = (probability + one_view(x[:, :, ::-1])) / 2
     return probability
 
   def classify(self, features, train: bool = False):

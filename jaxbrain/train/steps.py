@@ -127,12 +127,14 @@ def make_head_train_step(model: ResNet, tx: optax.GradientTransformation) -> Cal
   return head_train_step
 
 
-def make_eval_step(model: ResNet, preprocessing: Preprocessing, flip_average: bool = False) -> Callable:
+def make_eval_step(model: ResNet, preprocessing: Preprocessing, flip_average: bool = False,
+                   with_mask_head: bool = False) -> Callable:
   """Images -> {'probability' [B] of tumor}, in inference mode (`ResNet.probability`)."""
 
   def eval_step(state: TrainState, batch: dict):
     images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
-    return {'probability': model.apply(state.inference_variables(), images, flip_average, method='probability')}
+    return {'probability': model.apply(state.inference_variables(), images, flip_average, with_mask_head,
+                                       method='probability')}
 
   return eval_step
 

@@ -164,7 +164,8 @@ class Classification(_SliceTask):
       mask_loss_weight = self._mask_loss_weight()
       self.train_step = make_train_step(self.model, self.tx, self.preprocessing, frozen, config.task.frozen_bn,
                                         mask_loss_weight)
-      self.eval_step = make_eval_step(self.model, self.preprocessing, config.task.flip_average)
+      self.eval_step = make_eval_step(self.model, self.preprocessing, config.task.flip_average,
+                                      config.task.score_with_mask_head)
 
   def _cache_features(self, split: Split, progress: bool) -> dict:
     """{part: (sorted dataset indices, their features)} of the frozen backbone, computed once."""

@@ -80,3 +80,22 @@ def test_flip_averaged_probability_is_the_mean_over_the_slice_and_its_mirror():
   np.testing.assert_allclose(averaged, (plain(x) + plain(x[:, :, ::-1])) / 2, rtol=1e-6)
   assert not np.allclose(averaged, plain(x), rtol=1e-4)
   np.testing.assert_allclose(model.apply(variables, x, method='probability'), plain(x), rtol=1e-6)
+
+
+def test_probability_with_the_mask_head_is_the_geometric_mean_of_the_two_heads():
+  """Catches the mask head's score ignored, taken from the mean (not the largest) cell, mixed as an
+  arithmetic mean or as logits, or left out of the mirrored view under flip averaging (a random
+  network gives different values for each)."""
+  model = create_model('resnet18', num_classes=2, mask_head=True)
+  x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+  variables = model.init({'params': jax.random.key(0)}, x)
+
+  def by_hand(images):
+    logits, cells = model.apply(variables, images, with_mask=True)
+    return jnp.sqrt(jax.nn.softmax(logits)[:, 1] * jax.nn.sigmoid(cells).max(axis=(1, 2)))
+
+  joint = model.apply(variables, x, False, True, method='probability')
+  np.testing.assert_allclose(joint, by_hand(x), rtol=1e-6)
+  assert not np.allclose(joint, model.apply(variables, x, method='probability'), rtol=1e-4)
+  np.testing.assert_allclose(model.apply(variables, x, True, True, method='probability'),
+                             (by_hand(x) + by_hand(x[:, :, ::-1])) / 2, rtol=1e-6)
