@@ -155,13 +155,15 @@ class Scorer:
   @property
   def description(self) -> str:
     """How labels and masks come about, in a sentence or three (for reports)."""
+    both_heads = self.classifier and self.classifier.config.task.score_with_mask_head
+    how = ' (the geometric mean of its classifier and mask heads)' if both_heads else ''
     if self.segmenter is None:
-      return f'Label: the classifier\'s probability >= {self.threshold:g}.'
+      return f'Label: the classifier\'s probability{how} >= {self.threshold:g}.'
     masks = f'Masks: the segmenter\'s, post-processed by its stored rule ({self.segmenter.mask_rule}).'
     if self.classifier is None:
       return f'Label: the mask has a tumor pixel. {masks}'
     gate = 'no gate' if self.gate is None else f'emptied where the classifier\'s probability < {self.gate:g}'
-    return (f'Label: the classifier\'s probability >= {self.threshold:g}. {masks} Gate: {gate} '
+    return (f'Label: the classifier\'s probability{how} >= {self.threshold:g}. {masks} Gate: {gate} '
             f'({self.gate_source}).')
 
   def _classify_batch(self, batch):

@@ -39,7 +39,8 @@ class MaskHead(nn.Module):
   """Tumor logits per 8x8-pixel cell from a ResNet's pyramid: a 1x1 convolution on each of layer2,
   layer3 and layer4 (strides 8, 16, 32), the coarser two repeated up to layer2's grid and summed,
   as a feature pyramid's top-down path does without its 3x3 smoothing. Light on purpose: it is
-  there to teach the backbone where tumors are, not to segment them."""
+  there to teach the backbone where tumors are, not to segment them (its most likely cell can also
+  score the slice: `ResNet.probability`)."""
   dtype: Any = jnp.float32
 
   @nn.compact

@@ -38,6 +38,8 @@ def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
   mask = kaggle3m.read_mask(out / 'masks' / f'{stem}_mask.png')
   assert mask.sum() == int(rows[0]['tumor_pixels'])
   assert (out / 'overlays' / f'{stem}_overlay.png').is_file()
+  # the page says how the probability came about (this classifier scores with both heads)
+  assert 'geometric mean of its classifier and mask heads' in (out / 'report.html').read_text()
 
 
 def read_rows(path):
