@@ -252,7 +252,8 @@ class Config:
         problems.append(f'--mask-head: --image-size {self.data.image_size} must be a multiple of 32 (the mask head '
                         'joins feature maps of strides 8, 16 and 32)')
     if isinstance(self.task, ClassifyTask) and self.task.score_with_mask_head and not self.model.mask_head:
-      problems.append('--score-with-mask-head needs the mask head: pass --mask-head too')
+      problems.append('--score-with-mask-head needs the mask head: pass --mask-head too, or turn the score off '
+                      '(--no-score-with-mask-head where it is the default, as in exp21)')
     multiple, why = self.image_size_rule()
     if self.data.image_size < 32 or self.data.image_size % multiple:
       problems.append(f'--image-size {self.data.image_size}: {why}')
