@@ -15,6 +15,8 @@ from jaxbrain.runs import RunError, load_run
 from tests.localize.helpers import LONE_TUMOR_CASE, lone_tumor_patient, with_mask_rule
 
 def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
+  """Catches a missing or inconsistent output (rows, summary, masks, overlays) and a page that does
+  not say the probability is the geometric mean of the classifier's two heads when it is."""
   classifier, segmenter = trained_runs
   out = tmp_path / 'out'
   assert cli.main(['predict', str(phantom_png), '--run', str(classifier), '--seg-run', str(segmenter), '--out', str(out),
@@ -38,7 +40,6 @@ def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
   mask = kaggle3m.read_mask(out / 'masks' / f'{stem}_mask.png')
   assert mask.sum() == int(rows[0]['tumor_pixels'])
   assert (out / 'overlays' / f'{stem}_overlay.png').is_file()
-  # the page says how the probability came about (this classifier scores with both heads)
   assert 'geometric mean of its classifier and mask heads' in (out / 'report.html').read_text()
 
 
@@ -51,7 +52,7 @@ def test_predict_reproduces_the_runs_own_test_predictions(trained_runs, phantom_
   """Catches a `predict` that scores with other weights than the run measured (e.g. the newest
   checkpoint where validation selected an earlier one, or the trained weights where the run
   evaluated their moving average), another threshold, preprocessing or compute dtype, without the
-  run's test-time flip averaging, or counts tumor pixels at another resolution than the run's own
+  run's test-time flip averaging or its score with the mask head, or counts tumor pixels at another resolution than the run's own
   test evaluation; and a segmenter whose masks `predict` loses (tumor slices must come back with
   tumor pixels); with the segmenter alone, a probability that is not the segmentation run's own
   slice probability."""
