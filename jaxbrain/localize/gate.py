@@ -25,7 +25,7 @@ REPORTED = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_pos
             'detection_accuracy')
 
 
-def _patients_slices(data_dir: Path, patients: list[str], part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def patients_slices(data_dir: Path, patients: list[str], part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(images [N, 256, 256, 3], true masks [N, 256, 256] bool, patient [N]) of `patients` in
   `data_dir`, stacked by patient in slice order."""
   wanted = set(patients)
@@ -57,10 +57,10 @@ def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: s
   and measured (also written to that gate file)."""
   scorer = Scorer(run_dir, seg_run_dir, batch_size)
   split = check_same_split(scorer.classifier, scorer.segmenter)
-  images, truth, patients = _patients_slices(Path(data_dir), split['validation'], 'validation')
+  images, truth, patients = patients_slices(Path(data_dir), split['validation'], 'validation')
   probability, masks = _score(scorer, images, patients)
   gate, tried = choose_gate(segmentation_counts(masks, truth), probability, patients)
-  images, truth, patients = _patients_slices(Path(data_dir), split['test'], 'test')
+  images, truth, patients = patients_slices(Path(data_dir), split['test'], 'test')
   probability, masks = _score(scorer, images, patients)
   counts = segmentation_counts(masks, truth)
   labels = truth.reshape(len(truth), -1).any(1).astype(int)
