@@ -45,6 +45,9 @@ class DataConfig:
   preprocess: str = setting('resize_flip_normalize', 'the report\'s variants, or one with random scale/rotation '
                             '(_affine) and/or random gamma and gain (_intensity)', VARIANTS + AUGMENTED)
   image_size: int = setting(224, 'resize target (the report: 224)')
+  tumor_share: float = setting(0.0, 'share of tumor slices in each training epoch: every training tumor slice, and '
+                               'tumor-free ones drawn afresh each epoch to make up the rest (0: every training slice '
+                               'once, at their natural share)', at_least=0)
   phantom_patients: int = setting(16, 'patients of the embedded phantom dataset (without --data-dir)', at_least=3)
 
 
@@ -227,6 +230,9 @@ class Config:
       problems.append(f'--learning-rate must be positive; got {self.optimizer.learning_rate}')
     if not self.optimizer.ema_decay < 1:
       problems.append(f'--ema-decay must be below 1 (0: off); got {self.optimizer.ema_decay}')
+    if not self.data.tumor_share < 1:
+      problems.append(f'--tumor-share must be below 1 (an epoch needs tumor-free slices too; 0: off); got '
+                      f'{self.data.tumor_share}')
     if not 0 <= self.optimizer.momentum < 1:
       problems.append(f'--momentum must be in [0, 1); got {self.optimizer.momentum}')
     if isinstance(self.model, ResNetConfig) and not 0 <= self.model.dropout_rate < 1:
@@ -282,7 +288,9 @@ class Config:
     else:
       what = f'ResUNet ({self.model.encoder} encoder, width {self.model.unet_width}) segmentation'
     opt = self.optimizer
-    return (f'{what}, {self.data.preprocess} {self.data.image_size}px, batch {self.batch_size}, {self.epochs} epochs, '
+    share = f', tumor share {self.data.tumor_share}' if self.data.tumor_share else ''
+    return (f'{what}, {self.data.preprocess} {self.data.image_size}px{share}, batch {self.batch_size}, '
+            f'{self.epochs} epochs, '
             f'{opt.name} lr {opt.learning_rate}' + (f' momentum {opt.momentum}' if opt.name == 'sgd' else '')
             + (f', {opt.schedule}' if opt.schedule != 'constant' else '')
             + (f', weight decay {opt.weight_decay}' if opt.weight_decay else '')

@@ -37,6 +37,10 @@ def test_problems_name_the_flag():
     Config.from_flags('segment', image_size=40)
   with pytest.raises(ConfigError, match='--init imagenet: the ResUNet residual encoder'):
     Config.from_flags('segment', init='imagenet')
+  with pytest.raises(ConfigError, match='--tumor-share must be below 1'):
+    Config.from_flags('segment', tumor_share=1.0)
+  with pytest.raises(ConfigError, match='--tumor-share must be at least 0'):
+    Config.from_flags('segment', tumor_share=-0.5)
 
 
 def test_the_mask_head_and_flip_averaging_refuse_what_they_cannot_do():

@@ -33,9 +33,37 @@ def _gather(data: SliceArrays, indices: np.ndarray) -> Batch:
   }
 
 
-def epoch_order(indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
-  """The shuffled order of one epoch: a pure function of (seed, epoch), so resuming is exact."""
-  return np.random.default_rng([seed, epoch]).permutation(np.asarray(indices))
+def epoch_order(indices: np.ndarray, seed: int, epoch: int, is_tumor: np.ndarray | None = None,
+                tumor_share: float = 0.0) -> np.ndarray:
+  """The shuffled training order of one epoch: a pure function of (seed, epoch), so resuming is exact.
+
+  `tumor_share` 0: every one of `indices` once. Above 0 (`is_tumor`: per dataset index): every
+  tumor slice of `indices` and `tumor_free_per_epoch` tumor-free ones, drawn afresh each epoch, so
+  that tumor slices make up at least that share of the epoch; every epoch has the same length.
+  """
+  indices = np.asarray(indices)
+  rng = np.random.default_rng([seed, epoch])
+  if not tumor_share:
+    return rng.permutation(indices)
+  tumor, free = indices[is_tumor[indices] > 0], indices[is_tumor[indices] == 0]
+  drawn = rng.choice(free, tumor_free_per_epoch(len(tumor), len(free), tumor_share), replace=False)
+  return rng.permutation(np.concatenate([tumor, drawn]))
+
+
+def epoch_length(indices: np.ndarray, is_tumor: np.ndarray | None = None, tumor_share: float = 0.0) -> int:
+  """How many slices every epoch of `epoch_order` holds."""
+  if not tumor_share:
+    return len(indices)
+  tumor = int(np.count_nonzero(is_tumor[np.asarray(indices)]))
+  return tumor + tumor_free_per_epoch(tumor, len(indices) - tumor, tumor_share)
+
+
+def tumor_free_per_epoch(tumor: int, free: int, tumor_share: float) -> int:
+  """How many of `free` tumor-free slices an epoch with `tumor` tumor slices draws so that tumor
+  slices make up at least `tumor_share` (all of them when the natural share is already higher)."""
+  if not tumor:
+    raise ConfigError(f'--tumor-share {tumor_share}: the training patients have no tumor slices to make it up')
+  return min(free, round(tumor * (1 - tumor_share) / tumor_share))
 
 
 def train_index_batches(indices: np.ndarray, batch_size: int, seed: int, epoch: int,

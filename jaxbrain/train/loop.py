@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, fingerprint, make_split, split_record,
                            write_phantom)
-from jaxbrain.data.batching import dispatch_plan, epoch_order, eval_index_batches
+from jaxbrain.data.batching import dispatch_plan, epoch_length, epoch_order, eval_index_batches
 from jaxbrain.config import Config
 from jaxbrain.errors import ConfigError, UserError
 from jaxbrain.runs import read_config
@@ -208,8 +208,9 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
   split = make_split(config.data.split, data.patient, data.label, fold=config.data.fold, seed=config.seed)
   if config.data.split == 'patient':
     check_disjoint(split, data.patient)
-  if config.batch_size > len(split.train):
-    raise ConfigError(f'--batch-size {config.batch_size} is larger than the {len(split.train)} training slices: '
+  per_epoch = epoch_length(split.train, data.label, config.data.tumor_share)
+  if config.batch_size > per_epoch:
+    raise ConfigError(f'--batch-size {config.batch_size} is larger than the {per_epoch} training slices of an epoch: '
                       'not one training step would run')
   extension = None
   if is_writer:
@@ -275,7 +276,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
           f'patients); {mesh.size} device(s), data {"on the devices" if eval_step.resident else "fed from the host"}; '
           f'run dir {run_dir}', flush=True)
 
-  steps_per_epoch = len(split.train) // config.batch_size
+  steps_per_epoch = per_epoch // config.batch_size
   learning_rate = learning_rate_schedule(config.optimizer.learning_rate, config.optimizer.schedule,
                                          steps_per_epoch * config.epochs)
   with _StopFlag() as stop:
@@ -283,7 +284,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, resume: bool, overwrite: 
       start, epoch_began = position['batch'], time.perf_counter()
       bar = tqdm(total=steps_per_epoch, initial=start, desc=f'epoch {epoch + 1}/{config.epochs}', unit='batch',
                  disable=not (progress and is_writer), leave=False)
-      order = epoch_order(split.train, config.seed, epoch)
+      order = epoch_order(split.train, config.seed, epoch, data.label, config.data.tumor_share)
       plan = dispatch_plan(steps_per_epoch, per_dispatch, start)
       totals = sharding.replicate(_device_totals(position['sums'], per_dispatch), mesh)
       fetched_upto = start

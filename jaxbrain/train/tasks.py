@@ -20,6 +20,7 @@ import optax
 from jaxbrain import models
 from jaxbrain.config import Config
 from jaxbrain.data import SliceArrays, Split
+from jaxbrain.data.batching import epoch_length
 from jaxbrain.data.transforms import Preprocessing, resize
 from jaxbrain.errors import ConfigError
 from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTATION_KEYS, classification_metrics,
@@ -147,7 +148,7 @@ class Classification(_SliceTask):
   def __init__(self, config: Config, data: SliceArrays, split: Split, progress: bool = False):
     super().__init__(config, data)
     frozen = config.task.strategy == 'feature_extractor'
-    self.tx = _optimizer(config, self.variables, config.task.strategy, len(split.train))
+    self.tx = _optimizer(config, self.variables, config.task.strategy, epoch_length(split.train, data.label, config.data.tumor_share))
     use_cache = frozen and config.task.feature_cache and config.task.frozen_bn == 'running'
     if frozen and config.task.feature_cache and not use_cache and progress:
       print('feature cache off: --frozen-bn batch computes new BatchNorm statistics every step, which the cache '
@@ -222,7 +223,7 @@ class Segmentation(_SliceTask):
 
   def __init__(self, config: Config, data: SliceArrays, split: Split, progress: bool = False):
     super().__init__(config, data)
-    self.tx = _optimizer(config, self.variables, 'finetune', len(split.train))
+    self.tx = _optimizer(config, self.variables, 'finetune', epoch_length(split.train, data.label, config.data.tumor_share))
     self.train_step = make_segmentation_train_step(self.model, self.tx, self.preprocessing)
     self.eval_step = make_segmentation_eval_step(self.model, self.preprocessing)
     self.decision_steps = {f'flip_average={flip}': make_native_probability_step(self.model, self.preprocessing, flip)

@@ -56,3 +56,31 @@ def test_dispatch_plan_covers_each_batch_once_and_resumes_on_the_same_dispatches
     assert dispatch_plan(11, 4, first) == [d for d in plan if d[0] >= first]
   assert dispatch_plan(11, 4, 2) == [(2, 1), (3, 1), (4, 4), (8, 1), (9, 1), (10, 1)]  # off a boundary
   assert dispatch_plan(5, 1) == [(b, 1) for b in range(5)]
+
+
+def test_tumor_share_keeps_every_tumor_slice_and_draws_tumor_free_ones_afresh_each_epoch():
+  """Catches a tumor slice dropped from an epoch, a share not met, a tumor-free draw repeated within an
+  epoch or frozen across epochs (the epochs would see one fixed subset), an order that is not a pure
+  function of (seed, epoch) (resuming would not be exact), and `epoch_length` disagreeing with the
+  order the loop runs (the schedule and the step count would be off)."""
+  from jaxbrain.data.batching import epoch_length, epoch_order
+  is_tumor = np.array([1] * 6 + [0] * 24)  # natural share 0.2
+  indices = np.arange(2, 30)  # 4 tumor, 24 tumor-free
+  epochs = [epoch_order(indices, 0, epoch, is_tumor, tumor_share=0.5) for epoch in range(3)]
+  for order in epochs:
+    assert len(order) == len(set(order)) == epoch_length(indices, is_tumor, 0.5) == 8
+    assert set(order) <= set(indices) and set(order[is_tumor[order] == 1]) == {2, 3, 4, 5}
+  assert len({frozenset(order) for order in epochs}) > 1
+  np.testing.assert_array_equal(epochs[1], epoch_order(indices, 0, 1, is_tumor, tumor_share=0.5))
+  third = epoch_order(indices, 0, 0, is_tumor, tumor_share=1 / 3)
+  assert len(third) == epoch_length(indices, is_tumor, 1 / 3) == 12 and is_tumor[third].sum() == 4
+  # a share below the natural one keeps every slice; 0 is the plain shuffle
+  assert sorted(epoch_order(indices, 0, 0, is_tumor, tumor_share=0.1)) == list(indices)
+  np.testing.assert_array_equal(epoch_order(indices, 0, 0), np.random.default_rng([0, 0]).permutation(indices))
+
+
+def test_tumor_share_without_tumor_slices_is_refused():
+  """Catches an epoch of zero slices (the run would train on nothing) when no training slice has a tumor."""
+  from jaxbrain.data.batching import epoch_length
+  with pytest.raises(ValueError, match='--tumor-share 0.5: the training patients have no tumor slices'):
+    epoch_length(np.arange(5), np.zeros(5, int), 0.5)

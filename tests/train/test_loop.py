@@ -186,6 +186,33 @@ def test_resume_is_exact(phantom_png, tmp_path):
   assert [json.loads(r)['epoch'] for r in history] == [1, 2]
 
 
+def test_tumor_share_trains_on_the_epochs_it_describes(phantom_png, tmp_path, monkeypatch):
+  """With --tumor-share the runner trains on `epoch_order`'s slices: each step's rows come from it,
+  in its order, and the logged schedule spans its steps. Catches the loop shuffling every training
+  slice (the share ignored) and an epoch length taken from all training slices (steps past the drawn
+  ones, a cosine schedule stretched over steps that never run)."""
+  from jaxbrain.data import make_split
+  from jaxbrain.data.batching import epoch_length, epoch_order
+  from jaxbrain.train import loop
+  from jaxbrain.train.strategies import learning_rate_schedule
+
+  fed = []
+  original = loop._dispatch_rows
+  monkeypatch.setattr(loop, '_dispatch_rows', lambda *args: fed.append(original(*args)) or fed[-1])
+  run_config = bare(phantom_png, tmp_path, epochs=2, tumor_share=0.6, lr_schedule='cosine')
+  train_and_evaluate(run_config, progress=False)
+  data, _, _ = loop.prepare_data(run_config)
+  train = make_split('patient', data.patient, data.label, seed=0).train
+  steps = epoch_length(train, data.label, 0.6) // 4
+  assert steps < len(train) // 4  # the phantom's natural share is below 0.6
+  for epoch in range(2):
+    np.testing.assert_array_equal(np.concatenate(fed[epoch * steps:(epoch + 1) * steps]),
+                                  epoch_order(train, 0, epoch, data.label, 0.6)[:steps * 4])
+  rates = tensorboard_scalars(tmp_path / 'test' / 'patient-scratch-32px-seed0' / 'tensorboard')['train/learning_rate']
+  schedule = learning_rate_schedule(0.01, 'cosine', 2 * steps)
+  np.testing.assert_allclose([r for _, r in rates], [schedule(s - 1) for s, _ in rates], rtol=1e-5)
+
+
 @pytest.mark.parametrize('steps_per_dispatch, learning_rate', [(1, 0.01), (3, 1e-9)])
 def test_loop_computes_what_a_plain_host_fed_loop_computes(phantom_png, tmp_path, steps_per_dispatch, learning_rate,
                                                            monkeypatch):
