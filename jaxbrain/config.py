@@ -119,6 +119,9 @@ class SegmentTask:
   """The tumor mask per slice; the checkpoint is picked by validation per-volume Dice."""
   evals: tuple[str, ...] = setting(('overlays',), 'evaluators run on the test patients with the selected checkpoint '
                                    '(jaxbrain/evaluators)')
+  context_slices: int = setting(0, 'neighbouring slices on each side of a slice given to the segmenter as extra '
+                                'channels (2.5D input; 1: the slices below and above, 9 channels; within the '
+                                'patient, the end slice repeated past the ends)', at_least=0)
   name = 'segment'
 
 
@@ -260,6 +263,9 @@ class Config:
     if isinstance(self.task, ClassifyTask) and self.task.score_with_mask_head and not self.model.mask_head:
       problems.append('--score-with-mask-head needs the mask head: pass --mask-head too, or turn the score off '
                       '(--no-score-with-mask-head where it is the default, as in exp21)')
+    if isinstance(self.task, SegmentTask) and self.task.context_slices and self.model.init == 'imagenet':
+      problems.append('--context-slices: ImageNet weights take 3 channels, not a slice\'s neighbours as well: pass '
+                      '--init scratch')
     multiple, why = self.image_size_rule()
     if self.data.image_size < 32 or self.data.image_size % multiple:
       problems.append(f'--image-size {self.data.image_size}: {why}')
@@ -274,6 +280,11 @@ class Config:
     return 1, 'the ResNet downsamples 32x: use at least 32 (the report: 224)'
 
   @property
+  def input_channels(self) -> int:
+    """Channels of the model's input: a slice's three, with its neighbours' for 2.5D segmentation."""
+    return 3 * (2 * getattr(self.task, 'context_slices', 0) + 1)
+
+  @property
   def resolved_run_name(self) -> str:
     if self.run_name:
       return self.run_name
@@ -286,7 +297,9 @@ class Config:
     if isinstance(self.task, ClassifyTask):
       what = f'{self.model.arch} {self.task.strategy}'
     else:
-      what = f'ResUNet ({self.model.encoder} encoder, width {self.model.unet_width}) segmentation'
+      context = self.task.context_slices
+      what = (f'ResUNet ({self.model.encoder} encoder, width {self.model.unet_width}) segmentation'
+              + (f' (2.5D: {context} neighbouring slice(s) on either side)' if context else ''))
     opt = self.optimizer
     share = f', tumor share {self.data.tumor_share}' if self.data.tumor_share else ''
     return (f'{what}, {self.data.preprocess} {self.data.image_size}px{share}, batch {self.batch_size}, '

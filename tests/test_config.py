@@ -37,6 +37,8 @@ def test_problems_name_the_flag():
     Config.from_flags('segment', image_size=40)
   with pytest.raises(ConfigError, match='--init imagenet: the ResUNet residual encoder'):
     Config.from_flags('segment', init='imagenet')
+  with pytest.raises(ConfigError, match='--context-slices: ImageNet weights take 3 channels'):
+    Config.from_flags('segment', encoder='resnet18', init='imagenet', context_slices=1)
   with pytest.raises(ConfigError, match='--tumor-share must be below 1'):
     Config.from_flags('segment', tumor_share=1.0)
   with pytest.raises(ConfigError, match='--tumor-share must be at least 0'):

@@ -23,3 +23,19 @@ class SliceArrays:
 
   def __len__(self) -> int:
     return len(self.label)
+
+
+def with_neighbours(images: np.ndarray, stacks, count: int) -> np.ndarray:
+  """Slices [N, H, W, C] in slice order -> [N, H, W, (2 * count + 1) * C]: each slice with `count`
+  neighbours on either side as extra channels (2.5D input), ordered from the slice `count` below
+  to the one `count` above, the slice itself in the middle. `stacks` [N] groups slices into
+  volumes (consecutive equal entries): neighbours never cross a volume, and past its first or last
+  slice that end slice repeats. `count` 0 returns `images` itself."""
+  if not count:
+    return images
+  stacks = np.asarray(stacks)
+  starts = np.flatnonzero(np.r_[True, stacks[1:] != stacks[:-1]])
+  ends = np.r_[starts[1:], len(stacks)] - 1
+  first, last = np.repeat(starts, ends - starts + 1), np.repeat(ends, ends - starts + 1)
+  rows = np.arange(len(stacks))
+  return np.concatenate([images[np.clip(rows + offset, first, last)] for offset in range(-count, count + 1)], axis=-1)

@@ -53,8 +53,10 @@ def resize(images: jax.Array, size: int, method: str = 'bilinear') -> jax.Array:
 
 
 def normalize(images: jax.Array) -> jax.Array:
-  """ImageNet normalization of [0, 1] pixels."""
-  return (images - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+  """ImageNet normalization of [0, 1] pixels: [..., 3], or [..., 3k] for k slices stacked as
+  channels (2.5D input), each slice's three channels normalized alike."""
+  repeats = images.shape[-1] // 3
+  return (images - jnp.tile(jnp.asarray(IMAGENET_MEAN), repeats)) / jnp.tile(jnp.asarray(IMAGENET_STD), repeats)
 
 
 def random_hflip(key: jax.Array, images: jax.Array, masks: jax.Array | None = None):
@@ -109,7 +111,8 @@ def random_intensity(key: jax.Array, images: jax.Array, max_gain: float = 0.2, m
 
 def apply_preprocessing(preprocessing: Preprocessing, key: jax.Array | None, images: jax.Array,
                masks: jax.Array | None = None, train: bool = False):
-  """uint8 images [B, H, W, 3] (and masks [B, H, W]) -> float32 [B, S, S, 3] (and [B, S, S]).
+  """uint8 images [B, H, W, C] (and masks [B, H, W]) -> float32 [B, S, S, C] (and [B, S, S]); C is 3,
+  or a multiple of 3 for 2.5D input.
 
   Flips, scales/rotates and changes intensities only when `train` (and the variant asks); masks are
   resized by nearest neighbour.

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from jaxbrain.data import kaggle3m, nifti
+from jaxbrain.data.arrays import with_neighbours
 from jaxbrain.data.transforms import apply_preprocessing, native_logits
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.localize.gradcam import gradcam
@@ -159,7 +160,9 @@ class Scorer:
     how = ' (the geometric mean of its classifier and mask heads)' if both_heads else ''
     if self.segmenter is None:
       return f'Label: the classifier\'s probability{how} >= {self.threshold:g}.'
-    masks = f'Masks: the segmenter\'s, post-processed by its stored rule ({self.segmenter.mask_rule}).'
+    context = self.segmenter.config.task.context_slices
+    seen = f' (each slice seen with {context} neighbouring slice(s) on either side)' if context else ''
+    masks = f'Masks: the segmenter\'s{seen}, post-processed by its stored rule ({self.segmenter.mask_rule}).'
     if self.classifier is None:
       return f'Label: the mask has a tumor pixel. {masks}'
     gate = 'no gate' if self.gate is None else f'emptied where the classifier\'s probability < {self.gate:g}'
@@ -182,29 +185,47 @@ class Scorer:
 
   def score(self, images: np.ndarray, patients: Sequence | None = None, gated: bool = True) -> Scores:
     """Scores slices `images`; `patients` [N] groups them into stacks (consecutive equal entries, in
-    slice order) for the segmenter's 3D post-processing; without it every slice is a stack of one.
+    slice order) for the segmenter's neighbouring slices (2.5D input) and 3D post-processing; without
+    it every slice is a stack of one.
     `gated=False` leaves the masks ungated (to choose a gate)."""
+    stacks = np.arange(len(images)) if patients is None else np.asarray(patients)
+    context = self.segmenter.config.task.context_slices if self.segmenter else 0
+    segmenter_inputs = with_neighbours(images, stacks, context)
     probabilities, heatmaps, pixels = [], [], []
     for start in range(0, len(images), self.batch_size):
       chunk = images[start:start + self.batch_size]
-      padded = np.concatenate([chunk, np.repeat(chunk[:1], self.batch_size - len(chunk), 0)])
       if self.segmenter:
-        pixel, probability = self._segment(padded)
+        pixel, probability = self._segment(_padded(segmenter_inputs[start:start + self.batch_size], self.batch_size))
         pixels.append(np.asarray(pixel)[:len(chunk)])
       if self.classifier:
-        probability, heatmap = self._classify(padded)
+        probability, heatmap = self._classify(_padded(chunk, self.batch_size))
         if heatmap is not None:
           heatmaps.append(np.asarray(heatmap)[:len(chunk)])
       probabilities.append(np.asarray(probability)[:len(chunk)])
     probability = np.concatenate(probabilities)
     masks = None
     if self.segmenter:
-      stacks = np.arange(len(images)) if patients is None else np.asarray(patients)
       masks = apply_rule(self.segmenter.mask_rule, np.concatenate(pixels), stacks)
       if self.classifier and self.gate is not None and gated:
         masks &= (probability >= self.gate)[:, None, None]
     label = (probability >= self.classifier.threshold) if self.classifier else masks.any(axis=(1, 2))
     return Scores(probability, label.astype(int), np.concatenate(heatmaps) if heatmaps else None, masks)
+
+
+def _padded(chunk: np.ndarray, size: int) -> np.ndarray:
+  """`chunk` with its first row repeated up to `size` rows: one shape for the jitted steps."""
+  return np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk), 0)])
+
+
+def missing_slices(rows: Sequence[dict]) -> dict[str, list[int]]:
+  """Per patient, the slice numbers between its first and last given slice that are not given
+  (slices without a number are not counted)."""
+  numbers: dict[str, set[int]] = {}
+  for row in rows:
+    if row['slice'] is not None:
+      numbers.setdefault(row['patient'], set()).add(int(row['slice']))
+  return {patient: missing for patient, given in numbers.items()
+          if (missing := sorted(set(range(min(given), max(given) + 1)) - given))}
 
 
 @dataclasses.dataclass
@@ -264,6 +285,11 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
                   f'says tumor (p >= {scorer.gate:g}); `jaxbrain gate --run {scorer.classifier.directory} --seg-run '
                   f'{scorer.segmenter.directory} --data-dir DIR` chooses one (often: no gate)', stacklevel=2)
   read = read_inputs(inputs, case_files, case_name, progress)
+  if scorer.segmenter and scorer.segmenter.config.task.context_slices:
+    for patient, missing in missing_slices(read.rows).items():
+      warnings.warn(f'{patient}: slices {", ".join(map(str, missing))} are not among the inputs; the segmenter '
+                    f'{scorer.segmenter.directory} takes each slice with its neighbours, so the slices beside them '
+                    'see other neighbours than in training: give whole patient folders', stacklevel=2)
   images = read.images
   chunks = _whole_stacks([row['patient'] for row in read.rows], 16 * batch_size)
   if progress:

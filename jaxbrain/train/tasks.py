@@ -20,6 +20,7 @@ import optax
 from jaxbrain import models
 from jaxbrain.config import Config
 from jaxbrain.data import SliceArrays, Split
+from jaxbrain.data.arrays import with_neighbours
 from jaxbrain.data.batching import epoch_length
 from jaxbrain.data.transforms import Preprocessing, resize
 from jaxbrain.errors import ConfigError
@@ -101,7 +102,7 @@ def initial_variables(config: Config, model) -> tuple[dict, str]:
   (never faked: fails with instructions when the weights file is missing)."""
   size = config.data.image_size
   variables = jax.jit(functools.partial(model.init, train=False))({'params': jax.random.key(config.seed)},
-                                                                   jnp.zeros((1, size, size, 3)))
+                                                                   jnp.zeros((1, size, size, config.input_channels)))
   if config.model.init == 'scratch':
     return variables, 'scratch (random initialization, not ImageNet-pretrained)'
   arch = getattr(config.model, 'arch', getattr(config.model, 'encoder', None))
@@ -129,9 +130,10 @@ class _SliceTask:
     self.model = models.build(config.model)
     self.variables, self.init_description = initial_variables(config, self.model)
     self.preprocessing = Preprocessing.from_name(config.data.preprocess, config.data.image_size)
+    self.inputs = data.image  # what the model takes, per dataset index
 
   def arrays(self, part: str) -> dict[str, np.ndarray]:
-    return {'image': self.data.image, **(self._targets() if part == 'train' else {})}
+    return {'image': self.inputs, **(self._targets() if part == 'train' else {})}
 
   def rows(self, part: str, indices: np.ndarray) -> np.ndarray:
     return indices
@@ -148,7 +150,8 @@ class Classification(_SliceTask):
   def __init__(self, config: Config, data: SliceArrays, split: Split, progress: bool = False):
     super().__init__(config, data)
     frozen = config.task.strategy == 'feature_extractor'
-    self.tx = _optimizer(config, self.variables, config.task.strategy, epoch_length(split.train, data.label, config.data.tumor_share))
+    self.tx = _optimizer(config, self.variables, config.task.strategy,
+                         epoch_length(split.train, data.label, config.data.tumor_share))
     use_cache = frozen and config.task.feature_cache and config.task.frozen_bn == 'running'
     if frozen and config.task.feature_cache and not use_cache and progress:
       print('feature cache off: --frozen-bn batch computes new BatchNorm statistics every step, which the cache '
@@ -223,7 +226,9 @@ class Segmentation(_SliceTask):
 
   def __init__(self, config: Config, data: SliceArrays, split: Split, progress: bool = False):
     super().__init__(config, data)
-    self.tx = _optimizer(config, self.variables, 'finetune', epoch_length(split.train, data.label, config.data.tumor_share))
+    self.inputs = with_neighbours(data.image, data.patient, config.task.context_slices)  # sorted by patient, slice
+    self.tx = _optimizer(config, self.variables, 'finetune',
+                         epoch_length(split.train, data.label, config.data.tumor_share))
     self.train_step = make_segmentation_train_step(self.model, self.tx, self.preprocessing)
     self.eval_step = make_segmentation_eval_step(self.model, self.preprocessing)
     self.decision_steps = {f'flip_average={flip}': make_native_probability_step(self.model, self.preprocessing, flip)

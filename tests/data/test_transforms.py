@@ -149,3 +149,12 @@ def test_intensity_keeps_the_background_and_the_mask_and_differs_per_example():
   _, trained_masks = apply_preprocessing(config, jax.random.key(1), uint8, masks, train=True)
   _, flipped_only = apply_preprocessing(Preprocessing(16, flip=True), jax.random.key(1), uint8, masks, train=True)
   np.testing.assert_array_equal(trained_masks, flipped_only)
+
+
+def test_normalization_of_stacked_slices_treats_each_slice_like_one():
+  """Catches 2.5D input normalized with the mean and spread of other channels (the neighbours'
+  channels would be shifted differently from the slice's own)."""
+  one = jax.random.uniform(jax.random.key(0), (2, 4, 4, 3))
+  stacked = jnp.concatenate([one, one * 0.5, one], axis=-1)
+  np.testing.assert_allclose(normalize(stacked), jnp.concatenate([normalize(one), normalize(one * 0.5),
+                                                                  normalize(one)], axis=-1), rtol=1e-6)

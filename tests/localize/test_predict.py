@@ -166,8 +166,8 @@ def test_nifti_case_comes_back_as_a_mask_volume_with_its_tumor(trained_runs, tmp
   # the mask volume holds the slices' predicted area, resampled from 256 to 240 px in-plane
   assert predicted.sum() == pytest.approx(sum(int(r['tumor_pixels']) for r in rows) * (240 / 256) ** 2, rel=0.05)
   assert entry['tumor_volume_ml'] == pytest.approx(predicted.sum() * 0.9 * 0.9 * 2.5 / 1000)
-  # against the truth, the tiny segmenter's own error: Dice 0.79 here, 9.08 ml predicted for 6.50 ml
-  assert entry['tumor_volume_ml'] == pytest.approx(truth.sum() * 0.9 * 0.9 * 2.5 / 1000, rel=0.5)
+  # against the truth, within the tiny segmenter's own error (it over-segments the phantom: run with -s)
+  assert 0.5 < entry['tumor_volume_ml'] / (truth.sum() * 0.9 * 0.9 * 2.5 / 1000) < 2
   assert [int(r['slice']) for r in rows] == list(range(1, 17)) and {r['path'] for r in rows} == {str(files['flair'])}
   # the same case by its files, named explicitly
   assert cli.main(['predict', '--t1', str(files['t1']), '--flair', str(files['flair']), '--t1ce', str(files['t1ce']),
@@ -175,3 +175,23 @@ def test_nifti_case_comes_back_as_a_mask_volume_with_its_tumor(trained_runs, tmp
   assert json.loads((tmp_path / 'out2' / 'summary.json').read_text())['given']['slices'] == 16
   assert cli.main(['predict', '--t1', str(files['t1']), '--run', str(classifier), '--out', str(tmp_path / 'o3')]) == 2
   assert 'missing --flair, --t1ce' in capsys.readouterr().err
+
+
+def test_a_2p5d_segmenter_warns_when_a_patients_slices_have_gaps(trained_runs, phantom_runs_data, tmp_path):
+  """The session's segmenter takes each slice with its neighbours. Catches a patient given with a
+  slice missing scored without a word (the slices beside the gap would see other neighbours than in
+  training), and a warning raised for whole folders."""
+  _, segmenter = trained_runs
+  folder = next(d for d in sorted(phantom_runs_data.iterdir()) if d.is_dir())
+  whole, gapped = tmp_path / 'whole' / folder.name, tmp_path / 'gapped' / folder.name
+  shutil.copytree(folder, whole)
+  shutil.copytree(folder, gapped)
+  for path in [*gapped.glob(f'{folder.name}_5.*'), *gapped.glob(f'{folder.name}_5_mask.*')]:
+    path.unlink()
+  with pytest.warns(UserWarning, match=f'{folder.name.rsplit("_", 1)[0]}: slices 5 are not among the inputs'):
+    predict([gapped], None, tmp_path / 'out_gapped', seg_run_dir=segmenter, progress=False)
+  import warnings
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    predict([whole], None, tmp_path / 'out_whole', seg_run_dir=segmenter, progress=False)
+  assert not [w for w in caught if 'not among the inputs' in str(w.message)]
