@@ -122,6 +122,8 @@ class SegmentTask:
   context_slices: int = setting(0, 'neighbouring slices on each side of a slice given to the segmenter as extra '
                                 'channels (2.5D input; 1: the slices below and above, 9 channels; within the '
                                 'patient, the end slice repeated past the ends)', at_least=0)
+  scale_volumes: bool = setting(False, 'rescale each patient\'s channels so that their 99th percentile inside the '
+                                'head lands at one value, for the segmenter (scanners differ in intensity scale)')
   name = 'segment'
 
 
@@ -299,7 +301,8 @@ class Config:
     else:
       context = self.task.context_slices
       what = (f'ResUNet ({self.model.encoder} encoder, width {self.model.unet_width}) segmentation'
-              + (f' (2.5D: {context} neighbouring slice(s) on either side)' if context else ''))
+              + (f' (2.5D: {context} neighbouring slice(s) on either side)' if context else '')
+              + (', volumes on one intensity scale' if self.task.scale_volumes else ''))
     opt = self.optimizer
     share = f', tumor share {self.data.tumor_share}' if self.data.tumor_share else ''
     return (f'{what}, {self.data.preprocess} {self.data.image_size}px{share}, batch {self.batch_size}, '

@@ -94,8 +94,8 @@ def trained_runs(phantom_runs_data, tmp_path_factory):
   """(classification run dir, segmentation run dir) on `phantom_runs_data`, sharing one split: a
   tiny 2-epoch classifier (with exp21's mask head, flip averaging, the score with the mask head and
   a weight average, which `predict` must honour), and a segmenter trained until it works (test
-  Dice ~0.8 on the phantom) on 2.5D input (each slice with its neighbours, which `predict` must
-  stack alike). Trained once per session; tests copy a run before changing it."""
+  Dice ~0.8 on the phantom) on 2.5D input with each patient on one intensity scale (which
+  `predict` must stack and scale alike). Trained once per session; tests copy a run before changing it."""
   from jaxbrain.config import Config
   from jaxbrain.train import train_and_evaluate
 
@@ -108,7 +108,8 @@ def trained_runs(phantom_runs_data, tmp_path_factory):
                                          **tiny), progress=False)
     seg = train_and_evaluate(Config.from_flags('segment', experiment='seg', encoder='residual', unet_width=8,
                                                optimizer='adam', learning_rate=3e-3, preprocess='resize_flip',
-                                               image_size=48, epochs=8, context_slices=1, **tiny), progress=False)
+                                               image_size=48, epochs=8, context_slices=1, scale_volumes=True, **tiny),
+                             progress=False)
     assert seg['dice_per_volume'] > 0.5, seg
 
   workdir = _once_per_session(tmp_path_factory, 'runs', train)

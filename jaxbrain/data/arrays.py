@@ -39,3 +39,33 @@ def with_neighbours(images: np.ndarray, stacks, count: int) -> np.ndarray:
   first, last = np.repeat(starts, ends - starts + 1), np.repeat(ends, ends - starts + 1)
   rows = np.arange(len(stacks))
   return np.concatenate([images[np.clip(rows + offset, first, last)] for offset in range(-count, count + 1)], axis=-1)
+
+
+def scaled_per_volume(images: np.ndarray, stacks, percentile: float = 99.0, target: float = 200.0) -> np.ndarray:
+  """uint8 slices [N, H, W, C] -> the same with each volume's channels rescaled so that the
+  `percentile` of the channel's non-zero pixels (the head; the background stays 0) lands at
+  `target`, clipped to 255. Scanners and protocols differ in intensity scale (some patients' scans
+  are a third as bright as most): the model then sees every volume on one scale. `stacks` [N] groups
+  slices into volumes (consecutive equal entries); a channel that is all 0 stays 0."""
+  stacks = np.asarray(stacks)
+  starts = np.flatnonzero(np.r_[True, stacks[1:] != stacks[:-1]])
+  scaled = np.empty_like(images)
+  for start, end in zip(starts, np.r_[starts[1:], len(stacks)]):
+    volume = images[start:end]
+    factors = np.nan_to_num(target / np.array(head_percentiles(volume, percentile)), nan=1.0)
+    scaled[start:end] = np.clip(np.rint(volume * factors.astype(np.float32)), 0, 255).astype(np.uint8)
+  return scaled
+
+
+def head_percentiles(images: np.ndarray, percentile: float = 99.0) -> list[float]:
+  """The `percentile` of each channel's non-zero pixels (the head) of `images` [..., C]; nan for a
+  channel that is all 0."""
+  return [float(np.percentile(c[c > 0], percentile)) if (c > 0).any() else float('nan')
+          for c in np.moveaxis(images, -1, 0)]
+
+
+def segmenter_inputs(images: np.ndarray, stacks, context_slices: int = 0, scale_volumes: bool = False) -> np.ndarray:
+  """What a segmenter takes for slices `images` [N, H, W, 3] of volumes `stacks`: each volume on
+  one intensity scale (`scaled_per_volume`) when asked, then each slice with its neighbours
+  (`with_neighbours`). Training and scoring both call this, so they cannot differ."""
+  return with_neighbours(scaled_per_volume(images, stacks) if scale_volumes else images, stacks, context_slices)

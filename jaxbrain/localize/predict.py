@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from jaxbrain.data import kaggle3m, nifti
-from jaxbrain.data.arrays import with_neighbours
+from jaxbrain.data.arrays import segmenter_inputs
 from jaxbrain.data.transforms import apply_preprocessing, native_logits
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.localize.gradcam import gradcam
@@ -162,6 +162,7 @@ class Scorer:
       return f'Label: the classifier\'s probability{how} >= {self.threshold:g}.'
     context = self.segmenter.config.task.context_slices
     seen = f' (each slice seen with {context} neighbouring slice(s) on either side)' if context else ''
+    seen += ' (each patient\'s scan rescaled to one intensity scale)' if self.segmenter.config.task.scale_volumes else ''
     masks = f'Masks: the segmenter\'s{seen}, post-processed by its stored rule ({self.segmenter.mask_rule}).'
     if self.classifier is None:
       return f'Label: the mask has a tumor pixel. {masks}'
@@ -189,13 +190,13 @@ class Scorer:
     it every slice is a stack of one.
     `gated=False` leaves the masks ungated (to choose a gate)."""
     stacks = np.arange(len(images)) if patients is None else np.asarray(patients)
-    context = self.segmenter.config.task.context_slices if self.segmenter else 0
-    segmenter_inputs = with_neighbours(images, stacks, context)
+    task = self.segmenter.config.task if self.segmenter else None
+    inputs = segmenter_inputs(images, stacks, task.context_slices, task.scale_volumes) if task else None
     probabilities, heatmaps, pixels = [], [], []
     for start in range(0, len(images), self.batch_size):
       chunk = images[start:start + self.batch_size]
       if self.segmenter:
-        pixel, probability = self._segment(_padded(segmenter_inputs[start:start + self.batch_size], self.batch_size))
+        pixel, probability = self._segment(_padded(inputs[start:start + self.batch_size], self.batch_size))
         pixels.append(np.asarray(pixel)[:len(chunk)])
       if self.classifier:
         probability, heatmap = self._classify(_padded(chunk, self.batch_size))
@@ -285,11 +286,12 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
                   f'says tumor (p >= {scorer.gate:g}); `jaxbrain gate --run {scorer.classifier.directory} --seg-run '
                   f'{scorer.segmenter.directory} --data-dir DIR` chooses one (often: no gate)', stacklevel=2)
   read = read_inputs(inputs, case_files, case_name, progress)
-  if scorer.segmenter and scorer.segmenter.config.task.context_slices:
+  if scorer.segmenter and (scorer.segmenter.config.task.context_slices or scorer.segmenter.config.task.scale_volumes):
     for patient, missing in missing_slices(read.rows).items():
       warnings.warn(f'{patient}: slices {", ".join(map(str, missing))} are not among the inputs; the segmenter '
-                    f'{scorer.segmenter.directory} takes each slice with its neighbours, so the slices beside them '
-                    'see other neighbours than in training: give whole patient folders', stacklevel=2)
+                    f'{scorer.segmenter.directory} reads each slice with the rest of its patient (its neighbours, '
+                    'its intensity scale), so it sees other inputs than in training: give whole patient folders',
+                    stacklevel=2)
   images = read.images
   chunks = _whole_stacks([row['patient'] for row in read.rows], 16 * batch_size)
   if progress:

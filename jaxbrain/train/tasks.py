@@ -20,7 +20,7 @@ import optax
 from jaxbrain import models
 from jaxbrain.config import Config
 from jaxbrain.data import SliceArrays, Split
-from jaxbrain.data.arrays import with_neighbours
+from jaxbrain.data.arrays import segmenter_inputs
 from jaxbrain.data.batching import epoch_length
 from jaxbrain.data.transforms import Preprocessing, resize
 from jaxbrain.errors import ConfigError
@@ -226,7 +226,8 @@ class Segmentation(_SliceTask):
 
   def __init__(self, config: Config, data: SliceArrays, split: Split, progress: bool = False):
     super().__init__(config, data)
-    self.inputs = with_neighbours(data.image, data.patient, config.task.context_slices)  # sorted by patient, slice
+    self.inputs = segmenter_inputs(data.image, data.patient, config.task.context_slices,  # sorted by patient, slice
+                                   config.task.scale_volumes)
     self.tx = _optimizer(config, self.variables, 'finetune',
                          epoch_length(split.train, data.label, config.data.tumor_share))
     self.train_step = make_segmentation_train_step(self.model, self.tx, self.preprocessing)
