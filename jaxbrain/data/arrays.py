@@ -51,17 +51,18 @@ def scaled_per_volume(images: np.ndarray, stacks, percentile: float = 99.0, targ
   starts = np.flatnonzero(np.r_[True, stacks[1:] != stacks[:-1]])
   scaled = np.empty_like(images)
   for start, end in zip(starts, np.r_[starts[1:], len(stacks)]):
-    volume = images[start:end]
-    factors = np.nan_to_num(target / np.array(head_percentiles(volume, percentile)), nan=1.0)
-    scaled[start:end] = np.clip(np.rint(volume * factors.astype(np.float32)), 0, 255).astype(np.uint8)
+    volume = images[start:end].astype(np.float32)
+    for c, value in enumerate(head_percentiles(volume, percentile)):
+      if value == value:  # not nan: the channel has a head
+        volume[..., c] *= target / value
+    scaled[start:end] = np.clip(np.rint(volume), 0, 255).astype(np.uint8)
   return scaled
 
 
 def head_percentiles(images: np.ndarray, percentile: float = 99.0) -> list[float]:
   """The `percentile` of each channel's non-zero pixels (the head) of `images` [..., C]; nan for a
   channel that is all 0."""
-  return [float(np.percentile(c[c > 0], percentile)) if (c > 0).any() else float('nan')
-          for c in np.moveaxis(images, -1, 0)]
+  return [np.percentile(c[c > 0], percentile) if (c > 0).any() else np.nan for c in np.moveaxis(images, -1, 0)]
 
 
 def segmenter_inputs(images: np.ndarray, stacks, context_slices: int = 0, scale_volumes: bool = False) -> np.ndarray:
