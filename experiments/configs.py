@@ -20,9 +20,13 @@ FINAL = {f'exp{i:02d}': REPORT.with_flags(experiment=f'exp{i:02d}', preprocess='
                                           strategy=strategy, epochs=30)
          for i, (strategy, arch) in enumerate(itertools.product(STRATEGIES, ARCHS), start=17)}
 SEGMENTATION = {
+    # The CPU-sized recipe (chosen on validation patients: experiments/README.md, "Segmentation"):
+    # each patient's scan on one intensity scale, each slice with its neighbours (2.5D), epochs of
+    # half tumor slices.
     'seg01': Config.from_flags('segment', experiment='seg01', encoder='residual', init='scratch',
                                preprocess='resize_flip_affine', image_size=128, unet_width=16, batch_size=16,
-                               epochs=20, optimizer='adam', learning_rate=1e-3, lr_schedule='cosine'),
+                               epochs=30, optimizer='adam', learning_rate=1e-3, lr_schedule='cosine',
+                               scale_volumes=True, context_slices=1, tumor_share=0.5),
     'seg02': Config.from_flags('segment', experiment='seg02', encoder='resnet18', init='imagenet',
                                preprocess='resize_flip_affine_normalize', image_size=128, unet_width=16,
                                batch_size=16, epochs=20, optimizer='adam', learning_rate=1e-3, lr_schedule='cosine'),
