@@ -15,7 +15,6 @@ import itertools
 import numpy as np
 from scipy import ndimage
 
-from jaxbrain.data.arrays import patient_stacks
 from jaxbrain.metrics import segmentation_counts, segmentation_metrics_from_counts
 
 IN_PLANE = np.array([np.zeros((3, 3)), np.ones((3, 3)), np.zeros((3, 3))], bool)  # 8-connected, never across slices
@@ -35,6 +34,13 @@ class MaskRule:
   def from_json(cls, record: dict | None) -> MaskRule:
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in (record or {}).items() if k in fields})
+
+
+def patient_stacks(patients: np.ndarray) -> list[slice]:
+  """The runs of equal consecutive entries of `patients` [N]: the stacks of slices the 3D step reads."""
+  patients = np.asarray(patients)
+  starts = np.flatnonzero(np.r_[True, patients[1:] != patients[:-1]])
+  return [slice(a, b) for a, b in zip(starts, np.r_[starts[1:], len(patients)])]
 
 
 def remove_small_components(masks: np.ndarray, min_pixels: int) -> np.ndarray:

@@ -25,14 +25,6 @@ class SliceArrays:
     return len(self.label)
 
 
-def patient_stacks(patients) -> list[slice]:
-  """The runs of equal consecutive entries of `patients` [N]: the stacks of slices (volumes) that
-  2.5D input, volume scaling and 3D post-processing read."""
-  patients = np.asarray(patients)
-  starts = np.flatnonzero(np.r_[True, patients[1:] != patients[:-1]])
-  return [slice(a, b) for a, b in zip(starts, np.r_[starts[1:], len(patients)])]
-
-
 def with_neighbours(images: np.ndarray, stacks, count: int) -> np.ndarray:
   """Slices [N, H, W, C] in slice order -> [N, H, W, (2 * count + 1) * C]: each slice with `count`
   neighbours on either side as extra channels (2.5D input), ordered from the slice `count` below
@@ -41,10 +33,11 @@ def with_neighbours(images: np.ndarray, stacks, count: int) -> np.ndarray:
   slice that end slice repeats. `count` 0 returns `images` itself."""
   if not count:
     return images
-  spans = patient_stacks(stacks)
-  first = np.concatenate([np.full(s.stop - s.start, s.start) for s in spans])
-  last = np.concatenate([np.full(s.stop - s.start, s.stop - 1) for s in spans])
-  rows = np.arange(len(first))
+  stacks = np.asarray(stacks)
+  starts = np.flatnonzero(np.r_[True, stacks[1:] != stacks[:-1]])
+  ends = np.r_[starts[1:], len(stacks)] - 1
+  first, last = np.repeat(starts, ends - starts + 1), np.repeat(ends, ends - starts + 1)
+  rows = np.arange(len(stacks))
   return np.concatenate([images[np.clip(rows + offset, first, last)] for offset in range(-count, count + 1)], axis=-1)
 
 
@@ -54,13 +47,15 @@ def scaled_per_volume(images: np.ndarray, stacks, percentile: float = 99.0, targ
   `target`, clipped to 255. Scanners and protocols differ in intensity scale (some patients' scans
   are a third as bright as most): the model then sees every volume on one scale. `stacks` [N] groups
   slices into volumes (consecutive equal entries); a channel that is all 0 stays 0."""
+  stacks = np.asarray(stacks)
+  starts = np.flatnonzero(np.r_[True, stacks[1:] != stacks[:-1]])
   scaled = np.empty_like(images)
-  for span in patient_stacks(stacks):
-    volume = images[span].astype(np.float32)
+  for start, end in zip(starts, np.r_[starts[1:], len(stacks)]):
+    volume = images[start:end].astype(np.float32)
     for c, value in enumerate(head_percentiles(volume, percentile)):
       if value == value:  # not nan: the channel has a head
         volume[..., c] *= target / value
-    scaled[span] = np.clip(np.rint(volume), 0, 255).astype(np.uint8)
+    scaled[start:end] = np.clip(np.rint(volume), 0, 255).astype(np.uint8)
   return scaled
 
 

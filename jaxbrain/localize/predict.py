@@ -20,14 +20,14 @@ import numpy as np
 from PIL import Image
 
 from jaxbrain.data import kaggle3m, nifti
-from jaxbrain.data.arrays import patient_stacks, segmenter_inputs
+from jaxbrain.data.arrays import segmenter_inputs
 from jaxbrain.data.transforms import apply_preprocessing, native_logits
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.localize.gradcam import gradcam
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json
 from jaxbrain.pages import write_prediction_report
-from jaxbrain.postprocess import apply_rule
+from jaxbrain.postprocess import apply_rule, patient_stacks
 from jaxbrain.runs import LoadedRun, RunError, gate_path, load_run, read_gate
 
 
