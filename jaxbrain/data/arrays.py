@@ -33,11 +33,9 @@ def with_neighbours(images: np.ndarray, stacks, count: int) -> np.ndarray:
   slice that end slice repeats. `count` 0 returns `images` itself."""
   if not count:
     return images
-  stacks = np.asarray(stacks)
-  starts = np.flatnonzero(np.r_[True, stacks[1:] != stacks[:-1]])
-  ends = np.r_[starts[1:], len(stacks)] - 1
-  first, last = np.repeat(starts, ends - starts + 1), np.repeat(ends, ends - starts + 1)
-  rows = np.arange(len(stacks))
+  starts, ends = _volume_bounds(stacks)
+  first, last = np.repeat(starts, ends - starts), np.repeat(ends - 1, ends - starts)
+  rows = np.arange(len(first))
   return np.concatenate([images[np.clip(rows + offset, first, last)] for offset in range(-count, count + 1)], axis=-1)
 
 
@@ -47,16 +45,22 @@ def scaled_per_volume(images: np.ndarray, stacks, percentile: float = 99.0, targ
   `target`, clipped to 255. Scanners and protocols differ in intensity scale (some patients' scans
   are a third as bright as most): the model then sees every volume on one scale. `stacks` [N] groups
   slices into volumes (consecutive equal entries); a channel that is all 0 stays 0."""
-  stacks = np.asarray(stacks)
-  starts = np.flatnonzero(np.r_[True, stacks[1:] != stacks[:-1]])
   scaled = np.empty_like(images)
-  for start, end in zip(starts, np.r_[starts[1:], len(stacks)]):
+  for start, end in zip(*_volume_bounds(stacks)):
     volume = images[start:end].astype(np.float32)
     for c, value in enumerate(head_percentiles(volume, percentile)):
       if value == value:  # not nan: the channel has a head
         volume[..., c] *= target / value
     scaled[start:end] = np.clip(np.rint(volume), 0, 255).astype(np.uint8)
   return scaled
+
+
+def _volume_bounds(stacks) -> tuple[np.ndarray, np.ndarray]:
+  """Each volume's first row and one past its last, for `stacks` [N] grouping rows into volumes
+  (consecutive equal entries)."""
+  stacks = np.asarray(stacks)
+  starts = np.flatnonzero(np.r_[True, stacks[1:] != stacks[:-1]])
+  return starts, np.r_[starts[1:], len(stacks)]
 
 
 def head_percentiles(images: np.ndarray, percentile: float = 99.0) -> list[float]:
