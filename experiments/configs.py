@@ -31,11 +31,12 @@ SEGMENTATION = {
                                preprocess='resize_flip_affine_normalize', image_size=128, unet_width=16,
                                batch_size=16, epochs=20, optimizer='adam', learning_rate=1e-3, lr_schedule='cosine'),
     # The full-size recipe, for an accelerator: the native 256 px (no down-and-up resampling of thin
-    # tumors), twice seg01's width, deep supervision, intensity augmentation, three times the epochs.
+    # tumors), twice seg01's width, deep supervision, intensity augmentation, twice the epochs, and
+    # the inputs and epochs seg01's validation chose (volume scale, 2.5D, half tumor slices).
     'seg03': Config.from_flags('segment', experiment='seg03', encoder='residual', init='scratch',
                                preprocess='resize_flip_affine_intensity_normalize', image_size=256, unet_width=32,
                                deep_supervision=2, batch_size=16, epochs=60, optimizer='adam', learning_rate=1e-3,
-                               lr_schedule='cosine'),
+                               lr_schedule='cosine', scale_volumes=True, context_slices=1, tumor_share=0.5),
 }
 # Detection from random initialization (no ImageNet weights): the recipe chosen on validation patients
 # (experiments/README.md, "How exp21's recipe was chosen"); exp21 fits 15 minutes of a 2-core CPU, weighs
