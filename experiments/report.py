@@ -3,9 +3,12 @@
   python -m experiments.report [--workdir checkpoints] [--out report.md]
 
 One row per run: data (real or phantom), split, init, image size, number of test patients and
-the test metrics of the checkpoint validation selected. The study's own published accuracies
-stand on a separate reference line with their setting; they are not a column beside runs of
-another setting.
+the test metrics of the checkpoint validation selected; segmentation runs at the slices' native
+256x256 with the post-processing validation chose (what `jaxbrain predict` writes), where the run
+measured it. Runs of one recipe on all five folds of the 5-fold patient split get a row more: the
+figures over all their test patients (each patient tested once). The study's own published
+accuracies stand on a separate reference line with their setting; they are not a column beside
+runs of another setting.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import json
 import warnings
 from pathlib import Path
 
+from jaxbrain.data.splits import NUM_FOLDS
 from jaxbrain.runs import RunError, read_config
 
 REFERENCE = ('Reference (the study, not measured here): ResNet18 fine-tune (exp20) 97% accuracy, ResNet50 '
@@ -85,14 +89,64 @@ def markdown(runs: list[dict]) -> str:
   return '\n'.join(parts)
 
 
-def _segmentation_table(runs: list[dict]) -> str:
-  lines = [SETTING_HEADER + ' encoder | Dice per volume [95% CI] | IoU per volume | Dice on tumor slices | '
-           'false-positive rate (tumor-free slices) |', '|' + '---|' * 15]
+def _segmentation_figures(r: dict) -> tuple[str, dict]:
+  """(where measured, test figures) of a segmentation run: at 256x256 post-processed where the run
+  measured that, else (older runs) as the model gives them at its own size."""
+  if 'native_postprocessed' in r:
+    return '256 px, post-processed', r['native_postprocessed']
+  return f"{r.get('image_size', '?')} px", r
+
+
+# How each segmentation figure pools over folds: a mean over this count of each fold's test set.
+POOLED_OVER = {'dice_per_volume': 'test_patients', 'iou_per_volume': 'test_patients',
+               'dice_tumor_slices': 'test_tumor_slices', 'false_positive_rate': 'test_tumor_free_slices'}
+
+
+def fold_means(runs: list[dict]) -> list[dict]:
+  """For each recipe run on every fold of the 5-fold patient split (runs whose configs differ only
+  in fold, run name and workdir), its segmentation figures over all the folds' test patients: each
+  fold's figure weighted by what it averages (patients, tumor slices, tumor-free slices), which is
+  the figure over the pooled test sets exactly. Recipes missing a fold, or with a fold twice, get none."""
+  groups = {}
   for r in runs:
-    ci = r.get('confidence_95') or {}
-    lines.append(f"{_setting(r)} {r.get('arch', '?')} | {_fmt(r['dice_per_volume'], ci.get('dice_per_volume'))} | "
-                 f"{_fmt(r['iou_per_volume'])} | {_fmt(r['dice_tumor_slices'])} | "
-                 f"{_fmt(r['false_positive_rate'], ci.get('false_positive_rate'))} |")
+    if r.get('fold') is None or r.get('task') != 'segment' or not r['config']:
+      continue
+    key = (r['experiment'], json.dumps({k: v for k, v in r['config'].items() if k not in ('fold', 'run_name', 'workdir')},
+                                       sort_keys=True))
+    groups.setdefault(key, []).append(r)
+  pooled = []
+  for (experiment, _), folds in groups.items():
+    if sorted(r['fold'] for r in folds) != list(range(NUM_FOLDS)):
+      continue
+    where = {_segmentation_figures(r)[0] for r in folds}
+    figures = {}
+    for key, count in POOLED_OVER.items():
+      weights = [_fold_counts(r)[count] for r in folds]
+      figures[key] = sum(w * _segmentation_figures(r)[1][key] for w, r in zip(weights, folds)) / sum(weights)
+    pooled.append({'experiment': experiment, 'runs': [r['run'] for r in sorted(folds, key=lambda r: r['fold'])],
+                   'where': where.pop() if len(where) == 1 else 'mixed', 'test_patients': sum(
+                       _fold_counts(r)['test_patients'] for r in folds), **figures})
+  return pooled
+
+
+def _fold_counts(r: dict) -> dict:
+  counts = r['counts']
+  return {**counts, 'test_tumor_free_slices': counts['test_slices'] - counts['test_tumor_slices']}
+
+
+def _segmentation_table(runs: list[dict]) -> str:
+  lines = [SETTING_HEADER + ' encoder | measured at | Dice per volume [95% CI] | IoU per volume | Dice on tumor '
+           'slices | false-positive rate (tumor-free slices) |', '|' + '---|' * 16]
+  for r in runs:
+    where, figures = _segmentation_figures(r)
+    ci = figures.get('confidence_95') or {}
+    lines.append(f"{_setting(r)} {r.get('arch', '?')} | {where} | "
+                 f"{_fmt(figures['dice_per_volume'], ci.get('dice_per_volume'))} | {_fmt(figures['iou_per_volume'])} | "
+                 f"{_fmt(figures['dice_tumor_slices'])} | {_fmt(figures['false_positive_rate'], ci.get('false_positive_rate'))} |")
+  for m in fold_means(runs):
+    lines.append(f"| {m['experiment']} | **all {NUM_FOLDS} folds** ({', '.join(m['runs'])}) | | | | | | | "
+                 f"{m['test_patients']} | | | {m['where']} | **{_fmt(m['dice_per_volume'])}** | "
+                 f"{_fmt(m['iou_per_volume'])} | {_fmt(m['dice_tumor_slices'])} | **{_fmt(m['false_positive_rate'])}** |")
   return '\n'.join(lines) + '\n'
 
 

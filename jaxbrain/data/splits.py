@@ -21,6 +21,7 @@ from jaxbrain.errors import ConfigError
 SPLIT_KINDS = ('patient', 'slice')
 SIDES = ('train', 'validation', 'test')
 HELD_OUT_FRACTION = 0.15  # of all patients (or slices), for validation and for test each
+NUM_FOLDS = 5  # the k-fold patient split that `--fold` draws from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +106,7 @@ def patient_split(patients: np.ndarray, labels: np.ndarray, held_out_fraction: f
   return _from_patients(patients, labels, validation, test)
 
 
-def patient_folds(patients: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0) -> list[np.ndarray]:
+def patient_folds(patients: np.ndarray, labels: np.ndarray, k: int = NUM_FOLDS, seed: int = 0) -> list[np.ndarray]:
   """K disjoint patient folds covering every patient once: each consecutive block of k patients in
   tumor-count order is dealt one to a fold, in seeded random order."""
   patients, labels = np.asarray(patients), np.asarray(labels)
@@ -119,7 +120,7 @@ def patient_folds(patients: np.ndarray, labels: np.ndarray, k: int = 5, seed: in
   return [ordered[fold_of == f] for f in range(k)]
 
 
-def patient_kfold(patients: np.ndarray, labels: np.ndarray, fold: int, k: int = 5,
+def patient_kfold(patients: np.ndarray, labels: np.ndarray, fold: int, k: int = NUM_FOLDS,
                   held_out_fraction: float = HELD_OUT_FRACTION, seed: int = 0) -> Split:
   """Fold `fold` of a k-fold patient split is test; about `held_out_fraction` of all patients,
   drawn stratified from the other folds, is validation; the rest trains."""
@@ -135,7 +136,7 @@ def patient_kfold(patients: np.ndarray, labels: np.ndarray, fold: int, k: int = 
 
 
 def make_split(kind: str, patients: np.ndarray, labels: np.ndarray, *, fold: int | None = None,
-               num_folds: int = 5, seed: int = 0) -> Split:
+               num_folds: int = NUM_FOLDS, seed: int = 0) -> Split:
   """Dispatches on `kind` ('patient' or 'slice'); `fold` selects fold K of a k-fold patient split as test."""
   if kind not in SPLIT_KINDS:
     raise ConfigError(f'unknown split {kind!r}; choose one of {SPLIT_KINDS}')
