@@ -69,7 +69,7 @@ def _evaluate(args) -> int:
   from jaxbrain.files import jsonable
   from jaxbrain.localize.evaluate import evaluate, format_table
 
-  result = evaluate(args.pred_dir, args.truth)
+  result = evaluate(args.pred_dir, args.truth, args.bootstrap_samples)
   print(format_table(result))
   print(json.dumps(jsonable(result)))
   return 0
@@ -129,12 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
   predict.set_defaults(run_command=_predict)
   evaluate = commands.add_parser(
       'evaluate', help='score a `jaxbrain predict` output against the true masks and labels',
-      description='Scores PRED_DIR (a `jaxbrain predict` output) against the true masks of a kaggle_3m tree: slice '
-                  'detection, and with masks per-volume Dice, IoU and HD95, Dice on tumor slices, the false-positive '
-                  'rate on tumor-free slices. Prints a table, then one JSON object.',
-      epilog='example: jaxbrain evaluate predictions/ --truth ../shared/data/lgg/kaggle_3m')
-  evaluate.add_argument('pred_dir', help='a folder written by `jaxbrain predict`')
+      description='Scores PRED_DIR (a `jaxbrain predict` output; several are scored as one set of patients, each '
+                  'patient in one of them) against the true masks of a kaggle_3m tree: slice detection, and with '
+                  'masks per-volume Dice, IoU and HD95, Dice on tumor slices, the false-positive rate on tumor-free '
+                  'slices, with 95% patient-bootstrap intervals. Prints a table, then one JSON object.',
+      epilog='example: jaxbrain evaluate predictions/ --truth ../shared/data/lgg/kaggle_3m; the five folds pooled: '
+             'jaxbrain evaluate pred/fold0 pred/fold1 pred/fold2 pred/fold3 pred/fold4 --truth ...')
+  evaluate.add_argument('pred_dir', nargs='+', help='folders written by `jaxbrain predict`')
   evaluate.add_argument('--truth', required=True, help='the kaggle_3m folder holding the true masks of those slices')
+  evaluate.add_argument('--bootstrap-samples', type=int, default=1000,
+                        help='patient-bootstrap resamples for the 95%% intervals (0: none) (default: 1000)')
   evaluate.set_defaults(run_command=_evaluate)
   gate = commands.add_parser(
       'gate', help='detect, then localize: choose on validation where the classifier empties the masks',

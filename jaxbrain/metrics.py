@@ -218,6 +218,13 @@ def segmentation_metrics_from_counts(counts: dict[str, np.ndarray], patients: np
   }
 
 
+def segmentation_metrics_with_intervals(counts: dict[str, np.ndarray], patients: np.ndarray, samples: int,
+                                        seed: int = 0) -> dict:
+  """`segmentation_metrics_from_counts`, with their 95% intervals from `patient_intervals`."""
+  resampled = lambda rows, groups: segmentation_metrics_from_counts({k: v[rows] for k, v in counts.items()}, groups)  # noqa: E731
+  return {**segmentation_metrics_from_counts(counts, patients), **patient_intervals(resampled, patients, samples, seed)}
+
+
 def segmentation_metrics(predicted: np.ndarray, true: np.ndarray, patients: np.ndarray) -> dict:
   """Metrics of binary masks [N, H, W] of slices belonging to `patients` [N].
 

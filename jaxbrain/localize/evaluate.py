@@ -1,5 +1,6 @@
-"""`jaxbrain evaluate PRED_DIR --truth KAGGLE_DIR`: a `jaxbrain predict` output scored against the
-true masks and labels of a kaggle_3m tree.
+"""`jaxbrain evaluate PRED_DIR... --truth KAGGLE_DIR`: `jaxbrain predict` outputs scored against the
+true masks and labels of a kaggle_3m tree; several outputs (say, the five folds' test patients,
+each predicted by its own fold's run) are scored as one set of patients.
 
 Segmentation figures are computed at the slices' native 256x256 (predict writes its masks there,
 resized from the model's resolution), per patient volume (the patient's slices stacked in slice
@@ -10,12 +11,14 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from jaxbrain.data import kaggle3m
 from jaxbrain.localize.predict import output_names
-from jaxbrain.metrics import classification_metrics, dice, hausdorff95, iou, segmentation_metrics
+from jaxbrain.metrics import (classification_metrics, dice, hausdorff95, iou, segmentation_counts,
+                              segmentation_metrics_with_intervals)
 from jaxbrain.runs import RunError
 
 WORST_SHOWN = 5
@@ -54,14 +57,34 @@ def _distribution(per_patient: dict[str, float]) -> dict:
           'worst': [{'patient': p, 'value': per_patient[p]} for p in worst]}
 
 
-def evaluate(pred_dir: str | Path, truth_dir: str | Path) -> dict:
+def _read_outputs(pred_dirs: Sequence[Path]) -> list[tuple[Path, list[dict]]]:
+  """Each folder's prediction rows; a patient in two folders, or masks in some folders only, is refused."""
+  outputs = [(d, _read_predictions(d)) for d in pred_dirs]
+  seen = {}
+  for folder, rows in outputs:
+    for patient in sorted({r['patient'] for r in rows}):
+      if patient in seen:
+        raise RunError(f'{seen[patient]} and {folder} both hold patient {patient}; give each patient once')
+      seen[patient] = folder
+  with_masks = [folder for folder, rows in outputs if 'tumor_pixels' in rows[0]]
+  if with_masks and len(with_masks) < len(outputs):
+    without = next(folder for folder, rows in outputs if 'tumor_pixels' not in rows[0])
+    raise RunError(f'{without} has no masks (predicted without --seg-run) but {with_masks[0]} has; score them apart')
+  return outputs
+
+
+def evaluate(pred_dirs: Sequence[str | Path] | str | Path, truth_dir: str | Path, bootstrap_samples: int = 1000,
+             seed: int = 0) -> dict:
   """Detection metrics of the slices' probabilities and labels; with masks (predict --seg-run),
   per-volume Dice and IoU (mean, median, worst five patients), Dice on tumor slices, the
-  false-positive rate on tumor-free slices, and HD95 per volume (voxels; `metrics.hausdorff95`:
-  volumes where exactly one of truth and prediction is empty are counted, not averaged)."""
-  pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
-  rows = _read_predictions(pred_dir)
-  truth = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, _truth_masks(rows, truth_dir))).astype(bool)
+  false-positive rate on tumor-free slices, their 95% patient-bootstrap intervals (none under
+  `metrics.MIN_BOOTSTRAP_PATIENTS` patients), and HD95 per volume (voxels; `metrics.hausdorff95`:
+  volumes where exactly one of truth and prediction is empty are counted, not averaged). Several
+  `pred_dirs` are pooled, each patient in exactly one of them."""
+  pred_dirs = [Path(pred_dirs)] if isinstance(pred_dirs, (str, Path)) else [Path(d) for d in pred_dirs]
+  outputs = _read_outputs(pred_dirs)
+  rows = [row for _, part in outputs for row in part]
+  truth = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, _truth_masks(rows, Path(truth_dir)))).astype(bool)
   labels = truth.reshape(len(truth), -1).any(1).astype(int)
   probabilities = np.array([float(r['probability']) for r in rows])
   detection = classification_metrics(labels, probabilities)
@@ -69,9 +92,9 @@ def evaluate(pred_dir: str | Path, truth_dir: str | Path) -> dict:
             'detection': {k: detection[k] for k in DETECTION_KEYS}}
   if 'tumor_pixels' not in rows[0]:
     return result
-  names = output_names([Path(r['path']) for r in rows])
-  predicted = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, [pred_dir / 'masks' / f'{n}_mask.png'
-                                                                 for n in names])).astype(bool)
+  mask_paths = [folder / 'masks' / f'{name}_mask.png' for folder, part in outputs
+                for name in output_names([Path(r['path']) for r in part])]
+  predicted = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, mask_paths)).astype(bool)
   patients = np.array([r['patient'] for r in rows])
   order = np.lexsort((np.array([int(r['slice']) if r['slice'] else 0 for r in rows]), patients))
   volumes = {}
@@ -79,7 +102,7 @@ def evaluate(pred_dir: str | Path, truth_dir: str | Path) -> dict:
     volumes.setdefault(patients[i], []).append(i)
   per_volume = {name: {'dice': dice(predicted[idx], truth[idx]), 'iou': iou(predicted[idx], truth[idx]),
                        'hd95': hausdorff95(predicted[idx], truth[idx])} for name, idx in volumes.items()}
-  overall = segmentation_metrics(predicted, truth, patients)
+  overall = segmentation_metrics_with_intervals(segmentation_counts(predicted, truth), patients, bootstrap_samples, seed)
   finite = [v['hd95'] for v in per_volume.values() if math.isfinite(v['hd95'])]
   result['segmentation'] = {
       'dice_per_volume': _distribution({p: v['dice'] for p, v in per_volume.items()}),
@@ -89,6 +112,7 @@ def evaluate(pred_dir: str | Path, truth_dir: str | Path) -> dict:
       'hd95_per_volume': {'mean': float(np.mean(finite)) if finite else float('nan'),
                           'median': float(np.median(finite)) if finite else float('nan'),
                           'volumes_with_one_side_empty': len(per_volume) - len(finite)},
+      **{k: v for k, v in overall.items() if k.startswith('confidence_95')},
       'per_volume': per_volume}
   return result
 
@@ -99,11 +123,17 @@ def format_table(result: dict) -> str:
            'slice detection: ' + ', '.join(f'{k} {v:.3f}' for k, v in result['detection'].items())]
   seg = result.get('segmentation')
   if seg:
+    ci = seg.get('confidence_95') or {}
+    interval = lambda key: f' [{ci[key][0]:.3f}, {ci[key][1]:.3f}]' if key in ci else ''  # noqa: E731
     for key in ('dice_per_volume', 'iou_per_volume'):
       worst = ', '.join(f'{w["patient"]} {w["value"]:.3f}' for w in seg[key]['worst'])
-      lines.append(f'{key}: mean {seg[key]["mean"]:.3f}, median {seg[key]["median"]:.3f}; worst: {worst}')
+      lines.append(f'{key}: mean {seg[key]["mean"]:.3f}{interval(key)}, median {seg[key]["median"]:.3f}; '
+                   f'worst: {worst}')
     hd = seg['hd95_per_volume']
-    lines.append(f'dice_tumor_slices {seg["dice_tumor_slices"]:.3f}, false_positive_rate '
-                 f'{seg["false_positive_rate"]:.3f}, hd95_per_volume mean {hd["mean"]:.1f} px, median '
-                 f'{hd["median"]:.1f} px ({hd["volumes_with_one_side_empty"]} volumes with one side empty)')
+    lines.append(f'dice_tumor_slices {seg["dice_tumor_slices"]:.3f}{interval("dice_tumor_slices")}, false_positive_rate '
+                 f'{seg["false_positive_rate"]:.3f}{interval("false_positive_rate")}, hd95_per_volume mean '
+                 f'{hd["mean"]:.1f} px, median {hd["median"]:.1f} px ({hd["volumes_with_one_side_empty"]} volumes '
+                 'with one side empty)')
+    if 'confidence_95_note' in seg:
+      lines.append(f'95% intervals {seg["confidence_95_note"]}')
   return '\n'.join(lines)

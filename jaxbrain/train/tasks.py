@@ -26,7 +26,7 @@ from jaxbrain.data.transforms import Preprocessing, resize
 from jaxbrain.errors import ConfigError
 from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTATION_KEYS, classification_metrics,
                               cross_entropy, patient_intervals, segmentation_counts, segmentation_metrics_from_counts,
-                              soft_segmentation_loss)
+                              segmentation_metrics_with_intervals, soft_segmentation_loss)
 from jaxbrain.files import write_csv
 from jaxbrain.postprocess import MaskRule, apply_rule, choose_rule
 from jaxbrain.train.outputs import plot_classification
@@ -258,10 +258,8 @@ class Segmentation(_SliceTask):
             'loss': soft_segmentation_loss(outputs['mask_probability'], self.true_masks(indices))}
 
   def test_metrics(self, outputs: dict, indices: np.ndarray) -> dict:
-    per_slice = self._counts(outputs, indices)
-    resampled = lambda rows, groups: segmentation_metrics_from_counts({k: v[rows] for k, v in per_slice.items()}, groups)
-    return {**segmentation_metrics_from_counts(per_slice, self.data.patient[indices]),
-            **self._intervals(indices, resampled)}
+    return segmentation_metrics_with_intervals(self._counts(outputs, indices), self.data.patient[indices],
+                                               self.config.bootstrap_samples, self.config.seed)
 
   def write_outputs(self, run_dir: Path, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
     write_test_predictions(run_dir / 'test_predictions.csv', self.data, indices, outputs)
@@ -297,10 +295,8 @@ class Segmentation(_SliceTask):
     for name, applied in (('native', MaskRule()), ('native_postprocessed', rule)):
       masks = apply_rule(applied, pixels[applied.flip_average], patients)
       per_slice = segmentation_counts(masks, truth)
-      resampled = lambda rows, groups, c=per_slice: segmentation_metrics_from_counts(  # noqa: E731
-          {k: v[rows] for k, v in c.items()}, groups)
-      added[name] = {**segmentation_metrics_from_counts(per_slice, patients),
-                     **patient_intervals(resampled, patients, self.config.bootstrap_samples, self.config.seed)}
+      added[name] = segmentation_metrics_with_intervals(per_slice, patients, self.config.bootstrap_samples,
+                                                        self.config.seed)
     # masks are the chosen rule's (the last applied), in stack order; back to split.test's
     back = np.argsort(order)
     outputs = {'probability': pixels[rule.flip_average].max(axis=(1, 2))[back], 'tumor_pixels': masks.sum(axis=(1, 2))[back],

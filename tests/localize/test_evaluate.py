@@ -61,3 +61,50 @@ def test_evaluate_refuses_slices_it_has_no_truth_for(phantom_png, phantom_tif, t
   _fake_predict_output(records, tmp_path / 'pred', lambda r: np.zeros((256, 256), bool))
   assert cli.main(['evaluate', str(tmp_path / 'pred'), '--truth', str(phantom_png)]) == 2
   assert 'no slice of that name' in capsys.readouterr().err
+
+
+def test_several_outputs_are_scored_as_one_set_of_patients(phantom_tif, tmp_path, capsys):
+  """Six patients (two exact, two shifted, two empty) predicted into two folders score exactly as
+  the same predictions in one folder, intervals included. Catches a second folder ignored or its
+  masks looked up in the first, intervals over fewer than five patients, and intervals missing
+  (or not bracketing the mean) where there are enough patients."""
+  records = kaggle3m.scan(phantom_tif)
+  patients = sorted({r.patient for r in records})[:6]
+  records = [r for r in records if r.patient in patients]
+  truth = lambda r: kaggle3m.read_mask(r.mask_path).astype(bool)  # noqa: E731
+  kind = {p: ('exact', 'shifted', 'empty')[i % 3] for i, p in enumerate(patients)}
+  mask_of = lambda r: {'exact': truth(r), 'shifted': np.roll(truth(r), 4, axis=1),  # noqa: E731
+                       'empty': np.zeros((256, 256), bool)}[kind[r.patient]]
+  _fake_predict_output(records, tmp_path / 'all', mask_of)
+  _fake_predict_output([r for r in records if r.patient in patients[:3]], tmp_path / 'a', mask_of)
+  _fake_predict_output([r for r in records if r.patient in patients[3:]], tmp_path / 'b', mask_of)
+  results = []
+  for folders in (['all'], ['a', 'b'], ['a']):
+    assert cli.main(['evaluate', *[str(tmp_path / f) for f in folders], '--truth', str(phantom_tif)]) == 0
+    results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+  one, pooled, few = results
+  assert pooled['patients'] == 6 and pooled['segmentation'] == one['segmentation']
+  low, high = pooled['segmentation']['confidence_95']['dice_per_volume']
+  assert low < pooled['segmentation']['dice_per_volume']['mean'] < high
+  assert few['patients'] == 3 and few['segmentation']['confidence_95'] is None
+  assert '3 patients' in few['segmentation']['confidence_95_note']
+
+
+def test_evaluate_refuses_a_patient_in_two_outputs_and_masks_in_some_only(phantom_png, tmp_path, capsys):
+  """Catches a patient counted twice when two outputs overlap (its volume would be scored twice),
+  and detection-only output pooled with masks (its slices would lack a mask file)."""
+  records = kaggle3m.scan(phantom_png)[:4]
+  _fake_predict_output(records, tmp_path / 'a', lambda r: np.zeros((256, 256), bool))
+  _fake_predict_output(records[:2], tmp_path / 'b', lambda r: np.zeros((256, 256), bool))
+  assert cli.main(['evaluate', str(tmp_path / 'a'), str(tmp_path / 'b'), '--truth', str(phantom_png)]) == 2
+  assert f'both hold patient {records[0].patient}' in capsys.readouterr().err
+  other = [r for r in kaggle3m.scan(phantom_png) if r.patient != records[0].patient][:2]
+  _fake_predict_output(other, tmp_path / 'c', lambda r: np.zeros((256, 256), bool))
+  with open(tmp_path / 'c' / 'predictions.csv') as f:
+    rows = [{k: v for k, v in row.items() if k != 'tumor_pixels'} for row in csv.DictReader(f)]
+  with open(tmp_path / 'c' / 'predictions.csv', 'w', newline='') as f:
+    writer = csv.DictWriter(f, list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  assert cli.main(['evaluate', str(tmp_path / 'a'), str(tmp_path / 'c'), '--truth', str(phantom_png)]) == 2
+  assert 'has no masks' in capsys.readouterr().err
