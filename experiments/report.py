@@ -5,8 +5,10 @@
 One row per run: data (real or phantom), split, init, image size, number of test patients and
 the test metrics of the checkpoint validation selected; segmentation runs at the slices' native
 256x256 with the post-processing validation chose (what `jaxbrain predict` writes), where the run
-measured it. Runs of one recipe on all five folds of the 5-fold patient split get a row more: the
-figures over all their test patients (each patient tested once). The study's own published
+measured it, beside the validation Dice that chose among the run's checkpoints and mask rules. Runs
+of one recipe on all five folds of the 5-fold patient split get a row more: the figures over all
+their test patients (each patient tested once) and the mean of the folds' validation Dice, the
+figure on which recipes are compared (never the test column). The study's own published
 accuracies stand on a separate reference line with their setting; they are not a column beside
 runs of another setting.
 """
@@ -34,18 +36,22 @@ def _fmt(value, ci=None) -> str:
 
 def gather(workdir: Path) -> list[dict]:
   """Every `<workdir>/<experiment>/<run>/metrics.json` written under the train/validation/test
-  protocol (a `test` entry), sorted by experiment and run; older runs are left out."""
+  protocol (a `test` entry), with the run's decision.json, sorted by experiment and run; older runs
+  are left out."""
   runs = []
   for path in sorted(workdir.glob('*/*/metrics.json')):
     try:
       metrics = json.loads(path.read_text())
       config = read_config(path.parent)[0].flat() if (path.parent / 'config.json').exists() else {}
+      decision_path = path.parent / 'decision.json'
+      decision = json.loads(decision_path.read_text()) if decision_path.exists() else {}
     except (json.JSONDecodeError, UnicodeDecodeError, RunError) as e:
       warnings.warn(f'{path.parent}: damaged run files ({type(e).__name__}: {e}); left out', stacklevel=2)
       continue
     if 'test' not in metrics:
       continue
-    runs.append({'experiment': path.parent.parent.name, 'run': path.parent.name, 'config': config, **metrics})
+    runs.append({'experiment': path.parent.parent.name, 'run': path.parent.name, 'config': config,
+                 'decision': decision, **metrics})
   return runs
 
 
@@ -89,12 +95,14 @@ def markdown(runs: list[dict]) -> str:
   return '\n'.join(parts)
 
 
-def _segmentation_figures(r: dict) -> tuple[str, dict]:
-  """(where measured, test figures) of a segmentation run: at 256x256 post-processed where the run
-  measured that, else (older runs) as the model gives them at its own size."""
+def _segmentation_figures(r: dict) -> tuple[str, dict, float | None]:
+  """(where measured, test figures, validation Dice per volume) of a segmentation run: at 256x256
+  post-processed by the rule validation chose where the run measured that, else (older runs) as the
+  model gives them at its own size; the validation figure measured the same way, None if not stored."""
   if 'native_postprocessed' in r:
-    return '256 px, post-processed', r['native_postprocessed']
-  return f"{r.get('image_size', '?')} px", r
+    validation = r.get('decision', {}).get('validation_dice_per_volume_native', {}).get('chosen_rule')
+    return '256 px, post-processed', r['native_postprocessed'], validation
+  return f"{r.get('image_size', '?')} px", r, r.get('validation', {}).get('dice_per_volume')
 
 
 # How each segmentation figure pools over folds: a mean over this count of each fold's test set.
@@ -119,7 +127,10 @@ def fold_means(runs: list[dict]) -> list[dict]:
     if sorted(r['fold'] for r in folds) != list(range(NUM_FOLDS)):
       continue
     where = {_segmentation_figures(r)[0] for r in folds}
-    figures = {}
+    validation = [_segmentation_figures(r)[2] for r in folds]
+    weights = [r['counts'].get('validation_patients', 0) for r in folds]
+    figures = {'validation_dice_per_volume': None if None in validation or not sum(weights) else
+               sum(w * v for w, v in zip(weights, validation)) / sum(weights)}
     for key, count in POOLED_OVER.items():
       weights = [_fold_counts(r)[count] for r in folds]
       figures[key] = sum(w * _segmentation_figures(r)[1][key] for w, r in zip(weights, folds)) / sum(weights)
@@ -135,17 +146,17 @@ def _fold_counts(r: dict) -> dict:
 
 
 def _segmentation_table(runs: list[dict]) -> str:
-  lines = [SETTING_HEADER + ' encoder | measured at | Dice per volume [95% CI] | IoU per volume | Dice on tumor '
-           'slices | false-positive rate (tumor-free slices) |', '|' + '---|' * 16]
+  lines = [SETTING_HEADER + ' encoder | measured at | validation Dice per volume (chooses) | Dice per volume [95% CI] | '
+           'IoU per volume | Dice on tumor slices | false-positive rate (tumor-free slices) |', '|' + '---|' * 17]
   for r in runs:
-    where, figures = _segmentation_figures(r)
+    where, figures, validation = _segmentation_figures(r)
     ci = figures.get('confidence_95') or {}
-    lines.append(f"{_setting(r)} {r.get('arch', '?')} | {where} | "
+    lines.append(f"{_setting(r)} {r.get('arch', '?')} | {where} | {_fmt(validation)} | "
                  f"{_fmt(figures['dice_per_volume'], ci.get('dice_per_volume'))} | {_fmt(figures['iou_per_volume'])} | "
                  f"{_fmt(figures['dice_tumor_slices'])} | {_fmt(figures['false_positive_rate'], ci.get('false_positive_rate'))} |")
   for m in fold_means(runs):
     lines.append(f"| {m['experiment']} | **all {NUM_FOLDS} folds** ({', '.join(m['runs'])}) | | | | | | | "
-                 f"{m['test_patients']} | | | {m['where']} | **{_fmt(m['dice_per_volume'])}** | "
+                 f"{m['test_patients']} | | | {m['where']} | {_fmt(m['validation_dice_per_volume'])} | **{_fmt(m['dice_per_volume'])}** | "
                  f"{_fmt(m['iou_per_volume'])} | {_fmt(m['dice_tumor_slices'])} | **{_fmt(m['false_positive_rate'])}** |")
   return '\n'.join(lines) + '\n'
 
