@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from jaxbrain.errors import ConfigError, UserError, run_entry_point
 from jaxbrain.files import write_json
 from jaxbrain.localize.evaluate import evaluate, format_table
 from jaxbrain.localize.predict import predict
-from jaxbrain.runs import read_split
+from jaxbrain.runs import read_json, read_split
 
 from experiments.common import resolve
 from experiments.configs import EXPERIMENTS
@@ -66,7 +65,7 @@ def run_dir(config: Config) -> Path:
 def fold_state(run_dir: Path) -> str:
   """'finished' (its metrics.json holds the test figures), 'started' (a config.json: resumable) or 'new'."""
   metrics = run_dir / 'metrics.json'
-  if metrics.is_file() and 'test' in json.loads(metrics.read_text()):
+  if metrics.is_file() and 'test' in read_json(metrics):
     return 'finished'
   return 'started' if (run_dir / 'config.json').is_file() else 'new'
 

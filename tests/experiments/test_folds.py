@@ -5,6 +5,7 @@ import pytest
 
 from experiments import folds
 from jaxbrain.errors import ConfigError
+from jaxbrain.runs import RunError
 
 
 @pytest.mark.parametrize('flags', [['--fold', '1'], ['--resume'], ['--run-name=mine'], ['--overwrite'], []])
@@ -77,3 +78,11 @@ def test_five_tiny_folds_score_every_patient_once_by_the_run_that_never_saw_it(p
   assert folds.main(['seg01', *flags]) == 0
   assert capsys.readouterr().out.count('finished before, kept') == 5
   assert [(run / 'metrics.json').stat().st_mtime_ns for run in runs] == finished
+
+
+def test_a_damaged_metrics_file_is_named_not_a_traceback(tmp_path):
+  """Catches a half-written metrics.json (a run killed while writing it) ending the command with a
+  bug report instead of one line naming the file."""
+  (tmp_path / 'metrics.json').write_text('{"test": ')
+  with pytest.raises(RunError, match='metrics.json: damaged'):
+    folds.fold_state(tmp_path)
