@@ -132,7 +132,7 @@ def predict_folds(run_dirs: list[Path], data_dir: Path, out: Path, segment: bool
     outputs.append(out / f'fold{k}')
     roles = {'run_dir': None, 'seg_run_dir': run} if segment else {'run_dir': run}
     predict(inputs, out_dir=outputs[-1], overwrite=True, **roles)
-    print(f'fold {k}: its {len(test)} test patients predicted by {run.name} into {outputs[-1]}', flush=True)
+    print(f'fold {k}: its {len(test)} test patient(s) predicted by {run.name} into {outputs[-1]}', flush=True)
   return outputs
 
 
