@@ -62,12 +62,12 @@ def run_dir(config: Config) -> Path:
   return Path(config.workdir) / config.experiment / config.resolved_run_name
 
 
-def fold_state(run_dir: Path) -> str:
+def fold_state(run: Path) -> str:
   """'finished' (its metrics.json holds the test figures), 'started' (a config.json: resumable) or 'new'."""
-  metrics = run_dir / 'metrics.json'
+  metrics = run / 'metrics.json'
   if metrics.is_file() and 'test' in read_json(metrics):
     return 'finished'
-  return 'started' if (run_dir / 'config.json').is_file() else 'new'
+  return 'started' if (run / 'config.json').is_file() else 'new'
 
 
 def train_folds(experiment: str, flags: list[str], run_dirs: list[Path], logs: Path, parallel: int = 1,
