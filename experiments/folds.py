@@ -32,7 +32,7 @@ from jaxbrain.localize.evaluate import evaluate, format_table
 from jaxbrain.localize.predict import predict
 from jaxbrain.runs import read_json, read_split
 
-from experiments.common import resolve
+from experiments.common import resolve, run_dir
 from experiments.configs import EXPERIMENTS
 
 FLAGS_SET_HERE = ('--fold', '--resume', '--overwrite', '--run-name')
@@ -56,10 +56,6 @@ def fold_configs(experiment: str, flags: list[str]) -> list[Config]:
   if not configs[0].data.data_dir:
     raise ConfigError('--data-dir is needed: the folds\' test patients are predicted from their folders')
   return configs
-
-
-def run_dir(config: Config) -> Path:
-  return Path(config.workdir) / config.experiment / config.resolved_run_name
 
 
 def fold_state(run: Path) -> str:
