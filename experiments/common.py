@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from jaxbrain import configure_cpu
-from jaxbrain.allocator import restart_with_tcmalloc
+from jaxbrain.allocator import missing_tcmalloc_notice, restart_with_tcmalloc
 from jaxbrain.config import Config
 from jaxbrain.errors import run_entry_point
 from jaxbrain.train import Interrupted, train_and_evaluate
@@ -105,6 +105,8 @@ def main(config: Config, argv: list[str] | None = None) -> dict:
   checkpointing), anything unexpected 1 with the traceback in a log (`--debug` prints it)."""
   if argv is None:
     restart_with_tcmalloc()
+    if notice := missing_tcmalloc_notice():
+      print(notice, file=sys.stderr)
   configure_cpu()
   debug = '--debug' in (sys.argv[1:] if argv is None else argv)
   result = {}

@@ -57,3 +57,15 @@ def restart_with_tcmalloc(directories: Sequence[str] | None = None) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, 'LD_PRELOAD': preload, _RESTARTED: '1'})
+
+
+def missing_tcmalloc_notice(directories: Sequence[str] | None = None) -> str | None:
+  """The line a training program prints when it runs on glibc's malloc only because tcmalloc is not
+  installed: on Linux, with no JAXBRAIN_ALLOCATOR=system, neither loaded nor found in `directories`.
+
+  None otherwise. The slowdown is silent without it (XLA:CPU steps page-fault their buffers in)."""
+  if (os.environ.get('JAXBRAIN_ALLOCATOR', 'tcmalloc') == 'system' or not sys.platform.startswith('linux')
+      or tcmalloc_loaded() or tcmalloc_path(directories) is not None):
+    return None
+  return ('note: tcmalloc is not installed, so training on the CPU runs with glibc\'s malloc, much slower '
+          '(apt install libtcmalloc-minimal4; README, "Performance"); JAXBRAIN_ALLOCATOR=system hides this note')

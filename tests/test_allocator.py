@@ -72,6 +72,39 @@ def test_the_programs_restart_when_run_from_the_command_line(fake_execve, fake_l
   assert len(fake_execve) == 2
 
 
+
+@pytest.mark.parametrize('setting,expected', [('not installed', True), ('installed', False), ('loaded', False),
+                                              ('opt-out', False)])
+def test_the_missing_tcmalloc_notice_shows_only_when_it_is_not_installed(setting, expected, fake_execve, fake_library,
+                                                                          tmp_path, monkeypatch):
+  """Catches a notice that never shows (a user training on glibc's malloc, much slower, without
+  knowing why) and one that nags when tcmalloc is found, already loaded, or glibc was chosen."""
+  directories = [tmp_path / 'nowhere'] if setting == 'not installed' else [fake_library]
+  if setting == 'loaded':
+    directories = [tmp_path / 'nowhere']
+    monkeypatch.setattr(allocator, 'tcmalloc_loaded', lambda: True)
+  if setting == 'opt-out':
+    directories = [tmp_path / 'nowhere']
+    monkeypatch.setenv('JAXBRAIN_ALLOCATOR', 'system')
+  notice = allocator.missing_tcmalloc_notice(directories)
+  assert (notice is not None) == expected
+  if expected:
+    assert 'apt install libtcmalloc-minimal4' in notice and '\n' not in notice
+
+
+def test_an_experiment_run_from_the_command_line_prints_the_notice(fake_execve, tmp_path, monkeypatch, capsys):
+  """Catches the runner not printing the notice (the function alone is not enough: nobody would see it)."""
+  from experiments import common, exp20
+  monkeypatch.setattr(allocator, 'LIBRARY_DIRS', (str(tmp_path / 'nowhere'),))
+
+  def run_entry_point(*args, **kwargs):
+    raise Restarted  # stands for "the run would start here"
+
+  monkeypatch.setattr(common, 'run_entry_point', run_entry_point)
+  with pytest.raises(Restarted):
+    common.main(exp20.CONFIG)
+  assert 'tcmalloc is not installed' in capsys.readouterr().err
+
 def test_cli_called_from_code_never_restarts(fake_execve, fake_library, monkeypatch, tmp_path):
   from jaxbrain import cli
   monkeypatch.setattr(allocator, 'LIBRARY_DIRS', (str(fake_library),))
