@@ -40,6 +40,11 @@ def tcmalloc_loaded() -> bool:
     return False
 
 
+def _tcmalloc_wanted() -> bool:
+  """On Linux, unless JAXBRAIN_ALLOCATOR=system chose glibc's malloc."""
+  return os.environ.get('JAXBRAIN_ALLOCATOR', 'tcmalloc') != 'system' and sys.platform.startswith('linux')
+
+
 def restart_with_tcmalloc(directories: Sequence[str] | None = None) -> None:
   """Re-executes this program (same interpreter, arguments and environment) with tcmalloc preloaded.
 
@@ -47,8 +52,7 @@ def restart_with_tcmalloc(directories: Sequence[str] | None = None) -> None:
   installed or already loaded, or when this process is itself the restart. Call it first thing in a
   program's entry point, before threads or files are opened.
   """
-  if (os.environ.get('JAXBRAIN_ALLOCATOR', 'tcmalloc') == 'system' or not sys.platform.startswith('linux')
-      or os.environ.get(_RESTARTED) or tcmalloc_loaded()):
+  if not _tcmalloc_wanted() or os.environ.get(_RESTARTED) or tcmalloc_loaded():
     return
   library = tcmalloc_path(directories)
   if library is None:
@@ -64,8 +68,7 @@ def missing_tcmalloc_notice(directories: Sequence[str] | None = None) -> str | N
   installed: on Linux, with no JAXBRAIN_ALLOCATOR=system, neither loaded nor found in `directories`.
 
   None otherwise. The slowdown is silent without it (XLA:CPU steps page-fault their buffers in)."""
-  if (os.environ.get('JAXBRAIN_ALLOCATOR', 'tcmalloc') == 'system' or not sys.platform.startswith('linux')
-      or tcmalloc_loaded() or tcmalloc_path(directories) is not None):
+  if not _tcmalloc_wanted() or tcmalloc_loaded() or tcmalloc_path(directories) is not None:
     return None
   return ('note: tcmalloc is not installed, so training on the CPU runs with glibc\'s malloc, much slower '
           '(apt install libtcmalloc-minimal4; README, "Performance"); JAXBRAIN_ALLOCATOR=system hides this note')
