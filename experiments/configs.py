@@ -24,7 +24,7 @@ SEGMENTATION = {
     # each patient's scan on one intensity scale, each slice with its neighbours (2.5D), epochs of
     # half tumor slices.
     'seg01': Config.from_flags('segment', experiment='seg01', encoder='residual', init='scratch',
-                               preprocess='resize_flip_affine', image_size=128, unet_width=16, batch_size=16,
+                               preprocess='resize_flip_affine', image_size=160, unet_width=16, batch_size=16,
                                epochs=30, optimizer='adam', learning_rate=1e-3, lr_schedule='cosine',
                                scale_volumes=True, context_slices=1, tumor_share=0.5),
     'seg02': Config.from_flags('segment', experiment='seg02', encoder='resnet18', init='imagenet',
