@@ -24,14 +24,17 @@ def program_text(fn, *args) -> str:
 
 def cases():
   """(name, step, state, batch) of the ResNet18 fine-tune train and eval steps at batch 8 (128 px)
-  and 32 (64 px, chunked weight gradients), and the seg01 ResUNet train step."""
+  and 32 (64 px, chunked weight gradients), and the seg01 ResUNet's train step, eval step and
+  native-resolution probability steps (with and without flip averaging): the training programs
+  and the inference programs `predict` and a run's decisions use."""
   import jax
   import jax.numpy as jnp
 
   from jaxbrain.data import Preprocessing
   from jaxbrain.models import create_model, create_segmenter
   from jaxbrain.train.state import create_train_state
-  from jaxbrain.train.steps import make_eval_step, make_segmentation_train_step, make_train_step
+  from jaxbrain.train.steps import (make_eval_step, make_native_probability_step, make_segmentation_eval_step,
+                                    make_segmentation_train_step, make_train_step)
   from jaxbrain.train.strategies import make_optimizer
 
   for size, batch in ((128, 8), (64, 32)):
@@ -46,8 +49,13 @@ def cases():
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
   tx = make_optimizer(variables['params'], 'finetune', 1e-3, 0.9, 'adam', 'cosine', 100)
   batch = {'image': jnp.zeros((8, 256, 256, 3), jnp.uint8), 'mask': jnp.zeros((8, 256, 256), jnp.uint8)}
-  step = make_segmentation_train_step(model, tx, Preprocessing.from_name('resize_flip_affine', 128))
-  yield 'resunet-128px-batch8-train', step, create_train_state(variables, tx, 0), batch
+  preprocessing = Preprocessing.from_name('resize_flip_affine', 128)
+  state = create_train_state(variables, tx, 0)
+  yield 'resunet-128px-batch8-train', make_segmentation_train_step(model, tx, preprocessing), state, batch
+  yield 'resunet-128px-batch8-eval', make_segmentation_eval_step(model, preprocessing), state, batch
+  for flip in (False, True):
+    yield (f'resunet-128px-batch8-native-flip{int(flip)}', make_native_probability_step(model, preprocessing, flip),
+           state, batch)
 
 
 def main() -> None:
