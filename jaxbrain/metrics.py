@@ -56,24 +56,30 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
   return np.array(fpr), np.array(tpr)
 
 
-def classification_metrics(labels: np.ndarray, probabilities: np.ndarray,
-                           threshold: float = DECISION_THRESHOLD) -> dict:
-  """accuracy, balanced_accuracy, roc_auc, sensitivity, specificity, precision, f1, confusion_matrix."""
-  labels = np.asarray(labels).astype(int)
-  predictions = (np.asarray(probabilities) >= threshold).astype(int)
-  (tn, fp), (fn, tp) = confusion_matrix(labels, predictions)
+def decision_metrics(labels: np.ndarray, decisions: np.ndarray, scores: np.ndarray) -> dict:
+  """accuracy, balanced_accuracy, sensitivity, specificity, precision, f1 and confusion_matrix of the
+  binary `decisions` (1 = tumor), and roc_auc of the `scores` that rank them (NaN when a score is not
+  finite). The decisions are taken as given: a rule that is not a threshold on `scores` (a
+  segmenter's post-processed mask, a gate) is scored as it decided."""
+  labels, decisions = np.asarray(labels).astype(int), np.asarray(decisions).astype(int)
+  (tn, fp), (fn, tp) = confusion_matrix(labels, decisions)
   sensitivity, specificity = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
-  precision = _ratio(tp, tp + fp)
   return {
       'accuracy': _ratio(tp + tn, len(labels)),
       'balanced_accuracy': (sensitivity + specificity) / 2,
-      'roc_auc': roc_auc(labels, probabilities),
+      'roc_auc': roc_auc(labels, scores),
       'sensitivity': sensitivity,
       'specificity': specificity,
-      'precision': precision,
+      'precision': _ratio(tp, tp + fp),
       'f1': _ratio(2 * tp, 2 * tp + fp + fn),
       'confusion_matrix': [[int(tn), int(fp)], [int(fn), int(tp)]],
   }
+
+
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray,
+                           threshold: float = DECISION_THRESHOLD) -> dict:
+  """`decision_metrics` of the decisions probability >= `threshold`."""
+  return decision_metrics(labels, np.asarray(probabilities) >= threshold, probabilities)
 
 
 MIN_BOOTSTRAP_PATIENTS = 5

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxbrain.data import kaggle3m
 from jaxbrain.localize.predict import output_names
-from jaxbrain.metrics import (classification_metrics, dice, hausdorff95, iou, segmentation_counts,
+from jaxbrain.metrics import (decision_metrics, dice, hausdorff95, iou, segmentation_counts,
                               segmentation_metrics_with_intervals)
 from jaxbrain.runs import RunError
 
@@ -75,7 +75,8 @@ def _read_outputs(pred_dirs: Sequence[Path]) -> list[tuple[Path, list[dict]]]:
 
 def evaluate(pred_dirs: Sequence[str | Path] | str | Path, truth_dir: str | Path, bootstrap_samples: int = 1000,
              seed: int = 0) -> dict:
-  """Detection metrics of the slices' probabilities and labels; with masks (predict --seg-run),
+  """Detection metrics of the slices' decisions as `predict` wrote them (the `label` column: accuracy,
+  sensitivity, specificity, ...) and of their ranking by `probability` (ROC AUC); with masks (predict --seg-run),
   per-volume Dice and IoU (mean, median, worst five patients), Dice on tumor slices, the
   false-positive rate on tumor-free slices, their 95% patient-bootstrap intervals (none under
   `metrics.MIN_BOOTSTRAP_PATIENTS` patients), and HD95 per volume (voxels; `metrics.hausdorff95`:
@@ -87,7 +88,7 @@ def evaluate(pred_dirs: Sequence[str | Path] | str | Path, truth_dir: str | Path
   truth = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, _truth_masks(rows, Path(truth_dir)))).astype(bool)
   labels = truth.reshape(len(truth), -1).any(1).astype(int)
   probabilities = np.array([float(r['probability']) for r in rows])
-  detection = classification_metrics(labels, probabilities)
+  detection = decision_metrics(labels, np.array([int(r['label']) for r in rows]), probabilities)
   result = {'slices': len(rows), 'patients': len({r['patient'] for r in rows}), 'tumor_slices': int(labels.sum()),
             'detection': {k: detection[k] for k in DETECTION_KEYS}}
   if 'tumor_pixels' not in rows[0]:

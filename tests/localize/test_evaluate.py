@@ -1,6 +1,7 @@
-"""`jaxbrain evaluate` on a hand-made predict output over the phantom's true masks (no model)."""
+"""`jaxbrain evaluate` on hand-made predict outputs over the phantom's true masks, and on a segmenter's predict output."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +109,29 @@ def test_evaluate_refuses_a_patient_in_two_outputs_and_masks_in_some_only(phanto
     writer.writerows(rows)
   assert cli.main(['evaluate', str(tmp_path / 'a'), str(tmp_path / 'c'), '--truth', str(phantom_png)]) == 2
   assert 'has no masks' in capsys.readouterr().err
+
+
+def test_detection_scores_the_label_column_predict_wrote(trained_runs, phantom_png, tmp_path, capsys):
+  """A segmenter-only prediction with a mask rule at threshold 0.3 that removes tumors under 1500
+  pixels (the phantom's are 800-2300) labels a slice by its post-processed mask, not by probability >= 0.5. Catches `evaluate` re-deciding the labels
+  by thresholding `probability` at 0.5 (its detection accuracy then differs from that of the
+  `label` column predict wrote) and a ROC AUC not computed from `probability`."""
+  from tests.localize.helpers import with_mask_rule
+  from jaxbrain.metrics import roc_auc
+
+  seg = with_mask_rule(trained_runs[1], tmp_path / 'seg', threshold=0.3, min_pixels=1500)
+  assert cli.main(['predict', str(phantom_png), '--seg-run', str(seg), '--out', str(tmp_path / 'pred'),
+                   '--no-progress']) == 0
+  with open(tmp_path / 'pred' / 'predictions.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  truth = {r.image_path.stem: int(kaggle3m.read_mask(r.mask_path).any()) for r in kaggle3m.scan(phantom_png)}
+  true = np.array([truth[Path(r['path']).stem] for r in rows])
+  labels = np.array([int(r['label']) for r in rows])
+  probabilities = np.array([float(r['probability']) for r in rows])
+  assert ((probabilities >= 0.5) != labels).any(), 'the rule must decide differently from p >= 0.5 somewhere'
+  capsys.readouterr()
+  assert cli.main(['evaluate', str(tmp_path / 'pred'), '--truth', str(phantom_png)]) == 0
+  detection = json.loads(capsys.readouterr().out.strip().splitlines()[-1])['detection']
+  assert detection['accuracy'] == pytest.approx(np.mean(labels == true))
+  assert detection['sensitivity'] == pytest.approx(labels[true == 1].mean())
+  assert detection['roc_auc'] == pytest.approx(roc_auc(true, probabilities))
