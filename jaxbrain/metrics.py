@@ -82,6 +82,20 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray,
   return decision_metrics(labels, np.asarray(probabilities) >= threshold, probabilities)
 
 
+def pointing_game(heatmaps: np.ndarray, masks: np.ndarray) -> float:
+  """Fraction of tumor slices whose heatmap peak (bilinearly upsampled to the mask size) falls inside
+  the true mask; heatmaps [N, h, w], masks [N, H, W]. Slices without tumor do not count; NaN when
+  no slice has a tumor."""
+  masks = np.asarray(masks, bool)
+  has_tumor = masks.reshape(len(masks), -1).any(1)
+  if not has_tumor.any():
+    return float('nan')
+  tumor_maps = jnp.asarray(heatmaps[has_tumor])
+  upsampled = np.asarray(jax.image.resize(tumor_maps, (len(tumor_maps), *masks.shape[1:]), 'bilinear'))
+  peaks = upsampled.reshape(len(upsampled), -1).argmax(1)
+  return float(masks[has_tumor].reshape(has_tumor.sum(), -1)[np.arange(len(peaks)), peaks].mean())
+
+
 MIN_BOOTSTRAP_PATIENTS = 5
 
 

@@ -21,11 +21,14 @@ IN_PLANE = np.array([np.zeros((3, 3)), np.ones((3, 3)), np.zeros((3, 3))], bool)
 ACROSS_SLICES = np.ones((3, 3, 3), bool)  # 26-connected: a tumor touching the next slice diagonally continues there
 
 
+PIXEL_THRESHOLD = 0.5  # the default rule: a pixel is tumor when its probability is above this
+
+
 @dataclasses.dataclass(frozen=True)
 class MaskRule:
   """How pixel probabilities become masks. The defaults (a pixel is tumor above 0.5, nothing
   removed, no flip averaging) are what a run without a stored rule gets."""
-  threshold: float = 0.5  # a pixel is tumor when its probability is above this
+  threshold: float = PIXEL_THRESHOLD  # a pixel is tumor when its probability is above this
   min_pixels: int = 0  # in-plane 8-connected components with fewer pixels are removed
   drop_single_slice: bool = False  # remove 26-connected 3D components that lie on one slice only
   flip_average: bool = False  # pixel probabilities averaged with those of the mirrored slice

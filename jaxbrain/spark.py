@@ -6,7 +6,7 @@ INPUT: files, folders (searched recursively) or any Hadoop-compatible URI Spark 
 `hdfs://`, `gs://`), or `--list FILE` with one such path per line. Files are read by Spark's
 `binaryFile` source, grouped by patient (a segmenter's post-processing reads a patient's whole
 stack) and scored per patient with `applyInPandas`; each Python worker loads the runs once
-(`jaxbrain.localize.predict.Scorer`) and keeps them for its later patients. An unreadable
+(`jaxbrain.inference.Scorer`) and keeps them for its later patients. An unreadable
 file gives a row with its `error` and no scores: one bad file never fails the job. The run
 directories must be readable by the executors: a shared filesystem path, or shipped with the
 job (`spark-submit --archives runs.zip#runs ... --run runs/exp20/<run>`).
@@ -39,7 +39,8 @@ def score_patient(frame, run_dir: str, seg_run_dir: str | None, batch_size: int)
   import pandas as pd
 
   from jaxbrain.data.kaggle3m import DataError, read_image
-  from jaxbrain.localize.predict import Scorer, slice_identity
+  from jaxbrain.data.kaggle3m import slice_identity
+  from jaxbrain.inference import Scorer
 
   key = (run_dir, seg_run_dir)
   if key not in _SCORERS:
@@ -72,7 +73,7 @@ def score_patient(frame, run_dir: str, seg_run_dir: str | None, batch_size: int)
 
 
 def _patient_of(uri: str) -> str:
-  from jaxbrain.localize.predict import slice_identity
+  from jaxbrain.data.kaggle3m import slice_identity
 
   return slice_identity(Path(_local_path(uri)))[0]
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, inputs: list[str]) -> int:
-  from jaxbrain.localize.predict import Scorer
+  from jaxbrain.inference import Scorer
 
   if '://' not in args.out and Path(args.out).exists() and not args.overwrite:
     raise OutputExistsError(f'{args.out}: already exists; choose a new --out, or pass --overwrite to replace it')

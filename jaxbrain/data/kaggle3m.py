@@ -282,3 +282,10 @@ def summarize(root: str | Path, progress: bool = False) -> dict:
       'warnings': notes,
   }
 
+
+def slice_identity(path: Path) -> tuple[str, int | None]:
+  """(patient, slice) from a kaggle_3m file name; else (its folder's name, None)."""
+  match = SLICE_FILE.match(path.stem)
+  if match:
+    return match['case'].rsplit('_', 1)[0], int(match['slice'])
+  return path.parent.name, None

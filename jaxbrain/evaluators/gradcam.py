@@ -14,7 +14,8 @@ from PIL import Image
 
 from jaxbrain.data.transforms import apply_preprocessing
 from jaxbrain.evaluators import evenly
-from jaxbrain.localize.gradcam import gradcam, pointing_game
+from jaxbrain.metrics import pointing_game
+from jaxbrain.models.gradcam import gradcam
 from jaxbrain.overlay import heatmap_overlay
 
 SHOWN = 8

@@ -1,6 +1,6 @@
-"""Overlays of the test patients' predicted masks: `overlays/<patient>_<slice>.png` (prediction red,
-truth outlined green) for evenly spaced tumor slices and a few tumor-free ones. Segmentation runs
-only; adds no metric."""
+"""Overlays of the test patients' predicted masks: `overlays/<patient>_<slice>.png` (the mask the
+run's chosen rule makes at 256x256, as `jaxbrain predict` writes it, red; truth outlined green) for
+evenly spaced tumor slices and a few tumor-free ones. Segmentation runs only; adds no metric."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +17,8 @@ TUMOR_SHOWN, EMPTY_SHOWN = 8, 4
 def evaluate(task, variables: dict, indices: np.ndarray, outputs: dict, out_dir: Path | None) -> dict:
   if out_dir is None:
     return {}
-  data, predicted, true = task.data, outputs['mask_probability'] > 0.5, task.true_masks(indices)
+  data, predicted = task.data, outputs['mask']
+  true = data.mask[indices] > 0
   folder = out_dir / 'overlays'
   folder.mkdir(parents=True, exist_ok=True)
   has_tumor = true.reshape(len(true), -1).any(1)

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxbrain.data import kaggle3m
 from jaxbrain.files import write_json
-from jaxbrain.localize.predict import Scorer
+from jaxbrain.inference import Scorer
 from jaxbrain.metrics import classification_metrics, patient_intervals, segmentation_counts
 from jaxbrain.postprocess import choose_gate, gated_counts, pipeline_metrics
 from jaxbrain.runs import RunError, check_same_split, gate_path

@@ -15,19 +15,17 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-import jax
 import numpy as np
 from PIL import Image
 
 from jaxbrain.data import kaggle3m, nifti
-from jaxbrain.data.arrays import segmenter_inputs
-from jaxbrain.data.transforms import apply_preprocessing, native_logits
+from jaxbrain.data.kaggle3m import slice_identity
 from jaxbrain.errors import OutputExistsError
-from jaxbrain.localize.gradcam import gradcam
+from jaxbrain.inference import Scorer
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json
 from jaxbrain.pages import write_prediction_report
-from jaxbrain.postprocess import apply_rule, patient_stacks
+from jaxbrain.postprocess import patient_stacks
 from jaxbrain.runs import LoadedRun, RunError, gate_path, load_run, read_gate
 
 
@@ -49,14 +47,6 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
   if not images:
     raise kaggle3m.DataError(f'no slice images (.tif/.png, not _mask) in {", ".join(map(str, paths))}')
   return images
-
-
-def slice_identity(path: Path) -> tuple[str, int | None]:
-  """(patient, slice) from a kaggle_3m file name; else (its folder's name, None)."""
-  match = kaggle3m.SLICE_FILE.match(path.stem)
-  if match:
-    return match['case'].rsplit('_', 1)[0], int(match['slice'])
-  return path.parent.name, None
 
 
 OUTPUT_MARKER = '.jaxbrain-predict'  # written into every output folder; --overwrite replaces only such folders
@@ -101,121 +91,6 @@ def output_names(paths: Sequence[Path]) -> list[str]:
     counts[path.stem] = counts.get(path.stem, 0) + 1
   return [p.stem if counts[p.stem] == 1 else f'{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}'
           for p in paths]
-
-
-@dataclasses.dataclass
-class Scores:
-  """What a `Scorer` gives for N slices."""
-  probability: np.ndarray  # [N] tumor probability
-  label: np.ndarray  # [N] 1 = tumor
-  heatmap: np.ndarray | None  # [N, h, w] Grad-CAM, with a classifier alone
-  mask: np.ndarray | None  # [N, 256, 256] bool, with a segmenter: post-processed by its stored rule
-
-
-class Scorer:
-  """A classifier run and/or a segmenter run, jitted once, scoring uint8 slices [N, 256, 256, 3].
-
-  The probability and label are the classifier's (its stored threshold); with a segmenter too, the
-  classifier gates the masks: a slice whose probability is below the gate chosen for the pair on
-  validation (`jaxbrain gate`; else the classifier's threshold) gets an empty mask. With a segmenter alone
-  the probability is the segmenter's slice-level tumor probability: its largest pixel probability
-  at the native 256x256 (flip-averaged when its rule says so); the label says whether the slice's
-  post-processed mask has a tumor pixel. Masks follow the segmenter's stored `MaskRule`, applied per
-  patient stack. Heatmaps come with a classifier alone.
-  """
-
-  def __init__(self, run_dir: str | Path | None, seg_run_dir: str | Path | None = None, batch_size: int = 16):
-    if run_dir is None and seg_run_dir is None:
-      raise RunError('nothing to score with: give a classification run (--run), a segmentation run (--seg-run), '
-                     'or both')
-    self.classifier = load_run(run_dir, 'classify') if run_dir else None
-    self.segmenter = load_run(seg_run_dir, 'segment') if seg_run_dir else None
-    self.batch_size = batch_size
-    self.gate, self.gate_source = None, None  # masks are emptied where the classifier's probability < gate
-    if self.classifier and self.segmenter:
-      chosen = read_gate(self.segmenter, self.classifier)
-      if chosen is None:
-        self.gate = self.classifier.threshold
-        self.gate_source = ('the classifier\'s threshold: no gate was chosen on validation for these two runs '
-                            '(jaxbrain gate chooses one)')
-      else:
-        self.gate = chosen['gate']
-        self.gate_source = f'chosen on validation patients ({gate_path(self.segmenter, self.classifier)})'
-    self._classify = jax.jit(self._classify_batch)
-    self._segment = jax.jit(self._segment_batch)
-
-  @property
-  def runs(self) -> list[LoadedRun]:
-    return [run for run in (self.classifier, self.segmenter) if run is not None]
-
-  @property
-  def threshold(self) -> float:
-    """The decision threshold of the run that gives the probability."""
-    return (self.classifier or self.segmenter).threshold
-
-  @property
-  def description(self) -> str:
-    """How labels and masks come about, in a sentence or three (for reports)."""
-    both_heads = self.classifier and self.classifier.config.task.score_with_mask_head
-    how = ' (the geometric mean of its classifier and mask heads)' if both_heads else ''
-    if self.segmenter is None:
-      return f'Label: the classifier\'s probability{how} >= {self.threshold:g}.'
-    context = self.segmenter.config.task.context_slices
-    seen = f' (each slice seen with {context} neighbouring slice(s) on either side)' if context else ''
-    seen += ' (each patient\'s scan rescaled to one intensity scale)' if self.segmenter.config.task.scale_volumes else ''
-    masks = f'Masks: the segmenter\'s{seen}, post-processed by its stored rule ({self.segmenter.mask_rule}).'
-    if self.classifier is None:
-      return f'Label: the mask has a tumor pixel. {masks}'
-    gate = 'no gate' if self.gate is None else f'emptied where the classifier\'s probability < {self.gate:g}'
-    return (f'Label: the classifier\'s probability{how} >= {self.threshold:g}. {masks} Gate: {gate} '
-            f'({self.gate_source}).')
-
-  def _classify_batch(self, batch):
-    run = self.classifier
-    x, _ = apply_preprocessing(run.preprocessing, None, batch)
-    probability = run.model.apply(run.variables, x, run.config.task.flip_average, run.config.task.score_with_mask_head,
-                                  method='probability')
-    return probability, gradcam(run.model, run.variables, x) if self.segmenter is None else None
-
-  def _segment_batch(self, batch):
-    run = self.segmenter
-    x, _ = apply_preprocessing(run.preprocessing, None, batch)
-    logits = run.model.apply(run.variables, x, run.mask_rule.flip_average, method='mask_logits')
-    native = jax.nn.sigmoid(native_logits(logits, batch.shape[1]))
-    return native, native.max(axis=(1, 2))
-
-  def score(self, images: np.ndarray, patients: Sequence | None = None, gated: bool = True) -> Scores:
-    """Scores slices `images`; `patients` [N] groups them into stacks (consecutive equal entries, in
-    slice order) for the segmenter's neighbouring slices (2.5D input) and 3D post-processing; without
-    it every slice is a stack of one.
-    `gated=False` leaves the masks ungated (to choose a gate)."""
-    stacks = np.arange(len(images)) if patients is None else np.asarray(patients)
-    task = self.segmenter.config.task if self.segmenter else None
-    inputs = segmenter_inputs(images, stacks, task.context_slices, task.scale_volumes) if task else None
-    probabilities, heatmaps, pixels = [], [], []
-    for start in range(0, len(images), self.batch_size):
-      chunk = images[start:start + self.batch_size]
-      if self.segmenter:
-        pixel, probability = self._segment(_padded(inputs[start:start + self.batch_size], self.batch_size))
-        pixels.append(np.asarray(pixel)[:len(chunk)])
-      if self.classifier:
-        probability, heatmap = self._classify(_padded(chunk, self.batch_size))
-        if heatmap is not None:
-          heatmaps.append(np.asarray(heatmap)[:len(chunk)])
-      probabilities.append(np.asarray(probability)[:len(chunk)])
-    probability = np.concatenate(probabilities)
-    masks = None
-    if self.segmenter:
-      masks = apply_rule(self.segmenter.mask_rule, np.concatenate(pixels), stacks)
-      if self.classifier and self.gate is not None and gated:
-        masks &= (probability >= self.gate)[:, None, None]
-    label = (probability >= self.classifier.threshold) if self.classifier else masks.any(axis=(1, 2))
-    return Scores(probability, label.astype(int), np.concatenate(heatmaps) if heatmaps else None, masks)
-
-
-def _padded(chunk: np.ndarray, size: int) -> np.ndarray:
-  """`chunk` with its first row repeated up to `size` rows: one shape for the jitted steps."""
-  return np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk), 0)])
 
 
 def missing_slices(rows: Sequence[dict]) -> dict[str, list[int]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxbrain.files import jsonable
+from jaxbrain.inference import model_resolution_masks
 from jaxbrain.overlay import captioned, mask_overlay
 
 
@@ -80,10 +81,11 @@ def overlay_rows(labels: np.ndarray, count: int = EPOCH_OVERLAYS) -> np.ndarray:
 
 def epoch_overlays(images: np.ndarray, true_masks: np.ndarray, outputs: dict, rows: np.ndarray) -> np.ndarray:
   """The epoch's view of validation slices `rows`: the true tumor outlined green, the predicted
-  mask red (segmentation: 'mask_probability' > 0.5), the slice's tumor probability below."""
+  mask red (segmentation: the default rule at the model's resolution, as validation scores it
+  while the run trains; its own rule is chosen after), the slice's tumor probability below."""
   shown = []
   for row, image, true in zip(rows, images, true_masks):
-    predicted = outputs['mask_probability'][row] > 0.5 if 'mask_probability' in outputs else None
+    predicted = model_resolution_masks(outputs['mask_probability'][row]) if 'mask_probability' in outputs else None
     overlay = mask_overlay(image, predicted, true)
     shown.append(captioned(overlay, f'p(tumor) {float(outputs["probability"][row]):.3f}',
                            'mask' if predicted is not None else None))

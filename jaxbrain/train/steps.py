@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxbrain.data.transforms import Preprocessing, native_logits, apply_preprocessing
+from jaxbrain.data.transforms import Preprocessing, apply_preprocessing
+from jaxbrain.inference import (PIXEL_LOGIT, features_probability, native_pixel_probability, segmenter_outputs,
+                                slice_probability)
 from jaxbrain.metrics import dice_from_counts
 from jaxbrain.models.resnet import ResNet
 from jaxbrain.train.state import TrainState
@@ -129,12 +131,11 @@ def make_head_train_step(model: ResNet, tx: optax.GradientTransformation) -> Cal
 
 def make_eval_step(model: ResNet, preprocessing: Preprocessing, flip_average: bool = False,
                    with_mask_head: bool = False) -> Callable:
-  """Images -> {'probability' [B] of tumor}, in inference mode (`ResNet.probability`)."""
+  """Images -> {'probability' [B] of tumor}: `inference.slice_probability` of the state's inference variables."""
 
   def eval_step(state: TrainState, batch: dict):
-    images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
-    return {'probability': model.apply(state.inference_variables(), images, flip_average, with_mask_head,
-                                       method='probability')}
+    return {'probability': slice_probability(model, state.inference_variables(), preprocessing, batch['image'],
+                                             flip_average, with_mask_head)}
 
   return eval_step
 
@@ -143,8 +144,7 @@ def make_head_eval_step(model: ResNet) -> Callable:
   """Cached features [B, F] -> the same outputs as `make_eval_step`."""
 
   def head_eval_step(state: TrainState, batch: dict):
-    logits = model.apply(state.inference_variables(), batch['features'], train=False, method='classify')
-    return {'probability': jax.nn.softmax(logits)[:, 1]}
+    return {'probability': features_probability(model, state.inference_variables(), batch['features'])}
 
   return head_eval_step
 
@@ -181,7 +181,7 @@ def make_segmentation_train_step(model, tx: optax.GradientTransformation, prepro
       return loss, (logits, updated['batch_stats'])
 
     def batch_dice(logits):
-      predicted = (logits > 0).astype(masks.dtype)
+      predicted = (logits > PIXEL_LOGIT).astype(masks.dtype)
       return {'dice': dice_from_counts(jnp.sum(predicted * masks), jnp.sum(predicted), jnp.sum(masks), smooth=1.0)}
 
     return _update(state, tx, loss_fn, batch_dice)
@@ -190,29 +190,20 @@ def make_segmentation_train_step(model, tx: optax.GradientTransformation, prepro
 
 
 def make_segmentation_eval_step(model, preprocessing: Preprocessing) -> Callable:
-  """Images [B, 256, 256, 3] -> {'mask_probability' [B, S, S] at the model's resolution, and at the
-  slices' native resolution: 'tumor_pixels' [B] and 'probability' [B], the slice's tumor
-  probability = the sigmoid of its largest native-resolution logit (> 0.5 exactly when a pixel is
-  predicted tumor)}."""
+  """Images [B, 256, 256, C] -> `inference.segmenter_outputs` of the state's inference variables."""
 
   def eval_step(state: TrainState, batch: dict):
-    images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
-    logits = model.apply(state.inference_variables(), images, train=False)
-    native = native_logits(logits, batch['image'].shape[1])
-    return {'mask_probability': jax.nn.sigmoid(logits), 'tumor_pixels': jnp.sum(native > 0, axis=(1, 2)),
-            'probability': jax.nn.sigmoid(jnp.max(native, axis=(1, 2)))}
+    return segmenter_outputs(model, state.inference_variables(), preprocessing, batch['image'])
 
   return eval_step
 
 
 def make_native_probability_step(model, preprocessing: Preprocessing, flip_average: bool) -> Callable:
-  """Images [B, 256, 256, 3] -> {'native_probability' [B, 256, 256]}: pixel tumor probabilities at
-  the slices' native resolution (logits resized, flip-averaged first when asked), from which a
-  segmentation run chooses its post-processing on validation."""
+  """Images [B, 256, 256, C] -> {'native_probability' [B, 256, 256]}: `inference.native_pixel_probability`,
+  from which a segmentation run chooses its post-processing on validation."""
 
   def native_step(state: TrainState, batch: dict):
-    images, _ = apply_preprocessing(preprocessing, None, batch['image'], train=False)
-    logits = model.apply(state.inference_variables(), images, flip_average, method='mask_logits')
-    return {'native_probability': jax.nn.sigmoid(native_logits(logits, batch['image'].shape[1]))}
+    return {'native_probability': native_pixel_probability(model, state.inference_variables(), preprocessing,
+                                                           batch['image'], flip_average)}
 
   return native_step

@@ -28,7 +28,8 @@ from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTAT
                               cross_entropy, patient_intervals, segmentation_counts, segmentation_metrics_from_counts,
                               segmentation_metrics_with_intervals, soft_segmentation_loss)
 from jaxbrain.files import write_csv
-from jaxbrain.postprocess import MaskRule, apply_rule, choose_rule
+from jaxbrain.inference import model_resolution_masks, pixels_to_slice_probability, slice_decisions
+from jaxbrain.postprocess import MaskRule, choose_rule
 from jaxbrain.train.outputs import plot_classification
 from jaxbrain.train.steps import (make_eval_step, make_head_eval_step, make_head_train_step,
                                   make_native_probability_step, make_segmentation_eval_step,
@@ -251,7 +252,7 @@ class Segmentation(_SliceTask):
     return self._resized[key]
 
   def _counts(self, outputs: dict, indices: np.ndarray) -> dict:
-    return segmentation_counts(outputs['mask_probability'] > 0.5, self.true_masks(indices))
+    return segmentation_counts(model_resolution_masks(outputs['mask_probability']), self.true_masks(indices))
 
   def metrics(self, outputs: dict, indices: np.ndarray) -> dict:
     return {**segmentation_metrics_from_counts(self._counts(outputs, indices), self.data.patient[indices]),
@@ -271,7 +272,7 @@ class Segmentation(_SliceTask):
   def decide(self, evaluate: Callable, split: Split, run_dir: Path | None) -> tuple[dict, dict, dict]:
     """The mask post-processing (`postprocess.MaskRule`) with the highest mean per-volume Dice on
     validation at the slices' native 256x256; the test metrics there with and without it (with
-    patient-bootstrap intervals); and the test slices' probability, tumor pixels and label as
+    patient-bootstrap intervals); and the test slices' probability, tumor pixels, label and mask as
     `jaxbrain predict` gives them with the rule. Every rule tried goes to mask_rules.csv."""
     validation = split.validation[self._stack_order(split.validation)]
     probabilities = {flip: evaluate(f'flip_average={flip}', validation)['native_probability'] for flip in (False, True)}
@@ -291,16 +292,16 @@ class Segmentation(_SliceTask):
     truth, patients = self.data.mask[test] > 0, self.data.patient[test]
     pixels = {flip: evaluate(f'flip_average={flip}', test)['native_probability']
               for flip in {False, rule.flip_average}}  # each variant evaluated once
-    added = {}
+    added, decided = {}, None
     for name, applied in (('native', MaskRule()), ('native_postprocessed', rule)):
-      masks = apply_rule(applied, pixels[applied.flip_average], patients)
-      per_slice = segmentation_counts(masks, truth)
-      added[name] = segmentation_metrics_with_intervals(per_slice, patients, self.config.bootstrap_samples,
-                                                        self.config.seed)
-    # masks are the chosen rule's (the last applied), in stack order; back to split.test's
+      probability = pixels_to_slice_probability(pixels[applied.flip_average])
+      decided = slice_decisions(probability, pixels=pixels[applied.flip_average], rule=applied, stacks=patients)
+      added[name] = segmentation_metrics_with_intervals(segmentation_counts(decided.mask, truth), patients,
+                                                        self.config.bootstrap_samples, self.config.seed)
+    # the chosen rule's decisions (the last made), in stack order; back to split.test's
     back = np.argsort(order)
-    outputs = {'probability': pixels[rule.flip_average].max(axis=(1, 2))[back], 'tumor_pixels': masks.sum(axis=(1, 2))[back],
-               'label': masks.any(axis=(1, 2))[back].astype(int)}
+    outputs = {'probability': probability[back], 'tumor_pixels': decided.mask.sum(axis=(1, 2))[back],
+               'label': decided.label[back], 'mask': decided.mask[back]}
     return decision, added, outputs
 
 

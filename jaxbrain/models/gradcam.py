@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxbrain.models.resnet import ResNet
 
@@ -28,21 +27,3 @@ def gradcam(model: ResNet, variables: dict, images: jax.Array, target_class: int
   peak = jnp.max(cam, axis=(1, 2), keepdims=True)
   return jnp.where(peak > 0, cam / jnp.where(peak > 0, peak, 1), 0.0)
 
-
-def upsample(heatmaps: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """Bilinear upsampling of heatmaps [B, h, w] to [B, *size]."""
-  return jax.image.resize(heatmaps, (heatmaps.shape[0], *size), 'bilinear')
-
-
-def pointing_game(heatmaps: np.ndarray, masks: np.ndarray) -> float:
-  """Fraction of slices whose heatmap peak (upsampled to the mask size) falls inside the true mask.
-
-  heatmaps: [N, h, w]; masks: [N, H, W]. Only slices with a tumor count; NaN when there is none.
-  """
-  masks = np.asarray(masks, bool)
-  has_tumor = masks.reshape(len(masks), -1).any(1)
-  if not has_tumor.any():
-    return float('nan')
-  upsampled = np.asarray(upsample(jnp.asarray(heatmaps[has_tumor]), masks.shape[1:]))
-  peaks = upsampled.reshape(len(upsampled), -1).argmax(1)
-  return float(masks[has_tumor].reshape(has_tumor.sum(), -1)[np.arange(len(peaks)), peaks].mean())

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbrain.localize.gradcam import gradcam, pointing_game
+from jaxbrain.metrics import pointing_game
+from jaxbrain.models.gradcam import gradcam
 from jaxbrain.models import create_model
 
 
