@@ -76,7 +76,7 @@ def jax_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int) ->
 
   config = _config(data_dir, workdir, size, batch, epochs)
   final = train_and_evaluate(config, overwrite=True, progress=False)
-  run_dir = Path(workdir) / config.experiment / config.resolved_run_name
+  run_dir = config.run_dir
   steps_per_epoch = final['counts']['train_slices'] // batch
   result = {**_steady(read_history(run_dir), steps_per_epoch, batch),
             'time_to_first_step_s': final['timing']['seconds_to_first_step'],

@@ -35,19 +35,19 @@ def cases():
   from jaxbrain.train.state import create_train_state
   from jaxbrain.train.steps import (make_eval_step, make_native_probability_step, make_segmentation_eval_step,
                                     make_segmentation_train_step, make_train_step)
-  from jaxbrain.train.strategies import make_optimizer
+  from jaxbrain.train.strategies import learning_rate_schedule, make_optimizer
 
   for size, batch in ((128, 8), (64, 32)):
     model = create_model('resnet18', num_classes=2, head_hidden=(256, 64), dropout_rate=0.25)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, size, size, 3)))
-    tx = make_optimizer(variables['params'], 'finetune', 1e-2, 0.5, 'sgd', 'cosine', 100, 5e-4)
+    tx = make_optimizer(variables['params'], learning_rate_schedule(1e-2, 'cosine', 100), 0.5, 'sgd', 5e-4)
     state = create_train_state(variables, tx, 0)
     images = {'image': jnp.zeros((batch, 256, 256, 3), jnp.uint8), 'label': jnp.zeros((batch,), jnp.int32)}
     yield f'resnet18-{size}px-batch{batch}-train', make_train_step(model, tx, Preprocessing(size), False), state, images
     yield f'resnet18-{size}px-batch{batch}-eval', make_eval_step(model, Preprocessing(size)), state, images
   model = create_segmenter('residual', 16)
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
-  tx = make_optimizer(variables['params'], 'finetune', 1e-3, 0.9, 'adam', 'cosine', 100)
+  tx = make_optimizer(variables['params'], learning_rate_schedule(1e-3, 'cosine', 100), 0.9, 'adam')
   batch = {'image': jnp.zeros((8, 256, 256, 3), jnp.uint8), 'mask': jnp.zeros((8, 256, 256), jnp.uint8)}
   preprocessing = Preprocessing.from_name('resize_flip_affine', 128)
   state = create_train_state(variables, tx, 0)

@@ -62,7 +62,7 @@ def jax_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype
   images = np.random.default_rng(0).integers(0, 255, (batch, 224, 224, 3), dtype=np.uint8)
   labels = np.arange(batch, dtype=np.int32) % 2
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
-  tx = make_optimizer(variables['params'], 'finetune', 1e-4, 0.5)
+  tx = make_optimizer(variables['params'], 1e-4, 0.5)
   state = create_train_state(variables, tx, 0)
   preprocessing = Preprocessing(224, flip=False, normalize=False)
   batch_data = {'image': jnp.asarray(images), 'label': jnp.asarray(labels)}
@@ -168,7 +168,7 @@ def feature_cache_worker(arch: str, batch: int, repeats: int, examples: int) -> 
                      patient=np.array(['p'] * examples), institution=np.array(['x'] * examples), slice=np.arange(examples),
                      path=np.array(['p'] * examples))
   variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
-  tx = make_optimizer(variables['params'], 'feature_extractor', 1e-4, 0.5)
+  tx = make_optimizer(variables['params'], 1e-4, 0.5, frozen_backbone=True)
   preprocessing = Preprocessing(224, flip=True, normalize=True)
   frozen_step = jax.jit(make_train_step(model, tx, preprocessing, frozen_backbone=True))
   head_step = jax.jit(make_head_train_step(model, tx))

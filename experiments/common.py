@@ -93,11 +93,6 @@ def resolve(config: Config, argv: list[str] | None = None) -> tuple[Config, argp
   return resolved, args
 
 
-def run_dir(config: Config) -> Path:
-  """Where the runner writes `config`'s run: WORKDIR/EXPERIMENT/RUN_NAME."""
-  return Path(config.workdir) / config.experiment / config.resolved_run_name
-
-
 def main(config: Config, argv: list[str] | None = None) -> dict:
   """Entry point of every experiment module (`argv=None`: the command line, run with tcmalloc).
 
@@ -113,7 +108,7 @@ def main(config: Config, argv: list[str] | None = None) -> dict:
 
   def body() -> int:
     resolved, args = resolve(config, argv)
-    result['run_dir'] = run_dir(resolved)
+    result['run_dir'] = resolved.run_dir.path
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id, force=args.distributed)
     try:
       result['metrics'] = train_and_evaluate(resolved, resume=args.resume, overwrite=args.overwrite,

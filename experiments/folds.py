@@ -28,11 +28,12 @@ from jaxbrain.data import kaggle3m
 from jaxbrain.data.splits import NUM_FOLDS
 from jaxbrain.errors import ConfigError, UserError, run_entry_point
 from jaxbrain.files import write_json
+from jaxbrain.folders import RunDir
 from jaxbrain.localize.evaluate import evaluate, format_table
 from jaxbrain.localize.predict import predict
 from jaxbrain.runs import read_json, read_split
 
-from experiments.common import resolve, run_dir
+from experiments.common import resolve
 from experiments.configs import EXPERIMENTS
 
 FLAGS_SET_HERE = ('--fold', '--resume', '--overwrite', '--run-name')
@@ -60,10 +61,10 @@ def fold_configs(experiment: str, flags: list[str]) -> list[Config]:
 
 def fold_state(run: Path) -> str:
   """'finished' (its metrics.json holds the test figures), 'started' (a config.json: resumable) or 'new'."""
-  metrics = run / 'metrics.json'
-  if metrics.is_file() and 'test' in read_json(metrics):
+  folder = RunDir(run)
+  if folder.final_metrics.is_file() and 'test' in read_json(folder.final_metrics):
     return 'finished'
-  return 'started' if (run / 'config.json').is_file() else 'new'
+  return 'started' if folder.config.is_file() else 'new'
 
 
 def train_folds(experiment: str, flags: list[str], run_dirs: list[Path], logs: Path, parallel: int = 1,
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.parallel < 1:
       raise ConfigError(f'--parallel must be at least 1, got {args.parallel}')
     configs = fold_configs(args.experiment, flags)
-    run_dirs = [run_dir(c) for c in configs]
+    run_dirs = [c.run_dir.path for c in configs]
     out = Path(args.out) if args.out else run_dirs[0].with_name(run_dirs[0].name.replace('fold0', 'folds'))
     train_folds(args.experiment, flags, run_dirs, out / 'logs', args.parallel)
     data_dir = Path(configs[0].data.data_dir)

@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from jaxbrain.data.splits import NUM_FOLDS
+from jaxbrain.folders import RunDir
 from jaxbrain.runs import RunError, read_config
 
 REFERENCE = ('Reference (the study, not measured here): ResNet18 fine-tune (exp20) 97% accuracy, ResNet50 '
@@ -39,12 +40,12 @@ def gather(workdir: Path) -> list[dict]:
   protocol (a `test` entry), with the run's decision.json, sorted by experiment and run; older runs
   are left out."""
   runs = []
-  for path in sorted(workdir.glob('*/*/metrics.json')):
+  for path in sorted(workdir.glob(f'*/*/{RunDir(workdir).final_metrics.name}')):
+    run = RunDir(path.parent)
     try:
       metrics = json.loads(path.read_text())
-      config = read_config(path.parent)[0].flat() if (path.parent / 'config.json').exists() else {}
-      decision_path = path.parent / 'decision.json'
-      decision = json.loads(decision_path.read_text()) if decision_path.exists() else {}
+      config = read_config(run.path)[0].flat() if run.config.exists() else {}
+      decision = json.loads(run.decision.read_text()) if run.decision.exists() else {}
     except (json.JSONDecodeError, UnicodeDecodeError, RunError) as e:
       warnings.warn(f'{path.parent}: damaged run files ({type(e).__name__}: {e}); left out', stacklevel=2)
       continue

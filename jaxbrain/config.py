@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional, Union
 
 from jaxbrain.data.transforms import AUGMENTED, VARIANTS
 from jaxbrain.errors import ConfigError
+from jaxbrain.folders import RunDir
 from jaxbrain.models.heads import REPORT_HEAD_DROPOUT, REPORT_HEAD_HIDDEN
 from jaxbrain.models.resnet import ARCHITECTURES, FROZEN_BN
 from jaxbrain.models.resunet import ENCODERS
@@ -285,6 +286,11 @@ class Config:
   def input_channels(self) -> int:
     """Channels of the model's input: a slice's three, with its neighbours' for 2.5D segmentation."""
     return 3 * (2 * getattr(self.task, 'context_slices', 0) + 1)
+
+  @property
+  def run_dir(self) -> RunDir:
+    """Where the runner writes this run: WORKDIR/EXPERIMENT/RUN_NAME."""
+    return RunDir.at(self.workdir, self.experiment, self.resolved_run_name)
 
   @property
   def resolved_run_name(self) -> str:

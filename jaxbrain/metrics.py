@@ -1,4 +1,6 @@
-"""Classification metrics on host NumPy arrays, with patient-bootstrap confidence intervals.
+"""Metrics on host NumPy arrays, one definition each: slice detection (decisions and their ranking),
+segmentation (Dice, IoU, HD95, per volume), the Grad-CAM pointing game, and patient-bootstrap
+confidence intervals.
 
 Conventions: label 1 = tumor (positive). A ratio whose denominator is zero (e.g. sensitivity
 with no tumor slice) is NaN, not 0, so it cannot pass for a real number.

@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+from jaxbrain.folders import PredictionDir, RunDir
+
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:960px;padding:12px;color:#1d1d1f}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
@@ -147,7 +149,7 @@ def write_prediction_report(out_dir: Path, patients: dict[str, list[dict]], tota
           + ''.join(sections)
           + f'<script type="application/json" id="slices">'
           f'{_inline_json({"patients": [{"name": n, "slices": patients[n]} for n in names]})}</script>')
-  path = Path(out_dir) / 'report.html'
+  path = PredictionDir(out_dir).report
   path.write_text(_page('jaxbrain predict', body, VIEWER_SCRIPT))
   return path
 
@@ -156,26 +158,27 @@ def _read_json(path: Path) -> dict:
   return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def write_run_report(run_dir: Path) -> Path:
-  """`run_dir/report.html` from the run's own files: what was trained on what split, validation and
+def write_run_report(run_dir: RunDir | Path) -> Path:
+  """The run's report.html from its own files: what was trained on what split, validation and
   test metrics with intervals, the selected checkpoint, curves, ROC, confusion matrix, a few
   overlays, and the whole config."""
-  run_dir = Path(run_dir)
-  config, final = _read_json(run_dir / 'config.json'), _read_json(run_dir / 'metrics.json')
+  run = RunDir.of(run_dir)
+  run_dir = run.path
+  config, final = _read_json(run.config), _read_json(run.final_metrics)
   counts = final.get('counts') or config.get('counts', {})
   split = ' / '.join(f'{counts.get(f"{side}_patients", "?")} patients, {counts.get(f"{side}_slices", "?")} slices'
                      for side in ('train', 'validation', 'test'))
   selected = final.get('selected_checkpoint', {})
   test = final.get('test', {})
-  decision = _read_json(run_dir / 'decision.json') if (run_dir / 'decision.json').is_file() else {}
+  decision = _read_json(run.decision)
   native = ''.join(f'<h3>{title}</h3>{_metrics_table(test[key], test[key].get("confidence_95") or {})}'
                    for key, title in (('native', 'at 256x256, masks as the model gives them'),
                                       ('native_postprocessed', 'at 256x256, with the post-processing chosen on '
                                        f'validation: {html.escape(json.dumps(decision.get("mask_rule")))}'))
                    if isinstance(test.get(key), dict))
   figures = ''.join(f'<img src="{name}" alt="{name}"{" class=wide" * (name == "curves.png")}>'
-                    for name in ('curves.png', 'roc.png', 'confusion_matrix.png') if (run_dir / name).is_file())
-  shown = [p for folder in ('overlays', 'gradcam') for p in sorted((run_dir / folder).glob('*.png'))][:8]
+                    for name in RunDir.PLOTS if run.plot(name).is_file())
+  shown = [p for folder in (run.overlays, run.gradcam) for p in sorted(folder.glob('*.png'))][:8]
   gallery = ''.join(f'<img src="{p.relative_to(run_dir).as_posix()}" alt="{html.escape(p.stem)}" loading="lazy">'
                     for p in shown)
   body = (f'<h1>{html.escape(final.get("experiment", run_dir.parent.name))}: {html.escape(run_dir.name)}</h1>'
@@ -193,6 +196,6 @@ def write_run_report(run_dir: Path) -> Path:
           + (f'<h2>Test overlays</h2><div class="gallery">{gallery}</div>' if gallery else '')
           + f'<h2>Config</h2><details><summary>config.json</summary><pre>'
           f'{html.escape(json.dumps(config, indent=2))}</pre></details>')
-  path = run_dir / 'report.html'
+  path = run.report
   path.write_text(_page(f'jaxbrain {run_dir.name}', body))
   return path

@@ -19,6 +19,7 @@ from jaxbrain.config import Config
 from jaxbrain.data.phantom import INSTITUTIONS
 from jaxbrain.data.transforms import Preprocessing
 from jaxbrain.errors import UserError
+from jaxbrain.folders import RunDir, tested_variables
 from jaxbrain.metrics import DECISION_THRESHOLD
 from jaxbrain.postprocess import MaskRule
 
@@ -50,7 +51,7 @@ def read_json(path: Path) -> dict:
 
 def read_config(run_dir: Path) -> tuple[Config, dict]:
   """(config, the whole config.json) of a run, written by this version (schema 2) or an earlier one."""
-  path = run_dir / 'config.json'
+  path = RunDir.of(run_dir).config
   if not path.is_file():
     raise RunError(f'{run_dir}: not a jaxbrain run directory (no config.json)')
   header = read_json(path)
@@ -65,22 +66,22 @@ def read_config(run_dir: Path) -> tuple[Config, dict]:
 def selected_checkpoint(run_dir: Path, decision: dict) -> Path:
   """The checkpoint the run measured on test (decision.json), else, for runs written before it, the
   best (else last) one."""
+  run = RunDir.of(run_dir)
   if 'checkpoint' in decision:
-    folder = run_dir / 'checkpoints' / decision['checkpoint']
-    if not (folder / 'state').is_dir():
+    folder = run.checkpoint(decision['checkpoint'])
+    if not run.checkpoint_state(folder).is_dir():
       raise RunError(f'{run_dir}: the selected checkpoint {decision["checkpoint"]} (decision.json) is missing')
     return folder
-  for which in ('best', 'last'):
-    folder = run_dir / 'checkpoints' / which
-    steps = sorted(int(p.name) for p in folder.glob('*') if p.name.isdigit()) if folder.is_dir() else []
-    if steps:
-      return folder / str(steps[-1])
+  for kind in RunDir.CHECKPOINT_KINDS:
+    folder = run.newest_checkpoint(kind)
+    if folder is not None:
+      return folder
   raise RunError(f'{run_dir}: has no complete checkpoint (did the run finish at least one epoch?)')
 
 
 def trained_on_phantom(run_dir: Path, header: dict) -> bool:
   """Whether every training patient is synthetic (the phantom generator's institution codes)."""
-  split_path = run_dir / 'split.json'
+  split_path = RunDir.of(run_dir).split
   if split_path.is_file():
     train = read_json(split_path).get('train', [])
     return bool(train) and all(name.split('_')[1] in INSTITUTIONS for name in train if name.count('_') >= 2)
@@ -96,16 +97,16 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
   if config.task.name != task:
     wanted = {'classify': 'a classification run (--run)', 'segment': 'a segmentation run (--seg-run)'}[task]
     raise RunError(f'{run_dir}: is a {config.task.name} run, but {wanted} is needed here')
-  decision_path = run_dir / 'decision.json'
+  decision_path = RunDir(run_dir).decision
   decision = read_json(decision_path) if decision_path.is_file() else {}
   folder = selected_checkpoint(run_dir, decision)
   try:
-    state = ocp.StandardCheckpointer().restore((folder / 'state').resolve())
+    state = ocp.StandardCheckpointer().restore(RunDir.checkpoint_state(folder).resolve())
   except Exception as e:  # noqa: BLE001 -- orbax raises many kinds on damaged files
     raise RunError(f'{folder}: the checkpoint cannot be read ({type(e).__name__}); the run is damaged') from None
   if not isinstance(state, dict) or not {'params', 'batch_stats'} <= set(state):
     raise RunError(f'{folder}: the checkpoint does not hold a model state; the run is damaged')
-  variables = state.get('ema') or {'params': state['params'], 'batch_stats': state['batch_stats']}  # as it was tested
+  variables = tested_variables(state)
   if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(variables)):
     raise RunError(f'{run_dir}: the checkpoint holds non-finite weights (NaN or inf: a diverged run); '
                    'it would label every slice alike, so it is refused')
@@ -117,7 +118,7 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
 
 def read_split(run_dir: Path) -> dict:
   """A run's split.json: {'train': [...], 'validation': [...], 'test': [...]} patient lists."""
-  path = Path(run_dir) / 'split.json'
+  path = RunDir.of(run_dir).split
   if not path.is_file():
     raise RunError(f'{run_dir}: has no split.json (written by an older version?)')
   return read_json(path)
@@ -138,9 +139,9 @@ def check_same_split(classifier: LoadedRun, segmenter: LoadedRun) -> dict:
 def gate_path(segmenter: LoadedRun, classifier: LoadedRun) -> Path:
   """Where the gate chosen for this pair lives: in the segmentation run, named by the classifier's
   experiment, run and checkpoint (not its path, so that runs can move together)."""
-  name = f'{classifier.config.experiment}--{classifier.directory.name}--' \
-         f'{classifier.checkpoint.relative_to(classifier.directory / "checkpoints").as_posix().replace("/", "-")}'
-  return segmenter.directory / 'gates' / f'{name}.json'
+  classifier_run = RunDir(classifier.directory)
+  return RunDir(segmenter.directory).gate(classifier.config.experiment, classifier_run.name,
+                                          classifier_run.checkpoint_name(classifier.checkpoint))
 
 
 def read_gate(segmenter: LoadedRun, classifier: LoadedRun) -> dict | None:

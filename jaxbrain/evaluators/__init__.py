@@ -3,7 +3,7 @@
 `config.task.evals` lists module names of this package (big_vision's `config.evals`); the runner
 imports each by name (it never imports this package itself: evaluators sit above it) after it has
 evaluated the selected checkpoint on test, and calls its `evaluate(task, variables, indices,
-outputs, out_dir) -> metrics`. `out_dir` is the run directory (None on processes that write
+outputs, run) -> metrics`. `run` is the run's `folders.RunDir` (None on processes that write
 nothing). A new evaluator is a new module here with that function.
 """
 from __future__ import annotations

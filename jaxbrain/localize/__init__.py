@@ -1,1 +1,2 @@
-"""Localization: overlays of tumor masks and heatmaps, Grad-CAM, and prediction on scans."""
+"""The commands on trained runs: `predict` (scans in, labels, masks and pages out), `gate` (detect,
+then localize: the gate chosen on validation) and `evaluate` (predictions scored against the truth)."""

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxbrain.data import kaggle3m
-from jaxbrain.localize.predict import output_names
+from jaxbrain.folders import PredictionDir
 from jaxbrain.metrics import (decision_metrics, dice, hausdorff95, iou, segmentation_counts,
                               segmentation_metrics_with_intervals)
 from jaxbrain.runs import RunError
@@ -26,7 +26,7 @@ DETECTION_KEYS = ('accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'sp
 
 
 def _read_predictions(pred_dir: Path) -> list[dict]:
-  path = pred_dir / 'predictions.csv'
+  path = PredictionDir(pred_dir).predictions
   if not path.is_file():
     raise RunError(f'{pred_dir}: no predictions.csv; give a folder written by `jaxbrain predict`')
   with open(path, newline='') as f:
@@ -93,8 +93,8 @@ def evaluate(pred_dirs: Sequence[str | Path] | str | Path, truth_dir: str | Path
             'detection': {k: detection[k] for k in DETECTION_KEYS}}
   if 'tumor_pixels' not in rows[0]:
     return result
-  mask_paths = [folder / 'masks' / f'{name}_mask.png' for folder, part in outputs
-                for name in output_names([Path(r['path']) for r in part])]
+  mask_paths = [PredictionDir(folder).mask(name) for folder, part in outputs
+                for name in PredictionDir.output_names([Path(r['path']) for r in part])]
   predicted = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, mask_paths)).astype(bool)
   patients = np.array([r['patient'] for r in rows])
   order = np.lexsort((np.array([int(r['slice']) if r['slice'] else 0 for r in rows]), patients))

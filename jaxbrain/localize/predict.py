@@ -8,7 +8,6 @@ ignored) and NIfTI cases (a folder of three BraTS-named volumes, or the three fi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import warnings
@@ -24,9 +23,10 @@ from jaxbrain.errors import OutputExistsError
 from jaxbrain.inference import Scorer
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json
+from jaxbrain.folders import PredictionDir
 from jaxbrain.pages import write_prediction_report
 from jaxbrain.postprocess import patient_stacks
-from jaxbrain.runs import LoadedRun, RunError, gate_path, load_run, read_gate
+from jaxbrain.runs import LoadedRun, RunError, read_gate
 
 
 def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -49,9 +49,6 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
   return images
 
 
-OUTPUT_MARKER = '.jaxbrain-predict'  # written into every output folder; --overwrite replaces only such folders
-
-
 def check_output_dir(out_dir: Path, inputs: Sequence[str | Path], overwrite: bool) -> None:
   """Refuses an output folder inside (or holding) the inputs, a file, or a non-empty folder that is
   not an earlier `predict` output (replaced only with `overwrite`)."""
@@ -70,27 +67,17 @@ def check_output_dir(out_dir: Path, inputs: Sequence[str | Path], overwrite: boo
     if not overwrite:
       raise OutputExistsError(f'{out_dir}: is not empty; choose a new folder, or pass --overwrite to replace an '
                               'earlier predict output')
-    if not (out_dir / OUTPUT_MARKER).is_file():
-      raise OutputExistsError(f'{out_dir}: was not written by jaxbrain predict (no {OUTPUT_MARKER}); --overwrite '
+    if not PredictionDir(out_dir).marker.is_file():
+      raise OutputExistsError(f'{out_dir}: was not written by jaxbrain predict (no {PredictionDir.MARKER}); --overwrite '
                               'only replaces predict outputs')
 
 
-def _fresh_output_dir(out_dir: Path) -> None:
-  """An empty `out_dir` holding the marker (an earlier predict output there is replaced)."""
-  if out_dir.is_dir() and any(out_dir.iterdir()):
-    shutil.rmtree(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / OUTPUT_MARKER).write_text('written by jaxbrain predict\n')
-
-
-def output_names(paths: Sequence[Path]) -> list[str]:
-  """A file-name stem per input, unique: the input's own stem, plus a short hash of its full path
-  where two inputs share a stem (e.g. the same file name in two folders)."""
-  counts = {}
-  for path in paths:
-    counts[path.stem] = counts.get(path.stem, 0) + 1
-  return [p.stem if counts[p.stem] == 1 else f'{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}'
-          for p in paths]
+def _fresh_output_dir(out: PredictionDir) -> None:
+  """An empty output folder holding the marker (an earlier predict output there is replaced)."""
+  if out.path.is_dir() and any(out.path.iterdir()):
+    shutil.rmtree(out.path)
+  out.path.mkdir(parents=True, exist_ok=True)
+  out.marker.write_text('written by jaxbrain predict\n')
 
 
 def missing_slices(rows: Sequence[dict]) -> dict[str, list[int]]:
@@ -126,7 +113,7 @@ def read_inputs(inputs: Sequence[str | Path], case_files: dict | None = None, ca
   paths = collect_inputs(image_inputs) if image_inputs else []
   images = kaggle3m.map_slices(kaggle3m.read_image, paths, progress='reading' if progress else None) if paths else []
   rows = [dict(zip(('patient', 'slice'), slice_identity(path)), path=str(path)) for path in paths]
-  names = output_names(paths)
+  names = PredictionDir.output_names(paths)
   spans = []
   for case in cases:
     spans.append((case, range(len(rows), len(rows) + len(case.slices))))
@@ -183,10 +170,11 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
     raise RunError(f'{(scorer.classifier or scorer.segmenter).directory}: gave a non-finite tumor probability for {len(bad)} slices (first {first["path"]}, '
                    f'slice {first["slice"]}); its weights are damaged or diverged, so no label is written')
 
-  _fresh_output_dir(out_dir)
-  (out_dir / 'overlays').mkdir()
+  out = PredictionDir(out_dir)
+  _fresh_output_dir(out)
+  out.overlays.mkdir()
   if masks is not None:
-    (out_dir / 'masks').mkdir()
+    out.masks.mkdir()
   rows, summary, viewer = [], {}, {}
   for i, (identity, name) in enumerate(zip(read.rows, read.names)):
     patient, number = identity['patient'], identity['slice']
@@ -202,24 +190,24 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
       row['tumor_pixels'] = pixels
       entry.setdefault('tumor_area_pixels', {})[str(key)] = pixels
       entry['volume_voxels'] = entry.get('volume_voxels', 0) + pixels
-      Image.fromarray(masks[i].astype(np.uint8) * 255).save(out_dir / 'masks' / f'{name}_mask.png')
+      Image.fromarray(masks[i].astype(np.uint8) * 255).save(out.mask(name))
       overlay = captioned(mask_overlay(images[i], masks[i]), _caption(row), 'mask')
     else:
       overlay = captioned(heatmap_overlay(images[i], heatmaps[i]), _caption(row), 'heatmap')
-    Image.fromarray(overlay).save(out_dir / 'overlays' / f'{name}_overlay.png')
+    Image.fromarray(overlay).save(out.overlay(name))
     rows.append(row)
     viewer.setdefault(patient, []).append({
-        'slice': key, 'image': f'overlays/{name}_overlay.png',
+        'slice': key, 'image': out.overlay_link(name),
         **{k: row[k] for k in ('probability', 'label', 'tumor_pixels') if k in row}})
   for case, span in read.cases:
     entry = summary[case.name]
     entry['inputs'] = {m: str(f) for m, f in case.files.items()}
     if masks is not None:
-      mask_file = out_dir / f'{case.name}_mask.nii.gz'
+      mask_file = out.case_mask(case.name)
       voxels = nifti.write_mask(case, masks[span.start:span.stop], mask_file)
       entry.update({'mask': mask_file.name, 'volume_voxels': voxels, 'tumor_volume_ml': voxels * case.voxel_ml})
-  write_csv(out_dir / 'predictions.csv', rows)
-  write_json(out_dir / 'summary.json', summary)
+  write_csv(out.predictions, rows)
+  write_json(out.summary, summary)
   runs = [_run_facts(role, run) for role, run in (('classifier', scorer.classifier), ('segmenter', scorer.segmenter))
           if run is not None]
   write_prediction_report(out_dir, viewer, summary, runs, scorer.threshold, scorer.description)

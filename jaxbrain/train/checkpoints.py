@@ -15,22 +15,24 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from jaxbrain.folders import RunDir
 from jaxbrain.train.state import TrainState
 
 
 def _manager(directory: Path, keep: int, asynchronous: bool) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True)
-  return ocp.CheckpointManager(directory.resolve(), options=options, item_names=('state', 'progress'))
+  return ocp.CheckpointManager(directory.resolve(), options=options, item_names=RunDir.CHECKPOINT_ITEMS)
 
 
 class Checkpoints:
   """`last/` keeps the newest `keep` checkpoints; `best/` keeps the one with the best metric."""
 
-  def __init__(self, run_dir: str | Path, keep: int = 3, asynchronous: bool | None = None):
+  def __init__(self, run: RunDir | str | Path, keep: int = 3, asynchronous: bool | None = None):
     """`asynchronous`: write in the background (default: when JAX's backend is not the CPU)."""
     self.asynchronous = jax.default_backend() != 'cpu' if asynchronous is None else asynchronous
-    self.last = _manager(Path(run_dir) / 'checkpoints' / 'last', keep, self.asynchronous)
-    self.best = _manager(Path(run_dir) / 'checkpoints' / 'best', 1, self.asynchronous)
+    run = RunDir.of(run)
+    self.last = _manager(run.checkpoints('last'), keep, self.asynchronous)
+    self.best = _manager(run.checkpoints('best'), 1, self.asynchronous)
 
   def save(self, state: TrainState, progress: dict, best: bool = False) -> None:
     """Writes `state` (asynchronously: returns once orbax holds a host copy; `close` waits for the files)."""

@@ -1,6 +1,6 @@
-"""What a run leaves in its directory: config.json, split.json, metrics.jsonl (one line per epoch,
-counted from 1), metrics.json (final), TensorBoard event files (scalars, a few overlays per epoch),
-and PNG plots (curves, confusion matrix, ROC)."""
+"""What a run records as it trains and at its end: metrics.jsonl (one line per epoch, counted from
+1), TensorBoard event files (scalars, a few overlays per epoch) and PNG plots (curves, confusion
+matrix, ROC); where each lives is `folders.RunDir`'s."""
 from __future__ import annotations
 
 import json
@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from jaxbrain.files import jsonable
+from jaxbrain.folders import RunDir
 from jaxbrain.inference import model_resolution_masks
 from jaxbrain.overlay import captioned, mask_overlay
 
 
-def read_history(run_dir: Path) -> list[dict]:
-  path = run_dir / 'metrics.jsonl'
+def read_history(run: RunDir | Path) -> list[dict]:
+  """The run's per-epoch records (none before its first epoch)."""
+  path = RunDir.of(run).history
   return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -31,19 +33,19 @@ class RunWriter:
   per-step training loss and learning rate, and the config as hyperparameters at the end.
   TensorBoard's epochs count from 1, as metrics.jsonl's; its steps are optimizer steps."""
 
-  def __init__(self, run_dir: Path):
+  def __init__(self, run: RunDir | Path):
     from tensorboardX import SummaryWriter
 
-    self.run_dir = run_dir
-    self.tensorboard = SummaryWriter(str(run_dir / 'tensorboard'))
+    self.run = RunDir.of(run)
+    self.tensorboard = SummaryWriter(str(self.run.tensorboard))
 
   def epoch(self, record: dict, keep_epochs_below: int | None = None) -> None:
     """Adds one epoch's record; on resume, records of epochs being redone are dropped first."""
-    history = [r for r in read_history(self.run_dir) if keep_epochs_below is None or r['epoch'] < keep_epochs_below]
+    history = [r for r in read_history(self.run) if keep_epochs_below is None or r['epoch'] < keep_epochs_below]
     history.append(jsonable(record))
-    tmp = self.run_dir / 'metrics.jsonl.tmp'
+    tmp = self.run.history.with_name(self.run.history.name + '.tmp')
     tmp.write_text(''.join(json.dumps(r) + '\n' for r in history))
-    tmp.replace(self.run_dir / 'metrics.jsonl')
+    tmp.replace(self.run.history)
     for name, value in record.items():
       if isinstance(value, (int, float)) and name not in ('epoch', 'step') and value is not None:
         self.tensorboard.add_scalar(tensorboard_tag(name), value, record['epoch'])
@@ -99,7 +101,7 @@ def _pyplot():
   return plt
 
 
-def plot_curves(run_dir: Path, history: list[dict], eval_keys: tuple[str, ...]) -> None:
+def plot_curves(run: RunDir, history: list[dict], eval_keys: tuple[str, ...]) -> None:
   """curves.png: training loss, and the training metric with the main validation metrics, per epoch."""
   plt = _pyplot()
   epochs = [r['epoch'] for r in history]
@@ -114,11 +116,11 @@ def plot_curves(run_dir: Path, history: list[dict], eval_keys: tuple[str, ...]) 
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(run_dir / 'curves.png', dpi=100)
+  fig.savefig(run.plot('curves.png'), dpi=100)
   plt.close(fig)
 
 
-def plot_classification(run_dir: Path, final: dict, labels: np.ndarray, probabilities: np.ndarray) -> None:
+def plot_classification(run: RunDir, final: dict, labels: np.ndarray, probabilities: np.ndarray) -> None:
   """confusion_matrix.png and roc.png of the test patients."""
   from jaxbrain.metrics import roc_curve
 
@@ -131,7 +133,7 @@ def plot_classification(run_dir: Path, final: dict, labels: np.ndarray, probabil
   ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=['no tumor', 'tumor'], yticklabels=['no tumor', 'tumor'],
          xlabel='predicted', ylabel='true', title=f'test accuracy {final["accuracy"]:.3f}')
   fig.tight_layout()
-  fig.savefig(run_dir / 'confusion_matrix.png', dpi=100)
+  fig.savefig(run.plot('confusion_matrix.png'), dpi=100)
   plt.close(fig)
 
   fpr, tpr = roc_curve(labels, probabilities)
@@ -141,6 +143,6 @@ def plot_classification(run_dir: Path, final: dict, labels: np.ndarray, probabil
   ax.set(xlabel='false-positive rate', ylabel='true-positive rate', title='ROC (test)')
   ax.legend(loc='lower right')
   fig.tight_layout()
-  fig.savefig(run_dir / 'roc.png', dpi=100)
+  fig.savefig(run.plot('roc.png'), dpi=100)
   plt.close(fig)
 

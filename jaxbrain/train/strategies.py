@@ -19,11 +19,12 @@ from jaxbrain.data.transforms import Preprocessing, apply_preprocessing
 FROZEN, TRAINABLE = 'frozen', 'trainable'
 
 
-def param_labels(params, strategy: str):
-  """'frozen' for every leaf under `backbone/` in the feature-extractor strategy, else 'trainable'."""
+def param_labels(params, frozen_backbone: bool):
+  """'frozen' for every leaf under `backbone/` when the backbone is frozen (the feature-extractor
+  strategy), else 'trainable'."""
   def label(path, _):
     top = path[0].key if hasattr(path[0], 'key') else str(path[0])
-    return FROZEN if strategy == 'feature_extractor' and top == 'backbone' else TRAINABLE
+    return FROZEN if frozen_backbone and top == 'backbone' else TRAINABLE
   return jax.tree_util.tree_map_with_path(label, params)
 
 
@@ -35,18 +36,16 @@ def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int
   return learning_rate
 
 
-def make_optimizer(params, strategy: str, learning_rate: float, momentum: float, optimizer: str = 'sgd',
-                   schedule: str = 'constant', total_steps: int = 1, weight_decay: float = 0.0) -> optax.GradientTransformation:
-  """SGD with momentum (or Adam) on trainable leaves; frozen leaves get zero updates and no state.
-
-  `schedule='cosine'` decays the learning rate to 0 over `total_steps`; `weight_decay` adds
+def make_optimizer(params, learning_rate: optax.ScalarOrSchedule, momentum: float, optimizer: str = 'sgd',
+                   weight_decay: float = 0.0, frozen_backbone: bool = False) -> optax.GradientTransformation:
+  """SGD with momentum (or Adam) at `learning_rate` (a number or a `learning_rate_schedule`) on
+  trainable leaves; a frozen backbone's leaves get zero updates and no state. `weight_decay` adds
   L2 decay (as PyTorch's SGD `weight_decay`) to the trainable leaves.
   """
-  rate = learning_rate_schedule(learning_rate, schedule, total_steps)
-  trainable = optax.adam(rate) if optimizer == 'adam' else optax.sgd(rate, momentum=momentum or None)
+  trainable = optax.adam(learning_rate) if optimizer == 'adam' else optax.sgd(learning_rate, momentum=momentum or None)
   if weight_decay:
     trainable = optax.chain(optax.add_decayed_weights(weight_decay), trainable)
-  return optax.partition({TRAINABLE: trainable, FROZEN: optax.set_to_zero()}, param_labels(params, strategy))
+  return optax.partition({TRAINABLE: trainable, FROZEN: optax.set_to_zero()}, param_labels(params, frozen_backbone))
 
 
 def cache_features(features_fn: Callable, data: SliceArrays, indices: np.ndarray, preprocessing: Preprocessing,

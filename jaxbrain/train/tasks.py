@@ -28,13 +28,14 @@ from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTAT
                               cross_entropy, patient_intervals, segmentation_counts, segmentation_metrics_from_counts,
                               segmentation_metrics_with_intervals, soft_segmentation_loss)
 from jaxbrain.files import write_csv
+from jaxbrain.folders import RunDir
 from jaxbrain.inference import model_resolution_masks, pixels_to_slice_probability, slice_decisions
 from jaxbrain.postprocess import MaskRule, choose_rule
 from jaxbrain.train.outputs import plot_classification
 from jaxbrain.train.steps import (make_eval_step, make_head_eval_step, make_head_train_step,
                                   make_native_probability_step, make_segmentation_eval_step,
                                   make_segmentation_train_step, make_train_step)
-from jaxbrain.train.strategies import cache_features, make_optimizer
+from jaxbrain.train.strategies import cache_features, learning_rate_schedule, make_optimizer
 
 
 class Task(Protocol):
@@ -50,7 +51,13 @@ class Task(Protocol):
   eval_step: Callable  # pure (state, batch) -> per-example outputs ({'probability': [B], ...})
   selection: str  # validation metric that picks the checkpoint (higher is better)
   headline: tuple[str, ...]  # metrics logged every epoch
+  shown: tuple[str, ...]  # of those, printed every epoch
+  summary_keys: tuple[str, ...]  # test metrics of the run's closing line
+  predict_flag: str  # how `jaxbrain predict` takes this kind of run
+  steps_per_epoch: int
+  learning_rate: Any  # a number or an optax schedule of the optimizer step
   facts: dict  # recorded in config.json
+  summary: dict  # recorded in metrics.json: what the run trained (architecture, strategy)
 
   def arrays(self, part: str) -> dict[str, np.ndarray]:
     """Everything the 'train' step (inputs and targets) or the 'eval' step (inputs) reads, as arrays
@@ -66,16 +73,16 @@ class Task(Protocol):
   def test_metrics(self, outputs: dict, indices: np.ndarray) -> dict:
     """`metrics` with 95% patient-bootstrap intervals."""
 
-  def write_outputs(self, run_dir: Path, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
+  def write_outputs(self, run: RunDir, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
     """The task's test files: test_predictions.csv and its plots."""
 
   decision_steps: dict[str, Callable]  # pure eval steps whose outputs `decide` reads, by name
 
-  def decide(self, evaluate: Callable, split: Split, run_dir: Path | None) -> tuple[dict, dict, dict]:
+  def decide(self, evaluate: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
     """(what decision.json stores besides the checkpoint, test metrics it adds, test outputs it
     replaces: per-slice arrays in `split.test` order), chosen on the validation patients of the
     selected checkpoint; `evaluate(step_name, indices)` runs one of `decision_steps` over dataset
-    `indices`. Files it leaves go to `run_dir` (None: none)."""
+    `indices`. Files it leaves go to `run` (None: none)."""
 
 
 PREDICTION_COLUMNS = ('path', 'patient', 'slice', 'probability', 'label', 'truth')
@@ -115,23 +122,25 @@ def initial_variables(config: Config, model) -> tuple[dict, str]:
   return models.with_pretrained_backbone(variables, pretrained), f'imagenet ({path})'
 
 
-def _optimizer(config: Config, variables: dict, strategy: str, training_slices: int) -> optax.GradientTransformation:
-  opt = config.optimizer
-  total_steps = training_slices // config.batch_size * config.epochs
-  return make_optimizer(variables['params'], strategy, opt.learning_rate, opt.momentum, opt.name, opt.schedule,
-                        total_steps, opt.weight_decay)
-
-
 class _SliceTask:
   """What both tasks set up alike: the model the config describes, its initial variables, the
   preprocessing, images as inputs, and patient-bootstrap intervals."""
 
-  def __init__(self, config: Config, data: SliceArrays):
+  def __init__(self, config: Config, data: SliceArrays, split: Split, frozen_backbone: bool = False):
+    per_epoch = epoch_length(split.train, data.label, config.data.tumor_share)
+    if config.batch_size > per_epoch:
+      raise ConfigError(f'--batch-size {config.batch_size} is larger than the {per_epoch} training slices of an epoch: '
+                        'not one training step would run')
     self.config, self.data = config, data
     self.model = models.build(config.model)
     self.variables, self.init_description = initial_variables(config, self.model)
     self.preprocessing = Preprocessing.from_name(config.data.preprocess, config.data.image_size)
     self.inputs = data.image  # what the model takes, per dataset index
+    opt = config.optimizer
+    self.steps_per_epoch = per_epoch // config.batch_size
+    self.learning_rate = learning_rate_schedule(opt.learning_rate, opt.schedule, self.steps_per_epoch * config.epochs)
+    self.tx = make_optimizer(self.variables['params'], self.learning_rate, opt.momentum, opt.name, opt.weight_decay,
+                             frozen_backbone)
 
   def arrays(self, part: str) -> dict[str, np.ndarray]:
     return {'image': self.inputs, **(self._targets() if part == 'train' else {})}
@@ -147,12 +156,14 @@ class Classification(_SliceTask):
   """Tumor / no tumor per slice with a ResNet; the feature extractor may train on cached features."""
   selection = 'roc_auc'
   headline = CLASSIFICATION_KEYS
+  shown = ('accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'specificity')
+  summary_keys = ('accuracy', 'balanced_accuracy', 'roc_auc')
+  predict_flag = '--run'
 
   def __init__(self, config: Config, data: SliceArrays, split: Split, progress: bool = False):
-    super().__init__(config, data)
     frozen = config.task.strategy == 'feature_extractor'
-    self.tx = _optimizer(config, self.variables, config.task.strategy,
-                         epoch_length(split.train, data.label, config.data.tumor_share))
+    super().__init__(config, data, split, frozen_backbone=frozen)
+    self.summary = {'arch': config.model.arch, 'strategy': config.task.strategy}
     use_cache = frozen and config.task.feature_cache and config.task.frozen_bn == 'running'
     if frozen and config.task.feature_cache and not use_cache and progress:
       print('feature cache off: --frozen-bn batch computes new BatchNorm statistics every step, which the cache '
@@ -210,13 +221,13 @@ class Classification(_SliceTask):
     return {**classification_metrics(labels, probabilities),
             **self._intervals(indices, resampled)}
 
-  def write_outputs(self, run_dir: Path, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
-    write_test_predictions(run_dir / 'test_predictions.csv', self.data, indices, outputs)
-    plot_classification(run_dir, metrics, self.data.label[indices], outputs['probability'])
+  def write_outputs(self, run: RunDir, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
+    write_test_predictions(run.test_predictions, self.data, indices, outputs)
+    plot_classification(run, metrics, self.data.label[indices], outputs['probability'])
 
   decision_steps = {}
 
-  def decide(self, evaluate: Callable, split: Split, run_dir: Path | None) -> tuple[dict, dict, dict]:
+  def decide(self, evaluate: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
     return {'threshold': DECISION_THRESHOLD, 'threshold_chosen_on': 'fixed default'}, {}, {}
 
 
@@ -224,13 +235,15 @@ class Segmentation(_SliceTask):
   """The tumor mask per slice with a ResUNet; metrics at the model's resolution, per volume."""
   selection = 'dice_per_volume'
   headline = SEGMENTATION_KEYS
+  shown = ('dice_per_volume', 'dice_tumor_slices', 'false_positive_rate', 'tumor_detection_rate')
+  summary_keys = ('dice_per_volume', 'false_positive_rate')
+  predict_flag = '--seg-run'
 
   def __init__(self, config: Config, data: SliceArrays, split: Split, progress: bool = False):
-    super().__init__(config, data)
+    super().__init__(config, data, split)
+    self.summary = {'arch': f'resunet-{config.model.encoder}', 'strategy': None}
     self.inputs = segmenter_inputs(data.image, data.patient, config.task.context_slices,  # sorted by patient, slice
                                    config.task.scale_volumes)
-    self.tx = _optimizer(config, self.variables, 'finetune',
-                         epoch_length(split.train, data.label, config.data.tumor_share))
     self.train_step = make_segmentation_train_step(self.model, self.tx, self.preprocessing)
     self.eval_step = make_segmentation_eval_step(self.model, self.preprocessing)
     self.decision_steps = {f'flip_average={flip}': make_native_probability_step(self.model, self.preprocessing, flip)
@@ -262,14 +275,14 @@ class Segmentation(_SliceTask):
     return segmentation_metrics_with_intervals(self._counts(outputs, indices), self.data.patient[indices],
                                                self.config.bootstrap_samples, self.config.seed)
 
-  def write_outputs(self, run_dir: Path, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
-    write_test_predictions(run_dir / 'test_predictions.csv', self.data, indices, outputs)
+  def write_outputs(self, run: RunDir, metrics: dict, outputs: dict, indices: np.ndarray) -> None:
+    write_test_predictions(run.test_predictions, self.data, indices, outputs)
 
   def _stack_order(self, indices: np.ndarray) -> np.ndarray:
     """The order of `indices` by patient, then slice: the stacks the post-processing reads."""
     return np.lexsort((self.data.slice[indices], self.data.patient[indices]))
 
-  def decide(self, evaluate: Callable, split: Split, run_dir: Path | None) -> tuple[dict, dict, dict]:
+  def decide(self, evaluate: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
     """The mask post-processing (`postprocess.MaskRule`) with the highest mean per-volume Dice on
     validation at the slices' native 256x256; the test metrics there with and without it (with
     patient-bootstrap intervals); and the test slices' probability, tumor pixels, label and mask as
@@ -279,8 +292,8 @@ class Segmentation(_SliceTask):
     truth = self.data.mask[validation] > 0
     rule, tried = choose_rule(probabilities, truth, self.data.patient[validation])
     del probabilities
-    if run_dir is not None:
-      write_csv(run_dir / 'mask_rules.csv', tried)
+    if run is not None:
+      write_csv(run.mask_rules, tried)
     score = lambda wanted: next(r['dice_per_volume'] for r in tried if MaskRule.from_json(r) == wanted)  # noqa: E731
     decision = {'threshold': rule.threshold, 'threshold_chosen_on': 'the mask rule: a slice is labelled tumor when its '
                 'post-processed mask is not empty', 'mask_rule': dataclasses.asdict(rule),

@@ -14,7 +14,7 @@ SIZE = 32
 def setup(strategy, seed=0, lr=0.05, dropout_rate=0.25):
   model = create_model('resnet18', num_classes=2, head_hidden=(32, 16), dropout_rate=dropout_rate)
   variables = model.init({'params': jax.random.key(seed)}, jnp.zeros((1, SIZE, SIZE, 3)))
-  tx = make_optimizer(variables['params'], strategy, lr, 0.5)
+  tx = make_optimizer(variables['params'], lr, 0.5, frozen_backbone=strategy == 'feature_extractor')
   return model, tx, create_train_state(variables, tx, seed)
 
 

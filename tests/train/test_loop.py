@@ -193,12 +193,12 @@ def test_tumor_share_trains_on_the_epochs_it_describes(phantom_png, tmp_path, mo
   ones, a cosine schedule stretched over steps that never run)."""
   from jaxbrain.data import make_split
   from jaxbrain.data.batching import epoch_length, epoch_order
-  from jaxbrain.train import loop
+  from jaxbrain.train import fit, loop
   from jaxbrain.train.strategies import learning_rate_schedule
 
   fed = []
-  original = loop._dispatch_rows
-  monkeypatch.setattr(loop, '_dispatch_rows', lambda *args: fed.append(original(*args)) or fed[-1])
+  original = fit.dispatch_rows
+  monkeypatch.setattr(fit, 'dispatch_rows', lambda *args: fed.append(original(*args)) or fed[-1])
   run_config = bare(phantom_png, tmp_path, epochs=2, tumor_share=0.6, lr_schedule='cosine')
   train_and_evaluate(run_config, progress=False)
   data, _, _ = loop.prepare_data(run_config)
@@ -274,10 +274,10 @@ def test_run_stopped_mid_epoch_resumes_exactly_with_several_steps_per_dispatch(p
   resumed run makes the same dispatches as an uninterrupted one. Catches a checkpoint that lands
   inside a scanned dispatch, sums or losses lost across the stop, and a resume that re-plans the
   epoch's dispatches from the resume point."""
-  from jaxbrain.train import Interrupted, loop
+  from jaxbrain.train import Interrupted, fit
 
   train_and_evaluate(bare(phantom_png, tmp_path, epochs=1, steps_per_dispatch=3, run_name='straight'), progress=False)
-  accumulate, calls = loop._accumulate, []
+  accumulate, calls = fit.accumulate, []
 
   def signalling(totals, metrics, before):
     calls.append(before)
@@ -285,11 +285,11 @@ def test_run_stopped_mid_epoch_resumes_exactly_with_several_steps_per_dispatch(p
       os.kill(os.getpid(), signal.SIGTERM)
     return accumulate(totals, metrics, before)
 
-  monkeypatch.setattr(loop, '_accumulate', signalling)
+  monkeypatch.setattr(fit, 'accumulate', signalling)
   stopped = bare(phantom_png, tmp_path, epochs=1, steps_per_dispatch=3, run_name='stopped')
   with pytest.raises(Interrupted, match='epoch 1, batch 3;'):
     train_and_evaluate(stopped, progress=False)
-  monkeypatch.setattr(loop, '_accumulate', accumulate)
+  monkeypatch.setattr(fit, 'accumulate', accumulate)
   train_and_evaluate(stopped, resume=True, progress=False)
   assert_same_state(final_state(tmp_path / 'test' / 'straight'), final_state(tmp_path / 'test' / 'stopped'))
   for name in ('straight', 'stopped'):

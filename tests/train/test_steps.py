@@ -31,7 +31,7 @@ def test_joint_loss_adds_the_weighted_mask_loss_to_the_classification_loss():
   model = create_model('resnet18', num_classes=2, mask_head=True)
   variables = model.init({'params': jax.random.key(0)}, jnp.zeros((1, SIZE, SIZE, 3)))
   assert variables['params']['mask_head']['layer4']['kernel'].shape == (1, 1, 512, 1)
-  tx = make_optimizer(variables['params'], 'finetune', 0.01, 0.5)
+  tx = make_optimizer(variables['params'], 0.01, 0.5)
   state = create_train_state(variables, tx, seed=0)
   rng = np.random.default_rng(0)
   masks = np.zeros((4, SIZE, SIZE), np.uint8)

@@ -24,10 +24,10 @@ def leaves(tree):
 
 def test_labels_by_path():
   _, _, state = setup('feature_extractor')
-  labels = param_labels(state.params, 'feature_extractor')
+  labels = param_labels(state.params, frozen_backbone=True)
   assert set(jax.tree.leaves(labels['backbone'])) == {'frozen'}
   assert set(jax.tree.leaves(labels['head'])) == {'trainable'}
-  assert set(jax.tree.leaves(param_labels(state.params, 'finetune'))) == {'trainable'}
+  assert set(jax.tree.leaves(param_labels(state.params, frozen_backbone=False))) == {'trainable'}
 
 
 def test_feature_extractor_leaves_backbone_bit_identical():

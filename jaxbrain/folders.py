@@ -1,0 +1,143 @@
+"""The folders jaxbrain writes, each owned here: a training run's (`RunDir`) and a prediction's
+(`PredictionDir`). Every file name, the checkpoint layout and the run-folder formula are stated
+once; the runner, `runs.py`, `checkpoints.py`, `pages.py`, `predict` and `evaluate` ask these
+classes for paths instead of spelling them."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+  """A training run's folder, WORKDIR/EXPERIMENT/RUN_NAME."""
+  path: Path
+
+  CHECKPOINT_KINDS = ('best', 'last')  # checkpoints/best/<step>, checkpoints/last/<step>
+  CHECKPOINT_ITEMS = ('state', 'progress')  # a checkpoint step's orbax items
+
+  @classmethod
+  def at(cls, workdir: str | Path, experiment: str, run_name: str) -> RunDir:
+    """The one formula of where a run lives."""
+    return cls(Path(workdir) / experiment / run_name)
+
+  @classmethod
+  def of(cls, run: RunDir | str | Path) -> RunDir:
+    """`run` itself, or the run folder at the path `run`."""
+    return run if isinstance(run, RunDir) else cls(Path(run))
+
+  def __post_init__(self):
+    object.__setattr__(self, 'path', Path(self.path))
+
+  def __truediv__(self, name: str) -> Path:
+    return self.path / name
+
+  def __str__(self) -> str:
+    return str(self.path)
+
+  @property
+  def name(self) -> str:
+    return self.path.name
+
+  config = property(lambda self: self.path / 'config.json', doc='the config and the facts of the run')
+  split = property(lambda self: self.path / 'split.json', doc='the patients of each side')
+  decision = property(lambda self: self.path / 'decision.json', doc='what was chosen on validation')
+  final_metrics = property(lambda self: self.path / 'metrics.json', doc='the final (test) metrics')
+  history = property(lambda self: self.path / 'metrics.jsonl', doc='one line per epoch')
+  resumes = property(lambda self: self.path / 'resumes.jsonl', doc='one line per --epochs extension')
+  report = property(lambda self: self.path / 'report.html', doc='the run page')
+  test_predictions = property(lambda self: self.path / 'test_predictions.csv', doc='one row per test slice')
+  mask_rules = property(lambda self: self.path / 'mask_rules.csv', doc='every mask rule tried on validation')
+  tensorboard = property(lambda self: self.path / 'tensorboard', doc='TensorBoard event files')
+  overlays = property(lambda self: self.path / 'overlays', doc='the overlays evaluator\'s images')
+  gradcam = property(lambda self: self.path / 'gradcam', doc='the gradcam evaluator\'s images')
+  gates = property(lambda self: self.path / 'gates', doc='gates chosen for pairs with a classifier')
+  PLOTS = ('curves.png', 'roc.png', 'confusion_matrix.png')
+
+  def plot(self, name: str) -> Path:
+    if name not in self.PLOTS:
+      raise ValueError(f'{name}: not a run plot ({", ".join(self.PLOTS)})')
+    return self.path / name
+
+  @property
+  def lock(self) -> Path:
+    """WORKDIR/.locks/EXPERIMENT/RUN_NAME.lock: held while a process writes the run."""
+    return self.path.parent.parent / '.locks' / self.path.parent.name / f'{self.path.name}.lock'
+
+  def checkpoints(self, kind: str) -> Path:
+    """The folder of the `kind` ('best' or 'last') checkpoints, one step folder each."""
+    if kind not in self.CHECKPOINT_KINDS:
+      raise ValueError(f'{kind}: not a checkpoint kind ({", ".join(self.CHECKPOINT_KINDS)})')
+    return self.path / 'checkpoints' / kind
+
+  def checkpoint(self, relative: str) -> Path:
+    """A checkpoint step folder from its name relative to checkpoints/ ('best/120')."""
+    return self.path / 'checkpoints' / relative
+
+  def checkpoint_name(self, folder: Path) -> str:
+    """'best/120' for the step folder `folder` (what decision.json and gate names record)."""
+    return Path(folder).relative_to(self.path / 'checkpoints').as_posix()
+
+  @staticmethod
+  def checkpoint_state(folder: Path) -> Path:
+    return folder / 'state'
+
+  def newest_checkpoint(self, kind: str) -> Path | None:
+    """The step folder of the newest complete `kind` checkpoint, or None."""
+    folder = self.checkpoints(kind)
+    steps = sorted(int(p.name) for p in folder.glob('*') if p.name.isdigit()) if folder.is_dir() else []
+    return folder / str(steps[-1]) if steps else None
+
+  def gate(self, classifier_experiment: str, classifier_run: str, classifier_checkpoint: str) -> Path:
+    """Where the gate chosen for a pair with a classifier lives: named by the classifier's
+    experiment, run and checkpoint ('best/120'), not its path, so that runs can move together."""
+    return self.gates / f'{classifier_experiment}--{classifier_run}--{classifier_checkpoint.replace("/", "-")}.json'
+
+
+def tested_variables(saved_state: dict) -> dict:
+  """The variables a checkpoint's saved train state was evaluated with: its weight average (`ema`)
+  when it holds one, else its params and BatchNorm statistics (`TrainState.inference_variables`)."""
+  return saved_state.get('ema') or {'params': saved_state['params'], 'batch_stats': saved_state['batch_stats']}
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionDir:
+  """What `jaxbrain predict` writes and `jaxbrain evaluate` reads."""
+  path: Path
+
+  MARKER = '.jaxbrain-predict'  # written into every output folder; --overwrite replaces only such folders
+
+  def __post_init__(self):
+    object.__setattr__(self, 'path', Path(self.path))
+
+  predictions = property(lambda self: self.path / 'predictions.csv', doc='one row per slice')
+  summary = property(lambda self: self.path / 'summary.json', doc='per patient')
+  report = property(lambda self: self.path / 'report.html', doc='the prediction page')
+  masks = property(lambda self: self.path / 'masks', doc='a PNG mask per slice (with a segmenter)')
+  overlays = property(lambda self: self.path / 'overlays', doc='a PNG overlay per slice')
+  marker = property(lambda self: self.path / PredictionDir.MARKER)
+
+  def mask(self, name: str) -> Path:
+    return self.masks / f'{name}_mask.png'
+
+  def overlay(self, name: str) -> Path:
+    return self.overlays / f'{name}_overlay.png'
+
+  def overlay_link(self, name: str) -> str:
+    """The overlay's path relative to the folder (as the page links it)."""
+    return self.overlay(name).relative_to(self.path).as_posix()
+
+  def case_mask(self, case: str) -> Path:
+    return self.path / f'{case}_mask.nii.gz'
+
+  @staticmethod
+  def output_names(paths: Sequence[Path]) -> list[str]:
+    """A file-name stem per input, unique: the input's own stem, plus a short hash of its full path
+    where two inputs share a stem (e.g. the same file name in two folders)."""
+    counts = {}
+    for path in paths:
+      counts[path.stem] = counts.get(path.stem, 0) + 1
+    return [p.stem if counts[p.stem] == 1 else f'{p.stem}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}'
+            for p in paths]
