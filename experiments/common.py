@@ -12,8 +12,8 @@ from jaxbrain.errors import run_entry_point
 from jaxbrain.train import Interrupted, train_and_evaluate
 from jaxbrain.train.sharding import initialize_distributed
 
-# With no --data-dir the experiment runs on the embedded phantom data with this demo budget
-# (under 10 minutes on a 2-core CPU); any of these given on the command line wins.
+# With no --data-dir the experiment runs on the embedded phantom data with this demo budget (a few
+# minutes of a small CPU; README "Performance" has the figures); any of these given on the command line wins.
 PHANTOM_BUDGET = {
     'classify': {'image_size': 128, 'epochs': 5, 'learning_rate': 0.01, 'init': 'scratch', 'keep_checkpoints': 1},
     'segment': {'image_size': 128, 'epochs': 5, 'init': 'scratch', 'keep_checkpoints': 1},

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxbrain.errors import UserError
 from jaxbrain.files import write_json
-from jaxbrain.metrics import classification_metrics, paired_difference
+from jaxbrain.metrics import BOOTSTRAP_SAMPLES, classification_metrics, paired_difference
 
 KEYS = ('accuracy', 'balanced_accuracy', 'roc_auc')
 
@@ -42,7 +42,7 @@ def read_predictions(path: str | Path) -> dict[str, dict]:
   return {row['path']: row for row in rows}
 
 
-def compare(path_a: str | Path, path_b: str | Path, samples: int = 1000, seed: int = 0) -> dict:
+def compare(path_a: str | Path, path_b: str | Path, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
   """Metrics of A and B on their common test slices, and B - A with its paired interval."""
   a, b = read_predictions(path_a), read_predictions(path_b)
   if a.keys() != b.keys():
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(prog='python -m experiments.compare', description=__doc__.splitlines()[0])
   parser.add_argument('run_a', help='run folder or test_predictions.csv (the reference)')
   parser.add_argument('run_b', help='run folder or test_predictions.csv (the one measured against A)')
-  parser.add_argument('--samples', type=int, default=1000, help='patient bootstrap resamples (default 1000)')
+  parser.add_argument('--samples', type=int, default=BOOTSTRAP_SAMPLES, help='patient bootstrap resamples (default %(default)s)')
   parser.add_argument('--out', help='also write the JSON object to this file')
   args = parser.parse_args(argv)
   try:

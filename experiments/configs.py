@@ -39,7 +39,7 @@ SEGMENTATION = {
                                lr_schedule='cosine', scale_volumes=True, context_slices=1, tumor_share=0.5),
 }
 # Detection from random initialization (no ImageNet weights): the recipe chosen on validation patients
-# (experiments/README.md, "How exp21's recipe was chosen"); exp21 fits 15 minutes of a 2-core CPU, weighs
+# (experiments/README.md, "How exp21's recipe was chosen"); exp21 is sized for a small CPU, weighs
 # the mask loss 3 and scores slices with both heads (each chosen later on five folds' validation), exp22 is
 # its full-size variant for an accelerator (with the weight 1 it was measured with).
 SCRATCH = Config.from_flags(init='scratch', preprocess='resize_flip_affine_normalize', mask_head=True,
@@ -52,7 +52,7 @@ DETECTION = {
 }
 EXPERIMENTS = {**GRID, **FINAL, **DETECTION, **SEGMENTATION}
 
-REPORTED = {'exp19': '96% accuracy', 'exp20': '97% accuracy'}  # on its 85/15 random slice split
+STUDY_FIGURES = {'exp19': '96% accuracy', 'exp20': '97% accuracy'}  # on its 85/15 random slice split
 _PREPROCESS = {'resize': 'resize 224', 'resize_normalize': 'resize 224 + normalize', 'resize_flip': 'resize 224 + flip',
                'resize_flip_normalize': 'resize 224 + flip + normalize'}
 _STRATEGY = {'feature_extractor': 'feature extractor', 'finetune': 'fine-tune'}
@@ -65,7 +65,7 @@ def table() -> str:
   for name, config in {**GRID, **FINAL}.items():
     lines.append(f'| `{name}` | {config.model.arch.replace("resnet", "ResNet")} | {_STRATEGY[config.task.strategy]} | '
                  f'{_PREPROCESS[config.data.preprocess]} | {config.batch_size} | {config.epochs} | '
-                 f'{config.optimizer.learning_rate:.0e}'.replace('e-0', 'e-') + f' | {config.optimizer.momentum:g} | {REPORTED.get(name, "—")} |')
+                 f'{config.optimizer.learning_rate:.0e}'.replace('e-0', 'e-') + f' | {config.optimizer.momentum:g} | {STUDY_FIGURES.get(name, "—")} |')
   return '\n'.join(lines)
 
 

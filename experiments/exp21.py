@@ -1,4 +1,4 @@
-"""Experiment 21: ResNet18 detection from random initialization with the joint mask loss; 15 minutes of a 2-core CPU."""
+"""Experiment 21: ResNet18 detection from random initialization with the joint mask loss, sized for a small CPU."""
 from experiments.common import main
 from experiments.configs import EXPERIMENTS
 

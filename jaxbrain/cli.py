@@ -10,6 +10,7 @@ from jaxbrain import __version__, configure_cpu
 from jaxbrain.allocator import restart_with_tcmalloc
 from jaxbrain.data import kaggle3m
 from jaxbrain.data.phantom import write_phantom
+from jaxbrain.config import INFERENCE
 from jaxbrain.errors import ConfigError, run_entry_point
 
 
@@ -117,14 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--case', help='name of the case given by --t1 --flair --t1ce (default: from the FLAIR file)')
   predict.add_argument('--run', help='run directory of a classification experiment (exp01-exp22): the slice\'s '
                        'tumor probability and label')
-  predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01/seg02): tumor masks, '
+  predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01-seg03): tumor masks, '
                        'post-processed as the run chose on validation; with --run, gated by the classifier (the gate '
                        '`jaxbrain gate` chose, else its threshold); alone, also the probability (the slice\'s largest '
                        'pixel probability) and the label (the mask is not empty)')
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')
-  predict.add_argument('--batch-size', type=int, default=16, help='slices per compiled call (default: 16)')
+  predict.add_argument('--batch-size', type=int, default=INFERENCE.batch_size, help='slices per compiled call (default: %(default)s)')
   predict.add_argument('--no-progress', action='store_true', help='no progress bars')
   predict.set_defaults(run_command=_predict)
   evaluate = commands.add_parser(
@@ -137,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
              'jaxbrain evaluate pred/fold0 pred/fold1 pred/fold2 pred/fold3 pred/fold4 --truth ...')
   evaluate.add_argument('pred_dir', nargs='+', help='folders written by `jaxbrain predict`')
   evaluate.add_argument('--truth', required=True, help='the kaggle_3m folder holding the true masks of those slices')
-  evaluate.add_argument('--bootstrap-samples', type=int, default=1000,
-                        help='patient-bootstrap resamples for the 95%% intervals (0: none) (default: 1000)')
+  evaluate.add_argument('--bootstrap-samples', type=int, default=INFERENCE.bootstrap_samples,
+                        help='patient-bootstrap resamples for the 95%% intervals (0: none) (default: %(default)s)')
   evaluate.set_defaults(run_command=_evaluate)
   gate = commands.add_parser(
       'gate', help='detect, then localize: choose on validation where the classifier empties the masks',
@@ -153,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
   gate.add_argument('--run', required=True, help='run directory of a classification experiment')
   gate.add_argument('--seg-run', required=True, help='run directory of a segmentation experiment (same split)')
   gate.add_argument('--data-dir', required=True, help='the kaggle_3m folder both runs were trained on')
-  gate.add_argument('--batch-size', type=int, default=16, help='slices per compiled call (default: 16)')
-  gate.add_argument('--bootstrap-samples', type=int, default=1000,
-                    help='patient-bootstrap resamples for the test intervals (default: 1000)')
+  gate.add_argument('--batch-size', type=int, default=INFERENCE.batch_size, help='slices per compiled call (default: %(default)s)')
+  gate.add_argument('--bootstrap-samples', type=int, default=INFERENCE.bootstrap_samples,
+                    help='patient-bootstrap resamples for the test intervals (default: %(default)s)')
   gate.set_defaults(run_command=_gate)
   return parser
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Iterator, Optional, Union
+from typing import Any, ClassVar, Iterator, Optional, Union
 
+from jaxbrain.data.splits import NUM_FOLDS
 from jaxbrain.data.transforms import AUGMENTED, VARIANTS
 from jaxbrain.errors import ConfigError
 from jaxbrain.folders import RunDir
+from jaxbrain.metrics import BOOTSTRAP_SAMPLES
 from jaxbrain.models.heads import REPORT_HEAD_DROPOUT, REPORT_HEAD_HIDDEN
 from jaxbrain.models.resnet import ARCHITECTURES, FROZEN_BN
 from jaxbrain.models.resunet import ENCODERS
@@ -55,6 +57,7 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class ResNetConfig:
   """A ResNet classifier with the report's head."""
+  family: ClassVar[str] = 'resnet'  # what `models.build` makes of it
   arch: str = setting('resnet18', 'the ResNet', tuple(ARCHITECTURES))
   head_hidden: tuple[int, ...] = setting(REPORT_HEAD_HIDDEN, 'hidden sizes of the head (none: one linear layer)')
   dropout_rate: float = setting(REPORT_HEAD_DROPOUT, 'dropout of the head\'s hidden layers')
@@ -70,6 +73,7 @@ class ResNetConfig:
 @dataclasses.dataclass(frozen=True)
 class ResUNetConfig:
   """A ResUNet segmenter: its own residual encoder, or a ResNet's."""
+  family: ClassVar[str] = 'resunet'  # what `models.build` makes of it
   encoder: str = setting('residual', 'residual (trained from scratch) or a ResNet (ImageNet weights fit)', ENCODERS)
   unet_width: int = setting(16, 'channels of the first ResUNet level', at_least=1)
   deep_supervision: int = setting(0, 'decoder levels below the output that also predict the mask in training '
@@ -148,7 +152,7 @@ class Config:
                                     'init, size and seed)')
   keep_checkpoints: int = setting(3, 'how many of the newest checkpoints to keep for --resume, besides the best one',
                                   at_least=1)
-  bootstrap_samples: int = setting(1000, 'patient bootstrap resamples for 95%% intervals (0: none)', at_least=0)
+  bootstrap_samples: int = setting(BOOTSTRAP_SAMPLES, 'patient bootstrap resamples for 95%% intervals (0: none)', at_least=0)
   steps_per_dispatch: int = setting(0, 'training steps per jitted dispatch (a lax.scan over that many batches, so '
                                     'short steps do not wait on launches; 0: 1 on CPU, 8 on accelerators)', at_least=0)
 
@@ -243,8 +247,8 @@ class Config:
       problems.append(f'--momentum must be in [0, 1); got {self.optimizer.momentum}')
     if isinstance(self.model, ResNetConfig) and not 0 <= self.model.dropout_rate < 1:
       problems.append(f'--dropout-rate must be in [0, 1); got {self.model.dropout_rate}')
-    if self.data.fold is not None and not 0 <= self.data.fold < 5:
-      problems.append(f'--fold must be 0-4 (a 5-fold patient split); got {self.data.fold}')
+    if self.data.fold is not None and not 0 <= self.data.fold < NUM_FOLDS:
+      problems.append(f'--fold must be 0-{NUM_FOLDS - 1} (a {NUM_FOLDS}-fold patient split); got {self.data.fold}')
     if self.run_name is not None and not SAFE_NAME.fullmatch(self.run_name):
       problems.append(f'--run-name {self.run_name!r}: use letters, digits, ".", "_" and "-" only, not starting with '
                       '"." (a folder name inside the workdir, nothing that leaves it)')
@@ -317,6 +321,20 @@ class Config:
             + (f', {opt.schedule}' if opt.schedule != 'constant' else '')
             + (f', weight decay {opt.weight_decay}' if opt.weight_decay else '')
             + (f', weight average {opt.ema_decay}' if opt.ema_decay else '') + f', init {self.model.init}')
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+  """How trained runs are applied, stated once for `predict`, `gate`, `evaluate` and the Spark job
+  (their flags' defaults): slices per compiled call, and the patient-bootstrap resamples of the
+  intervals with their seed. A training run's own test evaluation reads its `Config`'s
+  `bootstrap_samples` and `seed`, whose defaults are the same."""
+  batch_size: int = 16
+  bootstrap_samples: int = BOOTSTRAP_SAMPLES
+  seed: int = 0
+
+
+INFERENCE = InferenceConfig()
 
 
 RETIRED_FLAT_NAMES = ('eval_fraction',)  # written by runs before the train / validation / test split

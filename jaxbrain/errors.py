@@ -36,6 +36,10 @@ class OutputExistsError(UserError, FileExistsError):
   """An output path that already holds something jaxbrain will not overwrite."""
 
 
+class OutputError(UserError, OSError):
+  """An output folder that cannot be used: inside the inputs, or not writable."""
+
+
 def write_log(text: str, folder: str | Path | None) -> Path:
   """Writes `text` to a new `jaxbrain-error-<time>.log` in `folder` (if writable), else in the
   system's temporary folder; returns its path."""

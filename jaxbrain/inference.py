@@ -22,6 +22,7 @@ import numpy as np
 from jaxbrain.data.arrays import segmenter_inputs
 from jaxbrain.data.transforms import Preprocessing, apply_preprocessing, native_logits
 from jaxbrain.models.gradcam import gradcam
+from jaxbrain.config import INFERENCE
 from jaxbrain.postprocess import PIXEL_THRESHOLD, MaskRule, apply_rule
 from jaxbrain.runs import LoadedRun, RunError, gate_path, load_run, read_gate
 
@@ -121,7 +122,8 @@ class Scorer:
   patient stack. Heatmaps come with a classifier alone.
   """
 
-  def __init__(self, run_dir: str | Path | None, seg_run_dir: str | Path | None = None, batch_size: int = 16):
+  def __init__(self, run_dir: str | Path | None, seg_run_dir: str | Path | None = None,
+               batch_size: int = INFERENCE.batch_size):
     if run_dir is None and seg_run_dir is None:
       raise RunError('nothing to score with: give a classification run (--run), a segmentation run (--seg-run), '
                      'or both')

@@ -99,9 +99,10 @@ def pointing_game(heatmaps: np.ndarray, masks: np.ndarray) -> float:
 
 
 MIN_BOOTSTRAP_PATIENTS = 5
+BOOTSTRAP_SAMPLES = 1000  # patient-bootstrap resamples of a 95% interval, unless a caller says otherwise
 
 
-def cross_entropy(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -> float:
+def log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -> float:
   """Mean binary cross-entropy of tumor probabilities against 0/1 labels: the evaluation loss of a
   classifier (training's two-class softmax cross-entropy, from probabilities). Probabilities are
   clipped to [eps, 1 - eps], so a confident mistake costs -log(eps) rather than infinity; a NaN
@@ -112,7 +113,7 @@ def cross_entropy(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e
 
 
 def bootstrap_by_patient(metric: Callable[[np.ndarray, np.ndarray], dict], patients: np.ndarray,
-                         samples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+                         samples: int = BOOTSTRAP_SAMPLES, level: float = 0.95, seed: int = 0) -> dict:
   """Percentile confidence intervals for each scalar of `metric`, resampling patients with replacement.
 
   Slices of one patient are correlated, so whole patients are resampled: `metric(rows, groups)`
@@ -151,7 +152,7 @@ def patient_intervals(metric: Callable[[np.ndarray, np.ndarray], dict], patients
 
 
 def paired_difference(labels: np.ndarray, probabilities_a: np.ndarray, probabilities_b: np.ndarray,
-                      patients: np.ndarray, samples: int = 1000, seed: int = 0) -> dict:
+                      patients: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
   """How much B beats A on the same slices: {'difference': {metric: B - A}, 'confidence_95':
   {metric: [low, high]}} for accuracy, balanced accuracy and ROC AUC.
 
@@ -172,8 +173,8 @@ def paired_difference(labels: np.ndarray, probabilities_a: np.ndarray, probabili
 
 
 # --- segmentation -----------------------------------------------------------------------------
-# About 65% of LGG slices have an empty mask, so every metric below states what an empty mask
-# means for it instead of leaving it to a division by zero.
+# Most LGG slices have an empty mask, so every metric below states what an empty mask means for it
+# instead of leaving it to a division by zero.
 
 def dice_from_counts(intersection, predicted, true, *, empty_score=1.0, smooth=0.0):
   """Dice (2|P∩T| + smooth) / (|P| + |T| + smooth) from pixel counts or soft sums (NumPy or JAX

@@ -111,7 +111,7 @@ def _probability_plot(slices: list[dict], threshold: float) -> str:
           + ''.join(parts) + f'</svg><div class="muted">{legend}; x: slices in order</div>')
 
 
-def write_prediction_report(out_dir: Path, patients: dict[str, list[dict]], totals: dict[str, dict],
+def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals: dict[str, dict],
                             runs: list[dict], threshold: float, how: str) -> Path:
   """`out_dir/report.html`: one section per patient with a slice viewer (slider or arrow keys; the
   overlay with the slice's probability and label on it), a probability plot and the patient's totals.
@@ -158,7 +158,7 @@ def _read_json(path: Path) -> dict:
   return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def write_run_report(run_dir: RunDir | Path) -> Path:
+def write_run_page(run_dir: RunDir | Path) -> Path:
   """The run's report.html from its own files: what was trained on what split, validation and
   test metrics with intervals, the selected checkpoint, curves, ROC, confusion matrix, a few
   overlays, and the whole config."""

@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 from scipy import ndimage
 
-from jaxbrain.metrics import segmentation_counts, segmentation_metrics_from_counts
+from jaxbrain.metrics import segmentation_metrics_from_counts
 
 IN_PLANE = np.array([np.zeros((3, 3)), np.ones((3, 3)), np.zeros((3, 3))], bool)  # 8-connected, never across slices
 ACROSS_SLICES = np.ones((3, 3, 3), bool)  # 26-connected: a tumor touching the next slice diagonally continues there

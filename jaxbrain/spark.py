@@ -17,7 +17,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -78,7 +77,7 @@ def _patient_of(uri: str) -> str:
   return slice_identity(Path(_local_path(uri)))[0]
 
 
-def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | None = None, batch_size: int = 16,
+def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | None = None, batch_size: int | None = None,
           overwrite: bool = False):
   """Scores every slice image under `inputs` (not `_mask` files) and writes a Parquet table to `out`
   (an existing `out` only with `overwrite`)."""
@@ -87,6 +86,9 @@ def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | N
   files = (spark.read.format('binaryFile').option('recursiveFileLookup', 'true').option('pathGlobFilter', IMAGE_GLOB)
            .load(inputs).select('path', 'content')
            .where(~F.regexp_extract('path', r'([^/]*)$', 1).rlike(r'_mask\.[A-Za-z]+$')))
+  from jaxbrain.config import INFERENCE
+
+  batch_size = batch_size or INFERENCE.batch_size
   run_dir = str(Path(run_dir).resolve()) if '://' not in run_dir else run_dir
   seg = (str(Path(seg_run_dir).resolve()) if '://' not in seg_run_dir else seg_run_dir) if seg_run_dir else None
   patient = F.udf(_patient_of, 'string')
@@ -97,6 +99,8 @@ def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
+  from jaxbrain.config import INFERENCE
+
   parser = argparse.ArgumentParser(prog='python -m jaxbrain.spark', description=__doc__.splitlines()[0])
   parser.add_argument('inputs', nargs='*', help='files, folders or URIs of slice images')
   parser.add_argument('--list', help='a text file with one input path or URI per line')
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--out', required=True, help='Parquet output path or URI (must not exist, unless --overwrite)')
   parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
   parser.add_argument('--master', help='Spark master, e.g. local[2]; default: what spark-submit gives')
-  parser.add_argument('--batch-size', type=int, default=16)
+  parser.add_argument('--batch-size', type=int, default=INFERENCE.batch_size)
   parser.add_argument('--debug', action='store_true', help='on an unexpected error, print the traceback')
   args = parser.parse_args(argv)
   inputs = list(args.inputs)

@@ -170,13 +170,13 @@ def test_paired_difference_resamples_both_runs_on_the_same_patients():
   assert 0 < low <= expected <= high
 
 
-def test_cross_entropy_by_hand_and_nan_stays_nan():
+def test_log_loss_by_hand_and_nan_stays_nan():
   """Catches a loss that ignores the label (or swaps p and 1-p), an infinite loss for a confident
   mistake, and a NaN probability turned into a finite loss."""
-  from jaxbrain.metrics import cross_entropy
-  assert cross_entropy(np.array([1, 0]), np.array([0.8, 0.3])) == pytest.approx(-(np.log(0.8) + np.log(0.7)) / 2)
-  assert np.isfinite(cross_entropy(np.array([1]), np.array([0.0])))
-  assert np.isnan(cross_entropy(np.array([1, 0]), np.array([np.nan, 0.3])))
+  from jaxbrain.metrics import log_loss
+  assert log_loss(np.array([1, 0]), np.array([0.8, 0.3])) == pytest.approx(-(np.log(0.8) + np.log(0.7)) / 2)
+  assert np.isfinite(log_loss(np.array([1]), np.array([0.0])))
+  assert np.isnan(log_loss(np.array([1, 0]), np.array([np.nan, 0.3])))
 
 
 def test_segmentation_evaluation_loss_is_the_training_loss_on_one_batch():

@@ -3,7 +3,7 @@
 import json
 import re
 
-from jaxbrain.pages import write_prediction_report, write_run_report
+from jaxbrain.pages import write_prediction_page, write_run_page
 
 
 def _references(page: str) -> list[str]:
@@ -16,7 +16,7 @@ def test_prediction_report_is_self_contained_and_escapes_names(tmp_path):
   hostile = '</script><b>x</b>'
   slices = [{'slice': k, 'image': f'overlays/a_{k}_overlay.png', 'probability': p, 'label': int(p >= 0.5)}
             for k, p in ((1, 0.1), (2, 0.9))]
-  page = write_prediction_report(tmp_path, {hostile: slices}, {hostile: {'slices': 2, 'slices_with_tumor': [2]}},
+  page = write_prediction_page(tmp_path, {hostile: slices}, {hostile: {'slices': 2, 'slices_with_tumor': [2]}},
                                  [{'role': 'classifier', 'run': 'runs/a', 'experiment': 'exp21', 'checkpoint': 'best/9'}],
                                  0.5, f'Label: probability >= 0.5 {hostile}').read_text()
   assert all(not ref.startswith(('/', 'http:', 'https:', '//', 'file:')) for ref in _references(page))
@@ -36,7 +36,7 @@ def test_run_report_shows_test_metrics_with_intervals_and_only_existing_figures(
       'selected_checkpoint': {'epoch': 8, 'metric': 'validation roc_auc', 'value': 0.961},
       'counts': {'test_patients': 12, 'test_slices': 444}}))
   (tmp_path / 'roc.png').write_bytes(b'')
-  page = write_run_report(tmp_path).read_text()
+  page = write_run_page(tmp_path).read_text()
   tested, validated = page.split('Validation patients')
   assert '0.887 [0.826, 0.947]' in tested and '0.952' in tested and '0.905' in validated
   assert 'epoch 8' in validated

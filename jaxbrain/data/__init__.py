@@ -1,6 +1,6 @@
 """LGG data: kaggle_3m scanning and validation, TFDS builder, splits, transforms, batches, phantoms.
 
-The TFDS builder (and with it tensorflow_datasets, ~0.4 s to import) loads on first use of
+The TFDS builder (and with it tensorflow_datasets, slow to import) loads on first use of
 `Lgg`, `build_dataset`, `load_arrays` or `load_dataset`, so training steps and models import
 without it.
 """

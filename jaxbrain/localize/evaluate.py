@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxbrain.data import kaggle3m
+from jaxbrain.config import INFERENCE
 from jaxbrain.folders import PredictionDir
 from jaxbrain.metrics import (decision_metrics, dice, hausdorff95, iou, segmentation_counts,
                               segmentation_metrics_with_intervals)
@@ -73,8 +74,8 @@ def _read_outputs(pred_dirs: Sequence[Path]) -> list[tuple[Path, list[dict]]]:
   return outputs
 
 
-def evaluate(pred_dirs: Sequence[str | Path] | str | Path, truth_dir: str | Path, bootstrap_samples: int = 1000,
-             seed: int = 0) -> dict:
+def evaluate(pred_dirs: Sequence[str | Path] | str | Path, truth_dir: str | Path,
+             bootstrap_samples: int = INFERENCE.bootstrap_samples, seed: int = INFERENCE.seed) -> dict:
   """Detection metrics of the slices' decisions as `predict` wrote them (the `label` column: accuracy,
   sensitivity, specificity, ...) and of their ranking by `probability` (ROC AUC); with masks (predict --seg-run),
   per-volume Dice and IoU (mean, median, worst five patients), Dice on tumor slices, the

@@ -16,12 +16,13 @@ import numpy as np
 
 from jaxbrain.data import kaggle3m
 from jaxbrain.files import write_json
+from jaxbrain.config import INFERENCE
 from jaxbrain.inference import Scorer
 from jaxbrain.metrics import classification_metrics, patient_intervals, segmentation_counts
 from jaxbrain.postprocess import choose_gate, gated_counts, pipeline_metrics
 from jaxbrain.runs import RunError, check_same_split, gate_path
 
-REPORTED = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate', 'tumor_detection_rate',
+PIPELINE_METRICS = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate', 'tumor_detection_rate',
             'detection_accuracy')
 
 
@@ -48,11 +49,12 @@ def _score(scorer: Scorer, images: np.ndarray, patients: np.ndarray) -> tuple[np
 def _with_intervals(counts: dict, patients: np.ndarray, samples: int, seed: int) -> dict:
   resampled = lambda rows, groups: pipeline_metrics({k: v[rows] for k, v in counts.items()}, groups)  # noqa: E731
   metrics = pipeline_metrics(counts, patients)
-  return {**{k: metrics[k] for k in REPORTED}, **patient_intervals(resampled, patients, samples, seed)}
+  return {**{k: metrics[k] for k in PIPELINE_METRICS}, **patient_intervals(resampled, patients, samples, seed)}
 
 
-def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: str | Path, batch_size: int = 16,
-                       bootstrap_samples: int = 1000, seed: int = 0) -> dict:
+def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: str | Path,
+                       batch_size: int = INFERENCE.batch_size, bootstrap_samples: int = INFERENCE.bootstrap_samples,
+                       seed: int = INFERENCE.seed) -> dict:
   """Chooses the gate on validation, stores it in the segmentation run, and returns what was chosen
   and measured (also written to that gate file)."""
   scorer = Scorer(run_dir, seg_run_dir, batch_size)
@@ -88,7 +90,7 @@ def format_table(result: dict) -> str:
   lines = [f'gate chosen on {result["chosen_on"].split(":")[0]}: {gate}',
            f'test patients ({result["test_patients"]}, used for no choice):',
            f'  {"metric":<22} {"pipeline":>24} {"segmenter alone":>24}']
-  for key in REPORTED:
+  for key in PIPELINE_METRICS:
     cells = []
     for part in ('pipeline', 'segmenter_alone'):
       metrics = result['test'][part]

@@ -19,12 +19,13 @@ from PIL import Image
 
 from jaxbrain.data import kaggle3m, nifti
 from jaxbrain.data.kaggle3m import slice_identity
-from jaxbrain.errors import OutputExistsError
+from jaxbrain.errors import OutputError, OutputExistsError
+from jaxbrain.config import INFERENCE
 from jaxbrain.inference import Scorer
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json
 from jaxbrain.folders import PredictionDir
-from jaxbrain.pages import write_prediction_report
+from jaxbrain.pages import write_prediction_page
 from jaxbrain.postprocess import patient_stacks
 from jaxbrain.runs import LoadedRun, RunError, read_gate
 
@@ -56,13 +57,13 @@ def check_output_dir(out_dir: Path, inputs: Sequence[str | Path], overwrite: boo
   for given in map(lambda p: Path(p).resolve(), inputs):
     folder = given if given.is_dir() else given.parent
     if out == folder or folder in out.parents or out in folder.parents:
-      raise RunError(f'{out_dir}: lies inside or holds the inputs ({given}); choose an output folder outside them '
+      raise OutputError(f'{out_dir}: lies inside or holds the inputs ({given}); choose an output folder outside them '
                      '(a later predict would score its overlays as scans)')
   if out_dir.exists() and not out_dir.is_dir():
     raise OutputExistsError(f'{out_dir}: is a file, not a folder; choose another --out')
   nearest = next(p for p in (out, *out.parents) if p.exists())
   if not nearest.is_dir() or not os.access(nearest, os.W_OK):
-    raise RunError(f'{out_dir}: cannot be written ({nearest} is {"not writable" if nearest.is_dir() else "a file"})')
+    raise OutputError(f'{out_dir}: cannot be written ({nearest} is {"not writable" if nearest.is_dir() else "a file"})')
   if out_dir.is_dir() and any(out_dir.iterdir()):
     if not overwrite:
       raise OutputExistsError(f'{out_dir}: is not empty; choose a new folder, or pass --overwrite to replace an '
@@ -127,7 +128,7 @@ def read_inputs(inputs: Sequence[str | Path], case_files: dict | None = None, ca
 
 def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: str | Path,
             seg_run_dir: str | Path | None = None,
-            batch_size: int = 16, progress: bool = True, overwrite: bool = False, case_files: dict | None = None,
+            batch_size: int = INFERENCE.batch_size, progress: bool = True, overwrite: bool = False, case_files: dict | None = None,
             case_name: str | None = None) -> dict:
   """Scores every input slice; writes predictions.csv, summary.json, report.html, masks/ and overlays/
   under out_dir, and `<case>_mask.nii.gz` per NIfTI case when a segmenter is given.
@@ -210,7 +211,7 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
   write_json(out.summary, summary)
   runs = [_run_facts(role, run) for role, run in (('classifier', scorer.classifier), ('segmenter', scorer.segmenter))
           if run is not None]
-  write_prediction_report(out_dir, viewer, summary, runs, scorer.threshold, scorer.description)
+  write_prediction_page(out_dir, viewer, summary, runs, scorer.threshold, scorer.description)
   return summary
 
 

@@ -34,8 +34,11 @@ def create_segmenter(encoder: str = 'residual', width: int = 16, kernels: str | 
 
 
 def build(model_config) -> nn.Module:
-  """The model a config's `model` section describes (`ResNetConfig` or `ResUNetConfig`)."""
-  if hasattr(model_config, 'encoder'):
+  """The model a config's `model` section describes (`ResNetConfig` or `ResUNetConfig`, told apart
+  by their `family`)."""
+  if model_config.family not in ('resnet', 'resunet'):
+    raise ValueError(f'{type(model_config).__name__}: no model family {model_config.family!r}')
+  if model_config.family == 'resunet':
     return create_segmenter(model_config.encoder, model_config.unet_width,
                             deep_supervision=model_config.deep_supervision)
   return create_model(model_config.arch, num_classes=2, head_hidden=model_config.head_hidden,

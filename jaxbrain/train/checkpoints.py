@@ -1,6 +1,6 @@
 """Orbax checkpoints of a run: the last few (to resume) and the best by a validation metric.
 
-A checkpoint holds the train state and a small JSON `progress` record (epoch, batches done in
+A checkpoint holds the train state and a small JSON position record (epoch, batches done in
 that epoch, best metric so far). On accelerators saving is asynchronous: orbax copies the state
 to host memory before `save` returns (the next step may then donate and overwrite its buffers) and
 writes the files from the otherwise idle host while training goes on. On CPUs the host is the
@@ -34,10 +34,10 @@ class Checkpoints:
     self.last = _manager(run.checkpoints('last'), keep, self.asynchronous)
     self.best = _manager(run.checkpoints('best'), 1, self.asynchronous)
 
-  def save(self, state: TrainState, progress: dict, best: bool = False) -> None:
+  def save(self, state: TrainState, position: dict, best: bool = False) -> None:
     """Writes `state` (asynchronously: returns once orbax holds a host copy; `close` waits for the files)."""
     step = int(jax.device_get(state.step))
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress))
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(position))
     managers = (self.last, self.best) if best else (self.last,)
     for manager in managers:
       if manager.latest_step() != step:

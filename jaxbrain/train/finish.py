@@ -14,7 +14,7 @@ from jaxbrain.config import Config
 from jaxbrain.errors import ConfigError
 from jaxbrain.files import write_json
 from jaxbrain.folders import RunDir
-from jaxbrain.pages import write_run_report
+from jaxbrain.pages import write_run_page
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.outputs import RunWriter, plot_curves, read_history
 
@@ -41,16 +41,16 @@ def select(checkpoints: Checkpoints, state, position: dict, metric: str, epochs:
                     'value': position['best'], 'checkpoint': f'best/{step}'}
 
 
-def evaluate_selected(task, config: Config, split, selected, evaluate: Callable, decision_steps: dict,
+def evaluate_selected(task, config: Config, split, selected, outputs_of: Callable, decision_steps: dict,
                       run: RunDir | None) -> tuple[dict, dict, dict, dict]:
   """(validation metrics, test metrics, test outputs, decision) of the selected state: test is
   read once, after the decisions were made on validation; the evaluators add to it. `run` is None
   on processes that write nothing."""
-  validation = task.metrics(evaluate(selected, split.validation), split.validation)
-  test_outputs = evaluate(selected, split.test)
+  validation = task.metrics(outputs_of(selected, split.validation), split.validation)
+  test_outputs = outputs_of(selected, split.test)
   test = task.test_metrics(test_outputs, split.test)
   decision, decided, decided_outputs = task.decide(
-      lambda name, indices: evaluate(selected, indices, decision_steps[name]), split, run)
+      lambda name, indices: outputs_of(selected, indices, decision_steps[name]), split, run)
   test.update(decided)
   test_outputs.update(decided_outputs)
   variables = selected.inference_variables()
@@ -68,7 +68,7 @@ def write_results(run: RunDir, task, config: Config, final: dict, decision: dict
   plot_curves(run, read_history(run), tuple(task.headline[:3]))
   writer.hyperparameters(config.flat(), {f'test/{k}': final[k] for k in task.headline if k in final})
   task.write_outputs(run, final, test_outputs, split.test)
-  write_run_report(run.path)
+  write_run_page(run.path)
 
 
 POSTPROCESSED_VIEWS = {'native': 'as the model gives them', 'native_postprocessed': 'post-processed as validation chose'}

@@ -60,10 +60,10 @@ def start_position() -> dict:
   return {'epoch': 0, 'batch': 0, 'best': None, 'best_epoch': None, 'sums': {}}
 
 
-def fit(task, config: Config, split, mesh, state, train_steps: dict, evaluate: Callable, checkpoints: Checkpoints,
+def fit(task, config: Config, split, mesh, state, train_steps: dict, outputs_of: Callable, checkpoints: Checkpoints,
         position: dict, run: RunDir, writer: RunWriter | None, timing: dict, began: float, progress: bool):
   """Trains from `position` to `config.epochs`; returns (the last state, its position record).
-  `train_steps[k]` runs k steps per dispatch on `mesh`; `evaluate(state, indices)` gives the eval step's
+  `train_steps[k]` runs k steps per dispatch on `mesh`; `outputs_of(state, indices)` gives the eval step's
   outputs; `writer` (None on processes that write nothing) logs every epoch."""
   data, steps_per_epoch = task.data, task.steps_per_epoch
   per_dispatch = max(train_steps)
@@ -104,7 +104,7 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, evaluate: C
       sums = fetch(totals, fetched_upto=fetched_upto, batch=steps_per_epoch)
       training_seconds = time.perf_counter() - epoch_began
       bar.close()
-      outputs = evaluate(state, split.validation)
+      outputs = outputs_of(state, split.validation)
       metrics = task.metrics(outputs, split.validation)
       score, best = metrics[task.selection], position['best']
       improved = not math.isnan(score) and (best is None or score > best)

@@ -111,7 +111,7 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
   eval_step = fed_eval(task.eval_step)
   decision_steps = {name: fed_eval(step) for name, step in task.decision_steps.items()}
 
-  def evaluate(state, indices: np.ndarray, step=eval_step) -> dict[str, np.ndarray]:
+  def outputs_of(state, indices: np.ndarray, step=eval_step) -> dict[str, np.ndarray]:
     """`step`'s outputs for `indices`, in their order: every batch dispatched (inputs placed ahead on
     a thread) before the outputs are fetched, once."""
     batches = list(eval_index_batches(indices, config.batch_size))
@@ -142,10 +142,10 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
     writer = RunWriter(run)
     _print_start(config, task, source, counts, mesh.size, eval_step.resident, run)
 
-  state, position = fit(task, config, split, mesh, state, train_steps, evaluate, checkpoints, position, run, writer,
+  state, position = fit(task, config, split, mesh, state, train_steps, outputs_of, checkpoints, position, run, writer,
                         timing, began, progress and writes)
   selected, selection = select(checkpoints, state, position, task.selection, config.epochs)
-  validation, test, test_outputs, decision = evaluate_selected(task, config, split, selected, evaluate,
+  validation, test, test_outputs, decision = evaluate_selected(task, config, split, selected, outputs_of,
                                                                decision_steps, run if writes else None)
   final = {**test, 'validation': validation, 'test': test, 'selected_checkpoint': selection,
            'task': config.task.name, 'split': config.data.split, 'fold': config.data.fold,

@@ -21,7 +21,8 @@ from jaxbrain.models.resnet import ResNet
 from jaxbrain.train.state import TrainState
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """The training loss of class logits [B, 2] against integer labels [B], on the device."""
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
@@ -99,10 +100,10 @@ def make_train_step(model: ResNet, tx: optax.GradientTransformation, preprocessi
                                       mutable=['batch_stats'])
         batch_stats = updated['batch_stats']
       if not joint:
-        return cross_entropy(logits, batch['label']), (logits, batch_stats)
+        return softmax_cross_entropy(logits, batch['label']), (logits, batch_stats)
       logits, mask_logits = logits
       mask_loss = optax.sigmoid_binary_cross_entropy(mask_logits, tumor_cells(masks, mask_logits.shape[1:])).mean()
-      return cross_entropy(logits, batch['label']) + mask_loss_weight * mask_loss, (logits, batch_stats)
+      return softmax_cross_entropy(logits, batch['label']) + mask_loss_weight * mask_loss, (logits, batch_stats)
 
     return _update(state, tx, loss_fn, _accuracy(batch['label']))
 
@@ -122,7 +123,7 @@ def make_head_train_step(model: ResNet, tx: optax.GradientTransformation) -> Cal
     def loss_fn(params):
       variables = {'params': params, 'batch_stats': state.batch_stats}
       logits = model.apply(variables, features, train=True, method='classify', rngs={'dropout': dropout_key})
-      return cross_entropy(logits, batch['label']), (logits, state.batch_stats)
+      return softmax_cross_entropy(logits, batch['label']), (logits, state.batch_stats)
 
     return _update(state, tx, loss_fn, _accuracy(batch['label']))
 

@@ -25,7 +25,7 @@ from jaxbrain.data.batching import epoch_length
 from jaxbrain.data.transforms import Preprocessing, resize
 from jaxbrain.errors import ConfigError
 from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTATION_KEYS, classification_metrics,
-                              cross_entropy, patient_intervals, segmentation_counts, segmentation_metrics_from_counts,
+                              log_loss, patient_intervals, segmentation_counts, segmentation_metrics_from_counts,
                               segmentation_metrics_with_intervals, soft_segmentation_loss)
 from jaxbrain.files import write_csv
 from jaxbrain.folders import RunDir
@@ -213,7 +213,7 @@ class Classification(_SliceTask):
   def metrics(self, outputs: dict, indices: np.ndarray) -> dict:
     labels = self.data.label[indices]
     return {**classification_metrics(labels, outputs['probability']),
-            'loss': cross_entropy(labels, outputs['probability'])}
+            'loss': log_loss(labels, outputs['probability'])}
 
   def test_metrics(self, outputs: dict, indices: np.ndarray) -> dict:
     labels, probabilities = self.data.label[indices], outputs['probability']

@@ -15,7 +15,7 @@ PLATFORM_SPECIFIC = ('platform_dependent', 'custom_vjp', 'custom_jvp', 'default_
 
 
 def test_model_modules_hold_no_platform_specific_code():
-  """Catches a CPU rewrite (custom gradient, platform switch) creeping back into a model module."""
+  """Catches a CPU rewrite (custom gradient, platform switch) in a model module instead of kernels/."""
   for path in Path(jaxbrain.models.__file__).parent.glob('*.py'):
     if path.name == 'build.py':  # resolves kernel names; it computes nothing
       continue
@@ -45,8 +45,8 @@ def test_the_resnet_encoder_of_a_unet_takes_the_kernels_too():
 
 def test_the_resnet_takes_the_kernels():
   """Catches a ResNet that ignores its `conv`/`norm`/`pool` arguments (the jaxprs would be equal).
-  Its values and gradients with either set are the kernels' own (tests/kernels) in the same program
-  as before they moved out of the model (`bench/hlo.py`)."""
+  Its values and gradients with either set are the kernels' own (tests/kernels); `bench/hlo.py`
+  fingerprints the programs they compile to."""
   x = jnp.zeros((10, 32, 32, 3))
   reference, fast = (create_model('resnet18', kernels=k, num_classes=2) for k in ('xla', 'xla_cpu'))
   variables = jax.jit(reference.init)(jax.random.key(0), x[:1])

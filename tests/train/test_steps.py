@@ -7,7 +7,7 @@ import optax
 from jaxbrain.data import Preprocessing
 from jaxbrain.models import create_model
 from jaxbrain.train.state import create_train_state
-from jaxbrain.train.steps import cross_entropy, make_train_step, tumor_cells
+from jaxbrain.train.steps import softmax_cross_entropy, make_train_step, tumor_cells
 from jaxbrain.train.strategies import make_optimizer
 
 SIZE = 64
@@ -45,7 +45,7 @@ def test_joint_loss_adds_the_weighted_mask_loss_to_the_classification_loss():
   assert mask_logits.shape == (4, 8, 8)  # 8x8-pixel cells
   target = np.zeros((4, 8, 8))
   target[1, 5:7, 0:3] = 1  # rows 40-49, columns 5-19
-  by_hand = (cross_entropy(logits, batch['label']),
+  by_hand = (softmax_cross_entropy(logits, batch['label']),
              optax.sigmoid_binary_cross_entropy(mask_logits, jnp.asarray(target)).mean())
   for weight in (0.0, 2.5):
     _, metrics = jax.jit(make_train_step(model, tx, preprocessing, False, mask_loss_weight=weight))(state, batch)

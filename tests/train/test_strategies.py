@@ -60,12 +60,12 @@ def test_frozen_backbone_with_batch_statistics_is_pytorchs_train_mode():
   assert losses[0] != running_losses[0]
   # the first loss is the loss of the model in training mode (batch statistics) on the batch
   from jaxbrain.data import apply_preprocessing
-  from jaxbrain.train.steps import cross_entropy
+  from jaxbrain.train.steps import softmax_cross_entropy
   flip_key, _ = jax.random.split(state.step_key())
   images, _ = apply_preprocessing(PREPROCESS, flip_key, data[0]['image'], train=True)
   logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=True,
                           mutable=['batch_stats'])
-  assert losses[0] == pytest.approx(float(cross_entropy(logits, data[0]['label'])), rel=1e-5)
+  assert losses[0] == pytest.approx(float(softmax_cross_entropy(logits, data[0]['label'])), rel=1e-5)
 
 
 def test_finetune_changes_every_parameter_and_statistic():
