@@ -75,7 +75,8 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(prog='python -m experiments.compare', description=__doc__.splitlines()[0])
   parser.add_argument('run_a', help='run folder or test_predictions.csv (the reference)')
   parser.add_argument('run_b', help='run folder or test_predictions.csv (the one measured against A)')
-  parser.add_argument('--samples', type=int, default=BOOTSTRAP_SAMPLES, help='patient bootstrap resamples (default %(default)s)')
+  parser.add_argument('--samples', type=int, default=BOOTSTRAP_SAMPLES,
+                      help='patient bootstrap resamples (default %(default)s)')
   parser.add_argument('--out', help='also write the JSON object to this file')
   args = parser.parse_args(argv)
   try:

@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')
-  predict.add_argument('--batch-size', type=int, default=INFERENCE.batch_size, help='slices per compiled call (default: %(default)s)')
+  predict.add_argument('--batch-size', type=int, default=INFERENCE.batch_size,
+                       help='slices per compiled call (default: %(default)s)')
   predict.add_argument('--no-progress', action='store_true', help='no progress bars')
   predict.set_defaults(run_command=_predict)
   evaluate = commands.add_parser(
@@ -154,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
   gate.add_argument('--run', required=True, help='run directory of a classification experiment')
   gate.add_argument('--seg-run', required=True, help='run directory of a segmentation experiment (same split)')
   gate.add_argument('--data-dir', required=True, help='the kaggle_3m folder both runs were trained on')
-  gate.add_argument('--batch-size', type=int, default=INFERENCE.batch_size, help='slices per compiled call (default: %(default)s)')
+  gate.add_argument('--batch-size', type=int, default=INFERENCE.batch_size,
+                    help='slices per compiled call (default: %(default)s)')
   gate.add_argument('--bootstrap-samples', type=int, default=INFERENCE.bootstrap_samples,
                     help='patient-bootstrap resamples for the test intervals (default: %(default)s)')
   gate.set_defaults(run_command=_gate)

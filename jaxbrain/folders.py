@@ -10,9 +10,20 @@ from pathlib import Path
 from typing import Sequence
 
 
+# What a run folder holds, by the attribute that names it: the config and its facts, the patients of
+# each side, what validation chose, the final (test) metrics, one line per epoch, one line per
+# --epochs extension, the run page, one row per test slice, every mask rule tried, TensorBoard
+# events, the evaluators' images, the gates chosen for pairs with a classifier.
+RUN_FILES = {'config': 'config.json', 'split': 'split.json', 'decision': 'decision.json', 'final_metrics': 'metrics.json',
+             'history': 'metrics.jsonl', 'resumes': 'resumes.jsonl', 'report': 'report.html',
+             'test_predictions': 'test_predictions.csv', 'mask_rules': 'mask_rules.csv', 'tensorboard': 'tensorboard',
+             'overlays': 'overlays', 'gradcam': 'gradcam', 'gates': 'gates'}
+
+
 @dataclasses.dataclass(frozen=True)
 class RunDir:
-  """A training run's folder, WORKDIR/EXPERIMENT/RUN_NAME."""
+  """A training run's folder, WORKDIR/EXPERIMENT/RUN_NAME: `RUN_FILES` by name, the plots, the
+  checkpoint layout and the lock."""
   path: Path
 
   CHECKPOINT_KINDS = ('best', 'last')  # checkpoints/best/<step>, checkpoints/last/<step>
@@ -31,9 +42,6 @@ class RunDir:
   def __post_init__(self):
     object.__setattr__(self, 'path', Path(self.path))
 
-  def __truediv__(self, name: str) -> Path:
-    return self.path / name
-
   def __str__(self) -> str:
     return str(self.path)
 
@@ -41,19 +49,12 @@ class RunDir:
   def name(self) -> str:
     return self.path.name
 
-  config = property(lambda self: self.path / 'config.json', doc='the config and the facts of the run')
-  split = property(lambda self: self.path / 'split.json', doc='the patients of each side')
-  decision = property(lambda self: self.path / 'decision.json', doc='what was chosen on validation')
-  final_metrics = property(lambda self: self.path / 'metrics.json', doc='the final (test) metrics')
-  history = property(lambda self: self.path / 'metrics.jsonl', doc='one line per epoch')
-  resumes = property(lambda self: self.path / 'resumes.jsonl', doc='one line per --epochs extension')
-  report = property(lambda self: self.path / 'report.html', doc='the run page')
-  test_predictions = property(lambda self: self.path / 'test_predictions.csv', doc='one row per test slice')
-  mask_rules = property(lambda self: self.path / 'mask_rules.csv', doc='every mask rule tried on validation')
-  tensorboard = property(lambda self: self.path / 'tensorboard', doc='TensorBoard event files')
-  overlays = property(lambda self: self.path / 'overlays', doc='the overlays evaluator\'s images')
-  gradcam = property(lambda self: self.path / 'gradcam', doc='the gradcam evaluator\'s images')
-  gates = property(lambda self: self.path / 'gates', doc='gates chosen for pairs with a classifier')
+  def __getattr__(self, name: str) -> Path:
+    """`run.config`, `run.split`, ...: the files and folders of `RUN_FILES`."""
+    if name in RUN_FILES:
+      return self.path / RUN_FILES[name]
+    raise AttributeError(f'{type(self).__name__} has no {name!r} (its files: {", ".join(RUN_FILES)})')
+
   PLOTS = ('curves.png', 'roc.png', 'confusion_matrix.png')
 
   def plot(self, name: str) -> Path:

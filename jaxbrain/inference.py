@@ -36,6 +36,11 @@ def slice_probability(model, variables: dict, preprocessing: Preprocessing, imag
   return model.apply(variables, x, flip_average, with_mask_head, method='probability')
 
 
+def slice_heatmaps(model, variables: dict, preprocessing: Preprocessing, images: jax.Array) -> jax.Array:
+  """Images [B, H, W, 3] uint8 -> a classifier's Grad-CAM heatmaps [B, h, w] (`models.gradcam`)."""
+  return gradcam(model, variables, apply_preprocessing(preprocessing, None, images, train=False)[0])
+
+
 def features_probability(model, variables: dict, features: jax.Array) -> jax.Array:
   """A frozen backbone's cached features [B, F] -> the classifier's tumor probability [B]
   (`slice_probability` without flip averaging or the mask head, from the head alone)."""
@@ -175,7 +180,7 @@ class Scorer:
                                     run.config.task.score_with_mask_head)
     if self.segmenter is not None:
       return probability, None
-    return probability, gradcam(run.model, run.variables, apply_preprocessing(run.preprocessing, None, batch)[0])
+    return probability, slice_heatmaps(run.model, run.variables, run.preprocessing, batch)
 
   def _segment_batch(self, batch):
     run = self.segmenter

@@ -6,32 +6,29 @@ green) for evenly spaced tumor slices. Classification runs only.
 """
 from __future__ import annotations
 
-import jax
 import numpy as np
 from PIL import Image
 
-from jaxbrain.data.transforms import apply_preprocessing
 from jaxbrain.evaluators import evenly
 from jaxbrain.folders import RunDir
 from jaxbrain.metrics import pointing_game
-from jaxbrain.models.gradcam import gradcam
 from jaxbrain.overlay import heatmap_overlay
+from jaxbrain.train.finish import TestSlices
 
 SHOWN = 8
 
 
-def evaluate(task, variables: dict, indices: np.ndarray, outputs: dict, run: RunDir | None) -> dict:
-  data, batch_size = task.data, task.config.batch_size
-  cam = jax.jit(lambda x: gradcam(task.model, variables, apply_preprocessing(task.preprocessing, None, x)[0]))
-  tumor_slices = indices[data.label[indices] == 1]
-  heatmaps = [np.asarray(cam(data.image[tumor_slices[s:s + batch_size]]))
-              for s in range(0, len(tumor_slices), batch_size)]
+def evaluate(test: TestSlices, run: RunDir | None) -> dict:
+  if test.heatmaps is None:
+    raise ValueError('the gradcam evaluator needs a model with Grad-CAM heatmaps (a classifier)')
+  tumor = np.flatnonzero(test.labels == 1)
+  size = test.batch_size
+  heatmaps = [np.asarray(test.heatmaps(test.images[tumor[s:s + size]])) for s in range(0, len(tumor), size)]
   heatmaps = np.concatenate(heatmaps) if heatmaps else np.zeros((0, 1, 1))
   if run is not None:
-    folder = run.gradcam
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in evenly(SHOWN, len(tumor_slices)):
-      k = tumor_slices[i]
-      Image.fromarray(heatmap_overlay(data.image[k], heatmaps[i], data.mask[k])).save(
-          folder / f'{data.patient[k]}_{data.slice[k]}.png')
-  return {'gradcam_pointing_game': pointing_game(heatmaps, data.mask[tumor_slices])}
+    run.gradcam.mkdir(parents=True, exist_ok=True)
+    for i in evenly(SHOWN, len(tumor)):
+      k = tumor[i]
+      Image.fromarray(heatmap_overlay(test.images[k], heatmaps[i], test.true_masks[k])).save(
+          run.gradcam / f'{test.patients[k]}_{test.slices[k]}.png')
+  return {'gradcam_pointing_game': pointing_game(heatmaps, test.true_masks[tumor])}

@@ -9,21 +9,18 @@ from PIL import Image
 from jaxbrain.evaluators import evenly
 from jaxbrain.folders import RunDir
 from jaxbrain.overlay import mask_overlay
+from jaxbrain.train.finish import TestSlices
 
 TUMOR_SHOWN, EMPTY_SHOWN = 8, 4
 
 
-def evaluate(task, variables: dict, indices: np.ndarray, outputs: dict, run: RunDir | None) -> dict:
+def evaluate(test: TestSlices, run: RunDir | None) -> dict:
   if run is None:
     return {}
-  data, predicted = task.data, outputs['mask']
-  true = data.mask[indices] > 0
-  folder = run.overlays
-  folder.mkdir(parents=True, exist_ok=True)
-  has_tumor = true.reshape(len(true), -1).any(1)
+  run.overlays.mkdir(parents=True, exist_ok=True)
+  has_tumor = test.true_masks.reshape(len(test.true_masks), -1).any(1)
   for group, count in ((np.flatnonzero(has_tumor), TUMOR_SHOWN), (np.flatnonzero(~has_tumor), EMPTY_SHOWN)):
-    for i in group[evenly(count, len(group))]:
-      k = indices[i]
-      Image.fromarray(mask_overlay(data.image[k], predicted[i], true[i])).save(
-          folder / f'{data.patient[k]}_{data.slice[k]}.png')
+    for k in group[evenly(count, len(group))]:
+      Image.fromarray(mask_overlay(test.images[k], test.outputs['mask'][k], test.true_masks[k])).save(
+          run.overlays / f'{test.patients[k]}_{test.slices[k]}.png')
   return {}

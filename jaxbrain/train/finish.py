@@ -4,11 +4,13 @@ plots, the task's test files, the run page and the closing lines. Evaluators are
 (`config.task.evals`, as big_vision's `config.evals`), so the runner never imports them."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 from typing import Callable
 
 import jax
+import numpy as np
 
 from jaxbrain.config import Config
 from jaxbrain.errors import ConfigError
@@ -19,6 +21,22 @@ from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.outputs import RunWriter, plot_curves, read_history
 
 EVALUATORS = 'jaxbrain.evaluators'  # the package evaluators named in the config come from, imported by name
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSlices:
+  """What an evaluator is handed (as big_vision hands its evaluators a narrow predict function): the
+  test slices as the data holds them, the selected checkpoint's outputs on them (`mask`: the masks
+  the run's chosen rule makes, for a segmenter), and `heatmaps` (uint8 slices -> Grad-CAM [n, h, w];
+  None for a model without them), called in batches of `batch_size`."""
+  images: np.ndarray  # [N, 256, 256, 3] uint8
+  true_masks: np.ndarray  # [N, 256, 256] bool
+  labels: np.ndarray  # [N] 1 = tumor
+  patients: np.ndarray  # [N]
+  slices: np.ndarray  # [N] slice numbers
+  outputs: dict
+  heatmaps: Callable | None
+  batch_size: int
 
 
 def check_evaluators(names) -> None:
@@ -53,10 +71,12 @@ def evaluate_selected(task, config: Config, split, selected, outputs_of: Callabl
       lambda name, indices: outputs_of(selected, indices, decision_steps[name]), split, run)
   test.update(decided)
   test_outputs.update(decided_outputs)
-  variables = selected.inference_variables()
+  data, indices = task.data, split.test
+  heatmaps = task.heatmaps(selected.inference_variables())
+  handed = TestSlices(data.image[indices], data.mask[indices] > 0, data.label[indices], data.patient[indices],
+                      data.slice[indices], test_outputs, heatmaps, config.batch_size)
   for name in config.task.evals:
-    test.update(importlib.import_module(f'{EVALUATORS}.{name}').evaluate(task, variables, split.test, test_outputs,
-                                                                         run))
+    test.update(importlib.import_module(f'{EVALUATORS}.{name}').evaluate(handed, run))
   return validation, test, test_outputs, decision
 
 

@@ -29,7 +29,7 @@ from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTAT
                               segmentation_metrics_with_intervals, soft_segmentation_loss)
 from jaxbrain.files import write_csv
 from jaxbrain.folders import RunDir
-from jaxbrain.inference import model_resolution_masks, pixels_to_slice_probability, slice_decisions
+from jaxbrain.inference import model_resolution_masks, pixels_to_slice_probability, slice_decisions, slice_heatmaps
 from jaxbrain.postprocess import MaskRule, choose_rule
 from jaxbrain.train.outputs import plot_classification
 from jaxbrain.train.steps import (make_eval_step, make_head_eval_step, make_head_train_step,
@@ -77,6 +77,10 @@ class Task(Protocol):
     """The task's test files: test_predictions.csv and its plots."""
 
   decision_steps: dict[str, Callable]  # pure eval steps whose outputs `decide` reads, by name
+
+  def heatmaps(self, variables: dict) -> Callable | None:
+    """uint8 slices [n, 256, 256, 3] -> Grad-CAM heatmaps [n, h, w] with `variables`, jitted; None
+    for a model without them. What the evaluators may ask of the model."""
 
   def decide(self, evaluate: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
     """(what decision.json stores besides the checkpoint, test metrics it adds, test outputs it
@@ -227,6 +231,9 @@ class Classification(_SliceTask):
 
   decision_steps = {}
 
+  def heatmaps(self, variables: dict) -> Callable:
+    return jax.jit(functools.partial(slice_heatmaps, self.model, variables, self.preprocessing))
+
   def decide(self, evaluate: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
     return {'threshold': DECISION_THRESHOLD, 'threshold_chosen_on': 'fixed default'}, {}, {}
 
@@ -253,6 +260,9 @@ class Segmentation(_SliceTask):
 
   def _targets(self) -> dict[str, np.ndarray]:
     return {'mask': self.data.mask}
+
+  def heatmaps(self, variables: dict) -> None:
+    return None
 
   def true_masks(self, indices: np.ndarray) -> np.ndarray:
     """True masks [N, S, S] bool at the model's resolution, where the metrics are computed; resized

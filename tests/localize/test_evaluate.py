@@ -1,4 +1,5 @@
-"""`jaxbrain evaluate` on hand-made predict outputs over the phantom's true masks, and on a segmenter's predict output."""
+"""`jaxbrain evaluate` on hand-made predict outputs over the phantom's true masks, and on a
+segmenter's predict output."""
 import csv
 import json
 from pathlib import Path
@@ -113,9 +114,10 @@ def test_evaluate_refuses_a_patient_in_two_outputs_and_masks_in_some_only(phanto
 
 def test_detection_scores_the_label_column_predict_wrote(trained_runs, phantom_png, tmp_path, capsys):
   """A segmenter-only prediction with a mask rule at threshold 0.3 that removes tumors under 1500
-  pixels (the phantom's are 800-2300) labels a slice by its post-processed mask, not by probability >= 0.5. Catches `evaluate` re-deciding the labels
-  by thresholding `probability` at 0.5 (its detection accuracy then differs from that of the
-  `label` column predict wrote) and a ROC AUC not computed from `probability`."""
+  pixels (the phantom's are 800-2300) labels a slice by its post-processed mask, not by
+  probability >= 0.5. Catches `evaluate` re-deciding the labels by thresholding `probability` at 0.5
+  (its detection accuracy then differs from that of the `label` column predict wrote) and a ROC AUC
+  not computed from `probability`."""
   from tests.localize.helpers import with_mask_rule
   from jaxbrain.metrics import roc_auc
 
