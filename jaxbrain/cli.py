@@ -12,6 +12,7 @@ from jaxbrain.data import kaggle3m
 from jaxbrain.data.phantom import write_phantom
 from jaxbrain.config import INFERENCE
 from jaxbrain.errors import ConfigError, run_entry_point
+from jaxbrain.localize import evaluate as localize_evaluate, gate as localize_gate
 
 
 def _data(args) -> int:
@@ -125,42 +126,46 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')
-  predict.add_argument('--batch-size', type=int, default=INFERENCE.batch_size,
-                       help='slices per compiled call (default: %(default)s)')
+  _inference_flags(predict, batch_size=True)
   predict.add_argument('--no-progress', action='store_true', help='no progress bars')
   predict.set_defaults(run_command=_predict)
-  evaluate = commands.add_parser(
-      'evaluate', help='score a `jaxbrain predict` output against the true masks and labels',
-      description='Scores PRED_DIR (a `jaxbrain predict` output; several are scored as one set of patients, each '
-                  'patient in one of them) against the true masks of a kaggle_3m tree: slice detection, and with '
-                  'masks per-volume Dice, IoU and HD95, Dice on tumor slices, the false-positive rate on tumor-free '
-                  'slices, with 95% patient-bootstrap intervals. Prints a table, then one JSON object.',
-      epilog='example: jaxbrain evaluate predictions/ --truth ../shared/data/lgg/kaggle_3m; the five folds pooled: '
-             'jaxbrain evaluate pred/fold0 pred/fold1 pred/fold2 pred/fold3 pred/fold4 --truth ...')
+  evaluate = _documented_command(
+      commands, localize_evaluate, 'score a `jaxbrain predict` output against the true masks and labels',
+      'example: jaxbrain evaluate predictions/ --truth ../shared/data/lgg/kaggle_3m; the five folds pooled: '
+      'jaxbrain evaluate pred/fold0 pred/fold1 pred/fold2 pred/fold3 pred/fold4 --truth ...')
   evaluate.add_argument('pred_dir', nargs='+', help='folders written by `jaxbrain predict`')
   evaluate.add_argument('--truth', required=True, help='the kaggle_3m folder holding the true masks of those slices')
-  evaluate.add_argument('--bootstrap-samples', type=int, default=INFERENCE.bootstrap_samples,
-                        help='patient-bootstrap resamples for the 95%% intervals (0: none) (default: %(default)s)')
+  _inference_flags(evaluate, bootstrap_samples=True)
   evaluate.set_defaults(run_command=_evaluate)
-  gate = commands.add_parser(
-      'gate', help='detect, then localize: choose on validation where the classifier empties the masks',
-      description='For a classification run and a segmentation run trained on the same split (checked), chooses on '
-                  'their validation patients the classifier probability below which a slice gets no mask (or no '
-                  'gate), by mean per-volume Dice at 256x256; stores it in the segmentation run, where `jaxbrain '
-                  'predict --run CLS --seg-run SEG` finds it; and measures the pipeline on the test patients '
-                  '(per-volume Dice, false-positive rate on tumor-free slices, slice detection accuracy) beside '
-                  'the segmenter alone. Prints a table, then one JSON object.',
-      epilog='example: jaxbrain gate --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN '
-             '--data-dir ../shared/data/lgg/kaggle_3m')
+  gate = _documented_command(
+      commands, localize_gate, 'detect, then localize: choose on validation where the classifier empties the masks',
+      'example: jaxbrain gate --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN '
+      '--data-dir ../shared/data/lgg/kaggle_3m')
   gate.add_argument('--run', required=True, help='run directory of a classification experiment')
   gate.add_argument('--seg-run', required=True, help='run directory of a segmentation experiment (same split)')
   gate.add_argument('--data-dir', required=True, help='the kaggle_3m folder both runs were trained on')
-  gate.add_argument('--batch-size', type=int, default=INFERENCE.batch_size,
-                    help='slices per compiled call (default: %(default)s)')
-  gate.add_argument('--bootstrap-samples', type=int, default=INFERENCE.bootstrap_samples,
-                    help='patient-bootstrap resamples for the test intervals (default: %(default)s)')
+  _inference_flags(gate, batch_size=True, bootstrap_samples=True)
   gate.set_defaults(run_command=_gate)
   return parser
+
+
+def _inference_flags(command: argparse.ArgumentParser, batch_size: bool = False,
+                     bootstrap_samples: bool = False) -> None:
+  """The flags of `config.InferenceConfig` a command takes, with its defaults."""
+  if batch_size:
+    command.add_argument('--batch-size', type=int, default=INFERENCE.batch_size,
+                         help='slices per compiled call (default: %(default)s)')
+  if bootstrap_samples:
+    command.add_argument('--bootstrap-samples', type=int, default=INFERENCE.bootstrap_samples,
+                         help='patient-bootstrap resamples for the 95%% intervals (0: none) (default: %(default)s)')
+
+
+def _documented_command(commands, module, help: str, epilog: str) -> argparse.ArgumentParser:
+  """The subcommand `module` implements (named as its module), described by the module's docstring:
+  what a command does is stated once, there."""
+  return commands.add_parser(module.__name__.rsplit('.', 1)[-1], help=help, epilog=epilog,
+                             description=module.__doc__.strip().replace('%', '%%'),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,8 +43,8 @@ class DataConfig:
   split: str = setting('patient', 'patient: train / validation / test patients, about 70/15/15; slice: the '
                        'report\'s random 85/15 slice split with 15%% of all slices carved from the 85 for validation '
                        '(patients leak)', ('patient', 'slice'))
-  fold: Optional[int] = setting(None, 'fold 0-4 of a 5-fold patient split as test (validation carved from the other '
-                                'folds)')
+  fold: Optional[int] = setting(None, f'fold 0-{NUM_FOLDS - 1} of a {NUM_FOLDS}-fold patient split as test '
+                                '(validation carved from the other folds)')
   preprocess: str = setting('resize_flip_normalize', 'the report\'s variants, or one with random scale/rotation '
                             '(_affine) and/or random gamma and gain (_intensity)', VARIANTS + AUGMENTED)
   image_size: int = setting(224, 'resize target (the report: 224)')

@@ -4,7 +4,9 @@ each predicted by its own fold's run) are scored as one set of patients.
 
 Segmentation figures are computed at the slices' native 256x256 (predict writes its masks there,
 resized from the model's resolution), per patient volume (the patient's slices stacked in slice
-order). The slice's true label is whether its true mask has a tumor pixel.
+order). The slice's true label is whether its true mask has a tumor pixel; detection scores the
+`label` column `predict` wrote as it was decided (whatever rule decided it) and ranks slices by
+the `probability` column for ROC AUC.
 """
 from __future__ import annotations
 
