@@ -8,9 +8,9 @@ import sys
 
 from jaxbrain import __version__, configure_cpu
 from jaxbrain.allocator import restart_with_tcmalloc
+from jaxbrain.config import INFERENCE
 from jaxbrain.data import kaggle3m
 from jaxbrain.data.phantom import write_phantom
-from jaxbrain.config import INFERENCE
 from jaxbrain.errors import ConfigError, run_entry_point
 from jaxbrain.localize import evaluate as localize_evaluate, gate as localize_gate
 

@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbrain.config import INFERENCE
 from jaxbrain.data.arrays import segmenter_inputs
 from jaxbrain.data.transforms import Preprocessing, apply_preprocessing, native_logits
 from jaxbrain.models.gradcam import gradcam
-from jaxbrain.config import INFERENCE
 from jaxbrain.postprocess import PIXEL_THRESHOLD, MaskRule, apply_rule
 from jaxbrain.runs import LoadedRun, RunError, gate_path, load_run, read_gate
 

@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxbrain.data import kaggle3m
 from jaxbrain.config import INFERENCE
+from jaxbrain.data import kaggle3m
 from jaxbrain.folders import PredictionDir
 from jaxbrain.metrics import (decision_metrics, dice, hausdorff95, iou, segmentation_counts,
                               segmentation_metrics_with_intervals)

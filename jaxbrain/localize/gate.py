@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxbrain.config import INFERENCE
 from jaxbrain.data import kaggle3m
 from jaxbrain.files import write_json
-from jaxbrain.config import INFERENCE
 from jaxbrain.inference import Scorer
 from jaxbrain.metrics import classification_metrics, patient_intervals, segmentation_counts
 from jaxbrain.postprocess import choose_gate, gated_counts, pipeline_metrics

@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from jaxbrain.config import INFERENCE
 from jaxbrain.data import kaggle3m, nifti
 from jaxbrain.data.kaggle3m import slice_identity
 from jaxbrain.errors import OutputError, OutputExistsError
-from jaxbrain.config import INFERENCE
 from jaxbrain.inference import Scorer
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json

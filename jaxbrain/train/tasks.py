@@ -82,10 +82,10 @@ class Task(Protocol):
     """uint8 slices [n, 256, 256, 3] -> Grad-CAM heatmaps [n, h, w] with `variables`, jitted; None
     for a model without them. What the evaluators may ask of the model."""
 
-  def decide(self, evaluate: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
+  def decide(self, outputs_of: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
     """(what decision.json stores besides the checkpoint, test metrics it adds, test outputs it
     replaces: per-slice arrays in `split.test` order), chosen on the validation patients of the
-    selected checkpoint; `evaluate(step_name, indices)` runs one of `decision_steps` over dataset
+    selected checkpoint; `outputs_of(step_name, indices)` runs one of `decision_steps` over dataset
     `indices`. Files it leaves go to `run` (None: none)."""
 
 
@@ -234,7 +234,9 @@ class Classification(_SliceTask):
   def heatmaps(self, variables: dict) -> Callable:
     return jax.jit(functools.partial(slice_heatmaps, self.model, variables, self.preprocessing))
 
-  def decide(self, evaluate: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
+  def decide(self, outputs_of: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
+    """The fixed default threshold, recorded as such: a classifier's label is probability >=
+    `DECISION_THRESHOLD`; nothing is chosen on validation, so test gains nothing from it."""
     return {'threshold': DECISION_THRESHOLD, 'threshold_chosen_on': 'fixed default'}, {}, {}
 
 
@@ -292,13 +294,14 @@ class Segmentation(_SliceTask):
     """The order of `indices` by patient, then slice: the stacks the post-processing reads."""
     return np.lexsort((self.data.slice[indices], self.data.patient[indices]))
 
-  def decide(self, evaluate: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
+  def decide(self, outputs_of: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
     """The mask post-processing (`postprocess.MaskRule`) with the highest mean per-volume Dice on
     validation at the slices' native 256x256; the test metrics there with and without it (with
     patient-bootstrap intervals); and the test slices' probability, tumor pixels, label and mask as
     `jaxbrain predict` gives them with the rule. Every rule tried goes to mask_rules.csv."""
     validation = split.validation[self._stack_order(split.validation)]
-    probabilities = {flip: evaluate(f'flip_average={flip}', validation)['native_probability'] for flip in (False, True)}
+    probabilities = {flip: outputs_of(f'flip_average={flip}', validation)['native_probability']
+                     for flip in (False, True)}
     truth = self.data.mask[validation] > 0
     rule, tried = choose_rule(probabilities, truth, self.data.patient[validation])
     del probabilities
@@ -313,7 +316,7 @@ class Segmentation(_SliceTask):
     order = self._stack_order(split.test)
     test = split.test[order]
     truth, patients = self.data.mask[test] > 0, self.data.patient[test]
-    pixels = {flip: evaluate(f'flip_average={flip}', test)['native_probability']
+    pixels = {flip: outputs_of(f'flip_average={flip}', test)['native_probability']
               for flip in {False, rule.flip_average}}  # each variant evaluated once
     added, decided = {}, None
     for name, applied in (('native', MaskRule()), ('native_postprocessed', rule)):
