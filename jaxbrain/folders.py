@@ -81,9 +81,10 @@ class RunDir:
     """'best/120' for the step folder `folder` (what decision.json and gate names record)."""
     return Path(folder).relative_to(self.path / 'checkpoints').as_posix()
 
-  @staticmethod
-  def checkpoint_state(folder: Path) -> Path:
-    return folder / 'state'
+  @classmethod
+  def checkpoint_state(cls, folder: Path) -> Path:
+    """The train state's orbax item in a checkpoint step folder."""
+    return folder / cls.CHECKPOINT_ITEMS[0]
 
   def newest_checkpoint(self, kind: str) -> Path | None:
     """The step folder of the newest complete `kind` checkpoint, or None."""

@@ -71,6 +71,8 @@ def evaluate_selected(task, config: Config, split, selected, outputs_of: Callabl
       lambda name, indices: outputs_of(selected, indices, decision_steps[name]), split, run)
   test.update(decided)
   test_outputs.update(decided_outputs)
+  if not config.task.evals:
+    return validation, test, test_outputs, decision
   data, indices = task.data, split.test
   heatmaps = task.heatmaps(selected.inference_variables())
   handed = TestSlices(data.image[indices], data.mask[indices] > 0, data.label[indices], data.patient[indices],
