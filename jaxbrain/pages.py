@@ -158,6 +158,13 @@ def _read_json(path: Path) -> dict:
   return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _intervals_said(test: dict) -> str:
+  """What the brackets of the test table are, or why there are none (`metrics.patient_intervals`)."""
+  if test.get('confidence_95'):
+    return '95% patient-bootstrap intervals in brackets.'
+  return f'No 95% intervals: {test.get("confidence_95_note", "none were computed")}.'
+
+
 def write_run_page(run_dir: RunDir | Path) -> Path:
   """The run's report.html from its own files: what was trained on what split, validation and
   test metrics with intervals, the selected checkpoint, curves, ROC, confusion matrix, a few
@@ -188,7 +195,7 @@ def write_run_page(run_dir: RunDir | Path) -> Path:
           + f' (train / validation / test): {split}</p>'
           f'<h2>Test patients (used for no choice)</h2>'
           f'{_metrics_table(test, test.get("confidence_95") or {})}'
-          '<p class="muted">95% patient-bootstrap intervals in brackets.</p>' + native +
+          f'<p class="muted">{html.escape(_intervals_said(test))}</p>' + native +
           f'<h2>Validation patients (chose the checkpoint)</h2>{_metrics_table(final.get("validation", {}), {})}'
           f'<p>Selected checkpoint: epoch {_number(selected.get("epoch", "?"))} by {html.escape(str(selected.get("metric", "")))}'
           f' ({_number(selected.get("value", float("nan")))}).</p>'

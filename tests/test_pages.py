@@ -1,5 +1,6 @@
 """report.html pages without a browser: self-contained, escaped, and showing the run's own numbers
 (the browser behaviour is tests/localize/test_report_browser.py)."""
+import html
 import json
 import re
 
@@ -41,3 +42,15 @@ def test_run_report_shows_test_metrics_with_intervals_and_only_existing_figures(
   assert '0.887 [0.826, 0.947]' in tested and '0.952' in tested and '0.905' in validated
   assert 'epoch 8' in validated
   assert _references(page) == ['roc.png']
+
+
+def test_run_report_says_why_a_run_has_no_intervals(tmp_path):
+  """Catches: the page announcing '95% patient-bootstrap intervals in brackets' under a table that
+  has none (fewer than 5 test patients, or --bootstrap-samples 0) instead of saying why."""
+  note = 'not meaningful: 2 patients (a patient bootstrap needs >= 5)'
+  (tmp_path / 'metrics.json').write_text(json.dumps({
+      'experiment': 'exp20', 'test': {'accuracy': 0.75, 'confidence_95': None, 'confidence_95_note': note},
+      'validation': {'accuracy': 0.7}}))
+  tested = write_run_page(tmp_path).read_text().split('Validation patients')[0]
+  assert 'intervals in brackets' not in tested
+  assert f'No 95% intervals: {html.escape(note)}' in tested
