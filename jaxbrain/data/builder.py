@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 from PIL import Image
 
 from jaxbrain.data import kaggle3m
@@ -38,6 +39,12 @@ class Lgg(tfds.core.GeneratorBasedBuilder):
   `python -m experiments.exp20 --data-dir /path/to/kaggle_3m`. Both the original .tif files and
   lossless .png conversions with the same names are accepted.
   """
+
+  def _log_download_bytes(self) -> None:
+    """Silent: TFDS would announce a download of 'Unknown size'; the build reads local files."""
+
+  def _log_download_done(self) -> None:
+    """Silent: the runs say where their data came from (config.json, the console's first lines)."""
 
   def _info(self) -> tfds.core.DatasetInfo:
     size = kaggle3m.IMAGE_SIZE
@@ -134,8 +141,21 @@ def _locked(path: Path):
       fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_dataset(kaggle_dir: str | Path, data_dir: str | Path | None = None) -> Lgg:
-  """Validates `kaggle_dir` and builds the TFDS dataset (once; later calls reuse it).
+@contextlib.contextmanager
+def _tfds_progress(shown: bool):
+  """TFDS's own bars ("Generating ... examples", "Shuffling ...") on or off while a build runs, and
+  as they were afterwards (TFDS keeps the switch in a module global and offers no reader for it)."""
+  before = tqdm_utils._active  # pylint: disable=protected-access
+  tfds.display_progress_bar(shown)
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(before)
+
+
+def build_dataset(kaggle_dir: str | Path, data_dir: str | Path | None = None, progress: bool = True) -> Lgg:
+  """Validates `kaggle_dir` and builds the TFDS dataset (once; later calls reuse it); `progress`
+  False keeps TFDS's bars off.
 
   The build runs under a lock beside `data_dir`, and a failed build removes its incomplete files,
   so nothing half-written is mistaken for a dataset. Builds of the same tree's older contents
@@ -149,7 +169,8 @@ def build_dataset(kaggle_dir: str | Path, data_dir: str | Path | None = None) ->
     if not Path(builder.data_dir).exists():
       kaggle3m.scan(kaggle_dir)  # fail fast on layout problems, before TFDS creates anything
       try:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(kaggle_dir)))
+        with _tfds_progress(progress):
+          builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(kaggle_dir)))
       except BaseException:
         for leftover in Path(data_dir).glob('lgg/incomplete.*'):
           shutil.rmtree(leftover, ignore_errors=True)
@@ -196,6 +217,6 @@ def load_arrays(builder: Lgg) -> SliceArrays:
   )
 
 
-def load_dataset(kaggle_dir: str | Path, data_dir: str | Path | None = None) -> SliceArrays:
+def load_dataset(kaggle_dir: str | Path, data_dir: str | Path | None = None, progress: bool = True) -> SliceArrays:
   """Builds (if needed) and loads a kaggle_3m tree: the one call experiments make."""
-  return load_arrays(build_dataset(kaggle_dir, data_dir))
+  return load_arrays(build_dataset(kaggle_dir, data_dir, progress))

@@ -43,13 +43,13 @@ def _process0_first(fn):
   return result if jax.process_index() == 0 else fn()
 
 
-def prepare_data(config: Config) -> tuple[SliceArrays, str, str]:
+def prepare_data(config: Config, progress: bool = True) -> tuple[SliceArrays, str, str]:
   """(data, description, content fingerprint) of `config.data.data_dir`, or of the embedded phantom
-  dataset (generated once) when it is None."""
-  return _process0_first(lambda: _load(config))
+  dataset (generated once) when it is None; `progress` shows the dataset build's bars."""
+  return _process0_first(lambda: _load(config, progress))
 
 
-def _load(config: Config) -> tuple[SliceArrays, str, str]:
+def _load(config: Config, progress: bool) -> tuple[SliceArrays, str, str]:
   from jaxbrain.data import builder  # tensorflow_datasets only for runs that load data (jaxbrain.data)
   cache_root, patients = Path(config.workdir) / 'tfds', config.data.phantom_patients
   if config.data.data_dir:
@@ -60,7 +60,7 @@ def _load(config: Config) -> tuple[SliceArrays, str, str]:
     write_phantom(root, n_patients=patients, seed=0, exist_ok=True)
     source = f'phantom (synthetic, {patients} patients) at {root.resolve()}'
   content = fingerprint(root)
-  return builder.load_dataset(root, builder.default_data_dir(root, cache_root, content)), source, content
+  return builder.load_dataset(root, builder.default_data_dir(root, cache_root, content), progress), source, content
 
 
 def _counts(data: SliceArrays, split, devices: int) -> dict:
@@ -84,7 +84,7 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
   began = time.perf_counter()
   writes = jax.process_index() == 0  # process 0 writes the run folder; the others compute alongside
   check_evaluators(config.task.evals)
-  data, source, content = prepare_data(config)
+  data, source, content = prepare_data(config, progress)
   timing = {'seconds_to_data': time.perf_counter() - began, 'seconds_to_first_step': None}
   split = make_split(config.data.split, data.patient, data.label, fold=config.data.fold, seed=config.seed)
   if config.data.split == 'patient':

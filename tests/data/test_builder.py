@@ -83,3 +83,18 @@ def test_tfds_loads_only_when_the_builder_is_used():
   subprocess.run([sys.executable, '-c', code], check=True, env={**os.environ, 'JAXBRAIN_ALLOCATOR': 'system'})
   with pytest.raises(AttributeError, match='no_such_thing'):
     jaxbrain.data.no_such_thing
+
+
+def test_a_build_without_progress_prints_no_tfds_bars(phantom_png, tmp_path, capfd):
+  """Catches `--no-progress` runs that still print TFDS's "Generating ... examples" and "Shuffling"
+  bars while the dataset is built, TFDS's "Downloading and preparing dataset Unknown size" lines
+  (nothing is downloaded), and TFDS's switch left off for the rest of the process."""
+  from tensorflow_datasets.core.utils import tqdm_utils
+  build_dataset(phantom_png, tmp_path / 'shown')
+  shown = capfd.readouterr()
+  assert 'Generating' in shown.err + shown.out  # the bars this test looks for do exist
+  build_dataset(phantom_png, tmp_path / 'quiet', progress=False)
+  quiet = capfd.readouterr()
+  assert quiet.err + quiet.out == ''
+  assert 'Downloading' not in shown.err + shown.out
+  assert tqdm_utils._active  # pylint: disable=protected-access
