@@ -8,6 +8,7 @@ with the path of a log holding the traceback, or the traceback itself with `--de
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -16,7 +17,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 # File-system failures a user fixes (permissions, a full or read-only disk, a file where a folder
 # belongs): reported in one line like a UserError.
@@ -92,3 +93,19 @@ def _bug(program: str, debug: bool, log_folder: Callable[[], str | Path | None])
   print(f'{program}: unexpected error: {last}\n{program}: the traceback is in {path} (--debug prints it); '
         'please report it', file=sys.stderr)
   return 1
+
+
+@contextlib.contextmanager
+def warnings_kept() -> Iterator[list[str]]:
+  """Shows every warning raised inside as it would be shown anyway, and keeps its message in the
+  list it yields, so that an output (a prediction's page) can repeat what the console said."""
+  kept = []
+  with warnings.catch_warnings():
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+      kept.append(str(message))
+      shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    yield kept

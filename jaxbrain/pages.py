@@ -12,6 +12,7 @@ import html
 import json
 import math
 from pathlib import Path
+from typing import Sequence
 
 from jaxbrain.folders import PredictionDir, RunDir
 
@@ -29,6 +30,7 @@ background:rgba(0,0,0,.55);color:#fff;font-variant-numeric:tabular-nums}
 .caption.tumor{background:rgba(170,20,20,.75)}input[type=range]{width:100%}
 svg.plot{width:100%;max-width:512px;height:auto;background:#fafafa;border:1px solid #eee}
 pre{white-space:pre-wrap;font-size:12px;background:#f6f6f6;padding:8px}
+.warnings{background:#fff4e5;border-left:4px solid #e08a00;padding:2px 12px;margin:1em 0}
 """
 
 VIEWER_SCRIPT = """
@@ -112,14 +114,15 @@ def _probability_plot(slices: list[dict], threshold: float) -> str:
 
 
 def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals: dict[str, dict],
-                            runs: list[dict], threshold: float, how: str) -> Path:
+                            runs: list[dict], threshold: float, how: str, warnings: Sequence[str] = ()) -> Path:
   """`out_dir/report.html`: one section per patient with a slice viewer (slider or arrow keys; the
   overlay with the slice's probability and label on it), a probability plot and the patient's totals.
 
   `patients`: name -> slices in order, each {'slice', 'image' (path relative to out_dir),
   'probability', 'label'[, 'tumor_pixels']}; `totals`: name -> the patient's summary.json entry;
   `runs`: what scored them ({'role', 'run', 'experiment', 'checkpoint'}); `how`: how labels and
-  masks came about, shown under the title.
+  masks came about, shown under the title; `warnings`: what the console warned of, repeated above
+  the patients (a page is often all that is passed on).
   """
   names = list(patients)
   sections = []
@@ -140,12 +143,14 @@ def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals
   run_rows = ''.join(f'<tr><td>{html.escape(r["role"])}</td><td>{html.escape(str(r["run"]))}</td>'
                      f'<td>{html.escape(str(r.get("experiment", "")))}</td>'
                      f'<td>{html.escape(str(r.get("checkpoint", "")))}</td></tr>' for r in runs)
+  warned = ''.join(f'<li>{html.escape(w)}</li>' for w in dict.fromkeys(warnings))
   body = (f'<h1>jaxbrain predict: {len(names)} patient{"s" * (len(names) != 1)}</h1>'
           f'<p class="muted">Drag a slider or use the arrow keys on it. Overlays: '
           + ('the predicted mask in red.' if any('tumor_pixels' in s[0] for s in patients.values()) else
              'Grad-CAM of the classifier (where it looked), red to yellow.')
           + f' {html.escape(how)}</p>'
           f'<table><tr><th>role</th><th>run</th><th>experiment</th><th>checkpoint</th></tr>{run_rows}</table>'
+          + (f'<div class="warnings"><h2>Warnings</h2><ul>{warned}</ul></div>' if warned else '')
           + ''.join(sections)
           + f'<script type="application/json" id="slices">'
           f'{_inline_json({"patients": [{"name": n, "slices": patients[n]} for n in names]})}</script>')

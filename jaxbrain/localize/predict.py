@@ -20,7 +20,7 @@ from PIL import Image
 from jaxbrain.config import INFERENCE
 from jaxbrain.data import kaggle3m, nifti
 from jaxbrain.data.kaggle3m import slice_identity
-from jaxbrain.errors import OutputError, OutputExistsError
+from jaxbrain.errors import OutputError, OutputExistsError, warnings_kept
 from jaxbrain.inference import Scorer
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json
@@ -134,84 +134,86 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
   under out_dir, and `<case>_mask.nii.gz` per NIfTI case when a segmenter is given.
 
   Every input is read and scored before anything is written; a non-finite probability (damaged
-  weights) stops it with an error instead of becoming a label.
+  weights) stops it with an error instead of becoming a label. The warnings printed on the way
+  (a phantom-trained run, slice gaps, no gate) are repeated on the page.
   """
-  scorer = Scorer(run_dir, seg_run_dir, batch_size)
-  given = list(inputs) + [f for f in (case_files or {}).values()]
-  out_dir = Path(out_dir)
-  check_output_dir(out_dir, given, overwrite)
-  for run in scorer.runs:
-    if run.phantom_only:
-      warnings.warn(f'{run.directory}: was trained on synthetic phantom data only: it has never seen a real scan, and '
-                    'its labels mean nothing for real patients', stacklevel=2)
-  if scorer.classifier and scorer.segmenter and read_gate(scorer.segmenter, scorer.classifier) is None:
-    warnings.warn(f'no gate was chosen on validation for these two runs: masks are kept only where the classifier '
-                  f'says tumor (p >= {scorer.gate:g}); `jaxbrain gate --run {scorer.classifier.directory} --seg-run '
-                  f'{scorer.segmenter.directory} --data-dir DIR` chooses one (often: no gate)', stacklevel=2)
-  read = read_inputs(inputs, case_files, case_name, progress)
-  if scorer.segmenter and (scorer.segmenter.config.task.context_slices or scorer.segmenter.config.task.scale_volumes):
-    for patient, missing in missing_slices(read.rows).items():
-      warnings.warn(f'{patient}: slices {", ".join(map(str, missing))} are not among the inputs; the segmenter '
-                    f'{scorer.segmenter.directory} reads each slice with the rest of its patient (its neighbours, '
-                    'its intensity scale), so it sees other inputs than in training: give whole patient folders',
-                    stacklevel=2)
-  images = read.images
-  chunks = _whole_stacks([row['patient'] for row in read.rows], 16 * batch_size)
-  if progress:
-    from tqdm import tqdm
-    chunks = tqdm(chunks, desc='predicting', unit='chunk')
-  scored = [scorer.score(images[chunk], [row['patient'] for row in read.rows[chunk]]) for chunk in chunks]
-  probabilities = np.concatenate([s.probability for s in scored])
-  labels = np.concatenate([s.label for s in scored])
-  heatmaps = np.concatenate([s.heatmap for s in scored]) if scorer.segmenter is None else None
-  masks = np.concatenate([s.mask for s in scored]) if scorer.segmenter else None
-  bad = np.flatnonzero(~np.isfinite(probabilities))
-  if len(bad):
-    first = read.rows[bad[0]]
-    raise RunError(f'{(scorer.classifier or scorer.segmenter).directory}: gave a non-finite tumor probability for {len(bad)} slices (first {first["path"]}, '
-                   f'slice {first["slice"]}); its weights are damaged or diverged, so no label is written')
+  with warnings_kept() as notes:  # the page repeats what the console said
+    scorer = Scorer(run_dir, seg_run_dir, batch_size)
+    given = list(inputs) + [f for f in (case_files or {}).values()]
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, given, overwrite)
+    for run in scorer.runs:
+      if run.phantom_only:
+        warnings.warn(f'{run.directory}: was trained on synthetic phantom data only: it has never seen a real scan, and '
+                      'its labels mean nothing for real patients', stacklevel=2)
+    if scorer.classifier and scorer.segmenter and read_gate(scorer.segmenter, scorer.classifier) is None:
+      warnings.warn(f'no gate was chosen on validation for these two runs: masks are kept only where the classifier '
+                    f'says tumor (p >= {scorer.gate:g}); `jaxbrain gate --run {scorer.classifier.directory} --seg-run '
+                    f'{scorer.segmenter.directory} --data-dir DIR` chooses one (often: no gate)', stacklevel=2)
+    read = read_inputs(inputs, case_files, case_name, progress)
+    if scorer.segmenter and (scorer.segmenter.config.task.context_slices or scorer.segmenter.config.task.scale_volumes):
+      for patient, missing in missing_slices(read.rows).items():
+        warnings.warn(f'{patient}: slices {", ".join(map(str, missing))} are not among the inputs; the segmenter '
+                      f'{scorer.segmenter.directory} reads each slice with the rest of its patient (its neighbours, '
+                      'its intensity scale), so it sees other inputs than in training: give whole patient folders',
+                      stacklevel=2)
+    images = read.images
+    chunks = _whole_stacks([row['patient'] for row in read.rows], 16 * batch_size)
+    if progress:
+      from tqdm import tqdm
+      chunks = tqdm(chunks, desc='predicting', unit='chunk')
+    scored = [scorer.score(images[chunk], [row['patient'] for row in read.rows[chunk]]) for chunk in chunks]
+    probabilities = np.concatenate([s.probability for s in scored])
+    labels = np.concatenate([s.label for s in scored])
+    heatmaps = np.concatenate([s.heatmap for s in scored]) if scorer.segmenter is None else None
+    masks = np.concatenate([s.mask for s in scored]) if scorer.segmenter else None
+    bad = np.flatnonzero(~np.isfinite(probabilities))
+    if len(bad):
+      first = read.rows[bad[0]]
+      raise RunError(f'{(scorer.classifier or scorer.segmenter).directory}: gave a non-finite tumor probability for {len(bad)} slices (first {first["path"]}, '
+                     f'slice {first["slice"]}); its weights are damaged or diverged, so no label is written')
 
-  out = PredictionDir(out_dir)
-  _fresh_output_dir(out)
-  out.overlays.mkdir()
-  if masks is not None:
-    out.masks.mkdir()
-  rows, summary, viewer = [], {}, {}
-  for i, (identity, name) in enumerate(zip(read.rows, read.names)):
-    patient, number = identity['patient'], identity['slice']
-    label = int(labels[i])
-    row = {**identity, 'probability': float(probabilities[i]), 'label': label}
-    key = number if number is not None else Path(identity['path']).name
-    entry = summary.setdefault(patient, {'slices': 0, 'slices_with_tumor': []})
-    entry['slices'] += 1
-    if label:
-      entry['slices_with_tumor'].append(key)
+    out = PredictionDir(out_dir)
+    _fresh_output_dir(out)
+    out.overlays.mkdir()
     if masks is not None:
-      pixels = int(masks[i].sum())
-      row['tumor_pixels'] = pixels
-      entry.setdefault('tumor_area_pixels', {})[str(key)] = pixels
-      entry['volume_voxels'] = entry.get('volume_voxels', 0) + pixels
-      Image.fromarray(masks[i].astype(np.uint8) * 255).save(out.mask(name))
-      overlay = captioned(mask_overlay(images[i], masks[i]), _caption(row), 'mask')
-    else:
-      overlay = captioned(heatmap_overlay(images[i], heatmaps[i]), _caption(row), 'heatmap')
-    Image.fromarray(overlay).save(out.overlay(name))
-    rows.append(row)
-    viewer.setdefault(patient, []).append({
-        'slice': key, 'image': out.overlay_link(name),
-        **{k: row[k] for k in ('probability', 'label', 'tumor_pixels') if k in row}})
-  for case, span in read.cases:
-    entry = summary[case.name]
-    entry['inputs'] = {m: str(f) for m, f in case.files.items()}
-    if masks is not None:
-      mask_file = out.case_mask(case.name)
-      voxels = nifti.write_mask(case, masks[span.start:span.stop], mask_file)
-      entry.update({'mask': mask_file.name, 'volume_voxels': voxels, 'tumor_volume_ml': voxels * case.voxel_ml})
-  write_csv(out.predictions, rows)
-  write_json(out.summary, summary)
-  runs = [_run_facts(role, run) for role, run in (('classifier', scorer.classifier), ('segmenter', scorer.segmenter))
-          if run is not None]
-  write_prediction_page(out_dir, viewer, summary, runs, scorer.threshold, scorer.description)
+      out.masks.mkdir()
+    rows, summary, viewer = [], {}, {}
+    for i, (identity, name) in enumerate(zip(read.rows, read.names)):
+      patient, number = identity['patient'], identity['slice']
+      label = int(labels[i])
+      row = {**identity, 'probability': float(probabilities[i]), 'label': label}
+      key = number if number is not None else Path(identity['path']).name
+      entry = summary.setdefault(patient, {'slices': 0, 'slices_with_tumor': []})
+      entry['slices'] += 1
+      if label:
+        entry['slices_with_tumor'].append(key)
+      if masks is not None:
+        pixels = int(masks[i].sum())
+        row['tumor_pixels'] = pixels
+        entry.setdefault('tumor_area_pixels', {})[str(key)] = pixels
+        entry['volume_voxels'] = entry.get('volume_voxels', 0) + pixels
+        Image.fromarray(masks[i].astype(np.uint8) * 255).save(out.mask(name))
+        overlay = captioned(mask_overlay(images[i], masks[i]), _caption(row), 'mask')
+      else:
+        overlay = captioned(heatmap_overlay(images[i], heatmaps[i]), _caption(row), 'heatmap')
+      Image.fromarray(overlay).save(out.overlay(name))
+      rows.append(row)
+      viewer.setdefault(patient, []).append({
+          'slice': key, 'image': out.overlay_link(name),
+          **{k: row[k] for k in ('probability', 'label', 'tumor_pixels') if k in row}})
+    for case, span in read.cases:
+      entry = summary[case.name]
+      entry['inputs'] = {m: str(f) for m, f in case.files.items()}
+      if masks is not None:
+        mask_file = out.case_mask(case.name)
+        voxels = nifti.write_mask(case, masks[span.start:span.stop], mask_file)
+        entry.update({'mask': mask_file.name, 'volume_voxels': voxels, 'tumor_volume_ml': voxels * case.voxel_ml})
+    write_csv(out.predictions, rows)
+    write_json(out.summary, summary)
+    runs = [_run_facts(role, run) for role, run in (('classifier', scorer.classifier), ('segmenter', scorer.segmenter))
+            if run is not None]
+    write_prediction_page(out_dir, viewer, summary, runs, scorer.threshold, scorer.description, notes)
   return summary
 
 

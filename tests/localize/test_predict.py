@@ -1,5 +1,6 @@
 """`jaxbrain predict` end to end on phantom data with tiny trained runs."""
 import csv
+import html
 import json
 import shutil
 
@@ -178,9 +179,10 @@ def test_nifti_case_comes_back_as_a_mask_volume_with_its_tumor(trained_runs, tmp
 
 
 def test_a_2p5d_segmenter_warns_when_a_patients_slices_have_gaps(trained_runs, phantom_runs_data, tmp_path):
-  """The session's segmenter takes each slice with its neighbours. Catches a patient given with a
+  """The test suite's segmenter takes each slice with its neighbours. Catches a patient given with a
   slice missing scored without a word (the slices beside the gap would see other neighbours than in
-  training), and a warning raised for whole folders."""
+  training), a warning raised for whole folders, and a prediction page that does not repeat the
+  warnings the console printed (the gap, the run trained on phantom data only)."""
   _, segmenter = trained_runs
   folder = next(d for d in sorted(phantom_runs_data.iterdir()) if d.is_dir())
   whole, gapped = tmp_path / 'whole' / folder.name, tmp_path / 'gapped' / folder.name
@@ -190,6 +192,8 @@ def test_a_2p5d_segmenter_warns_when_a_patients_slices_have_gaps(trained_runs, p
     path.unlink()
   with pytest.warns(UserWarning, match=f'{folder.name.rsplit("_", 1)[0]}: slices 5 are not among the inputs'):
     predict([gapped], None, tmp_path / 'out_gapped', seg_run_dir=segmenter, progress=False)
+  page = html.unescape((tmp_path / 'out_gapped' / 'report.html').read_text())
+  assert 'slices 5 are not among the inputs' in page and 'trained on synthetic phantom data only' in page
   import warnings
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
