@@ -315,3 +315,16 @@ def test_predict_warns_that_a_phantom_model_never_saw_a_real_scan(trained_runs, 
   with pytest.warns(UserWarning, match='trained on synthetic phantom data only'):
     assert cli.main(['predict', str(phantom_png), '--run', str(trained_runs[0]), '--out', str(tmp_path / 'o'),
                      '--no-progress']) == 0
+
+
+def test_a_nifti_volume_cut_short_is_a_one_line_error(trained_runs, tmp_path, capsys):
+  """Catches a damaged `.nii.gz` (cut short: its header reads, its voxels do not) ending as an
+  unexpected error (exit 1, "please report it") instead of one line naming the file (exit 2)."""
+  from jaxbrain.data.phantom import write_nifti_phantom
+  files, _ = write_nifti_phantom(tmp_path / 'case', n_slices=6, in_plane=64)
+  files['flair'].write_bytes(files['flair'].read_bytes()[:2000])
+  assert cli.main(['predict', '--t1', str(files['t1']), '--flair', str(files['flair']), '--t1ce', str(files['t1ce']),
+                   '--run', str(trained_runs[0]), '--out', str(tmp_path / 'out'), '--no-progress']) == 2
+  said = capsys.readouterr().err.strip().splitlines()
+  assert len([line for line in said if 'error' in line]) == 1 and str(files['flair']) in said[-1]
+  assert 'cut short' in said[-1] and not (tmp_path / 'out').exists()

@@ -92,6 +92,17 @@ def _load(path: Path):
   return image
 
 
+def _voxels(image, path: Path) -> np.ndarray:
+  """The volume's voxels in the closest canonical frame (RAS). nibabel reads them only now, after
+  the header: a file cut short or with damaged compression fails here, named."""
+  import nibabel as nib
+
+  try:
+    return nib.as_closest_canonical(image).get_fdata(dtype=np.float32)
+  except Exception as e:  # noqa: BLE001 -- gzip, zlib and nibabel each raise their own kind
+    raise DataError(f'{path}: its voxels cannot be read: the file is cut short or damaged ({type(e).__name__})') from None
+
+
 def scale_to_uint8(volume: np.ndarray, p99: float) -> np.ndarray:
   """One modality's volume in 8 bits as the LGG slices are: voxels <= 0 (and NaN) stay 0; the 99th
   percentile of the positive voxels maps to `p99`; clipped at 255. Unchanged by any positive
@@ -121,9 +132,7 @@ def _resize(plane: np.ndarray, shape: tuple[int, int], resample) -> np.ndarray:
 
 def read_case(files: dict[str, Path], name: str | None = None) -> NiftiCase:
   """The case's three volumes as LGG-like slices (module docstring). Refuses volumes of different
-  shapes or affines, 4D files and non-NIfTI files, naming the file."""
-  import nibabel as nib
-
+  shapes or affines, 4D files, non-NIfTI files and files cut short, naming the file."""
   images = {m: _load(Path(files[m])) for m in MODALITIES}
   reference = images['flair']
   for modality, image in images.items():
@@ -135,7 +144,7 @@ def read_case(files: dict[str, Path], name: str | None = None) -> NiftiCase:
                       'co-registered (same grid)')
   channels = []
   for modality, p99 in zip(MODALITIES, LGG_P99):
-    canonical = nib.as_closest_canonical(images[modality]).get_fdata(dtype=np.float32)
+    canonical = _voxels(images[modality], Path(files[modality]))
     channels.append(scale_to_uint8(to_display(canonical), p99))
   slices = np.stack(channels, -1)  # [Z, Y, X, 3]
   if slices.shape[1:3] != (SIZE, SIZE):

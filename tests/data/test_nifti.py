@@ -31,8 +31,9 @@ def test_find_case_matches_suffixes_exactly(tmp_path):
 
 
 def test_clear_errors_name_the_file(tmp_path):
-  """Catches a missing modality, a 4D file, a non-NIfTI file, and volumes of different shapes or
-  affines being accepted (or failing with a traceback instead of one line naming the file)."""
+  """Catches a missing modality, a 4D file, a non-NIfTI file, a .nii.gz cut short (its header reads,
+  its voxels do not), and volumes of different shapes or affines being accepted (or failing with a
+  traceback instead of one line naming the file)."""
   _touch(tmp_path / 'missing', 'x_t1.nii.gz', 'x_flair.nii.gz')
   with pytest.raises(kaggle3m.DataError, match='no t1ce volume'):
     nifti.find_case(tmp_path / 'missing')
@@ -40,6 +41,7 @@ def test_clear_errors_name_the_file(tmp_path):
   cases = {
       '4D': lambda f: nib.save(nib.Nifti1Image(np.ones((64, 64, 6, 2), np.float32), np.eye(4)), str(f)),
       'not a readable NIfTI': lambda f: f.write_bytes(b'not a volume'),
+      'cut short': lambda f: f.write_bytes(files['t1ce'].read_bytes()[:2000]),
       'shape': lambda f: nib.save(nib.Nifti1Image(np.ones((64, 64, 5), np.float32), np.eye(4)), str(f)),
       'affine differs': lambda f: nib.save(nib.Nifti1Image(np.ones((64, 64, 6), np.float32), np.diag([2, 1, 1, 1])),
                                            str(f)),
