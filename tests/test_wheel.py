@@ -1,0 +1,51 @@
+"""The wheel as a user installs it: built with `python -m build`, installed in a fresh virtualenv
+outside the checkout (not `-e`), the demo trained and `jaxbrain predict` run on its output."""
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+import jaxbrain
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ['--epochs', '1', '--image-size', '32', '--batch-size', '4', '--bootstrap-samples', '0', '--no-progress',
+        '--evals']
+
+
+def _run(command: list, cwd: Path, env: dict | None = None) -> str:
+  done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+  assert done.returncode == 0, f'{" ".join(map(str, command))}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}'
+  return done.stdout
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path):
+  """Catches a wheel that lacks a module or file the programs need (a package left out of
+  `packages.find`, data that only the checkout has), entry points that do not install, a version
+  stated twice that disagrees, and `experiments` resolving to anything but the installed package."""
+  _run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(tmp_path / 'dist'), str(ROOT)], tmp_path)
+  wheel, = (tmp_path / 'dist').glob('jaxbrain-*.whl')
+  assert wheel.name.startswith(f'jaxbrain-{jaxbrain.__version__}-')
+  venv.create(tmp_path / 'venv', with_pip=True)
+  python = tmp_path / 'venv' / 'bin' / 'python'
+  _run([python, '-m', 'pip', 'install', '-q', str(wheel)], tmp_path)
+  away = tmp_path / 'elsewhere'  # no checkout on sys.path: the current folder is empty
+  away.mkdir()
+  env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+  where = json.loads(_run([python, '-c', 'import json, importlib.metadata as m, jaxbrain, experiments.exp20 as e; '
+                                         'print(json.dumps([m.version("jaxbrain"), jaxbrain.__version__, e.__file__]))'],
+                          away, env))
+  assert where[0] == where[1] == jaxbrain.__version__
+  assert str(tmp_path / 'venv') in where[2]
+  _run([python, '-m', 'experiments.exp20', '--workdir', str(away / 'checkpoints'), *DEMO], away, env)
+  run, = (away / 'checkpoints' / 'exp20').iterdir()
+  phantom, = (away / 'checkpoints' / 'phantom').glob('*/kaggle_3m')
+  patient = sorted(p for p in phantom.iterdir() if p.is_dir())[0]
+  jaxbrain_program = tmp_path / 'venv' / 'bin' / 'jaxbrain'
+  _run([jaxbrain_program, 'predict', str(patient), '--run', str(run), '--out', str(away / 'pred'), '--no-progress'],
+       away, env)
+  assert (away / 'pred' / 'predictions.csv').is_file() and (away / 'pred' / 'report.html').is_file()
