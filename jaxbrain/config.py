@@ -23,6 +23,21 @@ from jaxbrain.models.heads import REPORT_HEAD_DROPOUT, REPORT_HEAD_HIDDEN
 from jaxbrain.models.resnet import ARCHITECTURES, FROZEN_BN
 from jaxbrain.models.resunet import ENCODERS
 
+__all__ = [
+  'setting',
+  'DataConfig',
+  'ResNetConfig',
+  'ResUNetConfig',
+  'OptimizerConfig',
+  'ClassifyTask',
+  'SegmentTask',
+  'TASKS',
+  'SECTIONS',
+  'Config',
+  'InferenceConfig',
+  'INFERENCE',
+]
+
 SCHEMA_VERSION = 2
 SAFE_NAME = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}')  # run and experiment folder names
 
@@ -38,6 +53,7 @@ def setting(default, help: str, choices: tuple = (), flag: str | None = None, at
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+  """The data section: where the slices come from, how they are split, and how they are prepared."""
   data_dir: Optional[str] = setting(None, 'the kaggle_3m folder of the LGG dataset (.tif or .png); none: the '
                                     'embedded synthetic phantom demo')
   split: str = setting('patient', 'patient: train / validation / test patients, about 70/15/15; slice: the '
@@ -85,6 +101,7 @@ class ResUNetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
+  """The optimizer section: the update rule, its learning-rate schedule and regularization."""
   name: str = setting('sgd', 'the optimizer', ('sgd', 'adam'), flag='optimizer')
   learning_rate: float = setting(1e-4, 'peak learning rate')
   momentum: float = setting(0.5, 'SGD momentum')
@@ -133,7 +150,9 @@ class SegmentTask:
 
 
 TASKS = {'classify': (ClassifyTask, ResNetConfig), 'segment': (SegmentTask, ResUNetConfig)}
+"""Each task by name: its task section and the model section it trains."""
 SECTIONS = ('data', 'model', 'optimizer', 'task')
+"""A config's sections, in the order they are printed and stored."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,6 +354,7 @@ class InferenceConfig:
 
 
 INFERENCE = InferenceConfig()
+"""The inference defaults of predict, gate, evaluate and the Spark job."""
 
 
 RETIRED_FLAT_NAMES = ('eval_fraction',)  # written by runs before the train / validation / test split

@@ -13,10 +13,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DECISION_THRESHOLD = 0.5  # tumor when the probability is at least this (runs store theirs in decision.json)
+__all__ = [
+  'DECISION_THRESHOLD',
+  'CLASSIFICATION_KEYS',
+  'SEGMENTATION_KEYS',
+  'confusion_matrix',
+  'roc_auc',
+  'roc_curve',
+  'decision_metrics',
+  'classification_metrics',
+  'pointing_game',
+  'MIN_BOOTSTRAP_PATIENTS',
+  'BOOTSTRAP_SAMPLES',
+  'log_loss',
+  'bootstrap_by_patient',
+  'patient_intervals',
+  'paired_difference',
+  'dice_from_counts',
+  'soft_segmentation_loss',
+  'dice',
+  'iou',
+  'segmentation_counts',
+  'segmentation_metrics_from_counts',
+  'segmentation_metrics_with_intervals',
+  'segmentation_metrics',
+  'hausdorff95',
+]
+
+DECISION_THRESHOLD = 0.5
+"""Tumor when the probability is at least this, unless a run stores another in decision.json."""
 CLASSIFICATION_KEYS = ('accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'specificity', 'precision', 'f1')
+"""The slice-detection metrics every classification result holds."""
 SEGMENTATION_KEYS = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate',
                      'tumor_detection_rate')
+"""The segmentation metrics every segmentation result holds."""
 
 
 def _ratio(num: float, den: float) -> float:
@@ -99,7 +129,9 @@ def pointing_game(heatmaps: np.ndarray, masks: np.ndarray) -> float:
 
 
 MIN_BOOTSTRAP_PATIENTS = 5
-BOOTSTRAP_SAMPLES = 1000  # patient-bootstrap resamples of a 95% interval, unless a caller says otherwise
+"""Fewer patients give no interval: a resample of 2 patients says nothing."""
+BOOTSTRAP_SAMPLES = 1000
+"""Patient-bootstrap resamples of a 95% interval, unless a caller says otherwise."""
 
 
 def log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -> float:

@@ -14,6 +14,34 @@ from jaxbrain.data.splits import (Split, check_disjoint, make_split, patient_fol
                                   slice_split, split_record)
 from jaxbrain.data.transforms import Preprocessing, apply_preprocessing
 
+__all__ = [
+  'Lgg',
+  'Preprocessing',
+  'SliceArrays',
+  'SliceRecord',
+  'DataError',
+  'Split',
+  'apply_preprocessing',
+  'build_dataset',
+  'check_batch_size',
+  'check_disjoint',
+  'eval_batches',
+  'fingerprint',
+  'load_arrays',
+  'load_dataset',
+  'make_split',
+  'patient_folds',
+  'patient_kfold',
+  'patient_split',
+  'read_slice',
+  'scan',
+  'slice_split',
+  'split_record',
+  'summarize',
+  'train_batches',
+  'write_phantom',
+]
+
 _FROM_BUILDER = ('Lgg', 'build_dataset', 'load_arrays', 'load_dataset')
 
 

@@ -5,3 +5,25 @@ from jaxbrain.models.porting import (WeightsError, WeightsNotFoundError, cached_
                                      find_weights, load_torchvision_weights, with_pretrained_backbone)
 from jaxbrain.models.resnet import ARCHITECTURES, ResNet, ResNet18, ResNet50
 from jaxbrain.models.resunet import ENCODERS, ResUNet
+
+__all__ = [
+  'ARCHITECTURES',
+  'ENCODERS',
+  'REPORT_HEAD_DROPOUT',
+  'REPORT_HEAD_HIDDEN',
+  'ClassifierHead',
+  'ResNet',
+  'ResNet18',
+  'ResNet50',
+  'ResUNet',
+  'WeightsError',
+  'WeightsNotFoundError',
+  'build',
+  'cached_torchvision_weights',
+  'create_model',
+  'create_segmenter',
+  'find_weights',
+  'layer_arguments',
+  'load_torchvision_weights',
+  'with_pretrained_backbone',
+]

@@ -9,7 +9,9 @@ import jax.numpy as jnp
 # The report's head is Linear-ReLU-Dropout-Linear-Dropout-Linear without stating sizes; these
 # defaults shrink 512/2048 features in two steps to 2 classes and drop a quarter of the units.
 REPORT_HEAD_HIDDEN = (256, 64)
+"""The report's head: hidden widths of Linear-ReLU-Dropout-Linear-Dropout-Linear."""
 REPORT_HEAD_DROPOUT = 0.25
+"""The report's head: the dropout rate of both dropout layers."""
 
 
 class ClassifierHead(nn.Module):

@@ -189,6 +189,9 @@ class ResNet(nn.Module):
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
+"""ResNet18 as torchvision builds it: basic blocks, stages of 2, 2, 2, 2."""
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
+"""ResNet50 as torchvision builds it: bottleneck blocks, stages of 3, 4, 6, 3."""
 ARCHITECTURES = {'resnet18': ResNet18, 'resnet50': ResNet50}
+"""The ResNets by the names configs and weight files use."""
 

@@ -21,6 +21,7 @@ from jaxbrain.models.layers import BatchNorm
 from jaxbrain.models.resnet import ARCHITECTURES, ModuleDef, ResNetBackbone, conv_init
 
 ENCODERS = ('residual', *ARCHITECTURES)
+"""The ResUNet's encoders: its own residual one, or a ResNet's (ImageNet weights can start it)."""
 
 
 class ResidualBlock(nn.Module):
