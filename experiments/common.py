@@ -13,7 +13,7 @@ from jaxbrain.train import Interrupted, train_and_evaluate
 from jaxbrain.train.sharding import initialize_distributed
 
 # With no --data-dir the experiment runs on the embedded phantom data with this demo budget (a few
-# minutes of a small CPU; README "Performance" has the figures); any of these given on the command line wins.
+# minutes of a small CPU; docs/performance.md has the figures); any of these given on the command line wins.
 PHANTOM_BUDGET = {
     'classify': {'image_size': 128, 'epochs': 5, 'learning_rate': 0.01, 'init': 'scratch', 'keep_checkpoints': 1},
     'segment': {'image_size': 128, 'epochs': 5, 'init': 'scratch', 'keep_checkpoints': 1},
@@ -87,7 +87,7 @@ def resolve(config: Config, argv: list[str] | None = None) -> tuple[Config, argp
     changes.update(budget)
     print(f'No --data-dir given: running a short demo on the embedded synthetic phantom data with {budget}. '
           f'For the real study pass --data-dir /path/to/kaggle_3m (and put the ImageNet weights in place, see '
-          f'README "Pretrained weights").', flush=True)
+          f'docs/training.md, "Pretrained weights").', flush=True)
   resolved = config.with_flags(**changes)
   print('resolved config: ' + ', '.join(f'{k}={v}' for k, v in resolved.flat().items()), flush=True)
   return resolved, args

@@ -10,7 +10,7 @@ __version__ = '0.1.0'
 
 
 def configure_cpu() -> list[str]:
-  """Applies jaxbrain's XLA:CPU defaults (README "Performance") to this process's XLA_FLAGS, unless
+  """Applies jaxbrain's XLA:CPU defaults (docs/performance.md) to this process's XLA_FLAGS, unless
   JAXBRAIN_XLA_DEFAULTS=0; a flag already set wins. Call it before JAX runs its first computation
   (XLA reads the flags when it creates its CPU client). Returns the flags it added. tcmalloc needs
   a preload instead: `LD_PRELOAD=$(python -c "from jaxbrain.allocator import tcmalloc_path; print(tcmalloc_path())")`.

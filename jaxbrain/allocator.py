@@ -1,6 +1,6 @@
 """tcmalloc for jaxbrain's programs: XLA:CPU frees and re-allocates its temporary buffers on every
 step, and glibc's malloc returns those large blocks to the kernel each time, so every training step
-page-faults its activations in again. A caching allocator keeps them (measured: README, "Performance").
+page-faults its activations in again. A caching allocator keeps them (measured: docs/performance.md).
 
 The allocator has to be chosen before the process starts (LD_PRELOAD), so jaxbrain's own entry
 points (`jaxbrain ...`, `python -m experiments.<name>`, `bench/run.py`) restart themselves once
@@ -71,4 +71,4 @@ def missing_tcmalloc_notice(directories: Sequence[str] | None = None) -> str | N
   if not _tcmalloc_wanted() or tcmalloc_loaded() or tcmalloc_path(directories) is not None:
     return None
   return ('note: tcmalloc is not installed, so training on the CPU runs with glibc\'s malloc, much slower '
-          '(apt install libtcmalloc-minimal4; README, "Performance"); JAXBRAIN_ALLOCATOR=system hides this note')
+          '(apt install libtcmalloc-minimal4; docs/performance.md); JAXBRAIN_ALLOCATOR=system hides this note')

@@ -1,5 +1,5 @@
 """XLA settings jaxbrain applies by default, where measurements on this project's CPUs showed them
-faster without changing results beyond float tolerance (see README "Performance").
+faster without changing results beyond float tolerance (see docs/performance.md).
 
 jaxbrain's entry points (and `jaxbrain.configure_cpu()`) put them into XLA_FLAGS before JAX creates
 its CPU client; a flag the user already set wins, and JAXBRAIN_XLA_DEFAULTS=0 turns the defaults

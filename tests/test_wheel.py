@@ -2,6 +2,7 @@
 outside the checkout (not `-e`), the demo trained and `jaxbrain predict` run on its output."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -25,9 +26,14 @@ def _run(command: list, cwd: Path, env: dict | None = None) -> str:
 @pytest.mark.slow
 def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path):
   """Catches a wheel that lacks a module or file the programs need (a package left out of
-  `packages.find`, data that only the checkout has), entry points that do not install, a version
+  `packages.find`, an untracked file that only the working copy has), entry points that do not install, a version
   stated twice that disagrees, and `experiments` resolving to anything but the installed package."""
-  _run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(tmp_path / 'dist'), str(ROOT)], tmp_path)
+  source = tmp_path / 'clone'  # the tracked files only, as a clean clone has them; the build writes there
+  tracked = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+  for name in tracked:
+    (source / name).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / name, source / name)
+  _run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(tmp_path / 'dist'), str(source)], tmp_path)
   wheel, = (tmp_path / 'dist').glob('jaxbrain-*.whl')
   assert wheel.name.startswith(f'jaxbrain-{jaxbrain.__version__}-')
   venv.create(tmp_path / 'venv', with_pip=True)

@@ -1,7 +1,7 @@
 """Gradients rewritten for XLA:CPU: the same values as `jaxbrain.kernels.XLA`, computed faster there.
 
-Each rewrite replaces a gradient XLA:CPU lowers poorly (profiles and side-by-side timings: README
-"Performance" and `bench/conv_layers.py`):
+Each rewrite replaces a gradient XLA:CPU lowers poorly (profiles and side-by-side timings:
+docs/performance.md and `bench/conv_layers.py`):
 - BatchNorm's closed-form gradient: two reductions and one elementwise pass per layer, where
   autodiff through the moments takes three reductions;
 - max pooling's gradient as one fused masked sum over the window offsets, where XLA expands
@@ -28,7 +28,7 @@ from jaxbrain.kernels import max_pool as reference_max_pool, normalize
 SMALL_MAP_PIXELS = 64
 SMALL_MAP_CHANNEL_PRODUCT = 256 * 256
 # Examples per weight-gradient chunk (batches larger than this are chunked); chosen side by side
-# against 4 examples and byte-sized chunks at batch 8 and 32 (README "Performance").
+# against 4 examples and byte-sized chunks at batch 8 and 32 (docs/performance.md).
 WEIGHT_GRADIENT_CHUNK = 8
 
 

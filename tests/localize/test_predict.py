@@ -157,7 +157,7 @@ def test_nifti_case_comes_back_as_a_mask_volume_with_its_tumor(trained_runs, tmp
   assert written.shape == flair.shape and np.allclose(written.affine, flair.affine)
   predicted = np.asarray(written.dataobj).astype(bool)
   overlap = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
-  with capsys.disabled():  # the figures the README quotes, shown with -s
+  with capsys.disabled():  # the figures docs/predict.md quotes, shown with -s
     print(f'NIfTI phantom: Dice {overlap:.2f}, {predicted.sum() * 0.9 * 0.9 * 2.5 / 1000:.2f} ml predicted for '
           f'{truth.sum() * 0.9 * 0.9 * 2.5 / 1000:.2f} ml')
   assert overlap > 0.6
