@@ -50,7 +50,7 @@ def test_no_tracked_file_refers_to_internal_work_periods():
   session's CPU") in any tracked text file: README, CHANGELOG, DESIGN, docs, code, tests, .ci/run."""
   found = [f'{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}'
            for path, text in _tracked_text_files() for number, line in enumerate(text.splitlines(), 1)
-           if WORK_PERIOD.search(line)]
+           if WORK_PERIOD.search(line) and path != Path(__file__)]  # this file quotes them as examples
   assert found == []
 
 
