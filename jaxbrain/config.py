@@ -61,6 +61,10 @@ class DataConfig:
                        '(patients leak)', ('patient', 'slice'))
   fold: Optional[int] = setting(None, f'fold 0-{NUM_FOLDS - 1} of a {NUM_FOLDS}-fold patient split as test '
                                 '(validation carved from the other folds)')
+  member: Optional[int] = setting(None, f'member 0-{NUM_FOLDS - 1} of an ensemble on the seed\'s split: trains on the '
+                                  f'seed\'s training patients outside fold K of their {NUM_FOLDS}-fold split, selects '
+                                  'its checkpoint on fold K, is scored on the seed\'s validation patients (the '
+                                  'ensemble\'s decision set) and never reads its test patients')
   preprocess: str = setting('resize_flip_normalize', 'the report\'s variants, or one with random scale/rotation '
                             '(_affine) and/or random gamma and gain (_intensity)', VARIANTS + AUGMENTED)
   image_size: int = setting(224, 'resize target (the report: 224)')
@@ -268,6 +272,10 @@ class Config:
       problems.append(f'--dropout-rate must be in [0, 1); got {self.model.dropout_rate}')
     if self.data.fold is not None and not 0 <= self.data.fold < NUM_FOLDS:
       problems.append(f'--fold must be 0-{NUM_FOLDS - 1} (a {NUM_FOLDS}-fold patient split); got {self.data.fold}')
+    if self.data.member is not None and not 0 <= self.data.member < NUM_FOLDS:
+      problems.append(f'--member must be 0-{NUM_FOLDS - 1} (a {NUM_FOLDS}-member ensemble); got {self.data.member}')
+    if self.data.member is not None and (self.data.fold is not None or self.data.split != 'patient'):
+      problems.append('--member trains on the seed\'s patient split: drop --fold and --split slice')
     if self.run_name is not None and not SAFE_NAME.fullmatch(self.run_name):
       problems.append(f'--run-name {self.run_name!r}: use letters, digits, ".", "_" and "-" only, not starting with '
                       '"." (a folder name inside the workdir, nothing that leaves it)')
@@ -320,6 +328,7 @@ class Config:
     if self.run_name:
       return self.run_name
     fold = f'-fold{self.data.fold}' if self.data.fold is not None else ''
+    fold += f'-member{self.data.member}' if self.data.member is not None else ''
     data = '' if self.data.data_dir else '-phantom'
     return f'{self.data.split}{fold}-{self.model.init}-{self.data.image_size}px-seed{self.seed}{data}'
 

@@ -197,9 +197,12 @@ def write_run_page(run_dir: RunDir | Path) -> Path:
           f'<p>{html.escape(final.get("model", ""))}<br>init: {html.escape(str(final.get("init", "")))}<br>'
           f'data: {html.escape(str(final.get("data", "")))}<br>{html.escape(str(final.get("split", "")))} split'
           + (f', fold {final["fold"]}' if final.get('fold') is not None else '')
+          + (f', ensemble member {final["member"]}' if final.get('member') is not None else '')
           + f' (train / validation / test): {split}</p>'
-          f'<h2>Test patients (used for no choice)</h2>'
-          f'{_metrics_table(test, test.get("confidence_95") or {})}'
+          + ('<h2>Test patients (used for no choice)</h2>' if final.get('member') is None else
+             f'<h2>Ensemble member {_number(final["member"])}: the decision set (the seed\'s validation patients, '
+             'used by this member for no choice)</h2>')
+          + f'{_metrics_table(test, test.get("confidence_95") or {})}'
           f'<p class="muted">{html.escape(_intervals_said(test))}</p>' + native +
           f'<h2>Validation patients (chose the checkpoint)</h2>{_metrics_table(final.get("validation", {}), {})}'
           f'<p>Selected checkpoint: epoch {_number(selected.get("epoch", "?"))} by {html.escape(str(selected.get("metric", "")))}'

@@ -135,15 +135,35 @@ def patient_kfold(patients: np.ndarray, labels: np.ndarray, fold: int, k: int = 
   return _from_patients(patients, labels, validation, test)
 
 
+def patient_member(patients: np.ndarray, labels: np.ndarray, member: int, k: int = NUM_FOLDS, seed: int = 0) -> Split:
+  """Member `member` of a k-member ensemble on the seed's patient split (`patient_split`): the seed's
+  training patients are dealt into k folds as `patient_folds` deals all patients; the member trains
+  on the other folds and selects its checkpoint on fold `member`. Its test side is the seed's
+  validation patients, the ensemble's decision set: scored once at the member's end, never used by
+  it for a choice. The seed's test patients are on no side."""
+  if not 0 <= member < k:
+    raise ConfigError(f'member must be in [0, {k}), got {member}')
+  patients, labels = np.asarray(patients), np.asarray(labels)
+  seeds = patient_split(patients, labels, seed=seed)
+  held_out = patient_folds(patients[seeds.train], labels[seeds.train], k, seed)[member]
+  in_fold = np.isin(patients[seeds.train], held_out)
+  return Split(seeds.train[~in_fold], seeds.train[in_fold], seeds.validation)
+
+
 def make_split(kind: str, patients: np.ndarray, labels: np.ndarray, *, fold: int | None = None,
-               num_folds: int = NUM_FOLDS, seed: int = 0) -> Split:
-  """Dispatches on `kind` ('patient' or 'slice'); `fold` selects fold K of a k-fold patient split as test."""
+               member: int | None = None, num_folds: int = NUM_FOLDS, seed: int = 0) -> Split:
+  """Dispatches on `kind` ('patient' or 'slice'); `fold` selects fold K of a k-fold patient split as
+  test; `member` selects member K of an ensemble on the seed's split (`patient_member`)."""
   if kind not in SPLIT_KINDS:
     raise ConfigError(f'unknown split {kind!r}; choose one of {SPLIT_KINDS}')
   if kind == 'slice':
-    if fold is not None:
-      raise ConfigError('--fold needs the patient split')
+    if fold is not None or member is not None:
+      raise ConfigError('--fold and --member need the patient split')
     return slice_split(len(labels), seed=seed)
+  if fold is not None and member is not None:
+    raise ConfigError('--fold and --member exclude each other: an ensemble\'s members share the seed\'s split')
+  if member is not None:
+    return patient_member(patients, labels, member, num_folds, seed=seed)
   if fold is None:
     return patient_split(patients, labels, seed=seed)
   return patient_kfold(patients, labels, fold, num_folds, seed=seed)
@@ -160,9 +180,9 @@ def check_disjoint(split: Split, patients: np.ndarray) -> None:
 
 
 def split_record(split: Split, kind: str, seed: int, fold: int | None, data_fingerprint: str,
-                 patients: np.ndarray, slices: np.ndarray) -> dict:
+                 patients: np.ndarray, slices: np.ndarray, member: int | None = None) -> dict:
   """What `split.json` holds: each side a sorted list of patient IDs (`TCGA_CS_4941`), or for a
-  slice split of `<patient>_<slice number>` strings."""
+  slice split of `<patient>_<slice number>` strings; `member` for an ensemble member."""
   def names(part):
     if kind == 'patient':
       return sorted(set(np.asarray(patients)[part].tolist()))
@@ -170,6 +190,10 @@ def split_record(split: Split, kind: str, seed: int, fold: int | None, data_fing
 
   record = {'kind': kind, 'seed': seed, 'fold': fold, 'data_fingerprint': data_fingerprint}
   record.update({side: names(part) for side, part in split.sides().items()})
+  if member is not None:
+    record['member'] = member
+    record['note'] = (f'ensemble member {member}: its test side is the seed\'s validation patients (the ensemble\'s '
+                      'decision set); the seed\'s test patients are on no side')
   if kind == 'slice':
     record['note'] = 'slice split: slices of one patient are on several sides, so patients leak into test'
   return record

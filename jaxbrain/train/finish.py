@@ -106,7 +106,8 @@ def print_summary(final: dict, run: RunDir, task, config: Config, seconds: float
     return ', '.join(f'{k} {metrics[k]:.3f}' + (' [{:.3f}, {:.3f}]'.format(*intervals[k]) if k in intervals else '')
                      for k in task.summary_keys if metrics.get(k) is not None)
 
-  print(f'test ({final["counts"]["test_patients"]} patients, used for no choice): {shown(final)}'
+  side = 'test' if final.get('member') is None else 'the ensemble\'s decision set (the seed\'s validation patients)'
+  print(f'{side} ({final["counts"]["test_patients"]} patients, used for no choice): {shown(final)}'
         + (f'; 95% intervals {final["confidence_95_note"]}' if final.get('confidence_95_note') else ''), flush=True)
   for key, how in POSTPROCESSED_VIEWS.items():
     if key in final:

@@ -86,7 +86,8 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
   check_evaluators(config.task.evals)
   data, source, content = prepare_data(config, progress)
   timing = {'seconds_to_data': time.perf_counter() - began, 'seconds_to_first_step': None}
-  split = make_split(config.data.split, data.patient, data.label, fold=config.data.fold, seed=config.seed)
+  split = make_split(config.data.split, data.patient, data.label, fold=config.data.fold, member=config.data.member,
+                     seed=config.seed)
   if config.data.split == 'patient':
     check_disjoint(split, data.patient)
   extension = None
@@ -138,7 +139,7 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
       write_json(run.config, {**config.to_json(), 'init': task.init_description, 'data': source,
                               'data_fingerprint': content, 'counts': counts, **task.facts})
       write_json(run.split, split_record(split, config.data.split, config.seed, config.data.fold, content,
-                                         data.patient, data.slice))
+                                         data.patient, data.slice, config.data.member))
     writer = RunWriter(run)
     _print_start(config, task, source, counts, mesh.size, eval_step.resident, run)
 
@@ -148,7 +149,7 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
   validation, test, test_outputs, decision = evaluate_selected(task, config, split, selected, outputs_of,
                                                                decision_steps, run if writes else None)
   final = {**test, 'validation': validation, 'test': test, 'selected_checkpoint': selection,
-           'task': config.task.name, 'split': config.data.split, 'fold': config.data.fold,
+           'task': config.task.name, 'split': config.data.split, 'fold': config.data.fold, 'member': config.data.member,
            'init': task.init_description, 'data': source, 'data_fingerprint': content, 'counts': counts,
            'epochs': config.epochs, 'experiment': config.experiment, 'model': config.describe(), **task.summary,
            'preprocess': config.data.preprocess, 'image_size': config.data.image_size,

@@ -112,3 +112,25 @@ def test_bad_requests():
     patient_split(patients, np.zeros_like(labels))
   with pytest.raises(ValueError, match='at least 3 patients'):
     patient_split(patients[:20], labels[:20])
+
+
+def test_ensemble_members_hold_out_the_decision_set_and_never_see_the_test_patients():
+  """Catches a member that trains or selects on the seed's validation patients (the ensemble's
+  decision set), one that sees the seed's test patients at all, members whose held-out folds
+  overlap or miss a training patient, and --member combined with --fold or the slice split."""
+  patients, labels = toy(n_patients=40)
+  seeds = patient_split(patients, labels, seed=0)
+  training, decision, test = patient_sets(seeds, patients)
+  held_out = []
+  for member in range(5):
+    split = make_split('patient', patients, labels, member=member, seed=0)
+    train, validation, scored = patient_sets(split, patients)
+    assert scored == decision and train | validation == training and not train & validation
+    assert not (train | validation | scored) & test
+    held_out.append(validation)
+  assert sorted(p for fold in held_out for p in fold) == sorted(training)
+  for bad in ({'member': 1, 'fold': 1}, {'member': 5}):
+    with pytest.raises(ValueError, match='member'):
+      make_split('patient', patients, labels, **bad)
+  with pytest.raises(ValueError, match='member'):
+    make_split('slice', patients, labels, member=0)
