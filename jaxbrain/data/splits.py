@@ -180,9 +180,12 @@ def check_disjoint(split: Split, patients: np.ndarray) -> None:
 
 
 def split_record(split: Split, kind: str, seed: int, fold: int | None, data_fingerprint: str,
-                 patients: np.ndarray, slices: np.ndarray, member: int | None = None) -> dict:
+                 patients: np.ndarray, slices: np.ndarray, member: int | None = None,
+                 seed_test: np.ndarray | None = None) -> dict:
   """What `split.json` holds: each side a sorted list of patient IDs (`TCGA_CS_4941`), or for a
-  slice split of `<patient>_<slice number>` strings; `member` for an ensemble member."""
+  slice split of `<patient>_<slice number>` strings; for an ensemble member, `member` and the
+  seed's test patients it is never given (`seed_test`, indices), named so that its ensemble knows
+  which patients its own test figures belong to."""
   def names(part):
     if kind == 'patient':
       return sorted(set(np.asarray(patients)[part].tolist()))
@@ -192,6 +195,7 @@ def split_record(split: Split, kind: str, seed: int, fold: int | None, data_fing
   record.update({side: names(part) for side, part in split.sides().items()})
   if member is not None:
     record['member'] = member
+    record['seed_test'] = names(seed_test)
     record['note'] = (f'ensemble member {member}: its test side is the seed\'s validation patients (the ensemble\'s '
                       'decision set); the seed\'s test patients are on no side')
   if kind == 'slice':

@@ -16,8 +16,8 @@ import jax
 import numpy as np
 
 from jaxbrain.config import Config
-from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, fingerprint, make_split, split_record,
-                           write_phantom)
+from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, fingerprint, make_split, patient_split,
+                           split_record, write_phantom)
 from jaxbrain.data.batching import eval_index_batches
 from jaxbrain.errors import UserError
 from jaxbrain.files import write_json
@@ -138,8 +138,9 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
     if not resume:
       write_json(run.config, {**config.to_json(), 'init': task.init_description, 'data': source,
                               'data_fingerprint': content, 'counts': counts, **task.facts})
+      seed_test = None if config.data.member is None else patient_split(data.patient, data.label, seed=config.seed).test
       write_json(run.split, split_record(split, config.data.split, config.seed, config.data.fold, content,
-                                         data.patient, data.slice, config.data.member))
+                                         data.patient, data.slice, config.data.member, seed_test))
     writer = RunWriter(run)
     _print_start(config, task, source, counts, mesh.size, eval_step.resident, run)
 

@@ -117,7 +117,8 @@ def test_bad_requests():
 def test_ensemble_members_hold_out_the_decision_set_and_never_see_the_test_patients():
   """Catches a member that trains or selects on the seed's validation patients (the ensemble's
   decision set), one that sees the seed's test patients at all, members whose held-out folds
-  overlap or miss a training patient, and --member combined with --fold or the slice split."""
+  overlap or miss a training patient, a split.json that does not name the seed's test patients
+  (its ensemble's test figures belong to them), and --member combined with --fold or the slice split."""
   patients, labels = toy(n_patients=40)
   seeds = patient_split(patients, labels, seed=0)
   training, decision, test = patient_sets(seeds, patients)
@@ -129,6 +130,9 @@ def test_ensemble_members_hold_out_the_decision_set_and_never_see_the_test_patie
     assert not (train | validation | scored) & test
     held_out.append(validation)
   assert sorted(p for fold in held_out for p in fold) == sorted(training)
+  record = split_record(split, 'patient', 0, None, 'f', patients, np.zeros(len(patients)), member=4,
+                        seed_test=seeds.test)
+  assert record['member'] == 4 and set(record['seed_test']) == test and set(record['test']) == decision
   for bad in ({'member': 1, 'fold': 1}, {'member': 5}):
     with pytest.raises(ValueError, match='member'):
       make_split('patient', patients, labels, **bad)
