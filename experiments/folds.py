@@ -1,6 +1,7 @@
 """Runs an experiment on every fold of the 5-fold patient split, then scores all its test patients as one set.
 
   python -m experiments.folds EXPERIMENT --data-dir DIR [--parallel N] [--out DIR] [EXPERIMENT'S FLAGS...]
+  python -m experiments.folds EXPERIMENT --members --data-dir DIR [--parallel N] [--out DIR] [FLAGS...]
 
 Each fold is `python -m experiments.EXPERIMENT --fold K ...` in a process of its own, N at once (on
 an accelerator the N share its memory, each given 1/N of it; on a CPU leave N at 1), logging to
@@ -10,6 +11,12 @@ command continues after an interruption. Then each fold's run predicts its own t
 `jaxbrain evaluate` scores the five outputs as one set of patients, each predicted by the one run
 that never saw it: the table it prints and `OUT/evaluate.json`. Recipes are compared on
 validation (`python -m experiments.report` prints the folds' mean validation Dice), never on this.
+
+With `--members` the five runs are the members of an ensemble on the seed's split (`--member K`:
+the seed's training patients in five folds, the seed's validation patients held out of all of
+them), and what follows the training is `jaxbrain ensemble`: the ensemble in `OUT/ensemble`, its
+decisions chosen on the decision set, its and each member's figures there printed. Nothing of it
+reads the seed's test patients; predict them with the ensemble once every choice is made.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from jaxbrain.data.splits import NUM_FOLDS
 from jaxbrain.errors import ConfigError, UserError, run_entry_point
 from jaxbrain.files import write_json
 from jaxbrain.folders import RunDir
+from jaxbrain.localize.ensemble import format_table as ensemble_table, make_ensemble
 from jaxbrain.localize.evaluate import evaluate, format_table
 from jaxbrain.localize.predict import predict
 from jaxbrain.runs import read_json, read_split
@@ -36,16 +44,17 @@ from jaxbrain.runs import read_json, read_split
 from experiments.common import resolve
 from experiments.configs import EXPERIMENTS
 
-FLAGS_SET_HERE = ('--fold', '--resume', '--overwrite', '--run-name')
+FLAGS_SET_HERE = ('--fold', '--member', '--resume', '--overwrite', '--run-name')
 
 
 class FoldsError(UserError, RuntimeError):
   """A fold's run that failed; its log says why."""
 
 
-def fold_configs(experiment: str, flags: list[str]) -> list[Config]:
-  """Each fold's config, as `python -m experiments.EXPERIMENT FLAGS --fold K` resolves it. Refuses
-  the flags this command sets per fold, and the embedded phantom data (no folders to predict)."""
+def fold_configs(experiment: str, flags: list[str], per: str = '--fold') -> list[Config]:
+  """Each fold's config, as `python -m experiments.EXPERIMENT FLAGS --fold K` (`per` '--member':
+  `--member K`) resolves it. Refuses the flags this command sets per fold, and the embedded phantom
+  data (no folders to predict)."""
   if experiment not in EXPERIMENTS:
     raise ConfigError(f'unknown experiment {experiment!r}; one of {", ".join(sorted(EXPERIMENTS))}')
   given = [f for f in flags if f.split('=')[0] in FLAGS_SET_HERE]
@@ -53,7 +62,7 @@ def fold_configs(experiment: str, flags: list[str]) -> list[Config]:
     raise ConfigError(f'{given[0].split("=")[0]} is set by experiments.folds (each fold its own run, finished folds '
                       'kept, unfinished ones resumed); leave it out, and delete a fold\'s run folder to run it again')
   with contextlib.redirect_stdout(io.StringIO()):
-    configs = [resolve(EXPERIMENTS[experiment], [*flags, '--fold', str(k)])[0] for k in range(NUM_FOLDS)]
+    configs = [resolve(EXPERIMENTS[experiment], [*flags, per, str(k)])[0] for k in range(NUM_FOLDS)]
   if not configs[0].data.data_dir:
     raise ConfigError('--data-dir is needed: the folds\' test patients are predicted from their folders')
   return configs
@@ -68,8 +77,8 @@ def fold_state(run: Path) -> str:
 
 
 def train_folds(experiment: str, flags: list[str], run_dirs: list[Path], logs: Path, parallel: int = 1,
-                poll_seconds: float = 5.0) -> None:
-  """Trains every fold that has not finished, `parallel` at a time, each in its own process; raises
+                poll_seconds: float = 5.0, per: str = '--fold') -> None:
+  """Trains every fold (`per` '--member': member) that has not finished, `parallel` at a time, each in its own process; raises
   `FoldsError` naming the logs of the folds that failed once the others are done. On Ctrl-C every
   running fold is interrupted (each checkpoints first) and waited for."""
   logs.mkdir(parents=True, exist_ok=True)
@@ -85,9 +94,9 @@ def train_folds(experiment: str, flags: list[str], run_dirs: list[Path], logs: P
       while pending and len(running) < parallel:
         k = pending.pop(0)
         resume = fold_state(run_dirs[k]) == 'started'
-        command = [sys.executable, '-m', f'experiments.{experiment}', *flags, '--fold', str(k), '--no-progress',
+        command = [sys.executable, '-m', f'experiments.{experiment}', *flags, per, str(k), '--no-progress',
                    *(['--resume'] if resume else [])]
-        log = open(logs / f'fold{k}.txt', 'a')
+        log = open(logs / f'{per.strip("-")}{k}.txt', 'a')
         running[k] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
         print(f'fold {k}: {"resumed" if resume else "started"}, log in {log.name}', flush=True)
       time.sleep(poll_seconds if running else 0)
@@ -109,7 +118,8 @@ def train_folds(experiment: str, flags: list[str], run_dirs: list[Path], logs: P
       log.close()
     raise
   if failed:
-    raise FoldsError(f'fold(s) {", ".join(map(str, failed))} failed; see {", ".join(str(logs / f"fold{k}.txt") for k in failed)}'
+    raise FoldsError(f'fold(s) {", ".join(map(str, failed))} failed; see '
+                     f'{", ".join(str(logs / f"{per.strip(chr(45))}{k}.txt") for k in failed)}'
                      ' (the finished folds are kept: fix the cause and run the same command again)')
 
 
@@ -139,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                           '--parallel 5  (any other flag goes to the experiment)')
   parser.add_argument('experiment', help='an experiment module, such as seg01 or exp21')
   parser.add_argument('--parallel', type=int, default=1, help='folds trained at once (default: 1)')
+  parser.add_argument('--members', action='store_true', help='train the five members of an ensemble on the seed\'s '
+                      'split (--member K) and write the ensemble, its decisions chosen on the decision set')
   parser.add_argument('--out', help='predictions, logs and evaluate.json (default: beside the runs, as '
                                     '<workdir>/<experiment>/<fold 0\'s run name with fold0 -> folds>)')
   args, flags = parser.parse_known_args(argv)
@@ -146,11 +158,22 @@ def main(argv: list[str] | None = None) -> int:
   def body() -> int:
     if args.parallel < 1:
       raise ConfigError(f'--parallel must be at least 1, got {args.parallel}')
-    configs = fold_configs(args.experiment, flags)
+    per, first, all_of = ('--member', 'member0', 'members') if args.members else ('--fold', 'fold0', 'folds')
+    configs = fold_configs(args.experiment, flags, per)
     run_dirs = [c.run_dir.path for c in configs]
-    out = Path(args.out) if args.out else run_dirs[0].with_name(run_dirs[0].name.replace('fold0', 'folds'))
-    train_folds(args.experiment, flags, run_dirs, out / 'logs', args.parallel)
+    out = Path(args.out) if args.out else run_dirs[0].with_name(run_dirs[0].name.replace(first, all_of))
+    train_folds(args.experiment, flags, run_dirs, out / 'logs', args.parallel, per=per)
     data_dir = Path(configs[0].data.data_dir)
+    if args.members:
+      ensemble = RunDir(out / 'ensemble')
+      if ensemble.decision_set.is_file():
+        print(f'the ensemble was written before, kept: {ensemble}')
+        figures = read_json(ensemble.decision_set)
+      else:
+        figures = make_ensemble(run_dirs, ensemble.path, data_dir)
+      print(ensemble_table(figures))
+      print(f'the ensemble of the {NUM_FOLDS} members, its decisions chosen on the decision set: {out / "ensemble"}')
+      return 0
     outputs = predict_folds(run_dirs, data_dir, out / 'predictions', configs[0].task.name == 'segment')
     result = evaluate(outputs, data_dir, configs[0].bootstrap_samples)
     write_json(out / 'evaluate.json', result)

@@ -1,5 +1,6 @@
 """The `jaxbrain` command line: `jaxbrain data DIR`, `jaxbrain phantom OUT`, `jaxbrain predict INPUT...`,
-`jaxbrain evaluate PRED_DIR --truth DIR`, `jaxbrain gate --run CLS --seg-run SEG --data-dir DIR`."""
+`jaxbrain evaluate PRED_DIR --truth DIR`, `jaxbrain gate --run CLS --seg-run SEG --data-dir DIR`,
+`jaxbrain ensemble RUN... --out DIR --data-dir DIR`."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ from jaxbrain.config import INFERENCE
 from jaxbrain.data import kaggle3m
 from jaxbrain.data.phantom import write_phantom
 from jaxbrain.errors import ConfigError, run_entry_point
-from jaxbrain.localize import evaluate as localize_evaluate, gate as localize_gate
+from jaxbrain.localize import ensemble as localize_ensemble, evaluate as localize_evaluate, gate as localize_gate
 
 
 def _data(args) -> int:
@@ -90,6 +91,17 @@ def _gate(args) -> int:
   return 0
 
 
+def _ensemble(args) -> int:
+  from jaxbrain.files import jsonable
+
+  if args.batch_size < 1:
+    raise ConfigError(f'--batch-size must be at least 1; got {args.batch_size}')
+  figures = localize_ensemble.make_ensemble(args.runs, args.out, args.data_dir, args.batch_size)
+  print(localize_ensemble.format_table(figures))
+  print(json.dumps(jsonable({'out': args.out, **figures})))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='jaxbrain', description=__doc__)
   parser.add_argument('--version', action='version', version=f'jaxbrain {__version__}')
@@ -138,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
   _inference_flags(evaluate, bootstrap_samples=True)
   evaluate.set_defaults(run_command=_evaluate)
   gate = _documented_command(
-      commands, localize_gate, 'detect, then localize: choose on validation where the classifier empties the masks',
+      commands, localize_gate, 'detect, then localize: choose on validation the pair\'s detector and its gate',
       'example: jaxbrain gate --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN '
       '--data-dir ../shared/data/lgg/kaggle_3m')
   gate.add_argument('--run', required=True, help='run directory of a classification experiment')
@@ -146,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
   gate.add_argument('--data-dir', required=True, help='the kaggle_3m folder both runs were trained on')
   _inference_flags(gate, batch_size=True, bootstrap_samples=True)
   gate.set_defaults(run_command=_gate)
+  ensemble = _documented_command(
+      commands, localize_ensemble, 'put member runs together; choose its decisions on the decision set',
+      'example: jaxbrain ensemble checkpoints/seg01/patient-member*-scratch-160px-seed0 --out ensembles/seg01 '
+      '--data-dir ../shared/data/lgg/kaggle_3m')
+  ensemble.add_argument('runs', nargs='+', help='the member runs (--member K runs of one experiment)')
+  ensemble.add_argument('--out', required=True, help='the ensemble\'s folder: new or empty')
+  ensemble.add_argument('--data-dir', required=True, help='the kaggle_3m folder holding the decision set (the seed\'s '
+                        'validation patients); its test patients are not read')
+  _inference_flags(ensemble, batch_size=True)
+  ensemble.set_defaults(run_command=_ensemble)
   return parser
 
 

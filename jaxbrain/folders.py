@@ -13,11 +13,14 @@ from typing import Sequence
 # What a run folder holds, by the attribute that names it: the config and its facts, the patients of
 # each side, what validation chose, the final (test) metrics, one line per epoch, one line per
 # --epochs extension, the run page, one row per test slice, every mask rule tried, TensorBoard
-# events, the evaluators' images, the gates chosen for pairs with a classifier.
+# events, the evaluators' images, the gates chosen for pairs with a classifier; an ensemble's folder
+# (`jaxbrain ensemble`) holds the same files for itself plus its record, its members' folders (each a
+# run folder with the selected weights only) and its members' and its own figures on the decision set.
 RUN_FILES = {'config': 'config.json', 'split': 'split.json', 'decision': 'decision.json', 'final_metrics': 'metrics.json',
              'history': 'metrics.jsonl', 'resumes': 'resumes.jsonl', 'report': 'report.html',
              'test_predictions': 'test_predictions.csv', 'mask_rules': 'mask_rules.csv', 'tensorboard': 'tensorboard',
-             'overlays': 'overlays', 'gradcam': 'gradcam', 'gates': 'gates'}
+             'overlays': 'overlays', 'gradcam': 'gradcam', 'gates': 'gates',
+             'ensemble': 'ensemble.json', 'members': 'members', 'decision_set': 'decision_set.json'}
 
 
 @dataclasses.dataclass(frozen=True)

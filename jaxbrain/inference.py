@@ -23,9 +23,13 @@ from jaxbrain.config import INFERENCE
 from jaxbrain.data.arrays import segmenter_inputs
 from jaxbrain.data.transforms import Preprocessing, apply_preprocessing, native_logits
 from jaxbrain.models.gradcam import gradcam
-from jaxbrain.postprocess import PIXEL_THRESHOLD, MaskRule, apply_rule
+from jaxbrain.postprocess import PIXEL_THRESHOLD, Detector, MaskRule, apply_rule, detect
 from jaxbrain.runs import LoadedRun, RunError, gate_path, load_run, read_gate
 
+DETECTOR_SAID = {'classifier': 'the classifier\'s', 'segmenter': 'the segmenter\'s (its largest pixel probability; '
+                 'the label: its post-processed mask is not empty)',
+                 'mean': 'the mean of the classifier\'s and the segmenter\'s probabilities',
+                 'geometric': 'the geometric mean of the classifier\'s and the segmenter\'s probabilities'}
 PIXEL_LOGIT = float(np.log(PIXEL_THRESHOLD / (1 - PIXEL_THRESHOLD)))  # a logit above this is a tumor pixel
 
 
@@ -113,6 +117,26 @@ class Scores:
   label: np.ndarray  # [N] 1 = tumor
   heatmap: np.ndarray | None  # [N, h, w] Grad-CAM, with a classifier alone
   mask: np.ndarray | None  # [N, 256, 256] bool, with a segmenter: post-processed by its stored rule
+  spread: np.ndarray | None = None  # [N] with an ensemble: the members' standard deviation of `probability`
+  mask_disagreement: np.ndarray | None = None  # [N] with a segmenter ensemble: `mask_disagreement`
+  label_disputed: np.ndarray | None = None  # [N] bool with an ensemble: its members' own labels differ
+  classifier_probability: np.ndarray | None = None  # [N] with both: each model's own slice probability
+  segmenter_probability: np.ndarray | None = None
+
+
+def member_spread(member_probabilities: np.ndarray) -> np.ndarray | None:
+  """[M, N] members' slice probabilities -> their standard deviation per slice [N] (population,
+  ddof 0: the members are the whole ensemble, not a sample of it); None for one model."""
+  member_probabilities = np.asarray(member_probabilities)
+  return member_probabilities.std(axis=0) if len(member_probabilities) > 1 else None
+
+
+def mask_disagreement(member_masks: np.ndarray) -> np.ndarray:
+  """[M, N, H, W] members' masks -> per slice, the share of the union of their masks on which they
+  disagree (pixels some members call tumor and others not); 0 where no member has a tumor pixel."""
+  union, agreed = member_masks.any(axis=0), member_masks.all(axis=0)
+  size = union.sum(axis=(1, 2))
+  return np.where(size > 0, (union & ~agreed).sum(axis=(1, 2)) / np.maximum(size, 1), 0.0)
 
 
 class Scorer:
@@ -136,8 +160,11 @@ class Scorer:
     self.segmenter = load_run(seg_run_dir, 'segment') if seg_run_dir else None
     self.batch_size = batch_size
     self.gate, self.gate_source = None, None  # masks are emptied where the classifier's probability < gate
+    self.detector = None  # how the pair answers "is there a tumor?": postprocess.Detector chosen on validation
     if self.classifier and self.segmenter:
       chosen = read_gate(self.segmenter, self.classifier)
+      if chosen is not None and chosen.get('detector'):
+        self.detector = Detector.from_json(chosen['detector'])
       if chosen is None:
         self.gate = self.classifier.threshold
         self.gate_source = ('the classifier\'s threshold: no gate was chosen on validation for these two runs '
@@ -146,7 +173,7 @@ class Scorer:
         self.gate = chosen['gate']
         self.gate_source = f'chosen on validation patients ({gate_path(self.segmenter, self.classifier)})'
     self._classify = jax.jit(self._classify_batch)
-    self._segment = jax.jit(self._segment_batch)
+    self._segment = jax.jit(self._segment_batch, static_argnums=1)
 
   @property
   def runs(self) -> list[LoadedRun]:
@@ -171,47 +198,95 @@ class Scorer:
     if self.classifier is None:
       return f'Label: the mask has a tumor pixel. {masks}'
     gate = 'no gate' if self.gate is None else f'emptied where the classifier\'s probability < {self.gate:g}'
-    return (f'Label: the classifier\'s probability{how} >= {self.threshold:g}. {masks} Gate: {gate} '
-            f'({self.gate_source}).')
+    if self.detector is None:
+      label = (f'Probability and label: the classifier\'s{how}, >= {self.threshold:g} (no detector was chosen on '
+               'validation for this pair: jaxbrain gate chooses one)')
+    else:
+      label = (f'Probability and label: {DETECTOR_SAID[self.detector.combination]}'
+               + (f', averaged over {self.detector.smoothing} neighbouring slice(s) on either side'
+                  if self.detector.smoothing else '') + ' (chosen on validation by jaxbrain gate)')
+    return f'{label}. {masks} Gate: {gate} ({self.gate_source}).'
 
   def _classify_batch(self, batch):
-    run = self.classifier
-    probability = slice_probability(run.model, run.variables, run.preprocessing, batch, run.config.task.flip_average,
-                                    run.config.task.score_with_mask_head)
+    """Each member's tumor probability [M, B] (a single run is one member) and, for a classifier
+    alone, the members' mean Grad-CAM heatmap."""
+    members = self.classifier.members or (self.classifier,)
+    probability = jnp.stack([slice_probability(r.model, r.variables, r.preprocessing, batch, r.config.task.flip_average,
+                                               r.config.task.score_with_mask_head) for r in members])
     if self.segmenter is not None:
       return probability, None
-    return probability, slice_heatmaps(run.model, run.variables, run.preprocessing, batch)
+    return probability, jnp.mean(jnp.stack([slice_heatmaps(r.model, r.variables, r.preprocessing, batch)
+                                            for r in members]), axis=0)
 
-  def _segment_batch(self, batch):
-    run = self.segmenter
-    native = native_pixel_probability(run.model, run.variables, run.preprocessing, batch, run.mask_rule.flip_average)
-    return native, pixels_to_slice_probability(native)
+  def _segment_batch(self, batch, flip_average: bool):
+    """Each member's native pixel probabilities [M, B, 256, 256] (flip-averaged when asked)."""
+    return jnp.stack([native_pixel_probability(r.model, r.variables, r.preprocessing, batch, flip_average)
+                      for r in self.segmenter.members or (self.segmenter,)])
+
+  def _member_pixels(self, images: np.ndarray, stacks: np.ndarray, flip_average: bool) -> np.ndarray:
+    """The segmenter's members' native pixel probabilities [M, N, 256, 256] of slices `images`."""
+    task = self.segmenter.config.task
+    inputs = segmenter_inputs(images, stacks, task.context_slices, task.scale_volumes)
+    return np.concatenate([np.asarray(self._segment(padded(inputs[start:start + self.batch_size], self.batch_size),
+                                                    flip_average))[:, :len(inputs[start:start + self.batch_size])]
+                           for start in range(0, len(inputs), self.batch_size)], axis=1)
+
+  def pixel_probability(self, images: np.ndarray, patients: Sequence, flip_average: bool) -> np.ndarray:
+    """The segmenter's (an ensemble's: its members' mean) native pixel probabilities [N, 256, 256]
+    before post-processing, with or without flip averaging: what a mask rule is chosen on."""
+    return self._member_pixels(images, np.asarray(patients), flip_average).mean(axis=0)
 
   def score(self, images: np.ndarray, patients: Sequence | None = None, gated: bool = True) -> Scores:
     """Scores slices `images`; `patients` [N] groups them into stacks (consecutive equal entries, in
     slice order) for the segmenter's neighbouring slices (2.5D input) and 3D post-processing; without
     it every slice is a stack of one.
-    `gated=False` leaves the masks ungated (to choose a gate)."""
+    `gated=False` leaves the masks ungated (to choose a gate).
+
+    An ensemble's probability is the mean of its members' probabilities (a classifier's slice
+    probabilities; a segmenter's pixel probabilities, before post-processing), averaged as
+    probabilities rather than logits: each member's decisions were made on probabilities, and a
+    mean of logits lets one over-confident member outvote the rest. `spread` is the members'
+    standard deviation of the probability that gives the answer, `mask_disagreement` the share of
+    the union of the members' masks (each by the ensemble's rule) on which they disagree, and
+    `label_disputed` marks slices whose members' own labels differ (each member's probability
+    against the ensemble's threshold; a segmenter member's mask by the ensemble's rule)."""
     stacks = np.arange(len(images)) if patients is None else np.asarray(patients)
-    task = self.segmenter.config.task if self.segmenter else None
-    inputs = segmenter_inputs(images, stacks, task.context_slices, task.scale_volumes) if task else None
-    probabilities, heatmaps, pixels = [], [], []
-    for start in range(0, len(images), self.batch_size):
-      chunk = images[start:start + self.batch_size]
-      if self.segmenter:
-        pixel, probability = self._segment(padded(inputs[start:start + self.batch_size], self.batch_size))
-        pixels.append(np.asarray(pixel)[:len(chunk)])
-      if self.classifier:
-        probability, heatmap = self._classify(padded(chunk, self.batch_size))
-        if heatmap is not None:
-          heatmaps.append(np.asarray(heatmap)[:len(chunk)])
-      probabilities.append(np.asarray(probability)[:len(chunk)])
-    probability = np.concatenate(probabilities)
-    decided = slice_decisions(
-        probability, self.classifier.threshold if self.classifier else None,
-        np.concatenate(pixels) if self.segmenter else None, self.segmenter.mask_rule if self.segmenter else None,
-        stacks, self.gate if gated else None)
-    return Scores(probability, decided.label, np.concatenate(heatmaps) if heatmaps else None, decided.mask)
+    rule = self.segmenter.mask_rule if self.segmenter else None
+    member_pixels = self._member_pixels(images, stacks, rule.flip_average) if self.segmenter else None
+    pixel = member_pixels.mean(axis=0) if self.segmenter else None
+    classified, heatmaps = [], []
+    for start in range(0, len(images) if self.classifier else 0, self.batch_size):
+      count = len(images[start:start + self.batch_size])
+      probability, heatmap = self._classify(padded(images[start:start + self.batch_size], self.batch_size))
+      classified.append(np.asarray(probability)[:, :count])
+      if heatmap is not None:
+        heatmaps.append(np.asarray(heatmap)[:count])
+    if self.classifier:
+      members = np.concatenate(classified, axis=1)
+    else:
+      members = pixels_to_slice_probability(member_pixels.reshape(-1, *member_pixels.shape[2:])).reshape(
+          member_pixels.shape[:2])
+    probability = members.mean(axis=0) if self.classifier else pixels_to_slice_probability(pixel)
+    decided = slice_decisions(probability, self.classifier.threshold if self.classifier else None, pixel, rule,
+                              stacks, self.gate if gated else None)
+    label, parts = decided.label, (None, None)
+    if self.classifier and self.segmenter:
+      parts = probability, pixels_to_slice_probability(pixel)
+      if self.detector is not None:
+        ungated = decided.mask if not gated or self.gate is None else slice_decisions(
+            probability, None, pixel, rule, stacks).mask
+        probability, label = detect(self.detector, *parts, ungated.any(axis=(1, 2)), stacks,
+                                    self.classifier.threshold)
+    disagreement, member_labels = None, None
+    if self.segmenter and len(member_pixels) > 1:
+      member_masks = np.stack([apply_rule(rule, p, stacks) for p in member_pixels])
+      disagreement = mask_disagreement(member_masks)
+      member_labels = member_masks.any(axis=(2, 3))
+    if self.classifier and len(members) > 1:
+      member_labels = members >= self.classifier.threshold
+    disputed = None if member_labels is None else member_labels.any(axis=0) & ~member_labels.all(axis=0)
+    return Scores(probability, label, np.concatenate(heatmaps) if heatmaps else None, decided.mask,
+                  member_spread(members), disagreement, disputed, *parts)
 
 
 def padded(chunk: np.ndarray, size: int) -> np.ndarray:

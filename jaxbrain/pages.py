@@ -135,6 +135,11 @@ def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals
       facts += f', predicted tumor {total["volume_voxels"]} pixels in all'
     if 'tumor_volume_ml' in total:
       facts += f' ({total["tumor_volume_ml"]:.2f} ml)'
+    if 'max_disagreement' in total:
+      disputed = total.get('slices_where_members_disagree', [])
+      facts += (f'; the ensemble\'s members disagree on the label of {len(disputed)} slice{"s" * (len(disputed) != 1)}'
+                + (f' ({", ".join(map(str, disputed))})' if disputed else '')
+                + f', largest spread of their probabilities {total["max_disagreement"]:.2f}')
     sections.append(
         f'<section class="patient" data-patient="{index}"><h2>{html.escape(name)}</h2><p>{facts}</p>'
         f'<div class="viewer"><div class="frame"><img alt=""><div class="caption"></div></div>'

@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 from scipy import ndimage
 
-from jaxbrain.metrics import segmentation_metrics_from_counts
+from jaxbrain.metrics import decision_metrics, segmentation_metrics_from_counts
 
 IN_PLANE = np.array([np.zeros((3, 3)), np.ones((3, 3)), np.zeros((3, 3))], bool)  # 8-connected, never across slices
 ACROSS_SLICES = np.ones((3, 3, 3), bool)  # 26-connected: a tumor touching the next slice diagonally continues there
@@ -208,3 +208,70 @@ def choose_gate(counts: dict, probability: np.ndarray, patients: np.ndarray,
       best = gate, scores['dice_per_volume']
   plain = next((row['dice_per_volume'] for row in rows if row['gate'] is None), None)
   return _unless_clearly_better(None, plain, best), rows
+
+
+# A pair's slice detector: whose probability answers "is there a tumor?", tried in this order.
+# classifier: the classifier's probability, label at its threshold (the pair's answer until a detector is chosen);
+# segmenter: its largest pixel probability, label = its post-processed mask is not empty;
+# mean / geometric: the two probabilities' arithmetic / geometric mean, label at DECISION_THRESHOLD.
+DETECTORS = ('classifier', 'segmenter', 'mean', 'geometric')
+SMOOTHING = (0, 1)  # neighbouring slices on either side a probability is averaged with, within its patient
+
+
+@dataclasses.dataclass(frozen=True)
+class Detector:
+  """How a classifier and a segmenter answer "is there a tumor?" together (`DETECTORS`), with the
+  slice probabilities smoothed along each patient's slices over `smoothing` neighbours."""
+  combination: str = 'classifier'
+  smoothing: int = 0
+
+  @classmethod
+  def from_json(cls, record: dict | None) -> Detector:
+    return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record}) if record else cls()
+
+
+def smoothed_along_slices(probability: np.ndarray, stacks: np.ndarray, width: int) -> np.ndarray:
+  """Each slice's probability averaged with up to `width` neighbours on either side within its
+  stack (`stacks` [N]: consecutive equal entries, in slice order); `width` 0 returns it unchanged.
+  Tumors span neighbouring slices, so a lone high slice among low ones is more likely noise."""
+  probability = np.asarray(probability, np.float64)
+  if not width:
+    return probability
+  smoothed = np.empty_like(probability)
+  for stack in patient_stacks(np.asarray(stacks)):
+    values = probability[stack]
+    for i in range(len(values)):
+      smoothed[stack.start + i] = values[max(0, i - width):i + width + 1].mean()
+  return smoothed
+
+
+def detect(detector: Detector, classifier: np.ndarray, segmenter: np.ndarray, segmenter_label: np.ndarray,
+           stacks: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+  """(probability [N], label [N]) of slices by `detector`, from the classifier's and the segmenter's
+  slice probabilities, the segmenter's own labels (its mask is not empty) and the classifier's
+  `threshold` (also the mean's and the geometric mean's)."""
+  classifier, segmenter = np.asarray(classifier, np.float64), np.asarray(segmenter, np.float64)
+  combined = {'classifier': classifier, 'segmenter': segmenter, 'mean': (classifier + segmenter) / 2,
+              'geometric': np.sqrt(classifier * segmenter)}[detector.combination]
+  probability = smoothed_along_slices(combined, stacks, detector.smoothing)
+  if detector.combination == 'segmenter' and not detector.smoothing:
+    return probability, np.asarray(segmenter_label).astype(int)
+  return probability, (probability >= threshold).astype(int)
+
+
+def choose_detector(labels: np.ndarray, classifier: np.ndarray, segmenter: np.ndarray, segmenter_label: np.ndarray,
+                    stacks: np.ndarray, threshold: float) -> tuple[Detector, list[dict]]:
+  """(the detector with the highest ROC AUC, a row per detector tried with its ROC AUC, accuracy
+  and balanced accuracy), on validation slices with their true `labels`. The rule, stated before
+  any run: detectors are tried in the order of `DETECTORS` x `SMOOTHING`; a later one must score
+  strictly higher to win, and the winner replaces the classifier alone (the pair's answer until
+  now) only if it gains MARGIN."""
+  rows, best = [], None
+  for combination, smoothing in itertools.product(DETECTORS, SMOOTHING):
+    detector = Detector(combination, smoothing)
+    probability, label = detect(detector, classifier, segmenter, segmenter_label, stacks, threshold)
+    scores = decision_metrics(labels, label, probability)
+    rows.append({**dataclasses.asdict(detector), **{k: scores[k] for k in ('roc_auc', 'accuracy', 'balanced_accuracy')}})
+    if best is None or scores['roc_auc'] > best[1]:
+      best = detector, scores['roc_auc']
+  return _unless_clearly_better(Detector(), rows[0]['roc_auc'], best), rows

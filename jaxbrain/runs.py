@@ -39,6 +39,7 @@ class LoadedRun:
   directory: Path
   checkpoint: Path  # the step folder the variables came from
   mask_rule: MaskRule  # a segmentation run's post-processing (the default for runs that stored none)
+  members: tuple = ()  # an ensemble's member runs, whose probabilities are averaged; () for a single run
 
 
 def read_json(path: Path) -> dict:
@@ -90,9 +91,11 @@ def trained_on_phantom(run_dir: Path, header: dict) -> bool:
 
 def load_run(run_dir: str | Path, task: str) -> LoadedRun:
   """The model, the variables of the checkpoint its test metrics describe, and its decisions (the
-  threshold; a segmenter's mask post-processing), from a run directory of `task`. Refuses a run
-  whose weights are not all finite."""
+  threshold; a segmenter's mask post-processing), from a run directory of `task`, or an ensemble's
+  folder (`load_ensemble`). Refuses a run whose weights are not all finite."""
   run_dir = Path(run_dir)
+  if RunDir(run_dir).ensemble.is_file():
+    return load_ensemble(run_dir, task)
   config, header = read_config(run_dir)
   if config.task.name != task:
     wanted = {'classify': 'a classification run (--run)', 'segment': 'a segmentation run (--seg-run)'}[task]
@@ -114,6 +117,22 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
                    Preprocessing.from_name(config.data.preprocess, config.data.image_size),
                    float(decision.get('threshold', DECISION_THRESHOLD)), trained_on_phantom(run_dir, header),
                    run_dir, folder, MaskRule.from_json(decision.get('mask_rule')))
+
+
+def load_ensemble(ensemble_dir: Path, task: str) -> LoadedRun:
+  """An ensemble (`jaxbrain ensemble`): its members loaded as runs, its own decisions (chosen on the
+  decision set with the ensemble itself); model, variables and config are its first member's, for
+  what all members share (task, inputs)."""
+  folder = RunDir(ensemble_dir)
+  record = read_json(folder.ensemble)
+  members = tuple(load_run(folder.path / name, task) for name in record.get('members', []))
+  if not members:
+    raise RunError(f'{folder.ensemble}: names no members; the ensemble is damaged')
+  decision = read_json(folder.decision) if folder.decision.is_file() else {}
+  first = members[0]
+  return LoadedRun(first.config, first.model, first.variables, first.preprocessing,
+                   float(decision.get('threshold', DECISION_THRESHOLD)), any(m.phantom_only for m in members),
+                   folder.path, folder.members, MaskRule.from_json(decision.get('mask_rule')), members)
 
 
 def read_split(run_dir: Path) -> dict:
@@ -140,8 +159,8 @@ def gate_path(segmenter: LoadedRun, classifier: LoadedRun) -> Path:
   """Where the gate chosen for this pair lives: in the segmentation run, named by the classifier's
   experiment, run and checkpoint (not its path, so that runs can move together)."""
   classifier_run = RunDir(classifier.directory)
-  return RunDir(segmenter.directory).gate(classifier.config.experiment, classifier_run.name,
-                                          classifier_run.checkpoint_name(classifier.checkpoint))
+  checkpoint = 'ensemble' if classifier.members else classifier_run.checkpoint_name(classifier.checkpoint)
+  return RunDir(segmenter.directory).gate(classifier.config.experiment, classifier_run.name, checkpoint)
 
 
 def read_gate(segmenter: LoadedRun, classifier: LoadedRun) -> dict | None:

@@ -117,3 +117,27 @@ def trained_runs(phantom_runs_data, tmp_path_factory):
   assert list((run('seg') / 'overlays').glob('*.png'))
   assert list((run('cls') / 'gradcam').glob('*.png'))
   return run('cls'), run('seg')
+
+
+@pytest.fixture(scope='session')
+def member_runs(phantom_runs_data, tmp_path_factory) -> dict[str, list[Path]]:
+  """{'cls': [member 0, member 1], 'seg': [member 0, member 1]}: tiny ensemble members (`--member K`)
+  on `phantom_runs_data`'s seed-0 split, a classifier with exp21's two-head score and a 2.5D
+  segmenter on one intensity scale per patient. Trained once per session."""
+  from jaxbrain.config import Config
+  from jaxbrain.train import train_and_evaluate
+
+  def train(workdir):
+    tiny = dict(data_dir=str(phantom_runs_data), workdir=str(workdir), batch_size=4, init='scratch',
+                bootstrap_samples=0, evals=())
+    for member in (0, 1):
+      train_and_evaluate(Config.from_flags(experiment='cls', learning_rate=0.01, image_size=32, epochs=1,
+                                           mask_head=True, score_with_mask_head=True, member=member, **tiny),
+                         progress=False)
+      train_and_evaluate(Config.from_flags('segment', experiment='seg', encoder='residual', unet_width=8,
+                                           optimizer='adam', learning_rate=3e-3, preprocess='resize_flip',
+                                           image_size=32, epochs=2, context_slices=1, scale_volumes=True,
+                                           member=member, **tiny), progress=False)
+
+  workdir = _once_per_session(tmp_path_factory, 'members', train)
+  return {name: sorted((workdir / name).iterdir()) for name in ('cls', 'seg')}

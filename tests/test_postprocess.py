@@ -4,8 +4,9 @@ import numpy as np
 from scipy import ndimage
 
 from jaxbrain.metrics import segmentation_counts, segmentation_metrics_from_counts
-from jaxbrain.postprocess import (MaskRule, apply_rule, choose_gate, choose_rule, gated_counts, pipeline_metrics,
-                                  remove_single_slice_components, remove_small_components)
+from jaxbrain.postprocess import (DETECTORS, SMOOTHING, Detector, MaskRule, apply_rule, choose_detector, choose_gate,
+                                  choose_rule, detect, gated_counts, pipeline_metrics, remove_single_slice_components,
+                                  remove_small_components, smoothed_along_slices)
 
 
 def _stack(n: int, size: int = 16) -> np.ndarray:
@@ -129,3 +130,23 @@ def test_a_gain_below_the_margin_keeps_the_plain_choice():
     probability[0] = 0.2
     gate, _ = choose_gate(counts, probability, np.arange(n))
     assert (gate is not None) == gated
+
+
+def test_the_detector_is_chosen_on_the_slices_given_and_keeps_the_classifier_unless_another_clearly_wins():
+  """Catches a detector chosen by anything but the given (validation) slices' ROC AUC, a
+  combination adopted for a gain below the margin, smoothing that crosses from one patient to the
+  next, and a segmenter detector whose label is not its mask's."""
+  rng = np.random.default_rng(0)
+  labels = np.tile([0, 0, 1, 1, 1, 0, 0, 0], 6)
+  stacks = np.repeat([f'P{k}' for k in range(6)], 8)
+  noisy = np.clip(labels * 0.3 + rng.random(len(labels)) * 0.7, 0, 1)  # a weak classifier
+  sharp = np.where(labels == 1, 0.9, 0.1)  # a segmenter that ranks every slice right
+  masks = labels.astype(bool)
+  detector, rows = choose_detector(labels, noisy, sharp, masks, stacks, 0.5)
+  assert detector.combination == 'segmenter' and len(rows) == len(DETECTORS) * len(SMOOTHING)
+  probability, label = detect(Detector('segmenter'), noisy, sharp, ~masks, stacks, 0.5)
+  np.testing.assert_array_equal(label, (~masks).astype(int))
+  same, _ = choose_detector(labels, sharp, sharp, masks, stacks, 0.5)
+  assert same == Detector()  # ties (and gains below the margin) keep the classifier alone
+  smoothed = smoothed_along_slices(np.array([0, 0, 1, 1, 0, 0.0]), np.array(['a', 'a', 'a', 'b', 'b', 'b']), 1)
+  np.testing.assert_allclose(smoothed, [0, 1 / 3, 1 / 2, 1 / 2, 1 / 3, 0])

@@ -113,8 +113,8 @@ def patient_folds(patients: np.ndarray, labels: np.ndarray, k: int = NUM_FOLDS, 
   if k < 2:
     raise ConfigError(f'k-fold needs k >= 2, got {k}')
   ordered = _ordered_patients(patients, labels, seed)
-  if len(ordered) < k + 2:
-    raise ConfigError(f'a {k}-fold split with validation needs at least {k + 2} patients, got {len(ordered)}')
+  if len(ordered) < k:
+    raise ConfigError(f'a {k}-fold split needs at least {k} patients, got {len(ordered)}')
   rng = np.random.default_rng([seed, 2])
   fold_of = np.concatenate([rng.permutation(k) for _ in range(-(-len(ordered) // k))])[:len(ordered)]
   return [ordered[fold_of == f] for f in range(k)]
@@ -127,6 +127,9 @@ def patient_kfold(patients: np.ndarray, labels: np.ndarray, fold: int, k: int = 
   if not 0 <= fold < k:
     raise ConfigError(f'fold must be in [0, {k}), got {fold}')
   patients, labels = np.asarray(patients), np.asarray(labels)
+  if len(np.unique(patients)) < k + 2:
+    raise ConfigError(f'a {k}-fold split with validation needs at least {k + 2} patients, got '
+                      f'{len(np.unique(patients))}')
   folds = patient_folds(patients, labels, k, seed)
   test = folds[fold]
   remaining = _ordered_patients(patients[~np.isin(patients, test)], labels[~np.isin(patients, test)], seed)

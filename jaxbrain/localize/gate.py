@@ -7,9 +7,17 @@ applies); and measures the pipeline on the shared test patients: per-volume Dice
 tumor slices, the false-positive rate on tumor-free slices, and slice-level detection accuracy
 (a slice is called tumor when its gated mask is not empty), with patient-bootstrap intervals,
 beside the segmenter alone and the classifier alone.
+
+It also chooses, on the same validation patients, the pair's detector: whose slice probability
+answers "is there a tumor?" (the classifier's, the segmenter's, their mean or their geometric mean,
+each as it is or averaged with its neighbouring slices; `postprocess.choose_detector`: the highest
+ROC AUC, and another than the classifier alone only if it gains 0.005), which `predict` then gives
+as `probability` and `label`; the test patients' detection figures of the chosen detector stand
+beside the classifier alone and the segmenter alone.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +26,8 @@ from jaxbrain.config import INFERENCE
 from jaxbrain.data import kaggle3m
 from jaxbrain.files import write_json
 from jaxbrain.inference import Scorer
-from jaxbrain.metrics import classification_metrics, patient_intervals, segmentation_counts
-from jaxbrain.postprocess import choose_gate, gated_counts, pipeline_metrics
+from jaxbrain.metrics import classification_metrics, decision_metrics, patient_intervals, segmentation_counts
+from jaxbrain.postprocess import Detector, choose_detector, choose_gate, detect, gated_counts, pipeline_metrics
 from jaxbrain.runs import RunError, check_same_split, gate_path
 
 PIPELINE_METRICS = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate', 'tumor_detection_rate',
@@ -40,10 +48,17 @@ def patients_slices(data_dir: Path, patients: list[str], part: str) -> tuple[np.
           np.array([r.patient for r in records]))
 
 
-def _score(scorer: Scorer, images: np.ndarray, patients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(classifier probability [N], the segmenter's post-processed, ungated masks [N, 256, 256])."""
+def _score(scorer: Scorer, images: np.ndarray, patients: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(the classifier's probability [N], the segmenter's [N], its post-processed, ungated masks [N, 256, 256])."""
   scores = scorer.score(images, patients, gated=False)
-  return scores.probability, scores.mask
+  return scores.classifier_probability, scores.segmenter_probability, scores.mask
+
+
+def _detection(detector: Detector, classifier: np.ndarray, segmenter: np.ndarray, masks: np.ndarray,
+               labels: np.ndarray, patients: np.ndarray, threshold: float) -> dict:
+  probability, label = detect(detector, classifier, segmenter, masks.any(axis=(1, 2)), patients, threshold)
+  scores = decision_metrics(labels, label, probability)
+  return {k: scores[k] for k in ('roc_auc', 'accuracy', 'balanced_accuracy', 'sensitivity', 'specificity')}
 
 
 def _with_intervals(counts: dict, patients: np.ndarray, samples: int, seed: int) -> dict:
@@ -59,24 +74,36 @@ def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: s
   and measured (also written to that gate file)."""
   scorer = Scorer(run_dir, seg_run_dir, batch_size)
   split = check_same_split(scorer.classifier, scorer.segmenter)
+  threshold = scorer.classifier.threshold
   images, truth, patients = patients_slices(Path(data_dir), split['validation'], 'validation')
-  probability, masks = _score(scorer, images, patients)
+  probability, segmenter, masks = _score(scorer, images, patients)
   gate, tried = choose_gate(segmentation_counts(masks, truth), probability, patients)
+  labels = truth.reshape(len(truth), -1).any(1).astype(int)
+  detector, detectors_tried = choose_detector(labels, probability, segmenter, masks.any(axis=(1, 2)), patients,
+                                              threshold)
   images, truth, patients = patients_slices(Path(data_dir), split['test'], 'test')
-  probability, masks = _score(scorer, images, patients)
+  probability, segmenter, masks = _score(scorer, images, patients)
   counts = segmentation_counts(masks, truth)
   labels = truth.reshape(len(truth), -1).any(1).astype(int)
-  classifier = classification_metrics(labels, probability, scorer.classifier.threshold)
+  classifier = classification_metrics(labels, probability, threshold)
+  detection = {name: _detection(chosen, probability, segmenter, masks, labels, patients, threshold)
+               for name, chosen in (('chosen', detector), ('classifier_alone', Detector()),
+                                    ('segmenter_alone', Detector('segmenter')))}
   result = {
       'gate': gate, 'classifier': str(scorer.classifier.directory), 'segmenter': str(scorer.segmenter.directory),
       'classifier_checkpoint': str(scorer.classifier.checkpoint), 'mask_rule': str(scorer.segmenter.mask_rule),
       'chosen_on': f'validation patients ({len(split["validation"])}): mean per-volume Dice at 256x256 of the gated '
                    'masks; null = no gate',
       'validation': tried,
+      'detector': dataclasses.asdict(detector),
+      'detector_chosen_on': f'validation patients ({len(split["validation"])}): the highest slice-detection ROC AUC '
+                            'of the detectors tried; another than the classifier alone only if it gains 0.005',
+      'detector_validation': detectors_tried,
       'test_patients': len(split['test']),
       'test': {'pipeline': _with_intervals(gated_counts(counts, probability, gate), patients, bootstrap_samples, seed),
                'segmenter_alone': _with_intervals(counts, patients, bootstrap_samples, seed),
-               'classifier_alone': {k: classifier[k] for k in ('accuracy', 'balanced_accuracy', 'roc_auc')}},
+               'classifier_alone': {k: classifier[k] for k in ('accuracy', 'balanced_accuracy', 'roc_auc')},
+               'detection': detection},
   }
   path = gate_path(scorer.segmenter, scorer.classifier)
   path.parent.mkdir(exist_ok=True)
@@ -99,4 +126,9 @@ def format_table(result: dict) -> str:
     lines.append(f'  {key:<22} {cells[0]:>24} {cells[1]:>24}')
   alone = result['test']['classifier_alone']
   lines.append('  classifier alone: ' + ', '.join(f'{k} {v:.3f}' for k, v in alone.items()))
+  detector = result['detector']
+  lines.append(f'detector chosen on validation: {detector["combination"]}, smoothing {detector["smoothing"]}; '
+               'slice detection on the test patients:')
+  for name, scores in result['test']['detection'].items():
+    lines.append(f'  {name:<18} ' + ', '.join(f'{k} {v:.3f}' for k, v in scores.items()))
   return '\n'.join(lines)

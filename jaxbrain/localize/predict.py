@@ -166,6 +166,8 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
     probabilities = np.concatenate([s.probability for s in scored])
     labels = np.concatenate([s.label for s in scored])
     heatmaps = np.concatenate([s.heatmap for s in scored]) if scorer.segmenter is None else None
+    extra = {column: np.concatenate([getattr(s, field) for s in scored])
+             for column, field in EXTRA_COLUMNS.items() if getattr(scored[0], field) is not None}
     masks = np.concatenate([s.mask for s in scored]) if scorer.segmenter else None
     bad = np.flatnonzero(~np.isfinite(probabilities))
     if len(bad):
@@ -182,12 +184,17 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
     for i, (identity, name) in enumerate(zip(read.rows, read.names)):
       patient, number = identity['patient'], identity['slice']
       label = int(labels[i])
-      row = {**identity, 'probability': float(probabilities[i]), 'label': label}
+      row = {**identity, 'probability': float(probabilities[i]), 'label': label,
+             **{column: _cell(values[i]) for column, values in extra.items()}}
       key = number if number is not None else Path(identity['path']).name
       entry = summary.setdefault(patient, {'slices': 0, 'slices_with_tumor': []})
       entry['slices'] += 1
       if label:
         entry['slices_with_tumor'].append(key)
+      if 'disagreement' in extra:
+        entry['max_disagreement'] = max(entry.get('max_disagreement', 0.0), row['disagreement'])
+        if row['members_disagree']:
+          entry.setdefault('slices_where_members_disagree', []).append(key)
       if masks is not None:
         pixels = int(masks[i].sum())
         row['tumor_pixels'] = pixels
@@ -228,8 +235,22 @@ def _whole_stacks(patients: list, size: int) -> list[slice]:
   return chunks
 
 
+# Columns beside probability and label, where they apply (`inference.Scores` fields): with an
+# ensemble, its members' standard deviation of the probability, the share of the union of their
+# masks on which they disagree (segmenters) and whether their own labels differ; with a classifier
+# and a segmenter, each one's own slice probability.
+EXTRA_COLUMNS = {'disagreement': 'spread', 'mask_disagreement': 'mask_disagreement',
+                 'members_disagree': 'label_disputed', 'classifier_probability': 'classifier_probability',
+                 'segmenter_probability': 'segmenter_probability'}
+
+
+def _cell(value) -> float | int:
+  return int(value) if isinstance(value, (bool, np.bool_)) else float(value)
+
+
 def _caption(row: dict) -> str:
-  return f'p(tumor) {row["probability"]:.3f}: {"tumor" if row["label"] else "no tumor"}'
+  disputed = ' (members disagree)' if row.get('members_disagree') else ''
+  return f'p(tumor) {row["probability"]:.3f}: {"tumor" if row["label"] else "no tumor"}{disputed}'
 
 
 def _run_facts(role: str, run: LoadedRun) -> dict:

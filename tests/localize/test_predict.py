@@ -16,8 +16,10 @@ from jaxbrain.runs import RunError, load_run
 from tests.localize.helpers import LONE_TUMOR_CASE, lone_tumor_patient, with_mask_rule
 
 def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
-  """Catches a missing or inconsistent output (rows, summary, masks, overlays) and a page that does
-  not say the probability is the geometric mean of the classifier's two heads when it is."""
+  """Catches a missing or inconsistent output (rows, summary, masks, overlays), a pair without a
+  chosen detector answering with anything but the classifier (each model's own probability beside
+  it), and a page that does not say the probability is the geometric mean of the classifier's two
+  heads when it is."""
   classifier, segmenter = trained_runs
   out = tmp_path / 'out'
   assert cli.main(['predict', str(phantom_png), '--run', str(classifier), '--seg-run', str(segmenter), '--out', str(out),
@@ -27,7 +29,9 @@ def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
     rows = list(csv.DictReader(f))
   # masks are not inputs; slices in numeric order within each patient
   assert [r['path'] for r in rows] == [str(r.image_path) for r in records]
-  assert list(rows[0]) == ['path', 'patient', 'slice', 'probability', 'label', 'tumor_pixels']
+  assert list(rows[0]) == ['path', 'patient', 'slice', 'probability', 'label', 'classifier_probability',
+                           'segmenter_probability', 'tumor_pixels']
+  assert all(r['probability'] == r['classifier_probability'] for r in rows)  # no detector chosen: the classifier's
   assert all(0 <= float(r['probability']) <= 1 and r['label'] in ('0', '1') for r in rows)
   summary = json.loads((out / 'summary.json').read_text())
   assert set(summary) == {r.patient for r in records}

@@ -4,7 +4,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import jaxbrain.models
 from jaxbrain import kernels
