@@ -137,6 +137,14 @@ class PredictionDir:
   def case_mask(self, case: str) -> Path:
     return self.path / f'{case}_mask.nii.gz'
 
+  def case_probability(self, case: str) -> Path:
+    """A NIfTI case's pixel tumor probabilities, before post-processing (with a segmenter)."""
+    return self.path / f'{case}_probability.nii.gz'
+
+  def case_disagreement(self, case: str) -> Path:
+    """A NIfTI case's members' standard deviation of those probabilities (with a segmenter ensemble)."""
+    return self.path / f'{case}_disagreement.nii.gz'
+
   @staticmethod
   def output_names(paths: Sequence[Path]) -> list[str]:
     """A file-name stem per input, unique: the input's own stem, plus a short hash of its full path

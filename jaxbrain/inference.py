@@ -122,6 +122,8 @@ class Scores:
   label_disputed: np.ndarray | None = None  # [N] bool with an ensemble: its members' own labels differ
   classifier_probability: np.ndarray | None = None  # [N] with both: each model's own slice probability
   segmenter_probability: np.ndarray | None = None
+  pixel_probability: np.ndarray | None = None  # [N, 256, 256] when asked (`maps`): the segmenter's, before its rule
+  pixel_spread: np.ndarray | None = None  # [N, 256, 256] when asked, with a segmenter ensemble: its members' std
 
 
 def member_spread(member_probabilities: np.ndarray) -> np.ndarray | None:
@@ -236,11 +238,13 @@ class Scorer:
     before post-processing, with or without flip averaging: what a mask rule is chosen on."""
     return self._member_pixels(images, np.asarray(patients), flip_average).mean(axis=0)
 
-  def score(self, images: np.ndarray, patients: Sequence | None = None, gated: bool = True) -> Scores:
+  def score(self, images: np.ndarray, patients: Sequence | None = None, gated: bool = True,
+            maps: bool = False) -> Scores:
     """Scores slices `images`; `patients` [N] groups them into stacks (consecutive equal entries, in
     slice order) for the segmenter's neighbouring slices (2.5D input) and 3D post-processing; without
     it every slice is a stack of one.
-    `gated=False` leaves the masks ungated (to choose a gate).
+    `gated=False` leaves the masks ungated (to choose a gate); `maps=True` also returns the
+    segmenter's pixel probabilities (and its members' spread) for volumes to be written.
 
     An ensemble's probability is the mean of its members' probabilities (a classifier's slice
     probabilities; a segmenter's pixel probabilities, before post-processing), averaged as
@@ -285,8 +289,11 @@ class Scorer:
     if self.classifier and len(members) > 1:
       member_labels = members >= self.classifier.threshold
     disputed = None if member_labels is None else member_labels.any(axis=0) & ~member_labels.all(axis=0)
+    pixel_maps = (None, None)
+    if maps and self.segmenter:
+      pixel_maps = pixel, member_pixels.std(axis=0) if len(member_pixels) > 1 else None
     return Scores(probability, label, np.concatenate(heatmaps) if heatmaps else None, decided.mask,
-                  member_spread(members), disagreement, disputed, *parts)
+                  member_spread(members), disagreement, disputed, *parts, *pixel_maps)
 
 
 def padded(chunk: np.ndarray, size: int) -> np.ndarray:

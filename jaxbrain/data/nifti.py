@@ -155,26 +155,36 @@ def read_case(files: dict[str, Path], name: str | None = None) -> NiftiCase:
                    tuple(reference.shape), reference.affine, reference.header, float(np.prod(zooms)) / 1000.0)
 
 
-def to_input_frame(case: NiftiCase, masks: np.ndarray) -> np.ndarray:
-  """Masks [Z, 256, 256] of the case's slices -> a uint8 volume with the input's shape, in the
-  input's own voxel order (its affine applies unchanged)."""
+def to_input_frame(case: NiftiCase, planes: np.ndarray) -> np.ndarray:
+  """Masks [Z, 256, 256] bool of the case's slices -> a uint8 volume, or maps [Z, 256, 256] float
+  (probabilities) -> a float32 volume, with the input's shape, in the input's own voxel order (its
+  affine applies unchanged). Both are resized bilinearly; masks are cut at half."""
   import nibabel as nib
 
   ornt = nib.orientations.io_orientation(case.affine)
   canonical_shape = [case.shape[int(axis)] for axis in np.argsort(ornt[:, 0])]  # input axis behind each RAS axis
   in_plane = (canonical_shape[1], canonical_shape[0])  # display rows are Y, columns X
-  planes = np.stack([_resize(np.asarray(m, np.uint8) * 255, in_plane, Image.BILINEAR) >= 128 for m in masks])
-  canonical = from_display(planes).astype(np.uint8)
+  if np.asarray(planes).dtype == bool:
+    resized = np.stack([_resize(np.asarray(m, np.uint8) * 255, in_plane, Image.BILINEAR) >= 128 for m in planes])
+    canonical = from_display(resized).astype(np.uint8)
+  else:
+    canonical = from_display(np.stack([_resize(np.asarray(m, np.float32), in_plane, Image.BILINEAR) for m in planes]))
   return nib.orientations.apply_orientation(canonical, nib.orientations.ornt_transform(
       nib.orientations.axcodes2ornt('RAS'), ornt))
 
 
-def write_mask(case: NiftiCase, masks: np.ndarray, path: Path) -> int:
-  """Writes `<path>` (.nii.gz) with the input's shape and affine; returns its tumor voxel count."""
+def write_volume(case: NiftiCase, planes: np.ndarray, path: Path) -> np.ndarray:
+  """Writes `<path>` (.nii.gz) of `planes` (`to_input_frame`: a uint8 mask or a float32 map) with
+  the input's shape and affine; returns the volume."""
   import nibabel as nib
 
-  volume = to_input_frame(case, masks)
+  volume = to_input_frame(case, planes)
   header = case.header.copy()
-  header.set_data_dtype(np.uint8)
+  header.set_data_dtype(volume.dtype)
   nib.save(nib.Nifti1Image(volume, case.affine, header), str(path))
-  return int(volume.sum())
+  return volume
+
+
+def write_mask(case: NiftiCase, masks: np.ndarray, path: Path) -> int:
+  """Writes the masks [Z, 256, 256] as `<path>` (.nii.gz, uint8); returns its tumor voxel count."""
+  return int(write_volume(case, np.asarray(masks, bool), path).sum())

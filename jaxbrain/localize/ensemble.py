@@ -6,7 +6,8 @@ the same inputs. They are copied into the ensemble's folder with their selected 
 the folder moves as a whole, and `predict`, `gate`, `evaluate` and the Spark job take it wherever
 they take a run. The ensemble's probability is the mean of its members' probabilities (a
 classifier's slice probabilities; a segmenter's pixel probabilities, before post-processing), and
-`predict` reports how far the members disagree.
+`predict` reports how far the members disagree; `decision_set.json` says whether that disagreement
+marks the ensemble's wrong answers there.
 
 Its decisions are made on the decision set (the members' shared test side: the seed's validation
 patients, which no member trained or selected on) with the ensemble itself: a segmenter ensemble
@@ -32,7 +33,7 @@ from jaxbrain.files import write_csv, write_json
 from jaxbrain.folders import RunDir
 from jaxbrain.inference import Scorer
 from jaxbrain.localize.gate import patients_slices
-from jaxbrain.metrics import DECISION_THRESHOLD, decision_metrics, segmentation_metrics
+from jaxbrain.metrics import DECISION_THRESHOLD, decision_metrics, roc_auc, segmentation_metrics
 from jaxbrain.postprocess import choose_rule
 from jaxbrain.runs import LoadedRun, RunError, load_run, read_config, read_split
 
@@ -98,13 +99,19 @@ def _copy_member(run: LoadedRun, to: RunDir) -> None:
 
 def _figures(scorer: Scorer, images: np.ndarray, truth: np.ndarray, patients: np.ndarray) -> dict:
   """A scorer's figures on slices with their true masks: slice detection from its labels (ROC AUC
-  from its probabilities), and for a segmenter the metrics of its masks."""
+  from its probabilities), for a segmenter the metrics of its masks, and for an ensemble whether
+  its members' disagreement marks its wrong labels (`disagreement_roc_auc_for_errors`: the ROC AUC
+  of the members' spread as a score for "this label is wrong"; NaN when no label is wrong)."""
   scores = scorer.score(images, patients)
   labels = truth.reshape(len(truth), -1).any(axis=1)
   figures = decision_metrics(labels, scores.label, scores.probability)
   figures.pop('confusion_matrix', None)
   if scores.mask is not None:
     figures.update(segmentation_metrics(scores.mask, truth, patients))
+  if scores.spread is not None:
+    wrong = scores.label != labels
+    figures['disagreement_roc_auc_for_errors'] = roc_auc(wrong, scores.spread) if wrong.any() else float('nan')
+    figures['wrong_labels'] = int(wrong.sum())
   return {k: float(v) for k, v in figures.items()}
 
 

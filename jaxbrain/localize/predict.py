@@ -162,7 +162,8 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
     if progress:
       from tqdm import tqdm
       chunks = tqdm(chunks, desc='predicting', unit='chunk')
-    scored = [scorer.score(images[chunk], [row['patient'] for row in read.rows[chunk]]) for chunk in chunks]
+    maps = bool(read.cases) and scorer.segmenter is not None  # volumes of pixel probabilities for NIfTI cases
+    scored = [scorer.score(images[chunk], [row['patient'] for row in read.rows[chunk]], maps=maps) for chunk in chunks]
     probabilities = np.concatenate([s.probability for s in scored])
     labels = np.concatenate([s.label for s in scored])
     heatmaps = np.concatenate([s.heatmap for s in scored]) if scorer.segmenter is None else None
@@ -209,6 +210,8 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
       viewer.setdefault(patient, []).append({
           'slice': key, 'image': out.overlay_link(name),
           **{k: row[k] for k in ('probability', 'label', 'tumor_pixels') if k in row}})
+    pixel_maps = {field: np.concatenate([getattr(s, field) for s in scored]) for field in ('pixel_probability', 'pixel_spread')
+                  if maps and getattr(scored[0], field) is not None}
     for case, span in read.cases:
       entry = summary[case.name]
       entry['inputs'] = {m: str(f) for m, f in case.files.items()}
@@ -216,6 +219,11 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
         mask_file = out.case_mask(case.name)
         voxels = nifti.write_mask(case, masks[span.start:span.stop], mask_file)
         entry.update({'mask': mask_file.name, 'volume_voxels': voxels, 'tumor_volume_ml': voxels * case.voxel_ml})
+        for field, path, key in (('pixel_probability', out.case_probability(case.name), 'probability_map'),
+                                 ('pixel_spread', out.case_disagreement(case.name), 'disagreement_map')):
+          if field in pixel_maps:
+            nifti.write_volume(case, pixel_maps[field][span], path)
+            entry[key] = path.name
     write_csv(out.predictions, rows)
     write_json(out.summary, summary)
     runs = [_run_facts(role, run) for role, run in (('classifier', scorer.classifier), ('segmenter', scorer.segmenter))

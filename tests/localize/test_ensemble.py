@@ -156,3 +156,27 @@ def test_predict_answers_with_the_detector_chosen_for_the_pair(ensembles, phanto
     assert float(row['probability']) == pytest.approx(mean, abs=1e-6)
     assert row['label'] == str(int(mean >= 0.5))
   assert 'the mean of the classifier' in (tmp_path / 'pred' / 'report.html').read_text()
+
+
+def test_a_nifti_case_gets_probability_and_disagreement_volumes(member_runs, ensembles, tmp_path):
+  """Catches NIfTI outputs of an ensemble without its probability or disagreement volume, volumes
+  off the input's grid, and a probability volume other than the mean of the members' own."""
+  import nibabel as nib
+
+  from jaxbrain.data.phantom import write_nifti_phantom
+  files, _ = write_nifti_phantom(tmp_path / 'case', n_slices=6, in_plane=64, axcodes='PSR')
+  given = ['--t1', str(files['t1']), '--flair', str(files['flair']), '--t1ce', str(files['t1ce']), '--case', 'c']
+  volumes = {}
+  for name, run in (('ensemble', ensembles[1]), *((f'member{k}', run) for k, run in enumerate(member_runs['seg']))):
+    out = tmp_path / name
+    assert cli.main(['predict', *given, '--seg-run', str(run), '--out', str(out), '--no-progress']) == 0
+    volumes[name] = {kind: nib.load(str(out / f'c_{kind}.nii.gz')) for kind in ('probability', 'disagreement')
+                     if (out / f'c_{kind}.nii.gz').exists()}
+  reference = nib.load(str(files['flair']))
+  for image in volumes['ensemble'].values():
+    assert image.shape == reference.shape and np.allclose(image.affine, reference.affine)
+  assert set(volumes['member0']) == {'probability'}  # one model: no disagreement to show
+  mean = (volumes['member0']['probability'].get_fdata() + volumes['member1']['probability'].get_fdata()) / 2
+  np.testing.assert_allclose(volumes['ensemble']['probability'].get_fdata(), mean, atol=1e-5)
+  spread = volumes['ensemble']['disagreement'].get_fdata()
+  assert spread.min() >= 0 and spread.max() <= 0.5 + 1e-6
