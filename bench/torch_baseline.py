@@ -10,6 +10,10 @@ the two are comparable row by row: the same train / validation / test patients
 (`jaxbrain.data.make_split('patient', seed)`), the epoch picked on validation ROC AUC, test
 evaluated once, the same metrics with patient-bootstrap intervals. Writes `metrics.json` and
 `test_predictions.csv` (the columns of a jaxbrain run, so a paired comparison can read both).
+
+A fair peer gets the wall time of the jaxbrain run it is compared with: `--same-time-as RUN` (or
+`--seconds S`) trains epoch after epoch, data loading included, until another epoch would end past
+that time (`--epochs` is then only a cap), so its epochs fill the same budget on the same machine.
 """
 from __future__ import annotations
 
@@ -26,7 +30,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data-dir', required=True, help='the kaggle_3m folder')
   parser.add_argument('--out', default='bench/results/torch_baseline')
-  parser.add_argument('--epochs', type=int, default=5)
+  parser.add_argument('--epochs', type=int, help='epochs (default: 5; with a time budget, no cap unless given)')
+  parser.add_argument('--seconds', type=float, help='wall-time budget: epochs fill it (see --same-time-as)')
+  parser.add_argument('--same-time-as', help='a jaxbrain run folder: its metrics.json wall time is the budget')
   parser.add_argument('--batch-size', type=int, default=32)
   parser.add_argument('--image-size', type=int, default=128)
   parser.add_argument('--learning-rate', type=float, default=1e-3)
@@ -34,6 +40,9 @@ def main() -> None:
   parser.add_argument('--fold', type=int, help='test on this fold of a 5-fold patient split (as jaxbrain\'s --fold)')
   parser.add_argument('--workdir', default='checkpoints', help='where jaxbrain keeps its built datasets (reused)')
   args = parser.parse_args()
+  if args.same_time_as:
+    args.seconds = json.loads((Path(args.same_time_as) / 'metrics.json').read_text())['timing']['seconds']
+  args.epochs = args.epochs or (10_000 if args.seconds else 5)
 
   import numpy as np
   import torch
@@ -79,6 +88,7 @@ def main() -> None:
   best = (-1.0, None, None)
   history = []
   for epoch in range(1, args.epochs + 1):
+    epoch_began = time.perf_counter()
     model.train()
     order = rng.permutation(split.train)
     losses = []
@@ -95,6 +105,8 @@ def main() -> None:
     print(json.dumps(history[-1]), flush=True)
     if validation['roc_auc'] > best[0]:
       best = (validation['roc_auc'], epoch, {k: v.clone() for k, v in model.state_dict().items()})
+    if args.seconds and history[-1]['seconds'] + (time.perf_counter() - epoch_began) > args.seconds:
+      break  # another epoch would end past the budget
   model.load_state_dict(best[2])
   test_probabilities = probabilities(split.test)
   labels = data.label[split.test]
