@@ -11,7 +11,9 @@ and its own epoch records give, over the epochs after the first (which compiles)
   step_img_s   the runner's own jitted step (built as the runner builds it) on one placed input,
                repeated: no loop, no metrics summed, nothing read back but the last step
 and `loop_over_step`, `run_over_step`; `time_to_first_step_s` is the runner's start to its first
-finished step (dataset read and compile included). `dataset_build_s` is a fresh TFDS build of the
+finished step (dataset read and compile included), in a process whose compilation cache starts
+empty, and `time_to_first_step_warm_s` the same in a second process that finds the programs the
+first one compiled in the cache (`jaxbrain.compilation_cache`, as a second run of a recipe does). `dataset_build_s` is a fresh TFDS build of the
 data (`dataset_load_s`: reading the built dataset into memory, what every later run pays).
 
 The peer is the plain PyTorch loop a user would write for the same work: a `DataLoader` with one
@@ -182,6 +184,15 @@ def torch_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int) 
           'device': device}
 
 
+def jax_warm_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int) -> dict:
+  """The runner on the case again, in a new process: its first step with the compiled programs the
+  cold run left in the cache."""
+  from jaxbrain.train import train_and_evaluate
+
+  final = train_and_evaluate(_config(data_dir, workdir, size, batch, 1), overwrite=True, progress=False)
+  return {'time_to_first_step_s': final['timing']['seconds_to_first_step']}
+
+
 def build_case(data_dir: str, workdir: str) -> dict:
   """A fresh TFDS build of `data_dir` where the runner keeps its datasets, then its load."""
   from jaxbrain.data import builder
@@ -224,12 +235,13 @@ def main() -> None:
   if args.worker:
     kind, data_dir, workdir, *rest = args.worker
     if kind != 'torch':
-      from jaxbrain import configure_cpu
+      from jaxbrain import compilation_cache, configure_cpu
       from jaxbrain.allocator import restart_with_tcmalloc
       restart_with_tcmalloc()  # as jaxbrain's own programs run
       configure_cpu()
+      compilation_cache.enable(workdir)
     numbers = [int(x) for x in rest]
-    worker = {'jax': jax_case, 'torch': torch_case, 'build': build_case}[kind]
+    worker = {'jax': jax_case, 'jax-warm': jax_warm_case, 'torch': torch_case, 'build': build_case}[kind]
     print(json.dumps(worker(data_dir, workdir, *numbers)))
     return
 
@@ -250,22 +262,28 @@ def main() -> None:
     print(f'dataset: built in {result["dataset_build_s"]:.1f} s, loaded in {result["dataset_load_s"]:.1f} s '
           f'({result["slices"]} slices, {result["cores"]} cores)', flush=True)
     result['cases'], result['pytorch'] = [], []
-    table = ['| framework | px | batch | loop img/s | run img/s | step img/s | loop/step | run/step | first step s |',
-             '|---|---|---|---|---|---|---|---|---|']
+    table = ['| framework | px | batch | loop img/s | run img/s | step img/s | loop/step | run/step | first step s, '
+             'cold | warm |', '|---|---|---|---|---|---|---|---|---|---|']
     print('\n'.join(table), flush=True)
     for size, batch in cases:
       for framework, kind, rows in (('jaxbrain', 'jax', result['cases']), ('PyTorch', 'torch', result['pytorch'])):
         if kind == 'torch' and args.no_torch:
           continue
-        case = _with_ratios({'image_size': size, 'batch': batch, **run_worker(
-            [kind, data_dir, workdir, str(size), str(batch), str(epochs)], script=__file__)})
+        numbers = [str(size), str(batch), str(epochs)]
+        case = _with_ratios({'image_size': size, 'batch': batch, **run_worker([kind, data_dir, workdir, *numbers],
+                                                                              script=__file__)})
+        if kind == 'jax':
+          warm = run_worker(['jax-warm', data_dir, workdir, *numbers], script=__file__)
+          case['time_to_first_step_warm_s'] = warm['time_to_first_step_s']
         rows.append(case)
+        warm = f'{case["time_to_first_step_warm_s"]:.1f}' if 'time_to_first_step_warm_s' in case else '-'
         table.append(f'| {framework} | {size} | {batch} | {case["loop_img_s"]:.1f} | {case["run_img_s"]:.1f} | '
               f'{case["step_img_s"]:.1f} | {case["loop_over_step"]:.3f} | {case["run_over_step"]:.3f} | '
-              f'{case["time_to_first_step_s"]:.1f} |')
+              f'{case["time_to_first_step_s"]:.1f} | {warm} |')
         print(table[-1], flush=True)
   result['device'] = result['cases'][0]['device']
   result['time_to_first_step_s'] = result['cases'][0]['time_to_first_step_s']
+  result['time_to_first_step_warm_s'] = result['cases'][0]['time_to_first_step_warm_s']
   result['seconds'] = time.perf_counter() - began
   result = _rounded(result)
   out = Path(args.out)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxbrain import configure_cpu
+from jaxbrain import compilation_cache, configure_cpu
 from jaxbrain.allocator import missing_tcmalloc_notice, restart_with_tcmalloc
 from jaxbrain.config import Config
 from jaxbrain.errors import run_entry_point
@@ -109,6 +109,7 @@ def main(config: Config, argv: list[str] | None = None) -> dict:
   def body() -> int:
     resolved, args = resolve(config, argv)
     result['run_dir'] = resolved.run_dir.path
+    compilation_cache.enable(resolved.workdir)
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id, force=args.distributed)
     try:
       result['metrics'] = train_and_evaluate(resolved, resume=args.resume, overwrite=args.overwrite,

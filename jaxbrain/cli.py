@@ -1,5 +1,5 @@
 """The `jaxbrain` command line: `jaxbrain data DIR`, `jaxbrain phantom OUT`, `jaxbrain predict INPUT...`,
-`jaxbrain evaluate PRED_DIR --truth DIR`, `jaxbrain gate --run CLS --seg-run SEG --data-dir DIR`,
+`jaxbrain evaluate PRED_DIR --truth DIR`, `jaxbrain gate --run CLS --seg-run SEG --data-dir DIR`, `jaxbrain cache`,
 `jaxbrain ensemble RUN... --out DIR --data-dir DIR`."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from jaxbrain import __version__, configure_cpu
+from jaxbrain import __version__, compilation_cache, configure_cpu
 from jaxbrain.allocator import restart_with_tcmalloc
 from jaxbrain.config import INFERENCE
 from jaxbrain.data import kaggle3m
@@ -102,6 +102,19 @@ def _ensemble(args) -> int:
   return 0
 
 
+def _cache(args) -> int:
+  folder = compilation_cache.cache_dir()
+  if folder is None:
+    print('the compilation cache is off (JAXBRAIN_CACHE=off)')
+    return 0
+  if args.clear:
+    print(f'{folder}: emptied, {compilation_cache.clear(folder) / 1e6:.1f} MB freed')
+  else:
+    print(f'{folder}: {compilation_cache.size(folder) / 1e6:.1f} MB of compiled programs (at most '
+          f'{compilation_cache.MAX_BYTES / 1e9:.0f} GB); training runs cache in <workdir>/xla-cache')
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='jaxbrain', description=__doc__)
   parser.add_argument('--version', action='version', version=f'jaxbrain {__version__}')
@@ -168,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
                         'validation patients); its test patients are not read')
   _inference_flags(ensemble, batch_size=True)
   ensemble.set_defaults(run_command=_ensemble)
+  cache = commands.add_parser('cache', help='show or empty the compiled-program cache of the commands',
+                              description=compilation_cache.__doc__.strip().replace('%', '%%'),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  cache.add_argument('--clear', action='store_true', help='empty it (programs compile again on their next run)')
+  cache.set_defaults(run_command=_cache)
   return parser
 
 
@@ -190,6 +208,9 @@ def _documented_command(commands, module, help: str, epilog: str) -> argparse.Ar
                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+COMPILING = ('predict', 'evaluate', 'gate', 'ensemble')  # the commands that run models: they use the cache
+
+
 def main(argv: list[str] | None = None) -> int:
   """Runs one command: 0 on success, 2 (one line) for a user's mistake, 1 (one line and a log of
   the traceback) for anything unexpected."""
@@ -197,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     restart_with_tcmalloc()
   configure_cpu()
   args = build_parser().parse_args(argv)
+  if args.command in COMPILING:
+    compilation_cache.enable()
   return run_entry_point(f'jaxbrain {args.command}', lambda: args.run_command(args), args.debug,
                          log_folder=lambda: getattr(args, 'out', None) if args.command == 'predict' else None)
 

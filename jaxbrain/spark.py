@@ -37,6 +37,7 @@ def score_patient(frame, run_dir: str, seg_run_dir: str | None, batch_size: int)
   """applyInPandas body: one patient's (path, content) rows -> its rows in SCHEMA, slices in order."""
   import pandas as pd
 
+  from jaxbrain.compilation_cache import enable
   from jaxbrain.data.kaggle3m import DataError, read_image
   from jaxbrain.data.kaggle3m import slice_identity
   from jaxbrain.inference import Scorer
@@ -44,6 +45,7 @@ def score_patient(frame, run_dir: str, seg_run_dir: str | None, batch_size: int)
   key = (run_dir, seg_run_dir)
   if key not in _SCORERS:
     configure_cpu()  # this Python worker's first JAX use: XLA reads the flags now
+    enable()  # the worker's compiled programs, from the cache the earlier workers and commands filled
     _SCORERS[key] = Scorer(run_dir, seg_run_dir, batch_size)
   scorer = _SCORERS[key]
   rows, images, good = [], [], []

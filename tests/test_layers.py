@@ -5,7 +5,7 @@ from pathlib import Path
 
 import jaxbrain
 
-LAYERS = (('folders',), ('errors', 'files', 'pages', 'overlay', 'xla_defaults', 'allocator', 'metrics'), ('data', 'postprocess'),
+LAYERS = (('folders',), ('errors', 'files', 'pages', 'overlay', 'xla_defaults', 'allocator', 'compilation_cache', 'metrics'), ('data', 'postprocess'),
           ('kernels',), ('models',), ('config',), ('runs',), ('inference',), ('train', 'localize'), ('evaluators',), ('cli', 'spark'))
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 PACKAGE = Path(jaxbrain.__file__).parent
