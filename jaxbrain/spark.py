@@ -24,7 +24,7 @@ from jaxbrain import configure_cpu
 from jaxbrain.errors import OutputExistsError, run_entry_point
 
 SCHEMA = ('path string, patient string, slice int, probability double, label int, tumor_pixels long, '
-          'error string')
+          'disagreement double, error string')  # disagreement: an ensemble's members' spread (predict's column)
 IMAGE_GLOB = '*.{tif,tiff,png,TIF,TIFF,PNG}'
 _SCORERS: dict = {}  # per Python worker: (run, seg_run) -> Scorer, so a model loads once per worker
 
@@ -54,7 +54,7 @@ def score_patient(frame, run_dir: str, seg_run_dir: str | None, batch_size: int)
   files.sort(key=lambda f: (f[0][1] or 0, f[1]))  # the patient's slices in order: its stack
   for (patient, number), path, uri, content in files:
     row = {'path': uri, 'patient': patient, 'slice': number, 'probability': None, 'label': None,
-           'tumor_pixels': None, 'error': None}
+           'tumor_pixels': None, 'disagreement': None, 'error': None}
     try:
       images.append(read_image(path, bytes(content)))
       good.append(len(rows))
@@ -68,7 +68,8 @@ def score_patient(frame, run_dir: str, seg_run_dir: str | None, batch_size: int)
         rows[i]['error'] = f'non-finite tumor probability from {run_dir}: its weights are damaged or diverged'
         continue
       rows[i].update(probability=float(scores.probability[j]), label=int(scores.label[j]),
-                     tumor_pixels=int(scores.mask[j].sum()) if scores.mask is not None else None)
+                     tumor_pixels=int(scores.mask[j].sum()) if scores.mask is not None else None,
+                     disagreement=float(scores.spread[j]) if scores.spread is not None else None)
   return pd.DataFrame(rows, columns=[c.split()[0] for c in SCHEMA.split(', ')]).astype(
       {'slice': 'Int32', 'label': 'Int32', 'tumor_pixels': 'Int64'})
 

@@ -121,19 +121,20 @@ def test_predict_gate_and_evaluate_take_ensembles(ensembles, phantom_runs_data, 
 
 
 def test_the_spark_jobs_scorer_takes_an_ensemble(ensembles, phantom_runs_data):
-  """Catches the Spark job's per-patient scoring refusing an ensemble folder or scoring it other
-  than `predict` does (the ensemble's mean probability)."""
+  """Catches the Spark job's per-patient scoring refusing an ensemble folder, scoring it other than
+  `predict` does (the ensemble's mean probability), or dropping the members' disagreement."""
   import pandas as pd
 
   from jaxbrain.spark import score_patient
   patient = next(d for d in sorted(phantom_runs_data.iterdir()) if d.is_dir())
   files = sorted(p for p in patient.glob('*.png') if not p.stem.endswith('_mask'))
   frame = pd.DataFrame({'path': [f'file:{p}' for p in files], 'content': [p.read_bytes() for p in files]})
-  rows = score_patient(frame, str(ensembles[0]), None, 8)
-  images = np.stack([kaggle3m.read_image(p) for p in files])
-  expected = Scorer(ensembles[0], None).score(images, [patient.name.rsplit('_', 1)[0]] * len(files)).probability
-  np.testing.assert_allclose(rows.sort_values('slice')['probability'].to_numpy(),
-                             expected[np.argsort([kaggle3m.slice_identity(p)[1] for p in files])], rtol=1e-5)
+  rows = score_patient(frame, str(ensembles[0]), None, 8).sort_values('slice')
+  order = np.argsort([kaggle3m.slice_identity(p)[1] for p in files])
+  images = np.stack([kaggle3m.read_image(p) for p in files])[order]
+  expected = Scorer(ensembles[0], None).score(images, [patient.name.rsplit('_', 1)[0]] * len(files))
+  np.testing.assert_allclose(rows['probability'].to_numpy(), expected.probability, rtol=1e-5)
+  np.testing.assert_allclose(rows['disagreement'].to_numpy(), expected.spread, rtol=1e-5, atol=1e-7)
 
 
 def test_predict_answers_with_the_detector_chosen_for_the_pair(ensembles, phantom_runs_data, tmp_path):
