@@ -74,6 +74,8 @@ def _setting(r: dict) -> str:
   """The columns every table shares: run, data, split, init, px, epochs, optimizer, test patients."""
   data = 'phantom' if str(r.get('data', '')).startswith('phantom') else 'real'
   split = r['split'] + (f" fold {r['fold']}" if r.get('fold') is not None else '')
+  if r.get('member') is not None:  # an ensemble member's "test" figures are the decision set's
+    split += f" member {r['member']} (figures on the decision set, not test)"
   return (f"| {r['experiment']} | {r['run']} | {data} | {split} | {r['init'].split(' ')[0]} | {r.get('image_size', '?')} | "
           f"{r.get('epochs', '?')} | {_optimizer(r['config'])} | {r.get('counts', {}).get('test_patients', '?')} | "
           f"{(r.get('selected_checkpoint') or {}).get('epoch', '?')} |")
