@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
+CHECKPOINT_EVERY_S = 300.0  # seconds between checkpoint writes: short epochs are not held up by writes
 SAFE_NAME = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}')  # run and experiment folder names
 
 
@@ -175,6 +176,10 @@ class Config:
                                     'init, size and seed)')
   keep_checkpoints: int = setting(3, 'how many of the newest checkpoints to keep for --resume, besides the best one',
                                   at_least=1)
+  checkpoint_every_s: float = setting(CHECKPOINT_EVERY_S, 'seconds of training between checkpoint writes (0: every '
+                                      'epoch); always one at the end and on SIGTERM / Ctrl-C, each with the best state '
+                                      'when it changed since the last write; a kill loses at most this much',
+                                      at_least=0)
   bootstrap_samples: int = setting(BOOTSTRAP_SAMPLES, 'patient bootstrap resamples for 95%% intervals (0: none)', at_least=0)
   steps_per_dispatch: int = setting(0, 'training steps per jitted dispatch (a lax.scan over that many batches, so '
                                     'short steps do not wait on launches; 0: 1 on CPU, 8 on accelerators)', at_least=0)

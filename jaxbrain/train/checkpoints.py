@@ -1,7 +1,7 @@
 """Orbax checkpoints of a run: the last few (to resume) and the best by a validation metric.
 
 A checkpoint holds the train state and a small JSON position record (epoch, batches done in
-that epoch, best metric so far). On accelerators saving is asynchronous: orbax copies the state
+that epoch, best metric so far). The fit loop decides when to write (`--checkpoint-every-s`). On accelerators saving is asynchronous: orbax copies the state
 to host memory before `save` returns (the next step may then donate and overwrite its buffers) and
 writes the files from the otherwise idle host while training goes on. On CPUs the host is the
 accelerator, so a background write would only take cores from the step: saving waits there.
@@ -24,6 +24,13 @@ def _manager(directory: Path, keep: int, asynchronous: bool) -> ocp.CheckpointMa
   return ocp.CheckpointManager(directory.resolve(), options=options, item_names=RunDir.CHECKPOINT_ITEMS)
 
 
+def _save(manager: ocp.CheckpointManager, state: TrainState, position: dict) -> None:
+  step = int(jax.device_get(state.step))
+  if manager.latest_step() != step:
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(position)),
+                 force=True)
+
+
 class Checkpoints:
   """`last/` keeps the newest `keep` checkpoints; `best/` keeps the one with the best metric."""
 
@@ -34,14 +41,14 @@ class Checkpoints:
     self.last = _manager(run.checkpoints('last'), keep, self.asynchronous)
     self.best = _manager(run.checkpoints('best'), 1, self.asynchronous)
 
-  def save(self, state: TrainState, position: dict, best: bool = False) -> None:
-    """Writes `state` (asynchronously: returns once orbax holds a host copy; `close` waits for the files)."""
-    step = int(jax.device_get(state.step))
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(position))
-    managers = (self.last, self.best) if best else (self.last,)
-    for manager in managers:
-      if manager.latest_step() != step:
-        manager.save(step, args=args, force=True)
+  def save(self, state: TrainState, position: dict) -> None:
+    """Writes `state` as the newest checkpoint (asynchronously: returns once orbax holds a host copy;
+    `close` waits for the files)."""
+    _save(self.last, state, position)
+
+  def save_best(self, state: TrainState, position: dict) -> None:
+    """Writes `state`, validation's best so far, as the best checkpoint."""
+    _save(self.best, state, position)
 
   def latest_step(self) -> int | None:
     return self.last.latest_step()

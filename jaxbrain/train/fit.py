@@ -1,7 +1,8 @@
 """The fit loop: epochs of sharded jitted steps, training metrics summed on the device (read every
 FETCH_EVERY steps, with the check that the run is still finite), validation every epoch (it picks
-the checkpoint), a checkpoint per epoch and on SIGTERM / Ctrl-C. It knows the task only through
-the `Task` protocol."""
+the checkpoint), checkpoints on a time budget (`--checkpoint-every-s`; always at the end and on
+SIGTERM / Ctrl-C; the best state kept on the device until its write). It knows the task only
+through the `Task` protocol."""
 from __future__ import annotations
 
 import contextlib
@@ -68,6 +69,7 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, outputs_of:
   data, steps_per_epoch = task.data, task.steps_per_epoch
   per_dispatch = max(train_steps)
   shown_rows = overlay_rows(data.label[split.validation])  # the validation slices TensorBoard shows each epoch
+  written, best_unwritten = _clock(), None  # when the last checkpoint write came; (state, position) not written yet
   with StopFlag() as stop:
     for epoch in range(position['epoch'], config.epochs):
       start, epoch_began = position['batch'], time.perf_counter()
@@ -97,7 +99,7 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, outputs_of:
           fetched_upto = done
           bar.set_postfix({name: f'{total / done:.4f}' for name, total in sums.items()})
           if stop.signal is not None:
-            checkpoints.save(state, {**position, 'epoch': epoch, 'batch': done, 'sums': sums})
+            _write(checkpoints, state, {**position, 'epoch': epoch, 'batch': done, 'sums': sums}, best_unwritten)
             checkpoints.close()
             raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {done}; '
                               f'checkpoint saved in {run}; continue with --resume')
@@ -120,8 +122,26 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, outputs_of:
         writer.images('eval/overlays', epoch_overlays(data.image[shown_slices], data.mask[shown_slices], outputs,
                                                       shown_rows), epoch + 1)
         _print_epoch(record, task, config, time.perf_counter() - epoch_began)
-      checkpoints.save(state, position, best=improved)
+      due = (config.checkpoint_every_s <= 0 or epoch + 1 == config.epochs
+             or _clock() - written >= config.checkpoint_every_s)
+      if improved:  # the next step donates the state's buffers: keep a copy until it is written
+        best_unwritten = (state if due else jax.tree.map(jnp.copy, state), position)
+      if due:
+        _write(checkpoints, state, position, best_unwritten)
+        written, best_unwritten = _clock(), None
   return state, position
+
+
+_clock = time.monotonic  # when checkpoints are due (a test drives it)
+
+
+def _write(checkpoints: Checkpoints, state, position: dict, best_unwritten: tuple | None) -> None:
+  """The last state, after the best one when that changed since the last write: a kill after any
+  write resumes from a last checkpoint whose best record is on disk, so the replayed epochs select
+  what an uninterrupted run selects."""
+  if best_unwritten is not None:
+    checkpoints.save_best(*best_unwritten)
+  checkpoints.save(state, position)
 
 
 def _print_epoch(record: dict, task, config: Config, seconds: float) -> None:

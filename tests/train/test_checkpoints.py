@@ -22,7 +22,8 @@ def test_saved_state_is_the_state_at_the_call(tmp_path, asynchronous):
   donating_step = jax.jit(lambda s: s.replace(step=s.step + 1, params={'w': s.params['w'] * 0 + 7.0}),
                           donate_argnums=0)
   state = state_at(1, 3.0)
-  checkpoints.save(state, {'epoch': 1, 'batch': 0}, best=True)
+  checkpoints.save(state, {'epoch': 1, 'batch': 0})
+  checkpoints.save_best(state, {'epoch': 1, 'batch': 0})
   state = donating_step(state)  # overwrites the buffers in place where the backend donates
   checkpoints.save(state, {'epoch': 2, 'batch': 0})
   best, progress = checkpoints.restore(state_at(0, 0.0), which='best')

@@ -303,7 +303,8 @@ def test_run_stopped_mid_epoch_resumes_exactly_with_several_steps_per_dispatch(p
 def launch(data_dir, workdir, run_name):
   args = [sys.executable, '-m', 'experiments.exp20', '--data-dir', str(data_dir), '--workdir', str(workdir),
           '--run-name', run_name, '--init', 'scratch', '--image-size', '32', '--batch-size', '4', '--epochs', '3',
-          '--learning-rate', '0.01', '--ema-decay', '0.9', '--bootstrap-samples', '0', '--evals', '--no-progress']
+          '--learning-rate', '0.01', '--ema-decay', '0.9', '--bootstrap-samples', '0', '--evals', '--no-progress',
+          '--checkpoint-every-s', '0']  # a checkpoint every epoch: the kill comes after the first
   return args, subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -392,3 +393,54 @@ def test_feature_cache_is_refused_where_it_cannot_replay_training(phantom_png, t
   assert 'feature cache off: --frozen-bn batch' in capsys.readouterr().out
   header = json.loads((tmp_path / 'test' / 'patient-scratch-32px-seed0' / 'config.json').read_text())
   assert header['feature_cache'] is False and header['config']['task']['frozen_bn'] == 'batch'
+
+
+class Killed(Exception):
+  """Stands for a kill: raised into the loop by a test, between two checkpoint writes."""
+
+
+def test_checkpoints_on_a_time_budget_resume_exactly_after_a_kill_between_writes(phantom_png, tmp_path, monkeypatch):
+  """Writes come when the budget is spent (the loop's clock driven by the test: one tick per look),
+  always at the end, each with the best state when it changed since the last write. Validation's
+  scores are scripted so that the best epoch (3) comes after the last write before the kill (in
+  epoch 4). Catches a run that writes every epoch regardless of the budget, a best state found
+  after the last write lost by the kill (another checkpoint selected), and final weights that
+  differ from an uninterrupted run's."""
+  import itertools
+
+  from jaxbrain.train import fit, tasks
+
+  def clock():  # looks: 0 at the start, 1 after epoch 1, 2 after epoch 2 (due: write, then 3), 4 after epoch 3
+    ticks = itertools.count()
+    return lambda: float(next(ticks))
+
+  scripted, now = {0: 0.5, 1: 0.6, 2: 0.9, 3: 0.7}, {}
+  order, metrics = fit.epoch_order, tasks.Classification.metrics
+
+  def epoch_order(train, seed, epoch, *rest):
+    if now.get('kill') == epoch:
+      raise Killed
+    now['epoch'] = epoch
+    return order(train, seed, epoch, *rest)
+
+  monkeypatch.setattr(fit, 'epoch_order', epoch_order)
+  monkeypatch.setattr(tasks.Classification, 'metrics',
+                      lambda self, *args: {**metrics(self, *args), 'roc_auc': scripted[now['epoch']]})
+  runs = tmp_path / 'test'
+  monkeypatch.setattr(fit, '_clock', clock())
+  train_and_evaluate(bare(phantom_png, tmp_path, epochs=4, checkpoint_every_s=1.5, run_name='straight'), progress=False)
+  written = sorted(int(p.name) for p in (runs / 'straight' / 'checkpoints' / 'last').iterdir() if p.name.isdigit())
+  steps_per_epoch = written[-1] // 4
+  assert written == [2 * steps_per_epoch, 4 * steps_per_epoch]
+
+  monkeypatch.setattr(fit, '_clock', clock())
+  now['kill'] = 3
+  killed = bare(phantom_png, tmp_path, epochs=4, checkpoint_every_s=1.5, run_name='killed')
+  with pytest.raises(Killed):
+    train_and_evaluate(killed, progress=False)
+  assert not list((runs / 'killed' / 'checkpoints' / 'best').glob(str(3 * steps_per_epoch)))  # epoch 3's best unwritten
+  del now['kill']
+  train_and_evaluate(killed, resume=True, progress=False)
+  assert_same_state(final_state(runs / 'straight'), final_state(runs / 'killed'))
+  chosen = [json.loads((runs / name / 'metrics.json').read_text())['selected_checkpoint'] for name in ('straight', 'killed')]
+  assert chosen[0] == chosen[1] and chosen[0]['epoch'] == 3 and chosen[0]['checkpoint'] == f'best/{3 * steps_per_epoch}'
