@@ -26,6 +26,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -106,8 +107,10 @@ def jax_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int) ->
   return result
 
 
-def torch_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int) -> dict:
-  """The plain PyTorch loop on the same patients, files and recipe."""
+def torch_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int, compiled: bool = False) -> dict:
+  """The plain PyTorch loop on the same patients, files and recipe; `compiled`: its model under
+  `torch.compile` (what a PyTorch user runs for speed), or {'unavailable': why} when this machine
+  cannot compile it (no compiler, an unsupported backend)."""
   import numpy as np
   import torch
   from torch import nn
@@ -145,6 +148,13 @@ def torch_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int) 
   torch.manual_seed(0)
   model = torch_report_model('resnet18').to(device)
   optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.5)
+  if compiled:
+    model = torch.compile(model)
+    try:  # torch.compile compiles at the first call: fail here, said, rather than in the loop
+      model(torch.zeros(batch, 3, size, size, device=device)).sum().backward()
+      optimizer.zero_grad()
+    except Exception as e:  # noqa: BLE001 -- inductor raises many kinds when a compiler is missing
+      return {'unavailable': f'{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""}'}
   loader = dict(num_workers=workers, persistent_workers=True, pin_memory=device == 'cuda')
   train = DataLoader(Slices(split.train, True), batch, shuffle=True, drop_last=True, **loader)
   validation = DataLoader(Slices(split.validation, False), batch, **loader)
@@ -193,6 +203,14 @@ def jax_warm_case(data_dir: str, workdir: str, size: int, batch: int, epochs: in
   return {'time_to_first_step_s': final['timing']['seconds_to_first_step']}
 
 
+def _cuda() -> bool:
+  """Whether PyTorch sees a CUDA GPU (asked in a worker: this process keeps no CUDA context)."""
+  import subprocess
+  probe = subprocess.run([sys.executable, '-c', 'import torch; print(torch.cuda.is_available())'],
+                         capture_output=True, text=True)
+  return probe.stdout.strip() == 'True'
+
+
 def build_case(data_dir: str, workdir: str) -> dict:
   """A fresh TFDS build of `data_dir` where the runner keeps its datasets, then its load."""
   from jaxbrain.data import builder
@@ -229,6 +247,8 @@ def main() -> None:
   parser.add_argument('--epochs', type=int, help='epochs per case (default 3); the first is not measured')
   parser.add_argument('--cases', nargs='+', metavar='SIZExBATCH', help='e.g. 224x8 224x32')
   parser.add_argument('--no-torch', action='store_true', help='skip the PyTorch peer')
+  parser.add_argument('--torch-compile', choices=('auto', 'on', 'off'), default='auto',
+                      help='also the PyTorch peer under torch.compile (auto: when a CUDA GPU is there)')
   parser.add_argument('--out', default='bench/results', help='folder for end_to_end.json and end_to_end.md')
   parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -241,7 +261,8 @@ def main() -> None:
       configure_cpu()
       compilation_cache.enable(workdir)
     numbers = [int(x) for x in rest]
-    worker = {'jax': jax_case, 'jax-warm': jax_warm_case, 'torch': torch_case, 'build': build_case}[kind]
+    worker = {'jax': jax_case, 'jax-warm': jax_warm_case, 'torch': torch_case, 'build': build_case,
+              'torch-compiled': functools.partial(torch_case, compiled=True)}[kind]
     print(json.dumps(worker(data_dir, workdir, *numbers)))
     return
 
@@ -261,17 +282,24 @@ def main() -> None:
               **run_worker(['build', data_dir, workdir], script=__file__)}
     print(f'dataset: built in {result["dataset_build_s"]:.1f} s, loaded in {result["dataset_load_s"]:.1f} s '
           f'({result["slices"]} slices, {result["cores"]} cores)', flush=True)
-    result['cases'], result['pytorch'] = [], []
+    result['cases'], result['pytorch'], result['pytorch_compiled'] = [], [], []
+    compiled = args.torch_compile == 'on' or (args.torch_compile == 'auto' and _cuda())
     table = ['| framework | px | batch | loop img/s | run img/s | step img/s | loop/step | run/step | first step s, '
              'cold | warm |', '|---|---|---|---|---|---|---|---|---|---|']
     print('\n'.join(table), flush=True)
     for size, batch in cases:
-      for framework, kind, rows in (('jaxbrain', 'jax', result['cases']), ('PyTorch', 'torch', result['pytorch'])):
-        if kind == 'torch' and args.no_torch:
+      for framework, kind, rows in (('jaxbrain', 'jax', result['cases']), ('PyTorch', 'torch', result['pytorch']),
+                                    ('PyTorch, torch.compile', 'torch-compiled', result['pytorch_compiled'])):
+        if kind.startswith('torch') and args.no_torch or kind == 'torch-compiled' and not compiled:
           continue
         numbers = [str(size), str(batch), str(epochs)]
-        case = _with_ratios({'image_size': size, 'batch': batch, **run_worker([kind, data_dir, workdir, *numbers],
-                                                                              script=__file__)})
+        measured = run_worker([kind, data_dir, workdir, *numbers], script=__file__)
+        if 'unavailable' in measured:
+          rows.append({'image_size': size, 'batch': batch, **measured})
+          table.append(f'| {framework} | {size} | {batch} | unavailable here: {measured["unavailable"]} |')
+          print(table[-1], flush=True)
+          continue
+        case = _with_ratios({'image_size': size, 'batch': batch, **measured})
         if kind == 'jax':
           warm = run_worker(['jax-warm', data_dir, workdir, *numbers], script=__file__)
           case['time_to_first_step_warm_s'] = warm['time_to_first_step_s']
