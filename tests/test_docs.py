@@ -19,7 +19,8 @@ API_PACKAGES = ('data', 'models', 'train', 'localize', 'metrics', 'config')
 WORK_PERIOD = re.compile(
     r"\bsessions?[ -]\d+\b|\b\d+(?:st|nd|rd|th)? sessions?\b"
     r"|\b(?:this|that|earlier|previous|last|next|later|another|each|every|current)\s+(?:work\s+)?sessions?(?:'s)?\b"
-    r"|\bsessions?'s?\s+(?:machine|cpu|run|figures?)\b|\bwork periods?\b", re.I)
+    r"|\bsessions?(?:'s?)?\s+(?:machine|cpu|run|figures?|fixture)\b|\b(?:the|whole|per|one)\s+session\b"
+    r"|\bwork periods?\b", re.I)
 
 
 def _tracked_text_files() -> list[Path]:
@@ -38,7 +39,9 @@ def test_the_work_period_pattern_tells_references_from_api_names():
   """Catches a pattern too loose (flagging SparkSession or a pytest fixture's scope) or too narrow
   (missing the forms the project's text used before: "session 13", "this session's CPU")."""
   for said in ('until session 12 the mask loss weighed 1', "on this session's CPU", 'in sessions 14-17',
-               "the earlier sessions' machine", 'Session 18, this CPU', 'the session-14 run'):
+               "the earlier sessions' machine", 'Session 18, this CPU', 'the session-14 run',
+               'a cache for the session', 'once in the whole session', 'trained once per session',
+               'a session fixture otherwise runs', "the session's machine"):
     assert WORK_PERIOD.search(said), said
   for api in ('SparkSession.builder.getOrCreate()', "@pytest.fixture(scope='session')",
               'once in the whole test session', 'a Spark session per worker'):
