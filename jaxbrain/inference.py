@@ -103,11 +103,15 @@ def slice_decisions(probability: np.ndarray, threshold: float | None = None, pix
   masks = None
   if pixels is not None:
     stacks = np.arange(len(pixels)) if stacks is None else np.asarray(stacks)
-    masks = apply_rule(rule or MaskRule(), pixels, stacks)
-    if gate is not None:
-      masks &= (np.asarray(probability) >= gate)[:, None, None]
+    masks = gated_masks(apply_rule(rule or MaskRule(), pixels, stacks), probability, gate)
   label = np.asarray(probability) >= threshold if threshold is not None else masks.any(axis=(1, 2))
   return Decisions(label.astype(int), masks)
+
+
+def gated_masks(masks: np.ndarray, probability: np.ndarray, gate: float | None) -> np.ndarray:
+  """`masks` [N, H, W] emptied on the slices whose classifier `probability` [N] is below `gate`
+  (None: unchanged)."""
+  return masks if gate is None else masks & (np.asarray(probability) >= gate)[:, None, None]
 
 
 @dataclasses.dataclass
@@ -272,15 +276,13 @@ class Scorer:
           member_pixels.shape[:2])
     probability = members.mean(axis=0) if self.classifier else pixels_to_slice_probability(pixel)
     decided = slice_decisions(probability, self.classifier.threshold if self.classifier else None, pixel, rule,
-                              stacks, self.gate if gated else None)
-    label, parts = decided.label, (None, None)
+                              stacks)  # masks ungated: a detector reads the segmenter's own labels
+    label, mask, parts = decided.label, decided.mask, (None, None)
     if self.classifier and self.segmenter:
       parts = probability, pixels_to_slice_probability(pixel)
       if self.detector is not None:
-        ungated = decided.mask if not gated or self.gate is None else slice_decisions(
-            probability, None, pixel, rule, stacks).mask
-        probability, label = detect(self.detector, *parts, ungated.any(axis=(1, 2)), stacks,
-                                    self.classifier.threshold)
+        probability, label = detect(self.detector, *parts, mask.any(axis=(1, 2)), stacks, self.classifier.threshold)
+      mask = gated_masks(mask, parts[0], self.gate if gated else None)
     disagreement, member_labels = None, None
     if self.segmenter and len(member_pixels) > 1:
       member_masks = np.stack([apply_rule(rule, p, stacks) for p in member_pixels])
@@ -292,7 +294,7 @@ class Scorer:
     pixel_maps = (None, None)
     if maps and self.segmenter:
       pixel_maps = pixel, member_pixels.std(axis=0) if len(member_pixels) > 1 else None
-    return Scores(probability, label, np.concatenate(heatmaps) if heatmaps else None, decided.mask,
+    return Scores(probability, label, np.concatenate(heatmaps) if heatmaps else None, mask,
                   member_spread(members), disagreement, disputed, *parts, *pixel_maps)
 
 

@@ -18,7 +18,6 @@ ensemble's and each member's figures there. Nothing here reads the seed's test p
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,7 +34,7 @@ from jaxbrain.inference import Scorer
 from jaxbrain.localize.gate import patients_slices
 from jaxbrain.metrics import DECISION_THRESHOLD, decision_metrics, roc_auc, segmentation_metrics
 from jaxbrain.postprocess import choose_rule
-from jaxbrain.runs import LoadedRun, RunError, load_run, read_config, read_split
+from jaxbrain.runs import LoadedRun, RunError, load_run, read_config, read_json, read_split
 
 MEMBER_FILES = ('config', 'split', 'decision')  # what a member keeps besides its selected weights
 SAME_SPLIT = ('kind', 'seed', 'data_fingerprint', 'test', 'seed_test')  # what members of one ensemble share
@@ -90,7 +89,7 @@ def _copy_member(run: LoadedRun, to: RunDir) -> None:
     if getattr(source, name).is_file():
       shutil.copy2(getattr(source, name), getattr(to, name))
   checkpoint = source.checkpoint_name(run.checkpoint)
-  decision = json.loads(to.decision.read_text()) if to.decision.is_file() else {}
+  decision = read_json(to.decision) if to.decision.is_file() else {}
   write_json(to.decision, {**decision, 'checkpoint': checkpoint})
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(RunDir.checkpoint_state(to.checkpoint(checkpoint)).resolve(), run.variables)
