@@ -106,14 +106,16 @@ def _scan_case(case_dir: Path) -> list[SliceRecord]:
 
 
 def fingerprint(root: str | Path) -> str:
-  """A hash of the tree's content as the file system describes it: every file's relative path, size
-  and modification time. It keys the built dataset (a changed, added or removed file rebuilds it)
-  and is recorded in every run, so a run says which data it saw."""
+  """A hash of the tree's content: every file's relative path and bytes. It keys the built dataset
+  (a changed, added or removed file rebuilds it) and is recorded in every run, so a run says which
+  data it saw. Modification times are left out: a copy of the same files (a fresh download, a copy
+  without preserved times) is the same data and resumes the same runs."""
   root = Path(root)
   digest = hashlib.sha256()
   for path in sorted(p for p in root.rglob('*') if p.is_file()):
-    stat = path.stat()
-    digest.update(f'{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode())
+    with open(path, 'rb') as f:
+      content = hashlib.file_digest(f, 'sha256').hexdigest()
+    digest.update(f'{path.relative_to(root).as_posix()}\0{content}\n'.encode())
   return digest.hexdigest()[:16]
 
 

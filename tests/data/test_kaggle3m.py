@@ -1,4 +1,5 @@
 """Scanning and decoding, and a clear error (naming the file) for each kind of bad input."""
+import os
 import shutil
 
 import numpy as np
@@ -131,3 +132,20 @@ def test_empty_patient_folder(tree):
   (tree / 'TCGA_ZZ_9999_20000101').mkdir()
   with pytest.raises(DataError, match='TCGA_ZZ_9999_20000101: patient folder has no slices'):
     kaggle3m.scan(tree)
+
+
+def test_fingerprint_follows_content_not_modification_times(tree, tmp_path):
+  """A copy with fresh modification times is the same data; one byte changed at the same size and
+  time is not. Catches a fingerprint of paths, sizes and modification times, which refused to
+  resume any run after the data was copied again (and rebuilt the dataset each time), and one of
+  paths and sizes only, which a rewritten pixel would not change."""
+  before = kaggle3m.fingerprint(tree)
+  copy = shutil.copytree(tree, tmp_path / 'copied', copy_function=shutil.copyfile)
+  assert kaggle3m.fingerprint(copy) == before
+  image = kaggle3m.scan(tree)[0].image_path
+  stat = image.stat()
+  data = bytearray(image.read_bytes())
+  data[-1] ^= 1
+  image.write_bytes(bytes(data))
+  os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  assert kaggle3m.fingerprint(tree) != before
