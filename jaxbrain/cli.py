@@ -47,14 +47,14 @@ def _predict(args) -> int:
   given = {m: getattr(args, m) for m in ('t1', 'flair', 't1ce') if getattr(args, m)}
   if given and len(given) < 3:
     missing = ', '.join(f'--{m}' for m in ('t1', 'flair', 't1ce') if m not in given)
-    raise ConfigError(f'a NIfTI case needs --t1, --flair and --t1ce; missing {missing}')
+    raise ConfigError(f'a case given by its volumes needs --t1, --flair and --t1ce; missing {missing}')
   if args.case and not given:
-    raise ConfigError('--case names a case given by --t1 --flair --t1ce; a case folder is named after its files')
+    raise ConfigError('--case names a case given by --t1 --flair --t1ce; a case folder is named after its files or folder')
   if not args.run and not args.seg_run:
     raise ConfigError('give a classification run (--run), a segmentation run (--seg-run), or both')
   if not args.inputs and not given:
-    raise ConfigError('nothing to score: give slice images, patient folders or NIfTI case folders, or '
-                      '--t1 --flair --t1ce')
+    raise ConfigError('nothing to score: give slice images, patient folders, NIfTI case folders or DICOM study '
+                      'folders, or --t1 --flair --t1ce')
   summary = predict(args.inputs, args.run, args.out, seg_run_dir=args.seg_run, batch_size=args.batch_size,
                     progress=not args.no_progress, overwrite=args.overwrite, case_files=given or None,
                     case_name=args.case)
@@ -64,7 +64,8 @@ def _predict(args) -> int:
   print(f'{slices} slices of {len(summary)} patients: {tumor} predicted with tumor'
         + (f'; tumor volume {", ".join(volumes)}' if volumes else '')
         + f'; wrote {args.out}/report.html (open it in a browser), predictions.csv, summary.json, overlays/'
-        + (', masks/' if args.seg_run else '') + (', <case>_mask.nii.gz' if volumes else ''))
+        + (', masks/' if args.seg_run else '') + (', <case>_mask.nii.gz' if volumes else '')
+        + (', <case>_seg.dcm (DICOM SEG)' if any('dicom_seg' in entry for entry in summary.values()) else ''))
   return 0
 
 
@@ -134,14 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
   predict = commands.add_parser(
       'predict', help='score slices with trained runs; write report.html, masks and overlays',
       epilog='examples:\n  jaxbrain predict kaggle_3m/TCGA_CS_4941_19960909 --run checkpoints/exp21/RUN --out pred/\n'
-             '  jaxbrain predict BraTS2021_00495/ --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN --out pred/',
+             '  jaxbrain predict BraTS2021_00495/ --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN --out pred/\n'
+             '  jaxbrain predict study/ --seg-run checkpoints/seg01/RUN --out pred/   (DICOM series: FLAIR, T1, T1 post)',
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  predict.add_argument('inputs', nargs='*', help='.tif/.png slices, kaggle_3m patient folders or trees, and NIfTI '
-                       'case folders (BraTS names: *_t1, *_flair, *_t1ce or *-t1n, *-t2f, *-t1c .nii[.gz])')
+  predict.add_argument('inputs', nargs='*', help='.tif/.png slices, kaggle_3m patient folders or trees, NIfTI '
+                       'case folders (BraTS names: *_t1, *_flair, *_t1ce or *-t1n, *-t2f, *-t1c .nii[.gz]) and DICOM '
+                       'study folders (series matched by their Series Description: FLAIR; T1 with post, +c, gd, ce '
+                       'or contrast; other T1)')
   for modality, meaning in (('t1', 'pre-contrast T1'), ('flair', 'FLAIR'), ('t1ce', 'post-contrast T1')):
-    predict.add_argument(f'--{modality}', metavar='NIFTI', help=f'the {meaning} volume of one NIfTI case given by '
-                         'its files (all three of --t1 --flair --t1ce)')
-  predict.add_argument('--case', help='name of the case given by --t1 --flair --t1ce (default: from the FLAIR file)')
+    predict.add_argument(f'--{modality}', metavar='PATH', help=f'the {meaning} of one case: a NIfTI file or a DICOM '
+                         'series folder (all three of --t1 --flair --t1ce, of one kind)')
+  predict.add_argument('--case', help='name of the case given by --t1 --flair --t1ce (default: from the FLAIR file, '
+                       'or the folder holding the FLAIR series folder)')
   predict.add_argument('--run', help='run directory of a classification experiment (exp01-exp22): the slice\'s '
                        'tumor probability and label')
   predict.add_argument('--seg-run', help='run directory of a segmentation experiment (seg01-seg03): tumor masks, '

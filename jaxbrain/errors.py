@@ -49,7 +49,7 @@ def write_log(text: str, folder: str | Path | None) -> Path:
     try:
       candidate.mkdir(parents=True, exist_ok=True)
       path = candidate / name
-      path.write_text(text)
+      path.write_text(text, encoding='utf-8')
       return path
     except OSError:
       continue

@@ -26,7 +26,7 @@ def jsonable(value):
 def write_json(path: Path, value) -> None:
   """Writes atomically (temp file + rename): a reader never sees half a file."""
   tmp = path.with_suffix(path.suffix + '.tmp')
-  tmp.write_text(json.dumps(jsonable(value), indent=2) + '\n')
+  tmp.write_text(json.dumps(jsonable(value), indent=2) + '\n', encoding='utf-8')
   tmp.replace(path)
 
 
@@ -35,7 +35,7 @@ def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] = ()) -> No
   a full disk or a crash leaves no half-written file."""
   tmp = path.with_name(path.name + '.tmp')
   try:
-    with open(tmp, 'w', newline='') as f:
+    with open(tmp, 'w', newline='', encoding='utf-8') as f:
       writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(columns))
       writer.writeheader()
       writer.writerows(rows)

@@ -137,6 +137,10 @@ class PredictionDir:
   def case_mask(self, case: str) -> Path:
     return self.path / f'{case}_mask.nii.gz'
 
+  def case_seg(self, case: str) -> Path:
+    """A DICOM case's mask as a DICOM SEG of its FLAIR series."""
+    return self.path / f'{case}_seg.dcm'
+
   def case_probability(self, case: str) -> Path:
     """A NIfTI case's pixel tumor probabilities, before post-processing (with a segmenter)."""
     return self.path / f'{case}_probability.nii.gz'

@@ -160,12 +160,12 @@ def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals
           + f'<script type="application/json" id="slices">'
           f'{_inline_json({"patients": [{"name": n, "slices": patients[n]} for n in names]})}</script>')
   path = PredictionDir(out_dir).report
-  path.write_text(_page('jaxbrain predict', body, VIEWER_SCRIPT))
+  path.write_text(_page('jaxbrain predict', body, VIEWER_SCRIPT), encoding='utf-8')
   return path
 
 
 def _read_json(path: Path) -> dict:
-  return json.loads(path.read_text()) if path.is_file() else {}
+  return json.loads(path.read_text(encoding='utf-8')) if path.is_file() else {}
 
 
 def _intervals_said(test: dict) -> str:
@@ -217,5 +217,5 @@ def write_run_page(run_dir: RunDir | Path) -> Path:
           + f'<h2>Config</h2><details><summary>config.json</summary><pre>'
           f'{html.escape(json.dumps(config, indent=2))}</pre></details>')
   path = run.report
-  path.write_text(_page(f'jaxbrain {run_dir.name}', body))
+  path.write_text(_page(f'jaxbrain {run_dir.name}', body), encoding='utf-8')
   return path

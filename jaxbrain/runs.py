@@ -45,7 +45,7 @@ class LoadedRun:
 def read_json(path: Path) -> dict:
   """A JSON file of a run; a damaged one is a `RunError` naming it."""
   try:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding='utf-8'))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise RunError(f'{path}: damaged (not valid JSON: {e})') from None
 

@@ -2,6 +2,7 @@
 documentation site that builds strictly with an API reference of the public names, and no
 reference to the team's internal work periods anywhere a reader looks."""
 import importlib
+import os
 import re
 import shlex
 import subprocess
@@ -120,8 +121,8 @@ def test_the_documentation_builds_strictly_with_every_public_name(tmp_path):
   documentation, or a page pointing at the wrong module)."""
   pytest.importorskip('mkdocs', reason='the docs extra: pip install -e ".[docs]"')
   built = subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--strict', '--site-dir', str(tmp_path / 'site')],
-                         cwd=ROOT, capture_output=True, text=True)
-  assert built.returncode == 0, built.stderr[-3000:]
+                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'})
+  assert built.returncode == 0, [line for line in built.stderr.splitlines() if 'WARNING' in line or 'Error' in line]
   for name in API_PACKAGES:
     module = importlib.import_module(f'jaxbrain.{name}')
     page = (tmp_path / 'site' / 'api' / name / 'index.html').read_text()

@@ -1,5 +1,6 @@
-"""NIfTI cases: three co-registered volumes (T1, FLAIR, post-contrast T1) read as LGG-like slices,
-and masks written back as a volume in the input's own frame.
+"""Volume cases: three co-registered volumes (T1, FLAIR, post-contrast T1) read as LGG-like slices,
+and masks written back as a volume in the input's own frame. The volumes come from NIfTI files
+(here) or DICOM series (`jaxbrain.data.dicom`, read into the same in-memory NIfTI images).
 
 The LGG slices' channels are pre-contrast T1, FLAIR and post-contrast T1: BraTS's `t1`, `flair`,
 `t1ce` (2021 names) or `t1n`, `t2f`, `t1c` (2023 names). A case is read in four steps:
@@ -66,9 +67,12 @@ def case_name(flair: Path) -> str:
 
 
 @dataclasses.dataclass
-class NiftiCase:
+class Case:
   """A case read for scoring: `slices` uint8 [Z, 256, 256, 3] (axial, inferior to superior) and what
-  `to_input_frame` needs to put a mask back: the input's shape, affine, header and orientation."""
+  `to_input_frame` needs to put a mask back: the input's shape, affine, header and orientation.
+  `files` names each channel's source (a NIfTI file or a DICOM series folder); `slice_paths` the
+  file behind each slice (the FLAIR file; a DICOM FLAIR slice's own file where the series is axial);
+  `flair_series` the DICOM FLAIR series (`dicom.SeriesVolume`) a DICOM SEG refers to, or None."""
   name: str
   files: dict[str, Path]
   slices: np.ndarray
@@ -76,6 +80,8 @@ class NiftiCase:
   affine: np.ndarray
   header: object
   voxel_ml: float
+  slice_paths: list[str]
+  flair_series: object = None
 
 
 def _load(path: Path):
@@ -130,10 +136,16 @@ def _resize(plane: np.ndarray, shape: tuple[int, int], resample) -> np.ndarray:
   return np.asarray(Image.fromarray(plane).resize(shape[::-1], resample))
 
 
-def read_case(files: dict[str, Path], name: str | None = None) -> NiftiCase:
-  """The case's three volumes as LGG-like slices (module docstring). Refuses volumes of different
-  shapes or affines, 4D files, non-NIfTI files and files cut short, naming the file."""
+def read_case(files: dict[str, Path], name: str | None = None) -> Case:
+  """The case's three NIfTI volumes as LGG-like slices (module docstring). Refuses volumes of
+  different shapes or affines, 4D files, non-NIfTI files and files cut short, naming the file."""
   images = {m: _load(Path(files[m])) for m in MODALITIES}
+  return case_from_images(images, files, name or case_name(Path(files['flair'])))
+
+
+def case_from_images(images: dict, files: dict[str, Path], name: str, flair_series=None) -> Case:
+  """A case from its three nibabel images (`files` names their sources in errors and outputs):
+  refuses images of different shapes or affines (the three must be co-registered)."""
   reference = images['flair']
   for modality, image in images.items():
     if image.shape != reference.shape:
@@ -151,11 +163,27 @@ def read_case(files: dict[str, Path], name: str | None = None) -> NiftiCase:
     slices = np.stack([np.stack([_resize(s[..., c], (SIZE, SIZE), Image.BILINEAR) for c in range(3)], -1)
                        for s in slices])
   zooms = reference.header.get_zooms()[:3]
-  return NiftiCase(name or case_name(Path(files['flair'])), {m: Path(files[m]) for m in MODALITIES}, slices,
-                   tuple(reference.shape), reference.affine, reference.header, float(np.prod(zooms)) / 1000.0)
+  slice_paths = [str(files['flair'])] * len(slices)
+  if flair_series is not None:
+    slice_paths = _slice_files(reference.affine, flair_series.frames, str(files['flair']))
+  return Case(name, {m: Path(files[m]) for m in MODALITIES}, slices, tuple(reference.shape), reference.affine,
+              reference.header, float(np.prod(zooms)) / 1000.0, slice_paths, flair_series)
 
 
-def to_input_frame(case: NiftiCase, planes: np.ndarray) -> np.ndarray:
+def _slice_files(affine: np.ndarray, frames: list, folder: str) -> list[str]:
+  """The file behind each axial slice when the series' own slices are axial (its third voxel axis
+  runs inferior-superior), in the slices' order; otherwise every slice cuts across the series'
+  images and is named by the series' folder."""
+  import nibabel as nib
+
+  axis, direction = nib.orientations.io_orientation(affine)[2]
+  if int(axis) != 2:
+    return [folder] * len(frames)
+  files = [str(frame.path) for frame in frames]
+  return files if direction > 0 else files[::-1]
+
+
+def to_input_frame(case: Case, planes: np.ndarray) -> np.ndarray:
   """Masks [Z, 256, 256] bool of the case's slices -> a uint8 volume, or maps [Z, 256, 256] float
   (probabilities) -> a float32 volume, with the input's shape, in the input's own voxel order (its
   affine applies unchanged). Both are resized bilinearly; masks are cut at half."""
@@ -173,7 +201,7 @@ def to_input_frame(case: NiftiCase, planes: np.ndarray) -> np.ndarray:
       nib.orientations.axcodes2ornt('RAS'), ornt))
 
 
-def write_volume(case: NiftiCase, planes: np.ndarray, path: Path) -> np.ndarray:
+def write_volume(case: Case, planes: np.ndarray, path: Path) -> np.ndarray:
   """Writes `<path>` (.nii.gz) of `planes` (`to_input_frame`: a uint8 mask or a float32 map) with
   the input's shape and affine; returns the volume."""
   import nibabel as nib
@@ -184,7 +212,3 @@ def write_volume(case: NiftiCase, planes: np.ndarray, path: Path) -> np.ndarray:
   nib.save(nib.Nifti1Image(volume, case.affine, header), str(path))
   return volume
 
-
-def write_mask(case: NiftiCase, masks: np.ndarray, path: Path) -> int:
-  """Writes the masks [Z, 256, 256] as `<path>` (.nii.gz, uint8); returns its tumor voxel count."""
-  return int(write_volume(case, np.asarray(masks, bool), path).sum())

@@ -2,8 +2,10 @@
 
 `predict(inputs, run_dir, seg_run_dir, out_dir)` backs `jaxbrain predict`. Inputs are image
 files or folders (.tif/.png; a kaggle_3m patient folder or a whole tree; `_mask` files are
-ignored) and NIfTI cases (a folder of three BraTS-named volumes, or the three files given as a
-`nifti.find_case`-like dict). Every input is decoded, checked and scored before anything is written.
+ignored), NIfTI cases (a folder of three BraTS-named volumes, or the three files given as a
+`nifti.find_case`-like dict) and DICOM cases (a study folder whose series are matched by their
+descriptions, or three series folders given as that dict). Every input is decoded, checked and
+scored before anything is written.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from jaxbrain.config import INFERENCE
-from jaxbrain.data import kaggle3m, nifti
+from jaxbrain import __version__
+from jaxbrain.data import dicom, dicom_seg, kaggle3m, nifti
 from jaxbrain.data.kaggle3m import slice_identity
 from jaxbrain.errors import OutputError, OutputExistsError, warnings_kept
 from jaxbrain.inference import Scorer
@@ -37,6 +40,9 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
     if nifti.NIFTI_SUFFIX.search(path.name):
       raise kaggle3m.DataError(f'{path}: a NIfTI volume alone cannot be scored; give its case folder (t1, flair '
                                'and t1ce volumes) or --t1 --flair --t1ce')
+    if dicom.is_dicom_file(path):
+      raise kaggle3m.DataError(f'{path}: a DICOM file alone cannot be scored; give its study folder, or its series\' '
+                               'folders with --t1 --flair --t1ce')
     if path.is_dir():
       found += [p for p in path.rglob('*') if p.suffix.lower() in kaggle3m.IMAGE_EXTENSIONS and p.is_file()]
     elif path.is_file():
@@ -95,22 +101,36 @@ def missing_slices(rows: Sequence[dict]) -> dict[str, list[int]]:
 @dataclasses.dataclass
 class Slices:
   """What is scored: uint8 slices [N, 256, 256, 3], a row per slice (path, patient, slice), output
-  file stems, and the NIfTI cases with the rows they span."""
+  file stems, and the volume cases (NIfTI, DICOM) with the rows they span."""
   images: np.ndarray
   rows: list[dict]
   names: list[str]
-  cases: list[tuple[nifti.NiftiCase, range]]
+  cases: list[tuple[nifti.Case, range]]
+
+
+def read_given_case(case_files: dict, case_name: str | None) -> nifti.Case:
+  """The case given by --t1 --flair --t1ce: three NIfTI files or three DICOM series folders."""
+  folders = [Path(f).is_dir() for f in case_files.values()]
+  if all(folders):
+    return dicom.read_folders({m: Path(f) for m, f in case_files.items()}, case_name)
+  if any(folders):
+    raise kaggle3m.DataError(f'--t1 --flair --t1ce: {", ".join(map(str, case_files.values()))} mix folders and files; '
+                             'give three NIfTI files or three DICOM series folders')
+  return nifti.read_case({m: Path(f) for m, f in case_files.items()}, case_name)
 
 
 def read_inputs(inputs: Sequence[str | Path], case_files: dict | None = None, case_name: str | None = None,
                 progress: bool = False) -> Slices:
-  """Every input read and checked: slice images (files, patient folders, trees) and NIfTI cases
-  (folders holding NIfTI volumes, and `case_files` {'t1', 'flair', 't1ce'} if given)."""
-  folders = [Path(p) for p in inputs if nifti.is_case_folder(Path(p))]
-  cases = [nifti.read_case(nifti.find_case(folder)) for folder in folders]
+  """Every input read and checked: slice images (files, patient folders, trees), NIfTI cases
+  (folders holding NIfTI volumes), DICOM cases (folders holding DICOM files), and the case of
+  `case_files` {'t1', 'flair', 't1ce'} if given."""
+  nifti_folders = [Path(p) for p in inputs if nifti.is_case_folder(Path(p))]
+  dicom_folders = [Path(p) for p in inputs if Path(p) not in nifti_folders and dicom.is_dicom_folder(Path(p))]
+  cases = ([nifti.read_case(nifti.find_case(folder)) for folder in nifti_folders]
+           + [dicom.read_folder(folder) for folder in dicom_folders])
   if case_files:
-    cases.append(nifti.read_case({m: Path(f) for m, f in case_files.items()}, case_name))
-  image_inputs = [p for p in inputs if Path(p) not in folders]
+    cases.append(read_given_case(case_files, case_name))
+  image_inputs = [p for p in inputs if Path(p) not in nifti_folders + dicom_folders]
   paths = collect_inputs(image_inputs) if image_inputs else []
   images = kaggle3m.map_slices(kaggle3m.read_image, paths, progress='reading' if progress else None) if paths else []
   rows = [dict(zip(('patient', 'slice'), slice_identity(path)), path=str(path)) for path in paths]
@@ -118,7 +138,7 @@ def read_inputs(inputs: Sequence[str | Path], case_files: dict | None = None, ca
   spans = []
   for case in cases:
     spans.append((case, range(len(rows), len(rows) + len(case.slices))))
-    rows += [{'path': str(case.files['flair']), 'patient': case.name, 'slice': k + 1} for k in range(len(case.slices))]
+    rows += [{'path': path, 'patient': case.name, 'slice': k + 1} for k, path in enumerate(case.slice_paths)]
     names += [f'{case.name}_{k + 1}' for k in range(len(case.slices))]
   if not rows:
     raise kaggle3m.DataError('nothing to score: give slice images, patient folders or NIfTI cases')
@@ -131,7 +151,8 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
             batch_size: int = INFERENCE.batch_size, progress: bool = True, overwrite: bool = False, case_files: dict | None = None,
             case_name: str | None = None) -> dict:
   """Scores every input slice; writes predictions.csv, summary.json, report.html, masks/ and overlays/
-  under out_dir, and `<case>_mask.nii.gz` per NIfTI case when a segmenter is given.
+  under out_dir, and `<case>_mask.nii.gz` per volume case (and `<case>_seg.dcm`, a DICOM SEG, per
+  DICOM case) when a segmenter is given.
 
   Every input is read and scored before anything is written; a non-finite probability (damaged
   weights) stops it with an error instead of becoming a label. The warnings printed on the way
@@ -217,8 +238,13 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
       entry['inputs'] = {m: str(f) for m, f in case.files.items()}
       if masks is not None:
         mask_file = out.case_mask(case.name)
-        voxels = nifti.write_mask(case, masks[span.start:span.stop], mask_file)
+        volume = nifti.write_volume(case, masks[span.start:span.stop], mask_file)
+        voxels = int(volume.sum())
         entry.update({'mask': mask_file.name, 'volume_voxels': voxels, 'tumor_volume_ml': voxels * case.voxel_ml})
+        if case.flair_series is not None:
+          dicom_seg.write_seg(case.flair_series, volume, out.case_seg(case.name), __version__,
+                              str(scorer.segmenter.directory))
+          entry['dicom_seg'] = out.case_seg(case.name).name
         for field, path, key in (('pixel_probability', out.case_probability(case.name), 'probability_map'),
                                  ('pixel_spread', out.case_disagreement(case.name), 'disagreement_map')):
           if field in pixel_maps:

@@ -17,7 +17,7 @@ from jaxbrain.overlay import captioned, mask_overlay
 def read_history(run: RunDir | Path) -> list[dict]:
   """The run's per-epoch records (none before its first epoch)."""
   path = RunDir.of(run).history
-  return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+  return [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines()] if path.exists() else []
 
 
 def tensorboard_tag(name: str) -> str:
@@ -44,7 +44,7 @@ class RunWriter:
     history = [r for r in read_history(self.run) if keep_epochs_below is None or r['epoch'] < keep_epochs_below]
     history.append(jsonable(record))
     tmp = self.run.history.with_name(self.run.history.name + '.tmp')
-    tmp.write_text(''.join(json.dumps(r) + '\n' for r in history))
+    tmp.write_text(''.join(json.dumps(r) + '\n' for r in history), encoding='utf-8')
     tmp.replace(self.run.history)
     for name, value in record.items():
       if isinstance(value, (int, float)) and name not in ('epoch', 'step') and value is not None:

@@ -82,7 +82,7 @@ def test_any_orientation_reads_the_same_slices_and_masks_return_to_their_voxels(
   assert np.corrcoef(case.slices[..., 1].ravel(), slices[..., 1].ravel())[0, 1] > 0.99  # upright, unmirrored
   masks = np.stack([mask for _, mask in rendered])
   out = tmp_path / f'{axcodes}_mask.nii.gz'
-  nifti.write_mask(case, masks, out)
+  nifti.write_volume(case, masks.astype(bool), out)
   written = nib.load(str(out))
   assert written.shape == truth.shape and np.allclose(written.affine, nib.load(str(files['flair'])).affine)
   back = np.asarray(written.dataobj).astype(bool)
