@@ -128,3 +128,6 @@ def test_a_real_patient_as_dicom_predicts_as_the_same_volume_as_nifti(real_data,
   theirs = nib.load(str(tmp_path / 'out_nifti' / 'lgg_probability.nii.gz')).get_fdata()
   assert ours.shape == theirs.shape == stack.shape[2:0:-1] + (len(stack),) and np.abs(ours - theirs).max() < 1e-3
   assert _dice(_mask(tmp_path / 'out_dicom', 'study'), _mask(tmp_path / 'out_nifti', 'lgg')) >= 0.99
+  volumes = [json.loads((tmp_path / out / 'summary.json').read_text())[name]['tumor_volume_ml']
+             for out, name in (('out_dicom', 'study'), ('out_nifti', 'lgg'))]
+  assert volumes[0] == pytest.approx(volumes[1], rel=0.01, abs=1e-9)
