@@ -183,24 +183,23 @@ def patient_intervals(metric: Callable[[np.ndarray, np.ndarray], dict], patients
   return {'confidence_95': bootstrap_by_patient(metric, patients, samples, seed=seed)}
 
 
-def paired_difference(labels: np.ndarray, probabilities_a: np.ndarray, probabilities_b: np.ndarray,
+def paired_difference(metric_a: Callable[[np.ndarray, np.ndarray], dict], metric_b: Callable[[np.ndarray, np.ndarray], dict],
                       patients: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
   """How much B beats A on the same slices: {'difference': {metric: B - A}, 'confidence_95':
-  {metric: [low, high]}} for accuracy, balanced accuracy and ROC AUC.
+  {metric: [low, high]}} for every scalar both `metric_a(rows, groups)` and `metric_b` give (the
+  `bootstrap_by_patient` signature; NaN differences are left out of the intervals).
 
   Paired: each bootstrap resample draws patients once and scores both on them, so what the two
   share (which patients are hard) cancels; an interval that excludes 0 says B differs from A on
   patients like these, one that straddles 0 says the test patients cannot tell them apart.
   """
-  labels = np.asarray(labels)
-  keys = ('accuracy', 'balanced_accuracy', 'roc_auc')
+  patients = np.asarray(patients)
 
-  def difference(rows, groups=None):
-    a = classification_metrics(labels[rows], np.asarray(probabilities_a)[rows])
-    b = classification_metrics(labels[rows], np.asarray(probabilities_b)[rows])
-    return {k: b[k] - a[k] for k in keys}
+  def difference(rows, groups):
+    a, b = metric_a(rows, groups), metric_b(rows, groups)
+    return {k: b[k] - a[k] for k in a if k in b and isinstance(a[k], float) and isinstance(b[k], float)}
 
-  return {'difference': difference(np.arange(len(labels))),
+  return {'difference': difference(np.arange(len(patients)), patients),
           **patient_intervals(difference, patients, samples, seed)}
 
 

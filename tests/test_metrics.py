@@ -159,11 +159,12 @@ def test_paired_difference_resamples_both_runs_on_the_same_patients():
   patients = np.repeat(np.arange(8), 20)
   labels = rng.integers(0, 2, len(patients))
   a = np.clip(labels * 0.3 + rng.normal(0.35, 0.25, len(labels)), 0, 1)
-  same = paired_difference(labels, a, a, patients, samples=200)
+  scored = lambda probabilities: lambda rows, groups: {'roc_auc': roc_auc(labels[rows], probabilities[rows])}  # noqa: E731
+  same = paired_difference(scored(a), scored(a), patients, samples=200)
   assert all(v == 0 for v in same['difference'].values())
   assert all(interval == [0.0, 0.0] for interval in same['confidence_95'].values())
   better = np.where(labels == 1, np.maximum(a, 0.9), np.minimum(a, 0.1))
-  result = paired_difference(labels, a, better, patients, samples=200)
+  result = paired_difference(scored(a), scored(better), patients, samples=200)
   expected = roc_auc(labels, better) - roc_auc(labels, a)
   assert result['difference']['roc_auc'] == pytest.approx(expected) and expected > 0
   low, high = result['confidence_95']['roc_auc']

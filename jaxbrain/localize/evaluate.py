@@ -11,6 +11,7 @@ the `probability` column for ROC AUC.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 from typing import Sequence
@@ -76,6 +77,46 @@ def _read_outputs(pred_dirs: Sequence[Path]) -> list[tuple[Path, list[dict]]]:
   return outputs
 
 
+@dataclasses.dataclass
+class ScoredSlices:
+  """`predict` outputs beside their truth, in the predictions' row order: the rows, the true masks
+  [N, 256, 256] bool, the true labels (a true tumor pixel), the `probability` and `label` columns,
+  each row's patient, and with masks (predict --seg-run) the predicted masks and each patient's
+  rows in slice order (its volume)."""
+  rows: list[dict]
+  truth: np.ndarray
+  labels: np.ndarray
+  probabilities: np.ndarray
+  decisions: np.ndarray
+  patients: np.ndarray
+  masks: np.ndarray | None
+  volumes: dict[str, list[int]]
+
+  def volume_dice(self) -> dict[str, float]:
+    """Each patient's Dice over its stacked volume (1.0 where truth and prediction are both empty)."""
+    return {patient: dice(self.masks[rows], self.truth[rows]) for patient, rows in self.volumes.items()}
+
+
+def score_slices(pred_dirs: Sequence[str | Path] | str | Path, truth_dir: str | Path) -> ScoredSlices:
+  """The outputs of `pred_dirs` (pooled, each patient in exactly one) read beside the true masks of
+  the kaggle_3m tree `truth_dir`, matched by slice file name."""
+  pred_dirs = [Path(pred_dirs)] if isinstance(pred_dirs, (str, Path)) else [Path(d) for d in pred_dirs]
+  outputs = _read_outputs(pred_dirs)
+  rows = [row for _, part in outputs for row in part]
+  truth = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, _truth_masks(rows, Path(truth_dir)))).astype(bool)
+  patients = np.array([r['patient'] for r in rows])
+  masks, volumes = None, {}
+  if 'tumor_pixels' in rows[0]:
+    mask_paths = [PredictionDir(folder).mask(name) for folder, part in outputs
+                  for name in PredictionDir.output_names([Path(r['path']) for r in part])]
+    masks = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, mask_paths)).astype(bool)
+    for i in np.lexsort((np.array([int(r['slice']) if r['slice'] else 0 for r in rows]), patients)):
+      volumes.setdefault(patients[i], []).append(int(i))
+  return ScoredSlices(rows, truth, truth.reshape(len(truth), -1).any(1).astype(int),
+                      np.array([float(r['probability']) for r in rows]), np.array([int(r['label']) for r in rows]),
+                      patients, masks, volumes)
+
+
 def evaluate(pred_dirs: Sequence[str | Path] | str | Path, truth_dir: str | Path,
              bootstrap_samples: int = INFERENCE.bootstrap_samples, seed: int = INFERENCE.seed) -> dict:
   """Detection metrics of the slices' decisions as `predict` wrote them (the `label` column: accuracy,
@@ -85,28 +126,17 @@ def evaluate(pred_dirs: Sequence[str | Path] | str | Path, truth_dir: str | Path
   `metrics.MIN_BOOTSTRAP_PATIENTS` patients), and HD95 per volume (voxels; `metrics.hausdorff95`:
   volumes where exactly one of truth and prediction is empty are counted, not averaged). Several
   `pred_dirs` are pooled, each patient in exactly one of them."""
-  pred_dirs = [Path(pred_dirs)] if isinstance(pred_dirs, (str, Path)) else [Path(d) for d in pred_dirs]
-  outputs = _read_outputs(pred_dirs)
-  rows = [row for _, part in outputs for row in part]
-  truth = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, _truth_masks(rows, Path(truth_dir)))).astype(bool)
-  labels = truth.reshape(len(truth), -1).any(1).astype(int)
-  probabilities = np.array([float(r['probability']) for r in rows])
-  detection = decision_metrics(labels, np.array([int(r['label']) for r in rows]), probabilities)
-  result = {'slices': len(rows), 'patients': len({r['patient'] for r in rows}), 'tumor_slices': int(labels.sum()),
+  scored = score_slices(pred_dirs, truth_dir)
+  detection = decision_metrics(scored.labels, scored.decisions, scored.probabilities)
+  result = {'slices': len(scored.rows), 'patients': len(set(scored.patients)), 'tumor_slices': int(scored.labels.sum()),
             'detection': {k: detection[k] for k in DETECTION_KEYS}}
-  if 'tumor_pixels' not in rows[0]:
+  if scored.masks is None:
     return result
-  mask_paths = [PredictionDir(folder).mask(name) for folder, part in outputs
-                for name in PredictionDir.output_names([Path(r['path']) for r in part])]
-  predicted = np.stack(kaggle3m.map_slices(kaggle3m.read_mask, mask_paths)).astype(bool)
-  patients = np.array([r['patient'] for r in rows])
-  order = np.lexsort((np.array([int(r['slice']) if r['slice'] else 0 for r in rows]), patients))
-  volumes = {}
-  for i in order:
-    volumes.setdefault(patients[i], []).append(i)
+  predicted, truth = scored.masks, scored.truth
   per_volume = {name: {'dice': dice(predicted[idx], truth[idx]), 'iou': iou(predicted[idx], truth[idx]),
-                       'hd95': hausdorff95(predicted[idx], truth[idx])} for name, idx in volumes.items()}
-  overall = segmentation_metrics_with_intervals(segmentation_counts(predicted, truth), patients, bootstrap_samples, seed)
+                       'hd95': hausdorff95(predicted[idx], truth[idx])} for name, idx in scored.volumes.items()}
+  overall = segmentation_metrics_with_intervals(segmentation_counts(predicted, truth), scored.patients,
+                                                bootstrap_samples, seed)
   finite = [v['hd95'] for v in per_volume.values() if math.isfinite(v['hd95'])]
   result['segmentation'] = {
       'dice_per_volume': _distribution({p: v['dice'] for p, v in per_volume.items()}),

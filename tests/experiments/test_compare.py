@@ -35,3 +35,28 @@ def test_compare_refuses_predictions_of_other_slices_or_truths(tmp_path):
     compare.compare(a, _predictions(tmp_path / 'b.csv', [0.4, 0.6] * 11))
   with pytest.raises(compare.CompareError, match='truth'):
     compare.compare(a, _predictions(tmp_path / 'c.csv', [0.4, 0.6] * 12, truths=[1] * 24))
+
+
+def test_compare_scores_predict_folders_as_evaluate_does(trained_runs, phantom_runs_data, tmp_path):
+  """Two `jaxbrain predict` outputs (the segmenter alone; the classifier with it) against --truth:
+  each side's figures equal `jaxbrain evaluate`'s (accuracy of the `label` column, ROC AUC,
+  per-volume Dice), and a side compared with itself differs by exactly 0. Catches accuracy taken
+  at probability 0.5 instead of the decisions as made, Dice pooled over slices instead of per
+  volume, and sides resampled apart."""
+  from jaxbrain.localize.evaluate import evaluate
+  from jaxbrain.localize.predict import predict
+
+  classifier, segmenter = trained_runs
+  predict([phantom_runs_data], None, tmp_path / 'seg', seg_run_dir=segmenter, progress=False)
+  predict([phantom_runs_data], classifier, tmp_path / 'pair', seg_run_dir=segmenter, progress=False)
+  result = compare.compare(tmp_path / 'seg', tmp_path / 'pair', samples=100, truth_dir=phantom_runs_data)
+  for side, folder in (('metrics_a', 'seg'), ('metrics_b', 'pair')):
+    expected = evaluate(tmp_path / folder, phantom_runs_data, bootstrap_samples=0)
+    for key in compare.KEYS:
+      assert result[side][key] == pytest.approx(expected['detection'][key]), (folder, key)
+    assert result[side]['dice_per_volume'] == pytest.approx(expected['segmentation']['dice_per_volume']['mean'])
+  itself = compare.compare(tmp_path / 'seg', tmp_path / 'seg', samples=100, truth_dir=phantom_runs_data)['b_minus_a']
+  assert all(v == 0 for v in itself['difference'].values()) and set(itself['difference']) == {*compare.KEYS, 'dice_per_volume'}
+  assert all(interval == [0.0, 0.0] for interval in itself['confidence_95'].values())
+  with pytest.raises(compare.CompareError, match='--truth'):
+    compare.compare(tmp_path / 'seg', tmp_path / 'pair')
