@@ -86,3 +86,29 @@ def test_a_damaged_metrics_file_is_named_not_a_traceback(tmp_path):
   (tmp_path / 'metrics.json').write_text('{"test": ')
   with pytest.raises(RunError, match='metrics.json: damaged'):
     folds.fold_state(tmp_path)
+
+
+def test_members_mode_trains_five_members_and_writes_their_ensemble(phantom_runs_data, tmp_path, capsys):
+  """`folds --members`: five members on the seed's training patients (each holding out its own
+  fold), none trained or validated on the seed's validation (the decision set) or test patients,
+  then the ensemble of the five with its decision-set figures; a rerun keeps both. Catches members
+  given the seed's decision-set or test patients, an ensemble of fewer members, and a rerun that
+  rebuilds the ensemble."""
+  flags = ['--data-dir', str(phantom_runs_data), '--workdir', str(tmp_path), '--image-size', '32', '--epochs', '1',
+           '--unet-width', '4', '--batch-size', '4', '--bootstrap-samples', '0']
+  assert folds.main(['seg01', '--members', *flags]) == 0
+  out = tmp_path / 'seg01' / 'patient-members-scratch-32px-seed0'
+  splits = [json.loads((tmp_path / 'seg01' / f'patient-member{k}-scratch-32px-seed0' / 'split.json').read_text())
+            for k in range(5)]
+  decision_set, seed_test = set(splits[0]['test']), set(splits[0]['seed_test'])
+  for split in splits:
+    assert set(split['test']) == decision_set and set(split['seed_test']) == seed_test
+    assert not (set(split['train']) | set(split['validation'])) & (decision_set | seed_test)
+  assert set().union(*(set(s['validation']) for s in splits)) == set(splits[0]['train']) | set(splits[0]['validation'])
+  ensemble = json.loads((out / 'ensemble' / 'ensemble.json').read_text())
+  assert len(ensemble['members']) == 5 and (out / 'ensemble' / 'decision_set.json').is_file()
+  written = (out / 'ensemble' / 'decision_set.json').stat().st_mtime_ns
+  capsys.readouterr()
+  assert folds.main(['seg01', '--members', *flags]) == 0
+  assert 'the ensemble was written before, kept' in capsys.readouterr().out
+  assert (out / 'ensemble' / 'decision_set.json').stat().st_mtime_ns == written
