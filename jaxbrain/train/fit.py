@@ -1,11 +1,12 @@
 """The fit loop: epochs of sharded jitted steps, training metrics summed on the device (read every
 FETCH_EVERY steps, with the check that the run is still finite), validation every epoch (it picks
-the checkpoint), checkpoints on a time budget (`--checkpoint-every-s`; always at the end and on
+the checkpoint; read while the next epoch starts), checkpoints on a time budget (`--checkpoint-every-s`; always at the end and on
 SIGTERM / Ctrl-C; the best state kept on the device until its write). It knows the task only
 through the `Task` protocol."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import signal
@@ -61,15 +62,61 @@ def start_position() -> dict:
   return {'epoch': 0, 'batch': 0, 'best': None, 'best_epoch': None, 'sums': {}}
 
 
-def fit(task, config: Config, split, mesh, state, train_steps: dict, outputs_of: Callable, checkpoints: Checkpoints,
-        position: dict, run: RunDir, writer: RunWriter | None, timing: dict, began: float, progress: bool):
+@dataclasses.dataclass
+class PendingValidation:
+  """An epoch's validation, dispatched and not yet read: it runs on the device while the next
+  epoch's first steps are queued, and is read at the next fetch. `state` is a copy of the state the
+  epoch ended with (never donated: it is the best candidate until the outputs say otherwise);
+  `record` what its epoch line needs (the training sums and seconds)."""
+  epoch: int
+  state: object
+  outputs: Callable[[], dict]
+  record: dict
+
+
+def fit(task, config: Config, split, mesh, state, train_steps: dict, dispatch_outputs: Callable,
+        checkpoints: Checkpoints, position: dict, run: RunDir, writer: RunWriter | None, timing: dict, began: float,
+        progress: bool):
   """Trains from `position` to `config.epochs`; returns (the last state, its position record).
-  `train_steps[k]` runs k steps per dispatch on `mesh`; `outputs_of(state, indices)` gives the eval step's
-  outputs; `writer` (None on processes that write nothing) logs every epoch."""
+  `train_steps[k]` runs k steps per dispatch on `mesh`; `dispatch_outputs(state, indices)` queues the
+  eval step over `indices` and returns the function that reads its outputs; `writer` (None on
+  processes that write nothing) logs every epoch.
+
+  An epoch's validation is read after the next epoch's first fetch (at once after the last epoch,
+  before any checkpoint of a later state is written, and before stopping on a signal), so the
+  device starts the next epoch instead of waiting for the host's metrics. A checkpoint written at
+  an epoch's end whose validation was not read yet says so (`validate`): a resume validates that
+  state first, as the uninterrupted run did."""
   data, steps_per_epoch = task.data, task.steps_per_epoch
   per_dispatch = max(train_steps)
   shown_rows = overlay_rows(data.label[split.validation])  # the validation slices TensorBoard shows each epoch
   written, best_unwritten = _clock(), None  # when the last checkpoint write came; (state, position) not written yet
+  pending = None
+  if 'validate' in position:  # resumed from an epoch's end before its validation was read
+    pending = _dispatched(state, position['epoch'] - 1, position.pop('validate'), dispatch_outputs, split)
+
+  def settle():
+    """Reads the pending validation: the epoch's line, and the best state when it improved."""
+    nonlocal pending, position, best_unwritten
+    outputs = pending.outputs()
+    metrics = task.metrics(outputs, split.validation)
+    epoch, score, best = pending.epoch, metrics[task.selection], position['best']
+    if not math.isnan(score) and (best is None or score > best):
+      position = {**position, 'best': score, 'best_epoch': epoch + 1}
+      best_unwritten = (pending.state, {'epoch': epoch + 1, 'batch': 0, 'best': score, 'best_epoch': epoch + 1,
+                                        'sums': {}})
+    if writer is not None:
+      record = {'epoch': epoch + 1, 'step': int(jax.device_get(pending.state.step)),
+                **{f'train_{name}': total / max(steps_per_epoch, 1) for name, total in pending.record['sums'].items()},
+                **{f'validation_{k}': metrics[k] for k in task.headline}, 'validation_loss': metrics['loss'],
+                'training_seconds': pending.record['training_seconds'], 'elapsed_seconds': time.perf_counter() - began}
+      writer.epoch(record, keep_epochs_below=epoch + 1)
+      shown_slices = split.validation[shown_rows]
+      writer.images('eval/overlays', epoch_overlays(data.image[shown_slices], data.mask[shown_slices], outputs,
+                                                    shown_rows), epoch + 1)
+      _print_epoch(record, task, config, pending.record['seconds'])
+    pending = None
+
   with StopFlag() as stop:
     for epoch in range(position['epoch'], config.epochs):
       start, epoch_began = position['batch'], time.perf_counter()
@@ -98,38 +145,40 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, outputs_of:
           sums = fetch(totals, fetched_upto=fetched_upto, batch=done)
           fetched_upto = done
           bar.set_postfix({name: f'{total / done:.4f}' for name, total in sums.items()})
+          if pending is not None:
+            settle()
           if stop.signal is not None:
             _write(checkpoints, state, {**position, 'epoch': epoch, 'batch': done, 'sums': sums}, best_unwritten)
             checkpoints.close()
             raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {done}; '
                               f'checkpoint saved in {run}; continue with --resume')
       sums = fetch(totals, fetched_upto=fetched_upto, batch=steps_per_epoch)
-      training_seconds = time.perf_counter() - epoch_began
+      if pending is not None:  # an epoch shorter than one fetch
+        settle()
       bar.close()
-      outputs = outputs_of(state, split.validation)
-      metrics = task.metrics(outputs, split.validation)
-      score, best = metrics[task.selection], position['best']
-      improved = not math.isnan(score) and (best is None or score > best)
-      position = {'epoch': epoch + 1, 'batch': 0, 'best': score if improved else best,
-                  'best_epoch': epoch + 1 if improved else position.get('best_epoch'), 'sums': {}}
-      if writer is not None:
-        record = {'epoch': epoch + 1, 'step': int(jax.device_get(state.step)),
-                  **{f'train_{name}': total / max(steps_per_epoch, 1) for name, total in sums.items()},
-                  **{f'validation_{k}': metrics[k] for k in task.headline}, 'validation_loss': metrics['loss'],
-                  'training_seconds': training_seconds, 'elapsed_seconds': time.perf_counter() - began}
-        writer.epoch(record, keep_epochs_below=epoch + 1)
-        shown_slices = split.validation[shown_rows]
-        writer.images('eval/overlays', epoch_overlays(data.image[shown_slices], data.mask[shown_slices], outputs,
-                                                      shown_rows), epoch + 1)
-        _print_epoch(record, task, config, time.perf_counter() - epoch_began)
+      record = {'sums': sums, 'training_seconds': time.perf_counter() - epoch_began}
+      pending = _dispatched(state, epoch, record, dispatch_outputs, split, epoch_began)
+      position = {**position, 'epoch': epoch + 1, 'batch': 0, 'sums': {}}
+      if epoch + 1 == config.epochs:
+        settle()
       due = (config.checkpoint_every_s <= 0 or epoch + 1 == config.epochs
              or _clock() - written >= config.checkpoint_every_s)
-      if improved:  # the next step donates the state's buffers: keep a copy until it is written
-        best_unwritten = (state if due else jax.tree.map(jnp.copy, state), position)
       if due:
-        _write(checkpoints, state, position, best_unwritten)
+        _write(checkpoints, state, {**position, **({'validate': record} if pending else {})}, best_unwritten)
         written, best_unwritten = _clock(), None
+  if pending is not None:  # resumed at the end of a run whose last validation was not read
+    settle()
+    _write(checkpoints, state, position, best_unwritten)
   return state, position
+
+
+def _dispatched(state, epoch: int, record: dict, dispatch_outputs: Callable, split,
+                epoch_began: float | None = None) -> PendingValidation:
+  """The validation of the state an epoch ended with, queued on a copy of that state (the next
+  step donates the state's own buffers)."""
+  kept = jax.tree.map(jnp.copy, state)
+  seconds = time.perf_counter() - epoch_began if epoch_began is not None else record['training_seconds']
+  return PendingValidation(epoch, kept, dispatch_outputs(kept, split.validation), {**record, 'seconds': seconds})
 
 
 _clock = time.monotonic  # when checkpoints are due (a test drives it)

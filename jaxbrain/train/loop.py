@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
@@ -112,13 +113,21 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
   eval_step = fed_eval(task.eval_step)
   decision_steps = {name: fed_eval(step) for name, step in task.decision_steps.items()}
 
-  def outputs_of(state, indices: np.ndarray, step=eval_step) -> dict[str, np.ndarray]:
-    """`step`'s outputs for `indices`, in their order: every batch dispatched (inputs placed ahead on
-    a thread) before the outputs are fetched, once."""
+  def dispatch_outputs(state, indices: np.ndarray, step=eval_step) -> Callable[[], dict[str, np.ndarray]]:
+    """Queues `step` over `indices` (inputs placed ahead on a thread); returns the function that
+    reads the outputs, in the indices' order, once."""
     batches = list(eval_index_batches(indices, config.batch_size))
     placed_rows = sharding.prefetched(functools.partial(step.put, task.rows('eval', idx)) for idx, _ in batches)
-    outputs = sharding.to_host([step.run(state, rows) for rows in placed_rows])
-    return {k: np.concatenate([o[k][valid] for o, (_, valid) in zip(outputs, batches)]) for k in outputs[0]}
+    running = [step.run(state, rows) for rows in placed_rows]
+
+    def read() -> dict[str, np.ndarray]:
+      outputs = sharding.to_host(running)
+      return {k: np.concatenate([o[k][valid] for o, (_, valid) in zip(outputs, batches)]) for k in outputs[0]}
+    return read
+
+  def outputs_of(state, indices: np.ndarray, step=eval_step) -> dict[str, np.ndarray]:
+    """`step`'s outputs for `indices`, in their order."""
+    return dispatch_outputs(state, indices, step)()
 
   checkpoints = Checkpoints(run, config.keep_checkpoints)
   position = start_position()
@@ -144,7 +153,7 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
     writer = RunWriter(run)
     _print_start(config, task, source, counts, mesh.size, eval_step.resident, run)
 
-  state, position = fit(task, config, split, mesh, state, train_steps, outputs_of, checkpoints, position, run, writer,
+  state, position = fit(task, config, split, mesh, state, train_steps, dispatch_outputs, checkpoints, position, run, writer,
                         timing, began, progress and writes)
   selected, selection = select(checkpoints, state, position, task.selection, config.epochs)
   validation, test, test_outputs, decision = evaluate_selected(task, config, split, selected, outputs_of,

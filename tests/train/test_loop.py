@@ -401,11 +401,13 @@ class Killed(Exception):
 
 def test_checkpoints_on_a_time_budget_resume_exactly_after_a_kill_between_writes(phantom_png, tmp_path, monkeypatch):
   """Writes come when the budget is spent (the loop's clock driven by the test: one tick per look),
-  always at the end, each with the best state when it changed since the last write. Validation's
-  scores are scripted so that the best epoch (3) comes after the last write before the kill (in
-  epoch 4). Catches a run that writes every epoch regardless of the budget, a best state found
-  after the last write lost by the kill (another checkpoint selected), and final weights that
-  differ from an uninterrupted run's."""
+  always at the end, each with the best state when it changed since the last write. The write
+  after epoch 2 comes before epoch 2's validation is read (it is read while epoch 3 starts), and
+  validation's scores are scripted so that epoch 2 is the best; the run is killed as epoch 4
+  starts. Catches a run that writes every epoch regardless of the budget, a resume that does not
+  validate first the state its checkpoint left unvalidated (epoch 2's best lost: another checkpoint
+  selected), and final weights that differ from an uninterrupted run's."""
+  import collections
   import itertools
 
   from jaxbrain.train import fit, tasks
@@ -414,18 +416,25 @@ def test_checkpoints_on_a_time_budget_resume_exactly_after_a_kill_between_writes
     ticks = itertools.count()
     return lambda: float(next(ticks))
 
-  scripted, now = {0: 0.5, 1: 0.6, 2: 0.9, 3: 0.7}, {}
-  order, metrics = fit.epoch_order, tasks.Classification.metrics
+  scripted, now, validating = {0: 0.5, 1: 0.9, 2: 0.6, 3: 0.7}, {}, collections.deque()
+  order, metrics, dispatched = fit.epoch_order, tasks.Classification.metrics, fit._dispatched
 
   def epoch_order(train, seed, epoch, *rest):
     if now.get('kill') == epoch:
       raise Killed
-    now['epoch'] = epoch
     return order(train, seed, epoch, *rest)
 
+  def queued(state, epoch, *rest):  # each epoch's validation is read after it is queued, in order
+    validating.append(epoch)
+    return dispatched(state, epoch, *rest)
+
+  def scripted_metrics(self, *args):  # the epoch whose validation is read (after the loop: the last one's)
+    now['validated'] = validating.popleft() if validating else now['validated']
+    return {**metrics(self, *args), 'roc_auc': scripted[now['validated']]}
+
   monkeypatch.setattr(fit, 'epoch_order', epoch_order)
-  monkeypatch.setattr(tasks.Classification, 'metrics',
-                      lambda self, *args: {**metrics(self, *args), 'roc_auc': scripted[now['epoch']]})
+  monkeypatch.setattr(fit, '_dispatched', queued)
+  monkeypatch.setattr(tasks.Classification, 'metrics', scripted_metrics)
   runs = tmp_path / 'test'
   monkeypatch.setattr(fit, '_clock', clock())
   train_and_evaluate(bare(phantom_png, tmp_path, epochs=4, checkpoint_every_s=1.5, run_name='straight'), progress=False)
@@ -438,9 +447,10 @@ def test_checkpoints_on_a_time_budget_resume_exactly_after_a_kill_between_writes
   killed = bare(phantom_png, tmp_path, epochs=4, checkpoint_every_s=1.5, run_name='killed')
   with pytest.raises(Killed):
     train_and_evaluate(killed, progress=False)
-  assert not list((runs / 'killed' / 'checkpoints' / 'best').glob(str(3 * steps_per_epoch)))  # epoch 3's best unwritten
+  assert not list((runs / 'killed' / 'checkpoints' / 'best').glob(str(2 * steps_per_epoch)))  # epoch 2's best unwritten
   del now['kill']
+  validating.clear()
   train_and_evaluate(killed, resume=True, progress=False)
   assert_same_state(final_state(runs / 'straight'), final_state(runs / 'killed'))
   chosen = [json.loads((runs / name / 'metrics.json').read_text())['selected_checkpoint'] for name in ('straight', 'killed')]
-  assert chosen[0] == chosen[1] and chosen[0]['epoch'] == 3 and chosen[0]['checkpoint'] == f'best/{3 * steps_per_epoch}'
+  assert chosen[0] == chosen[1] and chosen[0]['epoch'] == 2 and chosen[0]['checkpoint'] == f'best/{2 * steps_per_epoch}'
