@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARES = {'end_to_end': 0.3, 'resume_gap': 0.1, 'exp20': 0.2, 'folds': 0.3, 'bfloat16': 0.1}  # of the budget, in stage order
+MIN_STAGE_S = 10  # a stage given less is not started
 TINY = ['--image-size', '32', '--epochs', '1', '--batch-size', '4', '--bootstrap-samples', '0']
 
 
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
   for k, (name, command, result_file) in enumerate(planned):
     left = args.budget_s - (time.perf_counter() - began)
     limit = left * share(name) / sum(share(later) for later, _, _ in planned[k:])  # time saved earlier is shared on
-    if limit < 10:
+    if limit < MIN_STAGE_S:
       report['stages'][name] = {'status': 'not run: the budget was spent', 'command': command}
       continue
     print(f'{name}: up to {limit:.0f} s: {" ".join(command)}', flush=True)
