@@ -1,8 +1,8 @@
 """The fit loop: epochs of sharded jitted steps, training metrics summed on the device (read every
-FETCH_EVERY steps, with the check that the run is still finite), validation every epoch (it picks
-the checkpoint; read while the next epoch starts), checkpoints on a time budget (`--checkpoint-every-s`; always at the end and on
-SIGTERM / Ctrl-C; the best state kept on the device until its write). It knows the task only
-through the `Task` protocol."""
+FETCH_EVERY steps and FETCH_SECONDS at least, with the check that the run is still finite),
+validation every epoch (it picks the checkpoint; read while the next epoch starts), checkpoints
+on a time budget (`--checkpoint-every-s`; always at the end and on SIGTERM / Ctrl-C; the best
+state kept on the device until its write). It knows the task only through the `Task` protocol."""
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +26,9 @@ from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.outputs import RunWriter, epoch_overlays, overlay_rows
 
-FETCH_EVERY = 25  # training steps between reads of the metrics (progress bar, non-finite check)
+FETCH_EVERY = 25  # training steps at least between reads of the metrics (progress bar, non-finite check) ...
+FETCH_SECONDS = 2.0  # ... and seconds at least: short steps are not held up by a read every few milliseconds
+LOSS_SLOTS = 4096  # each step's loss kept on the device until read: a read comes before they run out
 
 
 class NonFiniteError(UserError):
@@ -124,8 +126,8 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, dispatch_ou
                  disable=not progress, leave=False)
       order = epoch_order(split.train, config.seed, epoch, data.label, config.data.tumor_share)
       plan = dispatch_plan(steps_per_epoch, per_dispatch, start)
-      totals = sharding.replicate(_device_totals(position['sums'], per_dispatch), mesh)
-      fetched_upto = start
+      totals = sharding.replicate(_device_totals(position['sums']), mesh)
+      fetched_upto, fetched_at = start, time.perf_counter()
       fetch = functools.partial(_fetched_sums, epoch=epoch, run=run, checkpoints=checkpoints, writer=writer,
                                 offset=epoch * steps_per_epoch, learning_rate=task.learning_rate)
       inputs = contextlib.closing(sharding.prefetched(
@@ -140,10 +142,12 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, dispatch_ou
           bar.update(count)
           if timing['seconds_to_first_step'] is None:  # once per process: compile included
             timing['seconds_to_first_step'] = _seconds_when_ready(metrics, began)
-          if done - fetched_upto < FETCH_EVERY and stop.signal is None:
+          room = done + per_dispatch - fetched_upto <= LOSS_SLOTS  # for the next dispatch's losses
+          if stop.signal is None and room and (done - fetched_upto < FETCH_EVERY
+                                               or time.perf_counter() - fetched_at < FETCH_SECONDS):
             continue
           sums = fetch(totals, fetched_upto=fetched_upto, batch=done)
-          fetched_upto = done
+          fetched_upto, fetched_at = done, time.perf_counter()
           bar.set_postfix({name: f'{total / done:.4f}' for name, total in sums.items()})
           if pending is not None:
             settle()
@@ -202,12 +206,12 @@ def _print_epoch(record: dict, task, config: Config, seconds: float) -> None:
   print(f'epoch {record["epoch"]}/{config.epochs} ({seconds:.0f} s, lr {rate:.3g}): {shown}', flush=True)
 
 
-def _device_totals(sums: dict, per_dispatch: int) -> dict:
+def _device_totals(sums: dict) -> dict:
   """Running sums of the training metrics, kept on the device, from a (resumed) host record; room
-  for the losses of every step between two fetches (at most FETCH_EVERY - 1 + one dispatch)."""
+  for the losses of every step between two fetches (LOSS_SLOTS)."""
   return {'sums': {k: jnp.asarray(v, jnp.float32) for k, v in sums.items()},
           'first_nonfinite': jnp.asarray(-1, jnp.int32), 'loss_then': jnp.asarray(0.0, jnp.float32),
-          'losses': jnp.zeros(FETCH_EVERY - 1 + per_dispatch, jnp.float32)}
+          'losses': jnp.zeros(LOSS_SLOTS, jnp.float32)}
 
 
 @jax.jit

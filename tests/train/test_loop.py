@@ -454,3 +454,28 @@ def test_checkpoints_on_a_time_budget_resume_exactly_after_a_kill_between_writes
   assert_same_state(final_state(runs / 'straight'), final_state(runs / 'killed'))
   chosen = [json.loads((runs / name / 'metrics.json').read_text())['selected_checkpoint'] for name in ('straight', 'killed')]
   assert chosen[0] == chosen[1] and chosen[0]['epoch'] == 2 and chosen[0]['checkpoint'] == f'best/{2 * steps_per_epoch}'
+
+
+def test_metrics_are_read_less_often_when_steps_are_short(phantom_png, tmp_path, monkeypatch):
+  """The training metrics are read every FETCH_EVERY steps only when that many steps took
+  FETCH_SECONDS: with steps taken as instant (a huge FETCH_SECONDS) an epoch is read once, at its
+  end; with FETCH_SECONDS 0, every FETCH_EVERY steps; the two runs end with the same weights and
+  the same logged losses. Catches a read every FETCH_EVERY steps whatever their length (a host
+  round trip every few milliseconds on a GPU) and losses lost between rarer reads."""
+  from jaxbrain.train import fit
+
+  reads, original = [], fit._fetched_sums
+  monkeypatch.setattr(fit, '_fetched_sums', lambda totals, **kw: reads.append(kw['batch']) or original(totals, **kw))
+  monkeypatch.setattr(fit, 'FETCH_EVERY', 2)  # the phantom's epoch is a few steps
+  counts = {}
+  for name, seconds in (('rare', 1e9), ('often', 0.0)):
+    monkeypatch.setattr(fit, 'FETCH_SECONDS', seconds)
+    reads.clear()
+    train_and_evaluate(bare(phantom_png, tmp_path, epochs=1, run_name=name), progress=False)
+    counts[name] = list(reads)
+  steps = counts['rare'][-1]
+  assert steps > 2 * fit.FETCH_EVERY and counts['rare'] == [steps]
+  assert counts['often'] == [*range(fit.FETCH_EVERY, steps, fit.FETCH_EVERY), steps]
+  assert_same_state(final_state(tmp_path / 'test' / 'rare'), final_state(tmp_path / 'test' / 'often'))
+  logged = [tensorboard_scalars(tmp_path / 'test' / name / 'tensorboard')['train/loss_per_step'] for name in ('rare', 'often')]
+  assert logged[0] == logged[1] and len(logged[0]) == steps
