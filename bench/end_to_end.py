@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import run_worker, timed_repeats, torch_report_model  # noqa: E402
+from bench.run import cuda_available, run_worker, timed_repeats, torch_compiled, torch_report_model  # noqa: E402
 
 QUICK_CASES = ((32, 8), (64, 8))
 CASES = ((32, 8), (64, 8), (224, 8), (224, 32))
@@ -149,12 +149,9 @@ def torch_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int, 
   model = torch_report_model('resnet18').to(device)
   optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.5)
   if compiled:
-    model = torch.compile(model)
-    try:  # torch.compile compiles at the first call: fail here, said, rather than in the loop
-      model(torch.zeros(batch, 3, size, size, device=device)).sum().backward()
-      optimizer.zero_grad()
-    except Exception as e:  # noqa: BLE001 -- inductor raises many kinds when a compiler is missing
-      return {'unavailable': f'{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""}'}
+    model, why = torch_compiled(model, torch.zeros(batch, 3, size, size, device=device), optimizer)
+    if model is None:
+      return {'unavailable': why}
   loader = dict(num_workers=workers, persistent_workers=True, pin_memory=device == 'cuda')
   train = DataLoader(Slices(split.train, True), batch, shuffle=True, drop_last=True, **loader)
   validation = DataLoader(Slices(split.validation, False), batch, **loader)
@@ -201,14 +198,6 @@ def jax_warm_case(data_dir: str, workdir: str, size: int, batch: int, epochs: in
 
   final = train_and_evaluate(_config(data_dir, workdir, size, batch, 1), overwrite=True, progress=False)
   return {'time_to_first_step_s': final['timing']['seconds_to_first_step']}
-
-
-def _cuda() -> bool:
-  """Whether PyTorch sees a CUDA GPU (asked in a worker: this process keeps no CUDA context)."""
-  import subprocess
-  probe = subprocess.run([sys.executable, '-c', 'import torch; print(torch.cuda.is_available())'],
-                         capture_output=True, text=True)
-  return probe.stdout.strip() == 'True'
 
 
 def build_case(data_dir: str, workdir: str) -> dict:
@@ -283,7 +272,7 @@ def main() -> None:
     print(f'dataset: built in {result["dataset_build_s"]:.1f} s, loaded in {result["dataset_load_s"]:.1f} s '
           f'({result["slices"]} slices, {result["cores"]} cores)', flush=True)
     result['cases'], result['pytorch'], result['pytorch_compiled'] = [], [], []
-    compiled = args.torch_compile == 'on' or (args.torch_compile == 'auto' and _cuda())
+    compiled = args.torch_compile == 'on' or (args.torch_compile == 'auto' and cuda_available())
     table = ['| framework | px | batch | loop img/s | run img/s | step img/s | loop/step | run/step | first step s, '
              'cold | warm |', '|---|---|---|---|---|---|---|---|---|---|']
     print('\n'.join(table), flush=True)

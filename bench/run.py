@@ -3,6 +3,7 @@
   python bench/run.py            # ResNet18/50 x batch 8/32, train + inference, feature cache (~15 min on 2 cores)
   python bench/run.py --quick    # ResNet18 training at batch 8 only (< 3 minutes)
   python bench/run.py --compute-dtype bfloat16   # mixed precision on both sides (for GPUs)
+  python bench/run.py --torch-compile on          # PyTorch also under torch.compile (default: on a CUDA GPU)
 
 Each measurement runs in its own subprocess (one framework at a time, so neither competes for
 cores and peak memory is its own). Both frameworks get the same work: uint8 224x224 images
@@ -17,6 +18,7 @@ and BatchNorm statistics) against PyTorch's bfloat16 autocast.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -107,7 +109,34 @@ def torch_report_model(arch: str):
   return model
 
 
-def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype: str) -> dict:
+def torch_compiled(model, example, optimizer=None):
+  """(`model` under torch.compile, None), compiled here by one call on `example` (with a backward
+  pass when an `optimizer` is given: a training step), or (None, why) where this machine cannot
+  compile it (no C compiler, an unsupported backend)."""
+  import torch
+
+  compiled = torch.compile(model)
+  try:  # torch.compile compiles at the first call: fail here, said, rather than in the timed loop
+    out = compiled(example)
+    if optimizer is not None:
+      out.float().sum().backward()
+      optimizer.zero_grad(set_to_none=True)
+  except Exception as e:  # noqa: BLE001 -- inductor raises many kinds when a compiler is missing
+    return None, f'{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""}'
+  return compiled, None
+
+
+def cuda_available() -> bool:
+  """Whether PyTorch sees a CUDA GPU (asked in a subprocess: the caller keeps no CUDA context)."""
+  probe = subprocess.run([sys.executable, '-c', 'import torch; print(torch.cuda.is_available())'],
+                         capture_output=True, text=True)
+  return probe.stdout.strip() == 'True'
+
+
+def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dtype: str,
+                 compiled: bool = False) -> dict:
+  """PyTorch's images/second on the same work; `compiled`: the model under torch.compile, or
+  {'unavailable': why}."""
   import torch
   from torch import nn
 
@@ -122,6 +151,12 @@ def torch_worker(arch: str, batch: int, mode: str, repeats: int, steps: int, dty
   optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.5)
   loss_fn = nn.CrossEntropyLoss()
   autocast = lambda: torch.autocast(device, torch.bfloat16, enabled=dtype == 'bfloat16')
+  if compiled:
+    model.train(mode == 'train')
+    with autocast():
+      model, why = torch_compiled(model, images.float() / 255, optimizer if mode == 'train' else None)
+    if model is None:
+      return {'unavailable': why, 'device': device}
   synchronize = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
   if mode == 'train':
     model.train()
@@ -227,6 +262,8 @@ def main() -> None:
   parser.add_argument('--archs', nargs='+', choices=('resnet18', 'resnet50'), default=('resnet18', 'resnet50'))
   parser.add_argument('--compute-dtype', choices=('float32', 'bfloat16'), default='float32',
                       help='bfloat16: mixed precision on both sides (meant for GPUs)')
+  parser.add_argument('--torch-compile', choices=('auto', 'on', 'off'), default='auto',
+                      help='also PyTorch under torch.compile (auto: when a CUDA GPU is there)')
   parser.add_argument('--out', default='bench/results', help='folder for results.json and results.md')
   parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -234,15 +271,17 @@ def main() -> None:
     kind, *rest = args.worker
     from jaxbrain import configure_cpu
     from jaxbrain.allocator import restart_with_tcmalloc, tcmalloc_loaded
-    if kind != 'torch' or os.environ.get('BENCH_TORCH_TCMALLOC'):
+    if not kind.startswith('torch') or os.environ.get('BENCH_TORCH_TCMALLOC'):
       restart_with_tcmalloc()  # as jaxbrain's own programs run (JAXBRAIN_ALLOCATOR=system: glibc)
-    if kind != 'torch':
+    if not kind.startswith('torch'):
       configure_cpu()  # as jaxbrain's own programs run (JAXBRAIN_XLA_DEFAULTS=0: XLA's own settings)
     if kind == 'cache':
       result = feature_cache_worker(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
     else:
       arch, batch, mode, repeats, steps, dtype = rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4]), rest[5]
-      result = (jax_worker if kind == 'jax' else torch_worker)(arch, batch, mode, repeats, steps, dtype)
+      worker = {'jax': jax_worker, 'torch': torch_worker,
+                'torch-compiled': functools.partial(torch_worker, compiled=True)}[kind]
+      result = worker(arch, batch, mode, repeats, steps, dtype)
     result['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result['tcmalloc'] = tcmalloc_loaded()
     print(json.dumps(result))
@@ -251,6 +290,7 @@ def main() -> None:
   cases = [('resnet18', 8, 'train')] if args.quick else [
       (arch, batch, mode) for arch in args.archs for batch in (8, 32) for mode in ('train', 'infer')]
   results, table = {}, []
+  compile_torch = args.torch_compile == 'on' or (args.torch_compile == 'auto' and cuda_available())
   for arch, batch, mode in cases:
     steps = max(2, 64 // batch) if arch == 'resnet18' else max(1, 32 // batch)
     repeats = args.repeats or (3 if args.quick or arch == 'resnet50' else 4)  # keeps the full run under 15 min
@@ -268,7 +308,16 @@ def main() -> None:
                      'peak_rss_mb': {'jaxbrain': round(ours['peak_rss_mb']), 'pytorch': round(theirs['peak_rss_mb'])},
                      'device_peak_mb': {'jaxbrain': ours['device_peak_mb'], 'pytorch': theirs['device_peak_mb']},
                      'devices': {'jaxbrain': ours['device'], 'pytorch': theirs['device']}}
-    plain = tuned = '—'
+    plain = tuned = peer = '—'
+    if compile_torch:  # the PyTorch a user runs for speed: its model under torch.compile
+      measured = run_worker(['torch-compiled', *worker_args])
+      if 'unavailable' in measured:
+        results[name]['pytorch_compiled'] = peer = f"unavailable here: {measured['unavailable']}"
+      else:
+        compiled_s = summarize(measured['rates'])
+        results[name]['pytorch_compiled'] = round(compiled_s['median'], 2)
+        results[name]['ratio_pytorch_compiled'] = round(ours_s['median'] / compiled_s['median'], 3)
+        peer = f"{compiled_s['median']:.1f} ({results[name]['ratio_pytorch_compiled']:.2f})"
     if ours['device'] == 'cpu':  # jaxbrain with XLA's own flags and glibc's malloc: what its CPU defaults are worth
       plain_s = summarize(run_worker(['jax', *worker_args], env={'JAXBRAIN_XLA_DEFAULTS': '0',
                                                                  'JAXBRAIN_ALLOCATOR': 'system'})['rates'])
@@ -282,7 +331,7 @@ def main() -> None:
       tuned = f"{tuned_s['median']:.1f} ({results[name]['ratio_pytorch_tcmalloc']:.2f})"
     table.append(f"| {arch} | {mode} | {batch} | {ours_s['median']:.1f} ({ours_s['min']:.1f}–{ours_s['max']:.1f}) | "
                  f"{theirs_s['median']:.1f} ({theirs_s['min']:.1f}–{theirs_s['max']:.1f}) | "
-                 f"**{results[name]['ratio']:.2f}** | {plain} | {tuned} | "
+                 f"**{results[name]['ratio']:.2f}** | {peer} | {plain} | {tuned} | "
                  f"{ours['compile_s']:.1f} | {_memory(ours, theirs)} |")
     print(table[-1], flush=True)
   if not args.quick:
@@ -291,9 +340,9 @@ def main() -> None:
     print(f"feature-extractor epoch ({cache['examples']} images, ResNet18): frozen backbone "
           f"{cache['frozen_backbone_epoch_s']:.2f} s, cached features {cache['cached_features_epoch_s']:.4f} s "
           f"({cache['speedup']:.0f}x); building the cache once: {cache['cache_build_s']:.1f} s", flush=True)
-  header = ('| model | step | batch | jaxbrain img/s (range) | PyTorch img/s (range) | ratio | jaxbrain without its '
-            'defaults img/s (ratio) | PyTorch with tcmalloc img/s (ratio) | jaxbrain compile s | peak memory MB (jax / torch) |'
-            '\n|---|---|---|---|---|---|---|---|---|---|')
+  header = ('| model | step | batch | jaxbrain img/s (range) | PyTorch img/s (range) | ratio | PyTorch, torch.compile '
+            'img/s (ratio) | jaxbrain without its defaults img/s (ratio) | PyTorch with tcmalloc img/s (ratio) | jaxbrain '
+            'compile s | peak memory MB (jax / torch) |\n|---|---|---|---|---|---|---|---|---|---|---|')
   machine = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores; devices: jaxbrain {ours["device"]}, '
              f'PyTorch {theirs["device"]}; {args.compute_dtype}')
   out = Path(args.out)
