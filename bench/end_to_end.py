@@ -39,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import cuda_available, run_worker, timed_repeats, torch_compiled, torch_report_model  # noqa: E402
+from bench.run import (add_torch_compile_flag, run_worker, timed_repeats, torch_compile_wanted,  # noqa: E402
+                       torch_compiled, torch_report_model)
 
 QUICK_CASES = ((32, 8), (64, 8))
 CASES = ((32, 8), (64, 8), (224, 8), (224, 32))
@@ -236,8 +237,7 @@ def main() -> None:
   parser.add_argument('--epochs', type=int, help='epochs per case (default 3); the first is not measured')
   parser.add_argument('--cases', nargs='+', metavar='SIZExBATCH', help='e.g. 224x8 224x32')
   parser.add_argument('--no-torch', action='store_true', help='skip the PyTorch peer')
-  parser.add_argument('--torch-compile', choices=('auto', 'on', 'off'), default='auto',
-                      help='also the PyTorch peer under torch.compile (auto: when a CUDA GPU is there)')
+  add_torch_compile_flag(parser)
   parser.add_argument('--out', default='bench/results', help='folder for end_to_end.json and end_to_end.md')
   parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -272,7 +272,7 @@ def main() -> None:
     print(f'dataset: built in {result["dataset_build_s"]:.1f} s, loaded in {result["dataset_load_s"]:.1f} s '
           f'({result["slices"]} slices, {result["cores"]} cores)', flush=True)
     result['cases'], result['pytorch'], result['pytorch_compiled'] = [], [], []
-    compiled = args.torch_compile == 'on' or (args.torch_compile == 'auto' and cuda_available())
+    compiled = torch_compile_wanted(args.torch_compile)
     table = ['| framework | px | batch | loop img/s | run img/s | step img/s | loop/step | run/step | first step s, '
              'cold | warm |', '|---|---|---|---|---|---|---|---|---|---|']
     print('\n'.join(table), flush=True)

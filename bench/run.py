@@ -126,6 +126,16 @@ def torch_compiled(model, example, optimizer=None):
   return compiled, None
 
 
+def add_torch_compile_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--torch-compile', choices=('auto', 'on', 'off'), default='auto',
+                      help='also PyTorch under torch.compile (auto: when a CUDA GPU is there)')
+
+
+def torch_compile_wanted(choice: str) -> bool:
+  """--torch-compile's answer: on, off, or auto (when PyTorch sees a CUDA GPU)."""
+  return choice == 'on' or (choice == 'auto' and cuda_available())
+
+
 def cuda_available() -> bool:
   """Whether PyTorch sees a CUDA GPU (asked in a subprocess: the caller keeps no CUDA context)."""
   probe = subprocess.run([sys.executable, '-c', 'import torch; print(torch.cuda.is_available())'],
@@ -262,8 +272,7 @@ def main() -> None:
   parser.add_argument('--archs', nargs='+', choices=('resnet18', 'resnet50'), default=('resnet18', 'resnet50'))
   parser.add_argument('--compute-dtype', choices=('float32', 'bfloat16'), default='float32',
                       help='bfloat16: mixed precision on both sides (meant for GPUs)')
-  parser.add_argument('--torch-compile', choices=('auto', 'on', 'off'), default='auto',
-                      help='also PyTorch under torch.compile (auto: when a CUDA GPU is there)')
+  add_torch_compile_flag(parser)
   parser.add_argument('--out', default='bench/results', help='folder for results.json and results.md')
   parser.add_argument('--worker', nargs='+', help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -290,7 +299,7 @@ def main() -> None:
   cases = [('resnet18', 8, 'train')] if args.quick else [
       (arch, batch, mode) for arch in args.archs for batch in (8, 32) for mode in ('train', 'infer')]
   results, table = {}, []
-  compile_torch = args.torch_compile == 'on' or (args.torch_compile == 'auto' and cuda_available())
+  compile_torch = torch_compile_wanted(args.torch_compile)
   for arch, batch, mode in cases:
     steps = max(2, 64 // batch) if arch == 'resnet18' else max(1, 32 // batch)
     repeats = args.repeats or (3 if args.quick or arch == 'resnet50' else 4)  # keeps the full run under 15 min
