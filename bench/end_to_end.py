@@ -57,8 +57,9 @@ def _config(data_dir: str, workdir: str, size: int, batch: int, epochs: int):
 
 def _steady(history: list[dict], steps_per_epoch: int, batch: int) -> dict:
   """loop_img_s and run_img_s over the epochs after the first, from the epoch records
-  (`elapsed_seconds` is taken after validation, so consecutive differences hold one whole epoch:
-  the previous checkpoint, training and validation)."""
+  (`elapsed_seconds` is taken at each epoch's end, as its validation is queued, so consecutive
+  differences hold one whole cycle: the training, the previous epoch's validation read while it
+  starts, and the checkpoint)."""
   steady = history[1:]
   images = steps_per_epoch * batch * len(steady)
   return {'loop_img_s': images / sum(r['training_seconds'] for r in steady),

@@ -111,7 +111,8 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, dispatch_ou
       record = {'epoch': epoch + 1, 'step': int(jax.device_get(pending.state.step)),
                 **{f'train_{name}': total / max(steps_per_epoch, 1) for name, total in pending.record['sums'].items()},
                 **{f'validation_{k}': metrics[k] for k in task.headline}, 'validation_loss': metrics['loss'],
-                'training_seconds': pending.record['training_seconds'], 'elapsed_seconds': time.perf_counter() - began}
+                'training_seconds': pending.record['training_seconds'],
+                'elapsed_seconds': pending.record['elapsed_seconds']}
       writer.epoch(record, keep_epochs_below=epoch + 1)
       shown_slices = split.validation[shown_rows]
       writer.images('eval/overlays', epoch_overlays(data.image[shown_slices], data.mask[shown_slices], outputs,
@@ -160,7 +161,8 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, dispatch_ou
       if pending is not None:  # an epoch shorter than one fetch
         settle()
       bar.close()
-      record = {'sums': sums, 'training_seconds': time.perf_counter() - epoch_began}
+      record = {'sums': sums, 'training_seconds': time.perf_counter() - epoch_began,
+                'elapsed_seconds': time.perf_counter() - began}  # the epoch's end: its validation queued
       pending = _dispatched(state, epoch, record, dispatch_outputs, split, epoch_began)
       position = {**position, 'epoch': epoch + 1, 'batch': 0, 'sums': {}}
       if epoch + 1 == config.epochs:

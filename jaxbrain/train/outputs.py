@@ -4,6 +4,7 @@ matrix, ROC); where each lives is `folders.RunDir`'s."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +29,29 @@ def tensorboard_tag(name: str) -> str:
   return name
 
 
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without PyTorch: tensorboardX imports torch whenever it
+  is installed, only to accept torch tensors, which jaxbrain never passes, and that import is most of
+  a warm run's time to its first step (docs/performance.md). A torch already imported stays."""
+  if 'torch' in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules['torch'] = None  # `import torch` inside tensorboardX raises ImportError, which it expects
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules['torch']
+  return SummaryWriter
+
+
 class RunWriter:
   """Appends per-epoch records and mirrors them to TensorBoard (tensorboardX; no TensorFlow), with
   per-step training loss and learning rate, and the config as hyperparameters at the end.
   TensorBoard's epochs count from 1, as metrics.jsonl's; its steps are optimizer steps."""
 
   def __init__(self, run: RunDir | Path):
-    from tensorboardX import SummaryWriter
-
     self.run = RunDir.of(run)
-    self.tensorboard = SummaryWriter(str(self.run.tensorboard))
+    self.tensorboard = _summary_writer_class()(str(self.run.tensorboard))
 
   def epoch(self, record: dict, keep_epochs_below: int | None = None) -> None:
     """Adds one epoch's record; on resume, records of epochs being redone are dropped first."""
