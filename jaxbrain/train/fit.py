@@ -117,7 +117,7 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, dispatch_ou
       shown_slices = split.validation[shown_rows]
       writer.images('eval/overlays', epoch_overlays(data.image[shown_slices], data.mask[shown_slices], outputs,
                                                     shown_rows), epoch + 1)
-      _print_epoch(record, task, config, pending.record['seconds'])
+      _print_epoch(record, task, config)
     pending = None
 
   with StopFlag() as stop:
@@ -163,7 +163,7 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, dispatch_ou
       bar.close()
       record = {'sums': sums, 'training_seconds': time.perf_counter() - epoch_began,
                 'elapsed_seconds': time.perf_counter() - began}  # the epoch's end: its validation queued
-      pending = _dispatched(state, epoch, record, dispatch_outputs, split, epoch_began)
+      pending = _dispatched(state, epoch, record, dispatch_outputs, split)
       position = {**position, 'epoch': epoch + 1, 'batch': 0, 'sums': {}}
       if epoch + 1 == config.epochs:
         settle()
@@ -178,13 +178,11 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, dispatch_ou
   return state, position
 
 
-def _dispatched(state, epoch: int, record: dict, dispatch_outputs: Callable, split,
-                epoch_began: float | None = None) -> PendingValidation:
+def _dispatched(state, epoch: int, record: dict, dispatch_outputs: Callable, split) -> PendingValidation:
   """The validation of the state an epoch ended with, queued on a copy of that state (the next
   step donates the state's own buffers)."""
   kept = jax.tree.map(jnp.copy, state)
-  seconds = time.perf_counter() - epoch_began if epoch_began is not None else record['training_seconds']
-  return PendingValidation(epoch, kept, dispatch_outputs(kept, split.validation), {**record, 'seconds': seconds})
+  return PendingValidation(epoch, kept, dispatch_outputs(kept, split.validation), record)
 
 
 _clock = time.monotonic  # when checkpoints are due (a test drives it)
@@ -199,13 +197,14 @@ def _write(checkpoints: Checkpoints, state, position: dict, best_unwritten: tupl
   checkpoints.save(state, position)
 
 
-def _print_epoch(record: dict, task, config: Config, seconds: float) -> None:
+def _print_epoch(record: dict, task, config: Config) -> None:
   """One console line per epoch: the training metrics and the validation metrics the task shows."""
   wanted = {f'validation_{k}' for k in (*task.shown, 'loss')}
   shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items()
                     if isinstance(v, float) and (k.startswith('train_') or k in wanted))
   rate = _rate(task.learning_rate, record['step'])
-  print(f'epoch {record["epoch"]}/{config.epochs} ({seconds:.0f} s, lr {rate:.3g}): {shown}', flush=True)
+  print(f'epoch {record["epoch"]}/{config.epochs} ({record["training_seconds"]:.0f} s, lr {rate:.3g}): {shown}',
+        flush=True)
 
 
 def _device_totals(sums: dict) -> dict:

@@ -68,3 +68,30 @@ def nifti_case_as_dicom(files: dict, study_folder: Path) -> dict[str, Path]:
     folders[channel] = study_folder / channel
     write_series(image, folders[channel], DESCRIPTIONS[channel], study, frame_of_reference)
   return folders
+
+
+def as_enhanced(study: Path, out: Path) -> Path:
+  """Each channel's series of `study` as one enhanced multi-frame file (highdicom's legacy
+  conversion: geometry in per-frame and shared functional groups), in `out/<channel>/`."""
+  import highdicom as hd
+  import pydicom
+
+  for channel in DESCRIPTIONS:
+    datasets = [pydicom.dcmread(p) for p in sorted((study / channel).iterdir())]
+    (out / channel).mkdir(parents=True)
+    hd.legacy.LegacyConvertedEnhancedMRImage(datasets, series_instance_uid=hd.UID(), series_number=9,
+                                             sop_instance_uid=hd.UID(), instance_number=1).save_as(out / channel / 'mf.dcm')
+  return out
+
+
+def as_rle(study: Path, out: Path) -> Path:
+  """Each file of `study` compressed by pydicom's RLE Lossless encoder, in `out/<channel>/`."""
+  import pydicom
+
+  for channel in DESCRIPTIONS:
+    (out / channel).mkdir(parents=True)
+    for path in (study / channel).iterdir():
+      dataset = pydicom.dcmread(path)
+      dataset.compress(pydicom.uid.RLELossless)
+      dataset.save_as(out / channel / path.name)
+  return out

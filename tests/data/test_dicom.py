@@ -9,7 +9,7 @@ import pytest
 from jaxbrain.data import dicom, nifti
 from jaxbrain.data.kaggle3m import DataError
 from jaxbrain.data.phantom import write_nifti_phantom
-from tests.data.dicom_series import DESCRIPTIONS, nifti_case_as_dicom
+from tests.data.dicom_series import as_enhanced, as_rle, nifti_case_as_dicom
 
 pydicom = pytest.importorskip('pydicom')
 sitk = pytest.importorskip('SimpleITK')
@@ -86,21 +86,9 @@ def test_enhanced_multiframe_and_rle_compressed_series_read_alike(study, tmp_pat
   """highdicom's legacy conversion (one enhanced multi-frame file per series, geometry in
   functional groups) and pydicom's RLE encoder give the same case as the single-frame files.
   Catches per-frame positions read from the top level (absent there) and undecoded pixels."""
-  import highdicom as hd
-
   reference = dicom.read_folder(study[1])
-  for kind in ('enhanced', 'rle'):
-    for channel in DESCRIPTIONS:
-      out = tmp_path / kind / channel
-      out.mkdir(parents=True)
-      datasets = [pydicom.dcmread(p) for p in sorted((study[1] / channel).iterdir())]
-      if kind == 'enhanced':
-        hd.legacy.LegacyConvertedEnhancedMRImage(datasets, series_instance_uid=hd.UID(), series_number=9,
-                                                 sop_instance_uid=hd.UID(), instance_number=1).save_as(out / 'mf.dcm')
-      else:
-        for k, dataset in enumerate(datasets):
-          dataset.compress(pydicom.uid.RLELossless)
-          dataset.save_as(out / f'{k}.dcm')
+  for kind, convert in (('enhanced', as_enhanced), ('rle', as_rle)):
+    convert(study[1], tmp_path / kind)
     case = dicom.read_folder(tmp_path / kind)
     np.testing.assert_array_equal(case.slices, reference.slices)
     np.testing.assert_allclose(case.affine, reference.affine, atol=1e-4)

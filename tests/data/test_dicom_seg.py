@@ -7,9 +7,9 @@ import pytest
 
 from jaxbrain.data import dicom, dicom_seg, nifti
 from jaxbrain.data.phantom import write_nifti_phantom
-from tests.data.dicom_series import DESCRIPTIONS, PATIENT, nifti_case_as_dicom
+from tests.data.dicom_series import PATIENT, as_enhanced, nifti_case_as_dicom
 
-pydicom = pytest.importorskip('pydicom')
+pytest.importorskip('pydicom')
 hd = pytest.importorskip('highdicom')
 pytest.importorskip('SimpleITK')
 
@@ -21,13 +21,7 @@ def studies(tmp_path_factory):
   files, _ = write_nifti_phantom(folder / 'nifti', n_slices=10, seed=5, axcodes='LPS', spacing=(0.9, 0.9, 2.5))
   single = folder / 'single'
   nifti_case_as_dicom(files, single)
-  for channel in DESCRIPTIONS:
-    datasets = [pydicom.dcmread(p) for p in sorted((single / channel).iterdir())]
-    (folder / 'multi' / channel).mkdir(parents=True)
-    hd.legacy.LegacyConvertedEnhancedMRImage(datasets, series_instance_uid=hd.UID(), series_number=9,
-                                             sop_instance_uid=hd.UID(), instance_number=1).save_as(
-                                                 folder / 'multi' / channel / 'mf.dcm')
-  return {'single-frame': single, 'multi-frame': folder / 'multi'}
+  return {'single-frame': single, 'multi-frame': as_enhanced(single, folder / 'multi')}
 
 
 def _read_back(seg, volume: dicom.SeriesVolume) -> np.ndarray:

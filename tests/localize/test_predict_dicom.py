@@ -10,9 +10,9 @@ import pytest
 from jaxbrain import cli
 from jaxbrain.data import kaggle3m, nifti
 from jaxbrain.data.phantom import write_nifti_phantom
-from tests.data.dicom_series import DESCRIPTIONS, PATIENT, nifti_case_as_dicom
+from tests.data.dicom_series import DESCRIPTIONS, PATIENT, as_enhanced, as_rle, nifti_case_as_dicom
 
-pydicom = pytest.importorskip('pydicom')
+pytest.importorskip('pydicom')
 hd = pytest.importorskip('highdicom')
 pytest.importorskip('SimpleITK')
 
@@ -32,25 +32,6 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
   return 1.0 if total == 0 else 2 * (a & b).sum() / total
 
 
-def _as_enhanced(study, out):
-  for channel in DESCRIPTIONS:
-    datasets = [pydicom.dcmread(p) for p in sorted((study / channel).iterdir())]
-    (out / channel).mkdir(parents=True)
-    hd.legacy.LegacyConvertedEnhancedMRImage(datasets, series_instance_uid=hd.UID(), series_number=9,
-                                             sop_instance_uid=hd.UID(), instance_number=1).save_as(out / channel / 'mf.dcm')
-  return out
-
-
-def _as_rle(study, out):
-  for channel in DESCRIPTIONS:
-    (out / channel).mkdir(parents=True)
-    for path in (study / channel).iterdir():
-      dataset = pydicom.dcmread(path)
-      dataset.compress(pydicom.uid.RLELossless)
-      dataset.save_as(out / channel / path.name)
-  return out
-
-
 def test_a_dicom_study_predicts_as_its_nifti_case(trained_runs, tmp_path):
   """An axial phantom case as NIfTI and as DICOM studies (single-frame, enhanced multi-frame, RLE):
   each DICOM prediction's mask agrees with the NIfTI one (per-volume Dice >= 0.99, tumor volume
@@ -66,8 +47,8 @@ def test_a_dicom_study_predicts_as_its_nifti_case(trained_runs, tmp_path):
   reference = _mask(tmp_path / 'out_nifti', 'phantom007')
   reference_ml = json.loads((tmp_path / 'out_nifti' / 'summary.json').read_text())['phantom007']['tumor_volume_ml']
   assert reference.sum() > 0
-  variants = {'study': study, 'enhanced': _as_enhanced(study, tmp_path / 'enhanced'),
-              'rle': _as_rle(study, tmp_path / 'rle')}
+  variants = {'study': study, 'enhanced': as_enhanced(study, tmp_path / 'enhanced'),
+              'rle': as_rle(study, tmp_path / 'rle')}
   for name, folder in variants.items():
     out = tmp_path / f'out_{name}'
     assert _predict([folder], segmenter, out) == 0
