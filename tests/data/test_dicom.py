@@ -73,7 +73,10 @@ def test_dcm2niix_reads_the_same_volume(study, tmp_path):
 
 def test_a_dicom_study_reads_as_its_nifti_case(study):
   """The study folder's series matched by description give the NIfTI case's slices (within the
-  int16 rounding of the stored voxels: one gray level) and names the case after the folder."""
+  int16 rounding of the stored voxels: one gray level) and names the case after the folder.
+  Catches channels matched to the wrong series (the slices differ by far more than a gray level),
+  a voxel size taken from the pixel spacing alone, and an axial slice of a sagittal series named by
+  one of its files."""
   case = dicom.read_folder(study[1])
   reference = nifti.read_case(study[0])
   assert case.name == 'study' and case.slices.shape == reference.slices.shape

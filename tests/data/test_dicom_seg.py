@@ -64,8 +64,9 @@ def test_the_seg_is_valid_and_reads_back_as_the_mask(studies, tmp_path, kind):
 
 
 def test_an_empty_mask_still_makes_a_seg(studies, tmp_path):
-  """No tumor found: a SEG with empty frames rather than a failure (highdicom refuses a SEG whose
-  frames were all left out as empty)."""
+  """No tumor found: a SEG with empty frames rather than a failure. Catches empty frames always
+  left out (highdicom refuses a SEG whose frames were all left out, so predict would fail on every
+  tumor-free scan)."""
   case = dicom.read_folder(studies['single-frame'])
   mask = np.zeros(case.shape, np.uint8)
   assert dicom_seg.write_seg(case.flair_series, mask, tmp_path / 'seg.dcm', '9.9', 'run') == 0
