@@ -3,7 +3,9 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from jaxbrain import cli
 from jaxbrain.localize.gate import choose_and_measure
@@ -73,3 +75,20 @@ def test_runs_of_different_splits_are_refused(trained_runs, phantom_runs_data, t
   (other / 'split.json').write_text(json.dumps(split))
   with pytest.raises(RunError, match='split.json differ in train'):
     choose_and_measure(other, segmenter, phantom_runs_data, bootstrap_samples=0)
+
+
+def test_the_choices_read_no_test_patient(trained_runs, phantom_runs_data, tmp_path):
+  """Catches a gate or a detector chosen on the test patients (or on all patients): with every test
+  patient's images inverted, the test figures change but the gate, the detector and the validation
+  tables they were chosen from are the same."""
+  classifier, segmenter = trained_runs
+  altered = shutil.copytree(phantom_runs_data, tmp_path / 'kaggle_3m')
+  for patient in json.loads((classifier / 'split.json').read_text())['test']:
+    for path in altered.glob(f'{patient}_*/*.png'):
+      if not path.stem.endswith('_mask'):
+        Image.fromarray(255 - np.asarray(Image.open(path))).save(path)
+  results = [choose_and_measure(classifier, shutil.copytree(segmenter, tmp_path / name), data, bootstrap_samples=0)
+             for name, data in (('seg', phantom_runs_data), ('seg_altered', altered))]
+  for key in ('gate', 'validation', 'detector', 'detector_validation'):
+    assert results[0][key] == results[1][key], key
+  assert results[0]['test'] != results[1]['test']
