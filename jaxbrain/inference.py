@@ -26,8 +26,7 @@ from jaxbrain.models.gradcam import gradcam
 from jaxbrain.postprocess import PIXEL_THRESHOLD, Detector, MaskRule, apply_rule, detect
 from jaxbrain.runs import LoadedRun, RunError, gate_path, load_run, read_gate
 
-DETECTOR_SAID = {'classifier': 'the classifier\'s', 'segmenter': 'the segmenter\'s (its largest pixel probability; '
-                 'the label: its post-processed mask is not empty)',
+DETECTOR_SAID = {'classifier': 'the classifier\'s', 'segmenter': 'the segmenter\'s (its largest pixel probability)',
                  'mean': 'the mean of the classifier\'s and the segmenter\'s probabilities',
                  'geometric': 'the geometric mean of the classifier\'s and the segmenter\'s probabilities'}
 PIXEL_LOGIT = float(np.log(PIXEL_THRESHOLD / (1 - PIXEL_THRESHOLD)))  # a logit above this is a tumor pixel
@@ -208,9 +207,12 @@ class Scorer:
       label = (f'Probability and label: the classifier\'s{how}, >= {self.threshold:g} (no detector was chosen on '
                'validation for this pair: jaxbrain gate chooses one)')
     else:
-      label = (f'Probability and label: {DETECTOR_SAID[self.detector.combination]}'
-               + (f', averaged over {self.detector.smoothing} neighbouring slice(s) on either side'
-                  if self.detector.smoothing else '') + ' (chosen on validation by jaxbrain gate)')
+      detector = self.detector
+      cut = self.threshold if detector.threshold is None else detector.threshold
+      label = (f'Probability and label: {DETECTOR_SAID[detector.combination]}'
+               + (f', averaged over {detector.smoothing} neighbouring slice(s) on either side' if detector.smoothing else '')
+               + (', tumor where its post-processed mask is not empty' if detector.combination == 'segmenter'
+                  and not detector.smoothing else f', tumor at >= {cut:g}') + ' (chosen on validation by jaxbrain gate)')
     return f'{label}. {masks} Gate: {gate} ({self.gate_source}).'
 
   def _classify_batch(self, batch):

@@ -80,7 +80,7 @@ def apply_rule(rule: MaskRule, probabilities: np.ndarray, patients: np.ndarray) 
   return masks
 
 
-MARGIN = 0.005  # mean per-volume Dice a choice must gain over the plain one to replace it
+MARGIN = 0.005  # what a choice must gain over the plain one to replace it (mean per-volume Dice; a detector's ROC AUC)
 
 
 def _unless_clearly_better(plain, plain_score: float | None, best: tuple):
@@ -211,19 +211,27 @@ def choose_gate(counts: dict, probability: np.ndarray, patients: np.ndarray,
 
 
 # A pair's slice detector: whose probability answers "is there a tumor?", tried in this order.
-# classifier: the classifier's probability, label at its threshold (the pair's answer until a detector is chosen);
-# segmenter: its largest pixel probability, label = its post-processed mask is not empty;
-# mean / geometric: the two probabilities' arithmetic / geometric mean, label at DECISION_THRESHOLD.
+# classifier: the classifier's probability; segmenter: its largest pixel probability;
+# mean / geometric: the two probabilities' arithmetic / geometric mean.
 DETECTORS = ('classifier', 'segmenter', 'mean', 'geometric')
 SMOOTHING = (0, 1)  # neighbouring slices on either side a probability is averaged with, within its patient
+DETECTION_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # a combined detector's label thresholds tried
 
 
 @dataclasses.dataclass(frozen=True)
 class Detector:
   """How a classifier and a segmenter answer "is there a tumor?" together (`DETECTORS`), with the
-  slice probabilities smoothed along each patient's slices over `smoothing` neighbours."""
+  slice probabilities smoothed along each patient's slices over `smoothing` neighbours, and a
+  slice labelled tumor at probability >= `threshold`. The two models alone (no smoothing) label as
+  they do alone: `threshold` None, the classifier at its own threshold, the segmenter by its mask
+  (not empty)."""
   combination: str = 'classifier'
   smoothing: int = 0
+  threshold: float | None = None
+
+  @property
+  def is_one_model(self) -> bool:
+    return self.combination in ('classifier', 'segmenter') and not self.smoothing
 
   @classmethod
   def from_json(cls, record: dict | None) -> Detector:
@@ -249,29 +257,53 @@ def detect(detector: Detector, classifier: np.ndarray, segmenter: np.ndarray, se
            stacks: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
   """(probability [N], label [N]) of slices by `detector`, from the classifier's and the segmenter's
   slice probabilities, the segmenter's own labels (its mask is not empty) and the classifier's
-  `threshold` (also the mean's and the geometric mean's)."""
+  `threshold` (the label threshold of a detector without its own)."""
   classifier, segmenter = np.asarray(classifier, np.float64), np.asarray(segmenter, np.float64)
   combined = {'classifier': classifier, 'segmenter': segmenter, 'mean': (classifier + segmenter) / 2,
               'geometric': np.sqrt(classifier * segmenter)}[detector.combination]
   probability = smoothed_along_slices(combined, stacks, detector.smoothing)
   if detector.combination == 'segmenter' and not detector.smoothing:
     return probability, np.asarray(segmenter_label).astype(int)
-  return probability, (probability >= threshold).astype(int)
+  cut = threshold if detector.threshold is None else detector.threshold
+  return probability, (probability >= cut).astype(int)
+
+
+def most_accurate_threshold(labels: np.ndarray, probability: np.ndarray, default: float,
+                            thresholds=DETECTION_THRESHOLDS) -> float:
+  """The threshold of `thresholds` whose labels (probability >= it) are the most accurate on these
+  slices; of equally accurate ones, the nearest to `default`."""
+  labels, probability = np.asarray(labels).astype(bool), np.asarray(probability)
+  return max(thresholds, key=lambda t: (np.mean((probability >= t) == labels), -abs(t - default)))
 
 
 def choose_detector(labels: np.ndarray, classifier: np.ndarray, segmenter: np.ndarray, segmenter_label: np.ndarray,
                     stacks: np.ndarray, threshold: float) -> tuple[Detector, list[dict]]:
-  """(the detector with the highest ROC AUC, a row per detector tried with its ROC AUC, accuracy
-  and balanced accuracy), on validation slices with their true `labels`. The rule, stated before
-  any run: detectors are tried in the order of `DETECTORS` x `SMOOTHING`; a later one must score
-  strictly higher to win, and the winner replaces the classifier alone (the pair's answer until
-  now) only if it gains MARGIN."""
-  rows, best = [], None
+  """(the pair's detector, a row per detector tried with its label threshold, ROC AUC, accuracy and
+  balanced accuracy), chosen on validation slices with their true `labels` (`threshold`: the
+  classifier's). The rule, stated before the ensembles' runs:
+  - the two models alone label as they do alone; every other detector (`DETECTORS` x `SMOOTHING`)
+    at its `most_accurate_threshold` on these slices;
+  - a detector qualifies when its ROC AUC and its accuracy are both at least the better model
+    alone's, so that the pair never answers worse than either model on the slices it was chosen on;
+  - of those that qualify, the highest ROC AUC wins (the earlier on ties), and it replaces a model
+    alone that qualifies only if it gains MARGIN over it;
+  - when none qualifies (one model ranks better, the other labels better): the model alone with the
+    more accurate labels, the classifier on a tie."""
+  rows = []
   for combination, smoothing in itertools.product(DETECTORS, SMOOTHING):
     detector = Detector(combination, smoothing)
+    if not detector.is_one_model:
+      probability, _ = detect(detector, classifier, segmenter, segmenter_label, stacks, threshold)
+      detector = dataclasses.replace(detector, threshold=most_accurate_threshold(labels, probability, threshold))
     probability, label = detect(detector, classifier, segmenter, segmenter_label, stacks, threshold)
     scores = decision_metrics(labels, label, probability)
     rows.append({**dataclasses.asdict(detector), **{k: scores[k] for k in ('roc_auc', 'accuracy', 'balanced_accuracy')}})
-    if best is None or scores['roc_auc'] > best[1]:
-      best = detector, scores['roc_auc']
-  return _unless_clearly_better(Detector(), rows[0]['roc_auc'], best), rows
+  alone = [row for row in rows if Detector.from_json(row).is_one_model]
+  bar = {k: max(row[k] for row in alone) for k in ('roc_auc', 'accuracy')}
+  qualify = [row for row in rows if row['roc_auc'] >= bar['roc_auc'] and row['accuracy'] >= bar['accuracy']]
+  if not qualify:
+    return Detector.from_json(max(alone, key=lambda row: row['accuracy'])), rows  # max keeps the first of equals
+  best = max(qualify, key=lambda row: row['roc_auc'])
+  model = next((row for row in qualify if Detector.from_json(row).is_one_model), None)
+  plain = (Detector.from_json(model), model['roc_auc']) if model else (None, None)
+  return _unless_clearly_better(plain[0], plain[1], (Detector.from_json(best), best['roc_auc'])), rows

@@ -4,8 +4,9 @@ import numpy as np
 from scipy import ndimage
 
 from jaxbrain.metrics import segmentation_counts, segmentation_metrics_from_counts
-from jaxbrain.postprocess import (DETECTORS, SMOOTHING, Detector, MaskRule, apply_rule, choose_detector, choose_gate,
-                                  choose_rule, detect, gated_counts, pipeline_metrics, remove_single_slice_components,
+from jaxbrain.postprocess import (DETECTION_THRESHOLDS, DETECTORS, SMOOTHING, Detector, MaskRule, apply_rule,
+                                  choose_detector, choose_gate, choose_rule, detect, gated_counts,
+                                  most_accurate_threshold, pipeline_metrics, remove_single_slice_components,
                                   remove_small_components, smoothed_along_slices)
 
 
@@ -133,9 +134,9 @@ def test_a_gain_below_the_margin_keeps_the_plain_choice():
 
 
 def test_the_detector_is_chosen_on_the_slices_given_and_keeps_the_classifier_unless_another_clearly_wins():
-  """Catches a detector chosen by anything but the given (validation) slices' ROC AUC, a
-  combination adopted for a gain below the margin, smoothing that crosses from one patient to the
-  next, and a segmenter detector whose label is not its mask's."""
+  """Catches a detector chosen by anything but the given (validation) slices, a combination adopted
+  for a gain below the margin, smoothing that crosses from one patient to the next, and a segmenter
+  detector whose label is not its mask's."""
   rng = np.random.default_rng(0)
   labels = np.tile([0, 0, 1, 1, 1, 0, 0, 0], 6)
   stacks = np.repeat([f'P{k}' for k in range(6)], 8)
@@ -150,3 +151,36 @@ def test_the_detector_is_chosen_on_the_slices_given_and_keeps_the_classifier_unl
   assert same == Detector()  # ties (and gains below the margin) keep the classifier alone
   smoothed = smoothed_along_slices(np.array([0, 0, 1, 1, 0, 0.0]), np.array(['a', 'a', 'a', 'b', 'b', 'b']), 1)
   np.testing.assert_allclose(smoothed, [0, 1 / 3, 1 / 2, 1 / 2, 1 / 3, 0])
+
+
+def test_the_pair_never_answers_worse_than_either_model_on_the_slices_it_was_chosen_on():
+  """Catches a detector chosen by ROC AUC alone (the smoothed mean ranks these slices best but
+  labels them worse than the segmenter), a combined detector labelled at the classifier's threshold
+  instead of its most accurate one, and a combination that beats both models being passed over."""
+  rng = np.random.default_rng(1)
+  for trial in range(30):
+    labels = (rng.random(96) < 0.4).astype(int)
+    stacks = np.repeat([f'P{k}' for k in range(8)], 12)
+    classifier = np.clip(labels * rng.uniform(0.2, 0.6) + rng.random(96) * 0.6, 0, 1)
+    segmenter = np.clip(labels * rng.uniform(0.2, 0.6) + rng.random(96) * 0.6, 0, 1)
+    masks = segmenter >= rng.uniform(0.3, 0.7)
+    detector, rows = choose_detector(labels, classifier, segmenter, masks, stacks, 0.5)
+    chosen = next(row for row in rows if Detector.from_json(row) == detector)
+    alone = [row for row in rows if Detector.from_json(row).is_one_model]
+    if any(row['roc_auc'] >= max(a['roc_auc'] for a in alone) and row['accuracy'] >= max(a['accuracy'] for a in alone)
+           for row in rows):
+      for key in ('roc_auc', 'accuracy'):
+        assert chosen[key] >= max(row[key] for row in alone), (trial, key)
+    else:
+      assert chosen['accuracy'] == max(row['accuracy'] for row in alone)
+    probability, label = detect(detector, classifier, segmenter, masks, stacks, 0.5)
+    if not detector.is_one_model:
+      assert detector.threshold == most_accurate_threshold(labels, probability, 0.5)
+      np.testing.assert_array_equal(label, probability >= detector.threshold)
+  # both models noisy in their own ways: their mean beats each on both figures and is chosen
+  labels = np.tile([0, 0, 1, 1, 1, 0, 0, 0], 12)
+  stacks = np.repeat([f'P{k}' for k in range(12)], 8)
+  classifier, segmenter = (np.clip(labels * 0.4 + rng.random(len(labels)) * 0.6, 0, 1) for _ in range(2))
+  detector, rows = choose_detector(labels, classifier, segmenter, segmenter >= 0.5, stacks, 0.5)
+  assert not detector.is_one_model and detector.threshold in DETECTION_THRESHOLDS
+  assert most_accurate_threshold([0, 1, 1], np.array([0.2, 0.5, 0.9]), 0.1) == 0.25  # 0.25-0.5 all right: nearest 0.1

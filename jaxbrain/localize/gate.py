@@ -10,10 +10,11 @@ beside the segmenter alone and the classifier alone.
 
 It also chooses, on the same validation patients, the pair's detector: whose slice probability
 answers "is there a tumor?" (the classifier's, the segmenter's, their mean or their geometric mean,
-each as it is or averaged with its neighbouring slices; `postprocess.choose_detector`: the highest
-ROC AUC, and another than the classifier alone only if it gains 0.005), which `predict` then gives
-as `probability` and `label`; the test patients' detection figures of the chosen detector stand
-beside the classifier alone and the segmenter alone.
+each as it is or averaged with its neighbouring slices, a combination labelling at its most
+accurate threshold; `postprocess.choose_detector`: of the detectors at least as good as the better
+model alone in both ROC AUC and accuracy, the highest ROC AUC, replacing a model alone only if it
+gains 0.005), which `predict` then gives as `probability` and `label`; the test patients' detection
+figures of the chosen detector stand beside the classifier alone and the segmenter alone.
 """
 from __future__ import annotations
 
@@ -96,8 +97,9 @@ def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: s
                    'masks; null = no gate',
       'validation': tried,
       'detector': dataclasses.asdict(detector),
-      'detector_chosen_on': f'validation patients ({len(split["validation"])}): the highest slice-detection ROC AUC '
-                            'of the detectors tried; another than the classifier alone only if it gains 0.005',
+      'detector_chosen_on': f'validation patients ({len(split["validation"])}): of the detectors whose slice-detection '
+                            'ROC AUC and accuracy are both at least the better model alone\'s, the highest ROC AUC, '
+                            'replacing a model alone only if it gains 0.005 (postprocess.choose_detector)',
       'detector_validation': detectors_tried,
       'test_patients': len(split['test']),
       'test': {'pipeline': _with_intervals(gated_counts(counts, probability, gate), patients, bootstrap_samples, seed),
@@ -127,7 +129,8 @@ def format_table(result: dict) -> str:
   alone = result['test']['classifier_alone']
   lines.append('  classifier alone: ' + ', '.join(f'{k} {v:.3f}' for k, v in alone.items()))
   detector = result['detector']
-  lines.append(f'detector chosen on validation: {detector["combination"]}, smoothing {detector["smoothing"]}; '
+  cut = '' if detector.get('threshold') is None else f', label at >= {detector["threshold"]:g}'
+  lines.append(f'detector chosen on validation: {detector["combination"]}, smoothing {detector["smoothing"]}{cut}; '
                'slice detection on the test patients:')
   for name, scores in result['test']['detection'].items():
     lines.append(f'  {name:<18} ' + ', '.join(f'{k} {v:.3f}' for k, v in scores.items()))

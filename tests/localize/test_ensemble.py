@@ -139,14 +139,15 @@ def test_the_spark_jobs_scorer_takes_an_ensemble(ensembles, phantom_runs_data):
 
 def test_predict_answers_with_the_detector_chosen_for_the_pair(ensembles, phantom_runs_data, tmp_path):
   """Catches a stored detector ignored by predict (the classifier's probability given instead of
-  the combination), and each model's own probability missing beside it."""
+  the combination, or labels at the classifier's threshold instead of the detector's own), and
+  each model's own probability missing beside it."""
   classifier, segmenter = (shutil.copytree(folder, tmp_path / folder.name) for folder in ensembles)
   assert cli.main(['gate', '--run', str(classifier), '--seg-run', str(segmenter), '--data-dir', str(phantom_runs_data),
                    '--bootstrap-samples', '0']) == 0
   gate_file, = (segmenter / 'gates').glob('*.json')
   stored = json.loads(gate_file.read_text())
   assert stored['detector_validation'] and stored['test']['detection']['chosen']
-  gate_file.write_text(json.dumps({**stored, 'detector': {'combination': 'mean', 'smoothing': 0}}))
+  gate_file.write_text(json.dumps({**stored, 'detector': {'combination': 'mean', 'smoothing': 0, 'threshold': 0.3}}))
   patient = next(d for d in sorted(phantom_runs_data.iterdir()) if d.is_dir())
   assert cli.main(['predict', str(patient), '--run', str(classifier), '--seg-run', str(segmenter),
                    '--out', str(tmp_path / 'pred'), '--no-progress']) == 0
@@ -155,8 +156,9 @@ def test_predict_answers_with_the_detector_chosen_for_the_pair(ensembles, phanto
   for row in rows:
     mean = (float(row['classifier_probability']) + float(row['segmenter_probability'])) / 2
     assert float(row['probability']) == pytest.approx(mean, abs=1e-6)
-    assert row['label'] == str(int(mean >= 0.5))
+    assert row['label'] == str(int(mean >= 0.3))
   assert 'the mean of the classifier' in (tmp_path / 'pred' / 'report.html').read_text()
+  assert any(0.3 <= float(row['probability']) < 0.5 for row in rows)  # where 0.5 would label otherwise
 
 
 def test_a_nifti_case_gets_probability_and_disagreement_volumes(member_runs, ensembles, tmp_path):
