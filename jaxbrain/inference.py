@@ -208,7 +208,7 @@ class Scorer:
                'validation for this pair: jaxbrain gate chooses one)')
     else:
       detector = self.detector
-      cut = self.threshold if detector.threshold is None else detector.threshold
+      cut = detector.label_threshold(self.threshold)
       label = (f'Probability and label: {DETECTOR_SAID[detector.combination]}'
                + (f', averaged over {detector.smoothing} neighbouring slice(s) on either side' if detector.smoothing else '')
                + (', tumor where its post-processed mask is not empty' if detector.combination == 'segmenter'

@@ -233,6 +233,10 @@ class Detector:
   def is_one_model(self) -> bool:
     return self.combination in ('classifier', 'segmenter') and not self.smoothing
 
+  def label_threshold(self, classifier_threshold: float) -> float:
+    """The probability at which a slice is labelled tumor: its own, else the classifier's."""
+    return classifier_threshold if self.threshold is None else self.threshold
+
   @classmethod
   def from_json(cls, record: dict | None) -> Detector:
     return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record}) if record else cls()
@@ -264,8 +268,7 @@ def detect(detector: Detector, classifier: np.ndarray, segmenter: np.ndarray, se
   probability = smoothed_along_slices(combined, stacks, detector.smoothing)
   if detector.combination == 'segmenter' and not detector.smoothing:
     return probability, np.asarray(segmenter_label).astype(int)
-  cut = threshold if detector.threshold is None else detector.threshold
-  return probability, (probability >= cut).astype(int)
+  return probability, (probability >= detector.label_threshold(threshold)).astype(int)
 
 
 def most_accurate_threshold(labels: np.ndarray, probability: np.ndarray, default: float,
@@ -305,5 +308,7 @@ def choose_detector(labels: np.ndarray, classifier: np.ndarray, segmenter: np.nd
     return Detector.from_json(max(alone, key=lambda row: row['accuracy'])), rows  # max keeps the first of equals
   best = max(qualify, key=lambda row: row['roc_auc'])
   model = next((row for row in qualify if Detector.from_json(row).is_one_model), None)
-  plain = (Detector.from_json(model), model['roc_auc']) if model else (None, None)
-  return _unless_clearly_better(plain[0], plain[1], (Detector.from_json(best), best['roc_auc'])), rows
+  if model is None:
+    return Detector.from_json(best), rows
+  chosen = _unless_clearly_better(Detector.from_json(model), model['roc_auc'], (Detector.from_json(best), best['roc_auc']))
+  return chosen, rows
