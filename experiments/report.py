@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from jaxbrain.data.splits import NUM_FOLDS
+from jaxbrain.errors import Caution
 from jaxbrain.folders import RunDir
 from jaxbrain.runs import RunError, read_config
 
@@ -47,7 +48,7 @@ def gather(workdir: Path) -> list[dict]:
       config = read_config(run.path)[0].flat() if run.config.exists() else {}
       decision = json.loads(run.decision.read_text()) if run.decision.exists() else {}
     except (json.JSONDecodeError, UnicodeDecodeError, RunError) as e:
-      warnings.warn(f'{path.parent}: damaged run files ({type(e).__name__}: {e}); left out', stacklevel=2)
+      warnings.warn(f'{path.parent}: damaged run files ({type(e).__name__}: {e}); left out', Caution, stacklevel=2)
       continue
     if 'test' not in metrics:
       continue

@@ -41,6 +41,12 @@ class OutputError(UserError, OSError):
   """An output folder that cannot be used: inside the inputs, or not writable."""
 
 
+class Caution(UserWarning):
+  """A warning of jaxbrain's about the user's inputs, runs or outputs (a slice gap, a phantom-trained
+  run, a skipped output): what a prediction's page repeats. Warnings of the libraries underneath
+  (JAX's, say) print on the console but are not the user's to act on, so no page shows them."""
+
+
 def write_log(text: str, folder: str | Path | None) -> Path:
   """Writes `text` to a new `jaxbrain-error-<time>.log` in `folder` (if writable), else in the
   system's temporary folder; returns its path."""
@@ -97,14 +103,16 @@ def _bug(program: str, debug: bool, log_folder: Callable[[], str | Path | None])
 
 @contextlib.contextmanager
 def warnings_kept() -> Iterator[list[str]]:
-  """Shows every warning raised inside as it would be shown anyway, and keeps its message in the
-  list it yields, so that an output (a prediction's page) can repeat what the console said."""
+  """Shows every warning raised inside as it would be shown anyway, and keeps the message of each
+  `Caution` in the list it yields, so that an output (a prediction's page) can repeat what the
+  console said to the user; other libraries' warnings are shown only."""
   kept = []
   with warnings.catch_warnings():
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-      kept.append(str(message))
+      if issubclass(category, Caution):
+        kept.append(str(message))
       shown(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show

@@ -310,6 +310,22 @@ def test_bent_data_is_named_in_warnings(tmp_path, capsys):
   assert '1 slices with .png file holding JPEG (lossy) data' in said
 
 
+def test_only_jaxbrains_own_warnings_are_kept_for_the_page():
+  """Catches a library's warning (JAX's compilation-cache note, say) repeated on the prediction page
+  beside the warnings about the user's scans, and a kept warning no longer shown on the console."""
+  import warnings
+  from jaxbrain.errors import Caution, warnings_kept
+  shown = []
+  with warnings.catch_warnings():
+    warnings.simplefilter('always')
+    warnings.showwarning = lambda message, *_, **__: shown.append(str(message))
+    with warnings_kept() as kept:
+      warnings.warn('Error reading persistent compilation cache entry', UserWarning)
+      warnings.warn('slices 5 are not among the inputs', Caution)
+  assert kept == ['slices 5 are not among the inputs']
+  assert shown == ['Error reading persistent compilation cache entry', 'slices 5 are not among the inputs']
+
+
 def test_predict_warns_that_a_phantom_model_never_saw_a_real_scan(trained_runs, phantom_png, tmp_path, capsys):
   """Catches a model trained only on synthetic data labelling scans without a word of warning."""
   with pytest.warns(UserWarning, match='trained on synthetic phantom data only'):

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jaxbrain.errors import UserError
+from jaxbrain.errors import Caution, UserError
 
 IMAGE_SIZE = 256
 IMAGE_EXTENSIONS = ('.tif', '.tiff', '.png')
@@ -72,7 +72,7 @@ def scan(root: str | Path) -> list[SliceRecord]:
   for near_miss in sorted(p for p in entries if p.is_dir() and p.name.upper().startswith('TCGA')
                           and not PATIENT_DIR.match(p.name)):
     warnings.warn(f'{near_miss}: looks like a patient folder but its name does not match TCGA_<inst>_<id>_<date> '
-                  '(e.g. TCGA_CS_4941_19960909); skipped', stacklevel=2)
+                  '(e.g. TCGA_CS_4941_19960909); skipped', Caution, stacklevel=2)
   records = []
   for case_dir in patient_dirs:
     records.extend(_scan_case(case_dir))
@@ -89,7 +89,7 @@ def _scan_case(case_dir: Path) -> list[SliceRecord]:
       continue
     match = SLICE_FILE.match(path.stem)
     if path.suffix.lower() not in IMAGE_EXTENSIONS or not match or match['case'] != case_dir.name or not path.is_file():
-      warnings.warn(f'{path}: not a slice image of {case_dir.name}; skipped', stacklevel=3)
+      warnings.warn(f'{path}: not a slice image of {case_dir.name}; skipped', Caution, stacklevel=3)
       continue
     target = masks if match['mask'] else images
     number = int(match['slice'])
@@ -215,7 +215,7 @@ def warn_notes(notes: Sequence[tuple[str, ...]], where: str | Path) -> dict[str,
   counts = Counter(note for slice_notes in notes for note in slice_notes)
   for note, count in sorted(counts.items()):
     warnings.warn(f'{where}: {count} slices with {note}' + (' (every non-zero pixel is counted as tumor)'
-                                                            if note == SOFT_MASK else ''), stacklevel=2)
+                                                            if note == SOFT_MASK else ''), Caution, stacklevel=2)
   return dict(counts)
 
 

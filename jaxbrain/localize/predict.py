@@ -23,7 +23,7 @@ from jaxbrain.config import INFERENCE
 from jaxbrain import __version__
 from jaxbrain.data import dicom, dicom_seg, kaggle3m, nifti
 from jaxbrain.data.kaggle3m import slice_identity
-from jaxbrain.errors import OutputError, OutputExistsError, warnings_kept
+from jaxbrain.errors import Caution, OutputError, OutputExistsError, warnings_kept
 from jaxbrain.inference import Scorer
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.files import write_csv, write_json
@@ -166,18 +166,18 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
     for run in scorer.runs:
       if run.phantom_only:
         warnings.warn(f'{run.directory}: was trained on synthetic phantom data only: it has never seen a real scan, and '
-                      'its labels mean nothing for real patients', stacklevel=2)
+                      'its labels mean nothing for real patients', Caution, stacklevel=2)
     if scorer.classifier and scorer.segmenter and read_gate(scorer.segmenter, scorer.classifier) is None:
       warnings.warn(f'no gate was chosen on validation for these two runs: masks are kept only where the classifier '
                     f'says tumor (p >= {scorer.gate:g}); `jaxbrain gate --run {scorer.classifier.directory} --seg-run '
-                    f'{scorer.segmenter.directory} --data-dir DIR` chooses one (often: no gate)', stacklevel=2)
+                    f'{scorer.segmenter.directory} --data-dir DIR` chooses one (often: no gate)', Caution, stacklevel=2)
     read = read_inputs(inputs, case_files, case_name, progress)
     if scorer.segmenter and (scorer.segmenter.config.task.context_slices or scorer.segmenter.config.task.scale_volumes):
       for patient, missing in missing_slices(read.rows).items():
         warnings.warn(f'{patient}: slices {", ".join(map(str, missing))} are not among the inputs; the segmenter '
                       f'{scorer.segmenter.directory} reads each slice with the rest of its patient (its neighbours, '
                       'its intensity scale), so it sees other inputs than in training: give whole patient folders',
-                      stacklevel=2)
+                      Caution, stacklevel=2)
     images = read.images
     chunks = _whole_stacks([row['patient'] for row in read.rows], 16 * batch_size)
     if progress:
