@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -111,9 +112,10 @@ def main(config: Config, argv: list[str] | None = None) -> dict:
     result['run_dir'] = resolved.run_dir.path
     compilation_cache.enable(resolved.workdir)
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id, force=args.distributed)
+    command = shlex.join([*build_parser(config).prog.split(), *(sys.argv[1:] if argv is None else argv)])
     try:
       result['metrics'] = train_and_evaluate(resolved, resume=args.resume, overwrite=args.overwrite,
-                                             progress=args.progress)
+                                             progress=args.progress, command=command)
     except Interrupted as e:
       print(e, file=sys.stderr)
       return 130

@@ -39,7 +39,7 @@ from jaxbrain.folders import RunDir
 from jaxbrain.localize.ensemble import format_table as ensemble_table, make_ensemble
 from jaxbrain.localize.evaluate import evaluate, format_table
 from jaxbrain.localize.predict import predict
-from jaxbrain.runs import read_json, read_split
+from jaxbrain.runs import finished, read_json, read_split
 
 from experiments.common import resolve
 from experiments.configs import EXPERIMENTS
@@ -69,11 +69,10 @@ def fold_configs(experiment: str, flags: list[str], per: str = '--fold') -> list
 
 
 def fold_state(run: Path) -> str:
-  """'finished' (its metrics.json holds the test figures), 'started' (a config.json: resumable) or 'new'."""
-  folder = RunDir(run)
-  if folder.final_metrics.is_file() and 'test' in read_json(folder.final_metrics):
+  """'finished' (`runs.finished`: usable), 'started' (a config.json: resumable) or 'new'."""
+  if finished(run):
     return 'finished'
-  return 'started' if folder.config.is_file() else 'new'
+  return 'started' if RunDir(run).config.is_file() else 'new'
 
 
 def train_folds(experiment: str, flags: list[str], run_dirs: list[Path], logs: Path, parallel: int = 1,

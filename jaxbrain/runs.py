@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,26 @@ def read_config(run_dir: Path) -> tuple[Config, dict]:
     raise RunError(f'{path}: damaged or written by another version ({type(e).__name__}: {e})') from None
 
 
+def finished(run_dir: str | Path) -> bool:
+  """Whether a run can be used: its decision.json, written once its test evaluation and decisions
+  are done (an ensemble and its members carry one too). A run stopped earlier (in training,
+  validation or test) has none, and `resume_command` finishes it."""
+  return RunDir.of(run_dir).decision.is_file()
+
+
+def resume_command(run_dir: str | Path) -> str:
+  """The command that finishes the run in `run_dir`: the one that started it (config.json's
+  `command`, from its `cwd`) with --resume; for a run started from Python, the call to make."""
+  run = RunDir.of(run_dir)
+  header = read_json(run.config) if run.config.is_file() else {}
+  if not header.get('command'):
+    return f'train_and_evaluate(config, resume=True), with the config of {run.config}'
+  words = [w for w in shlex.split(header['command']) if w not in ('--resume', '--overwrite')]
+  line = shlex.join([*words, '--resume'])
+  cwd = header.get('cwd')
+  return line if not cwd or Path(cwd) == Path.cwd() else f'cd {shlex.quote(cwd)} && {line}'
+
+
 def selected_checkpoint(run_dir: Path, decision: dict) -> Path:
   """The checkpoint the run measured on test (decision.json), else, for runs written before it, the
   best (else last) one."""
@@ -100,8 +121,10 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
   if config.task.name != task:
     wanted = {'classify': 'a classification run (--run)', 'segment': 'a segmentation run (--seg-run)'}[task]
     raise RunError(f'{run_dir}: is a {config.task.name} run, but {wanted} is needed here')
-  decision_path = RunDir(run_dir).decision
-  decision = read_json(decision_path) if decision_path.is_file() else {}
+  if not finished(run_dir):
+    raise RunError(f'{run_dir}: unfinished (no decision.json: it stopped before its test evaluation and decisions '
+                   f'were written), so it cannot be used; finish it with: {resume_command(run_dir)}')
+  decision = read_json(RunDir(run_dir).decision)
   folder = selected_checkpoint(run_dir, decision)
   try:
     state = ocp.StandardCheckpointer().restore(RunDir.checkpoint_state(folder).resolve())

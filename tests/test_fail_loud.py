@@ -344,3 +344,20 @@ def test_a_nifti_volume_cut_short_is_a_one_line_error(trained_runs, tmp_path, ca
   said = capsys.readouterr().err.strip().splitlines()
   assert len([line for line in said if 'error' in line]) == 1 and str(files['flair']) in said[-1]
   assert 'cut short' in said[-1] and not (tmp_path / 'out').exists()
+
+
+def test_gate_and_ensemble_refuse_an_unfinished_run(trained_runs, member_runs, phantom_runs_data, tmp_path, capsys):
+  """Catches `jaxbrain gate` or `jaxbrain ensemble` using a run that stopped before its test
+  evaluation (no decision.json) with decisions guessed from defaults, instead of one line naming
+  the run and saying how to finish it."""
+  classifier, segmenter = trained_runs
+  unfinished_segmenter = shutil.copytree(segmenter, tmp_path / 'seg')
+  (unfinished_segmenter / 'decision.json').unlink()
+  unfinished_member = shutil.copytree(member_runs['seg'][1], tmp_path / 'member1')
+  (unfinished_member / 'decision.json').unlink()
+  for command, run in ((['gate', '--run', str(classifier), '--seg-run', str(unfinished_segmenter)], unfinished_segmenter),
+                       (['ensemble', str(member_runs['seg'][0]), str(unfinished_member), '--out', str(tmp_path / 'e')],
+                        unfinished_member)):
+    assert cli.main([*command, '--data-dir', str(phantom_runs_data)]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and f'{run}: unfinished' in said[0] and 'finish it with: ' in said[0]

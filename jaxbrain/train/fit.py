@@ -156,7 +156,7 @@ def fit(task, config: Config, split, mesh, state, train_steps: dict, dispatch_ou
             _write(checkpoints, state, {**position, 'epoch': epoch, 'batch': done, 'sums': sums}, best_unwritten)
             checkpoints.close()
             raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {done}; '
-                              f'checkpoint saved in {run}; continue with --resume')
+                              'checkpoint saved')
       sums = fetch(totals, fetched_upto=fetched_upto, batch=steps_per_epoch)
       if pending is not None:  # an epoch shorter than one fetch
         settle()

@@ -8,10 +8,14 @@ in the run folder (`folders.RunDir`). The runner calls the task only through the
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import numpy as np
@@ -23,10 +27,11 @@ from jaxbrain.data.batching import eval_index_batches
 from jaxbrain.errors import UserError
 from jaxbrain.files import write_json
 from jaxbrain.folders import RunDir
+from jaxbrain.runs import resume_command
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.finish import check_evaluators, evaluate_selected, print_summary, select, write_results
-from jaxbrain.train.fit import fit, start_position
+from jaxbrain.train.fit import Interrupted, fit, start_position
 from jaxbrain.train.guard import check_resume, check_run_dir, prepare_run_dir, record_extension, run_lock
 from jaxbrain.train.outputs import RunWriter
 from jaxbrain.train.state import create_train_state
@@ -73,15 +78,38 @@ def _counts(data: SliceArrays, split, devices: int) -> dict:
 
 
 def train_and_evaluate(config: Config, resume: bool = False, overwrite: bool = False,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, command: str | None = None) -> dict:
   """Trains `config` (classification or segmentation), picks the checkpoint on validation, evaluates
   it once on test, and returns the final metrics (also written to metrics.json; top-level keys
-  are test's). `resume` continues the run of the same name with the same config (or more epochs)."""
-  with run_lock(config.run_dir, take=jax.process_index() == 0):
-    return _train_and_evaluate(config, config.run_dir, resume, overwrite, progress)
+  are test's). `resume` continues the run of the same name with the same config (or more epochs).
+  `command`, the command line that started the run, is recorded in config.json: a stop at any point
+  (Ctrl-C or SIGTERM, in training, validation, test or while writing files) raises `Interrupted`
+  naming the command that finishes the run."""
+  with run_lock(config.run_dir, take=jax.process_index() == 0), _stops_named(config.run_dir):
+    return _train_and_evaluate(config, config.run_dir, resume, overwrite, progress, command)
 
 
-def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bool, progress: bool) -> dict:
+@contextlib.contextmanager
+def _stops_named(run: RunDir) -> Iterator[None]:
+  """SIGTERM interrupts like Ctrl-C (the fit loop checkpoints first on both), and any interruption
+  becomes an `Interrupted` that says how to go on."""
+  terminate = None
+  if threading.current_thread() is threading.main_thread():
+    terminate = signal.signal(signal.SIGTERM, signal.default_int_handler)
+  try:
+    yield
+  except KeyboardInterrupt as e:
+    stopped = str(e) if isinstance(e, Interrupted) else 'stopped'
+    how = (f'finish it with: {resume_command(run)}' if run.config.is_file()
+           else 'the run had not started: run the same command again')
+    raise Interrupted(f'{stopped}; {run} is unfinished, {how}') from None
+  finally:
+    if terminate is not None:
+      signal.signal(signal.SIGTERM, terminate)
+
+
+def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bool, progress: bool,
+                        command: str | None) -> dict:
   began = time.perf_counter()
   writes = jax.process_index() == 0  # process 0 writes the run folder; the others compute alongside
   check_evaluators(config.task.evals)
@@ -146,7 +174,8 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
       record_extension(run, extension)
     if not resume:
       write_json(run.config, {**config.to_json(), 'init': task.init_description, 'data': source,
-                              'data_fingerprint': content, 'counts': counts, **task.facts})
+                              'data_fingerprint': content, 'counts': counts, **task.facts,
+                              **({'command': command, 'cwd': os.getcwd()} if command else {})})
       seed_test = None if config.data.member is None else patient_split(data.patient, data.label, seed=config.seed).test
       write_json(run.split, split_record(split, config.data.split, config.seed, config.data.fold, content,
                                          data.patient, data.slice, config.data.member, seed_test))

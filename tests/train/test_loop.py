@@ -479,3 +479,50 @@ def test_metrics_are_read_less_often_when_steps_are_short(phantom_png, tmp_path,
   assert_same_state(final_state(tmp_path / 'test' / 'rare'), final_state(tmp_path / 'test' / 'often'))
   logged = [tensorboard_scalars(tmp_path / 'test' / name / 'tensorboard')['train/loss_per_step'] for name in ('rare', 'often')]
   assert logged[0] == logged[1] and len(logged[0]) == steps
+
+
+# A run's test evaluation interrupted by SIGTERM, as `timeout` sends it: the experiment's own entry
+# point, its test evaluation first sending the signal to its own process.
+STOPPED_IN_TEST = '''
+import os, signal, sys
+from jaxbrain.train import loop
+evaluate = loop.evaluate_selected
+def stopped(*args, **kwargs):
+  os.kill(os.getpid(), signal.SIGTERM)
+  return evaluate(*args, **kwargs)
+loop.evaluate_selected = stopped
+from experiments.common import main
+from experiments.configs import EXPERIMENTS
+main(EXPERIMENTS['exp20'], sys.argv[1:])
+'''
+
+
+@pytest.mark.slow
+def test_a_run_stopped_in_its_test_evaluation_says_how_to_finish_and_is_refused_until_then(phantom_png, tmp_path,
+                                                                                            capsys):
+  """Catches a run stopped (SIGTERM) during its test evaluation that dies printing nothing (no
+  command to finish it), a `predict` that uses such a run (no decision.json: its decisions would be
+  guesses) instead of refusing it in one line naming the run and that command, and a printed
+  command that does not finish the run."""
+  from jaxbrain import cli
+  args = ['--data-dir', str(phantom_png), '--workdir', str(tmp_path), '--run-name', 'stopped', '--init', 'scratch',
+          '--image-size', '32', '--batch-size', '4', '--epochs', '1', '--bootstrap-samples', '0', '--evals',
+          '--no-progress']
+  stopped = subprocess.run([sys.executable, '-c', STOPPED_IN_TEST, *args], cwd=ROOT, capture_output=True, text=True)
+  assert stopped.returncode == 130, stopped.stdout + stopped.stderr
+  run = tmp_path / 'exp20' / 'stopped'
+  said = stopped.stderr.strip().splitlines()[-1]
+  assert str(run) in said and 'finish it with: ' in said
+  command = said.split('finish it with: ')[1]
+  assert command.startswith('python -m experiments.exp20 ') and command.endswith(' --resume')
+  assert not (run / 'decision.json').exists()
+
+  predicting = ['predict', str(phantom_png), '--run', str(run), '--out', str(tmp_path / 'pred'), '--no-progress']
+  assert cli.main(predicting) == 2
+  refused = capsys.readouterr().err.strip().splitlines()
+  assert len(refused) == 1 and str(run) in refused[0] and 'unfinished' in refused[0] and command in refused[0]
+  finished = subprocess.run(command.replace('python ', f'{sys.executable} ', 1), shell=True, cwd=ROOT,
+                            capture_output=True, text=True)
+  assert finished.returncode == 0, finished.stdout + finished.stderr
+  assert (run / 'decision.json').is_file()
+  assert cli.main(predicting) == 0
