@@ -10,6 +10,7 @@ from jaxbrain import compilation_cache, configure_cpu
 from jaxbrain.allocator import missing_tcmalloc_notice, restart_with_tcmalloc
 from jaxbrain.config import Config
 from jaxbrain.errors import run_entry_point
+from jaxbrain.flags import Parser, add_debug_flag
 from jaxbrain.train import Interrupted, train_and_evaluate
 from jaxbrain.train.sharding import initialize_distributed
 
@@ -37,8 +38,12 @@ RUN_FLAGS = ('resume', 'overwrite', 'distributed', 'progress', 'coordinator_addr
 def _argument(name: str, field, default, demo) -> tuple[list[str], dict]:
   """argparse's (flags, keywords) for one config setting: its type, choices, help and defaults."""
   flag, kind = '--' + name.replace('_', '-'), str(field.type)
-  shown = f'default: {default}' + (f'; demo without --data-dir: {demo}' if demo is not None and demo != default else '')
-  keywords = {'dest': name, 'default': None, 'help': f'{field.metadata["help"]} ({shown})'}
+  if kind == 'bool':  # a switch: the flag turns the default off (--no-...) or on
+    shown = 'on by default; this flag turns it off' if default else 'off by default'
+  else:  # a default of None is described by the setting's help
+    shown = f'default: {default}' * (default is not None)
+  shown = '; '.join(filter(None, [shown, f'demo without --data-dir: {demo}' * (demo is not None and demo != default)]))
+  keywords = {'dest': name, 'default': None, 'help': field.metadata['help'] + (f' ({shown})' if shown else '')}
   if kind == 'bool':
     flag = f'--no-{name.replace("_", "-")}' if default else flag
     return [flag], {**keywords, 'action': 'store_const', 'const': not default}
@@ -54,7 +59,7 @@ def _argument(name: str, field, default, demo) -> tuple[list[str], dict]:
 def build_parser(config: Config) -> argparse.ArgumentParser:
   """The experiment's command line: one flag per setting of its config (generated from the dataclass
   fields, with this experiment's defaults and the phantom demo's), and the run's own flags."""
-  parser = argparse.ArgumentParser(
+  parser = Parser(
       prog=f'python -m experiments.{config.experiment}',
       description=f'{config.experiment}: {config.describe()}. Without --data-dir: a short demo on synthetic phantom '
                   'data.',
@@ -74,7 +79,7 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
   add('--num-processes', type=int, help='multi-process: number of processes')
   add('--process-id', type=int, help='multi-process: this process (0 writes logs, plots and metrics)')
   add('--no-progress', dest='progress', action='store_false', help='no progress bars')
-  add('--debug', action='store_true', help='on an unexpected error, print the traceback instead of writing a log')
+  add_debug_flag(parser)
   return parser
 
 

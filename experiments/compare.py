@@ -23,7 +23,8 @@ import numpy as np
 from jaxbrain.errors import UserError
 from jaxbrain.files import write_json
 from jaxbrain.folders import PredictionDir
-from jaxbrain.metrics import BOOTSTRAP_SAMPLES, decision_metrics, paired_difference
+from jaxbrain.flags import INFERENCE
+from jaxbrain.metrics import decision_metrics, paired_difference
 
 KEYS = ('accuracy', 'balanced_accuracy', 'roc_auc')
 DICE = 'dice_per_volume'
@@ -85,7 +86,7 @@ def _side(rows: list[dict], with_dice: bool):
   return metric
 
 
-def compare(path_a: str | Path, path_b: str | Path, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+def compare(path_a: str | Path, path_b: str | Path, samples: int = INFERENCE.bootstrap_samples, seed: int = 0,
             truth_dir: str | Path | None = None) -> dict:
   """Metrics of A and B on their common test slices, and B - A with its paired interval."""
   a, b = read_predictions(path_a, truth_dir), read_predictions(path_b, truth_dir)
@@ -120,7 +121,7 @@ def main(argv=None) -> None:
   parser.add_argument('run_a', help='run folder, test_predictions.csv or predict folder (the reference)')
   parser.add_argument('run_b', help='run folder, test_predictions.csv or predict folder (the one measured against A)')
   parser.add_argument('--truth', help='kaggle_3m tree with the true masks, for predict folders')
-  parser.add_argument('--samples', type=int, default=BOOTSTRAP_SAMPLES,
+  parser.add_argument('--samples', type=int, default=INFERENCE.bootstrap_samples,
                       help='patient bootstrap resamples (default %(default)s)')
   parser.add_argument('--out', help='also write the JSON object to this file')
   args = parser.parse_args(argv)

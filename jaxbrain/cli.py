@@ -4,36 +4,41 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 from jaxbrain import __version__, compilation_cache, configure_cpu
 from jaxbrain.allocator import restart_with_tcmalloc
-from jaxbrain.config import INFERENCE
-from jaxbrain.data import kaggle3m
-from jaxbrain.data.phantom import write_phantom
 from jaxbrain.errors import ConfigError, run_entry_point
-from jaxbrain.localize import ensemble as localize_ensemble, evaluate as localize_evaluate, gate as localize_gate
+from jaxbrain.flags import Parser, add_debug_flag, add_inference_flags, at_least
+from jaxbrain.text import counted
+
+# The commands import what they run when they run: `jaxbrain --help` and a mistyped flag need no JAX.
 
 
 def _data(args) -> int:
+  from jaxbrain.data import kaggle3m
+
   summary = kaggle3m.summarize(args.dir, progress=not args.json)
   if args.json:
     print(json.dumps(summary))
     return 0
-  print(f'{summary["root"]}: {summary["patients"]} patients, {summary["slices"]} slices, '
+  print(f'{summary["root"]}: {counted(summary["patients"], "patient")}, {counted(summary["slices"], "slice")}, '
         f'{summary["tumor_slices"]} with tumor ({", ".join(summary["formats"])})')
   for code, counts in summary['institutions'].items():
-    print(f'  institution {code}: {counts["patients"]} patients, {counts["slices"]} slices, '
+    print(f'  institution {code}: {counted(counts["patients"], "patient")}, {counted(counts["slices"], "slice")}, '
           f'{counts["tumor_slices"]} with tumor')
   for channels, count in summary['channels'].items():
-    print(f'  {count} patients with {channels}')
+    print(f'  {counted(count, "patient")} with {channels}')
   return 0
 
 
 def _phantom(args) -> int:
-  if args.patients < 1:
-    raise ConfigError(f'--patients must be at least 1; got {args.patients}')
+  from jaxbrain.data.phantom import write_phantom
+
   root = write_phantom(args.out, n_patients=args.patients, seed=args.seed, image_format=args.format)
   print(f'wrote {args.patients} synthetic patients to {root}')
   return 0
@@ -42,8 +47,6 @@ def _phantom(args) -> int:
 def _predict(args) -> int:
   from jaxbrain.localize.predict import predict
 
-  if args.batch_size < 1:
-    raise ConfigError(f'--batch-size must be at least 1; got {args.batch_size}')
   given = {m: getattr(args, m) for m in ('t1', 'flair', 't1ce') if getattr(args, m)}
   if given and len(given) < 3:
     missing = ', '.join(f'--{m}' for m in ('t1', 'flair', 't1ce') if m not in given)
@@ -61,9 +64,9 @@ def _predict(args) -> int:
   slices = sum(p['slices'] for p in summary.values())
   tumor = sum(len(p['slices_with_tumor']) for p in summary.values())
   volumes = [f'{name} {entry["tumor_volume_ml"]:.2f} ml' for name, entry in summary.items() if 'tumor_volume_ml' in entry]
-  print(f'{slices} slices of {len(summary)} patients: {tumor} predicted with tumor'
+  print(f'{counted(slices, "slice")} of {counted(len(summary), "patient")}: {tumor} predicted with tumor'
         + (f'; tumor volume {", ".join(volumes)}' if volumes else '')
-        + f'; wrote {args.out}/report.html (open it in a browser), predictions.csv, summary.json, overlays/'
+        + f'; wrote {Path(args.out) / "report.html"} (open it in a browser), predictions.csv, summary.json, overlays/'
         + (', masks/' if args.seg_run else '') + (', <case>_mask.nii.gz' if volumes else '')
         + (', <case>_seg.dcm (DICOM SEG)' if any('dicom_seg' in entry for entry in summary.values()) else ''))
   return 0
@@ -83,8 +86,6 @@ def _gate(args) -> int:
   from jaxbrain.files import jsonable
   from jaxbrain.localize.gate import choose_and_measure, format_table
 
-  if args.batch_size < 1:
-    raise ConfigError(f'--batch-size must be at least 1; got {args.batch_size}')
   result = choose_and_measure(args.run, args.seg_run, args.data_dir, args.batch_size, args.bootstrap_samples)
   print(format_table(result))
   print(f'stored in {result["written_to"]}: `jaxbrain predict --run {args.run} --seg-run {args.seg_run}` applies it')
@@ -94,11 +95,10 @@ def _gate(args) -> int:
 
 def _ensemble(args) -> int:
   from jaxbrain.files import jsonable
+  from jaxbrain.localize.ensemble import format_table, make_ensemble
 
-  if args.batch_size < 1:
-    raise ConfigError(f'--batch-size must be at least 1; got {args.batch_size}')
-  figures = localize_ensemble.make_ensemble(args.runs, args.out, args.data_dir, args.batch_size)
-  print(localize_ensemble.format_table(figures))
+  figures = make_ensemble(args.runs, args.out, args.data_dir, args.batch_size)
+  print(format_table(figures))
   print(json.dumps(jsonable({'out': args.out, **figures})))
   return 0
 
@@ -117,10 +117,9 @@ def _cache(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='jaxbrain', description=__doc__)
+  parser = Parser(prog='jaxbrain', description=__doc__)
   parser.add_argument('--version', action='version', version=f'jaxbrain {__version__}')
-  parser.add_argument('--debug', action='store_true',
-                      help='on an unexpected error, print the traceback instead of writing a log')
+  add_debug_flag(parser)
   commands = parser.add_subparsers(dest='command', required=True)
   data = commands.add_parser('data', help='validate a kaggle_3m tree and summarize it')
   data.add_argument('dir', help='the kaggle_3m folder (patient folders TCGA_<inst>_<id>_<date>/)')
@@ -128,10 +127,61 @@ def build_parser() -> argparse.ArgumentParser:
   data.set_defaults(run_command=_data)
   phantom = commands.add_parser('phantom', help='write a synthetic dataset in the kaggle_3m layout')
   phantom.add_argument('out', help='folder to create')
-  phantom.add_argument('--patients', type=int, default=10, help='synthetic patients to write (default: 10)')
+  phantom.add_argument('--patients', type=at_least(1), default=10, help='synthetic patients to write (default: 10)')
   phantom.add_argument('--seed', type=int, default=0, help='the same seed writes the same data (default: 0)')
   phantom.add_argument('--format', choices=('tif', 'png'), default='tif', help='image files (default: tif, as Kaggle)')
   phantom.set_defaults(run_command=_phantom)
+  _add_predict(commands)
+  evaluate = _documented_command(
+      commands, 'jaxbrain.localize.evaluate', 'score a `jaxbrain predict` output against the true masks and labels',
+      'example: jaxbrain evaluate predictions/ --truth ../shared/data/lgg/kaggle_3m; the five folds pooled: '
+      'jaxbrain evaluate pred/fold0 pred/fold1 pred/fold2 pred/fold3 pred/fold4 --truth ...')
+  evaluate.add_argument('pred_dir', nargs='+', help='folders written by `jaxbrain predict`')
+  evaluate.add_argument('--truth', required=True, help='the kaggle_3m folder holding the true masks of those slices')
+  add_inference_flags(evaluate, bootstrap_samples=True)
+  evaluate.set_defaults(run_command=_evaluate)
+  gate = _documented_command(
+      commands, 'jaxbrain.localize.gate', 'detect, then localize: choose on validation the pair\'s detector and its gate',
+      'example: jaxbrain gate --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN '
+      '--data-dir ../shared/data/lgg/kaggle_3m')
+  gate.add_argument('--run', required=True, help='run directory of a classification experiment')
+  gate.add_argument('--seg-run', required=True, help='run directory of a segmentation experiment (same split)')
+  gate.add_argument('--data-dir', required=True, help='the kaggle_3m folder both runs were trained on')
+  add_inference_flags(gate, batch_size=True, bootstrap_samples=True)
+  gate.set_defaults(run_command=_gate)
+  ensemble = _documented_command(
+      commands, 'jaxbrain.localize.ensemble', 'put member runs together; choose its decisions on the decision set',
+      'example: jaxbrain ensemble checkpoints/seg01/patient-member*-scratch-160px-seed0 --out ensembles/seg01 '
+      '--data-dir ../shared/data/lgg/kaggle_3m')
+  ensemble.add_argument('runs', nargs='+', help='the member runs (--member K runs of one experiment)')
+  ensemble.add_argument('--out', required=True, help='the ensemble\'s folder: new or empty')
+  ensemble.add_argument('--data-dir', required=True, help='the kaggle_3m folder holding the decision set (the seed\'s '
+                        'validation patients); its test patients are not read')
+  add_inference_flags(ensemble, batch_size=True)
+  ensemble.set_defaults(run_command=_ensemble)
+  cache = commands.add_parser('cache', help='show or empty the compiled-program cache of the commands',
+                              description=compilation_cache.__doc__.strip().replace('%', '%%'),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  cache.add_argument('--clear', action='store_true', help='empty it (programs compile again on their next run)')
+  cache.set_defaults(run_command=_cache)
+  return parser
+
+
+def _documented_command(commands, module: str, help: str, epilog: str) -> argparse.ArgumentParser:
+  """The subcommand `module` implements (named as its module), described by the module's docstring:
+  what a command does is stated once, there. The docstring is read from the source, not imported."""
+  return commands.add_parser(module.rsplit('.', 1)[-1], help=help, epilog=epilog,
+                             description=_docstring(module).strip().replace('%', '%%'),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _docstring(module: str) -> str:
+  """A module's docstring, read from its file without running it (and what it imports)."""
+  return ast.get_docstring(ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding='utf-8'))) or ''
+
+
+def _add_predict(commands) -> None:
+  """`jaxbrain predict`'s flags."""
   predict = commands.add_parser(
       'predict', help='score slices with trained runs; write report.html, masks and overlays',
       epilog='examples:\n  jaxbrain predict kaggle_3m/TCGA_CS_4941_19960909 --run checkpoints/exp21/RUN --out pred/\n'
@@ -156,61 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')
-  _inference_flags(predict, batch_size=True)
+  add_inference_flags(predict, batch_size=True)
   predict.add_argument('--no-progress', action='store_true', help='no progress bars')
   predict.set_defaults(run_command=_predict)
-  evaluate = _documented_command(
-      commands, localize_evaluate, 'score a `jaxbrain predict` output against the true masks and labels',
-      'example: jaxbrain evaluate predictions/ --truth ../shared/data/lgg/kaggle_3m; the five folds pooled: '
-      'jaxbrain evaluate pred/fold0 pred/fold1 pred/fold2 pred/fold3 pred/fold4 --truth ...')
-  evaluate.add_argument('pred_dir', nargs='+', help='folders written by `jaxbrain predict`')
-  evaluate.add_argument('--truth', required=True, help='the kaggle_3m folder holding the true masks of those slices')
-  _inference_flags(evaluate, bootstrap_samples=True)
-  evaluate.set_defaults(run_command=_evaluate)
-  gate = _documented_command(
-      commands, localize_gate, 'detect, then localize: choose on validation the pair\'s detector and its gate',
-      'example: jaxbrain gate --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN '
-      '--data-dir ../shared/data/lgg/kaggle_3m')
-  gate.add_argument('--run', required=True, help='run directory of a classification experiment')
-  gate.add_argument('--seg-run', required=True, help='run directory of a segmentation experiment (same split)')
-  gate.add_argument('--data-dir', required=True, help='the kaggle_3m folder both runs were trained on')
-  _inference_flags(gate, batch_size=True, bootstrap_samples=True)
-  gate.set_defaults(run_command=_gate)
-  ensemble = _documented_command(
-      commands, localize_ensemble, 'put member runs together; choose its decisions on the decision set',
-      'example: jaxbrain ensemble checkpoints/seg01/patient-member*-scratch-160px-seed0 --out ensembles/seg01 '
-      '--data-dir ../shared/data/lgg/kaggle_3m')
-  ensemble.add_argument('runs', nargs='+', help='the member runs (--member K runs of one experiment)')
-  ensemble.add_argument('--out', required=True, help='the ensemble\'s folder: new or empty')
-  ensemble.add_argument('--data-dir', required=True, help='the kaggle_3m folder holding the decision set (the seed\'s '
-                        'validation patients); its test patients are not read')
-  _inference_flags(ensemble, batch_size=True)
-  ensemble.set_defaults(run_command=_ensemble)
-  cache = commands.add_parser('cache', help='show or empty the compiled-program cache of the commands',
-                              description=compilation_cache.__doc__.strip().replace('%', '%%'),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  cache.add_argument('--clear', action='store_true', help='empty it (programs compile again on their next run)')
-  cache.set_defaults(run_command=_cache)
-  return parser
-
-
-def _inference_flags(command: argparse.ArgumentParser, batch_size: bool = False,
-                     bootstrap_samples: bool = False) -> None:
-  """The flags of `config.InferenceConfig` a command takes, with its defaults."""
-  if batch_size:
-    command.add_argument('--batch-size', type=int, default=INFERENCE.batch_size,
-                         help='slices per compiled call (default: %(default)s)')
-  if bootstrap_samples:
-    command.add_argument('--bootstrap-samples', type=int, default=INFERENCE.bootstrap_samples,
-                         help='patient-bootstrap resamples for the 95%% intervals (0: none) (default: %(default)s)')
-
-
-def _documented_command(commands, module, help: str, epilog: str) -> argparse.ArgumentParser:
-  """The subcommand `module` implements (named as its module), described by the module's docstring:
-  what a command does is stated once, there."""
-  return commands.add_parser(module.__name__.rsplit('.', 1)[-1], help=help, epilog=epilog,
-                             description=module.__doc__.strip().replace('%', '%%'),
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 COMPILING = ('predict', 'evaluate', 'gate', 'ensemble')  # the commands that run models: they use the cache
@@ -219,10 +217,10 @@ COMPILING = ('predict', 'evaluate', 'gate', 'ensemble')  # the commands that run
 def main(argv: list[str] | None = None) -> int:
   """Runs one command: 0 on success, 2 (one line) for a user's mistake, 1 (one line and a log of
   the traceback) for anything unexpected."""
-  if argv is None:  # the `jaxbrain` command itself: run it with tcmalloc (jaxbrain/allocator.py)
+  args = build_parser().parse_args(argv)
+  if argv is None and args.command in COMPILING:  # the `jaxbrain` command itself: with tcmalloc (allocator.py)
     restart_with_tcmalloc()
   configure_cpu()
-  args = build_parser().parse_args(argv)
   if args.command in COMPILING:
     compilation_cache.enable()
   return run_entry_point(f'jaxbrain {args.command}', lambda: args.run_command(args), args.debug,

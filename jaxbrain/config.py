@@ -18,7 +18,7 @@ from jaxbrain.data.splits import NUM_FOLDS
 from jaxbrain.data.transforms import AUGMENTED, VARIANTS
 from jaxbrain.errors import ConfigError
 from jaxbrain.folders import RunDir
-from jaxbrain.metrics import BOOTSTRAP_SAMPLES
+from jaxbrain.flags import INFERENCE
 from jaxbrain.models.heads import REPORT_HEAD_DROPOUT, REPORT_HEAD_HIDDEN
 from jaxbrain.models.resnet import ARCHITECTURES, FROZEN_BN
 from jaxbrain.models.resunet import ENCODERS
@@ -34,8 +34,6 @@ __all__ = [
   'TASKS',
   'SECTIONS',
   'Config',
-  'InferenceConfig',
-  'INFERENCE',
 ]
 
 SCHEMA_VERSION = 2
@@ -180,7 +178,7 @@ class Config:
                                       'epoch); always one at the end and on SIGTERM / Ctrl-C, each with the best state '
                                       'when it changed since the last write; a kill loses at most this much',
                                       at_least=0)
-  bootstrap_samples: int = setting(BOOTSTRAP_SAMPLES, 'patient bootstrap resamples for 95%% intervals (0: none)', at_least=0)
+  bootstrap_samples: int = setting(INFERENCE.bootstrap_samples, 'patient bootstrap resamples for 95%% intervals (0: none)', at_least=0)
   steps_per_dispatch: int = setting(0, 'training steps per jitted dispatch (a lax.scan over that many batches, so '
                                     'short steps do not wait on launches; 0: 1 on CPU, 8 on accelerators)', at_least=0)
 
@@ -354,21 +352,6 @@ class Config:
             + (f', {opt.schedule}' if opt.schedule != 'constant' else '')
             + (f', weight decay {opt.weight_decay}' if opt.weight_decay else '')
             + (f', weight average {opt.ema_decay}' if opt.ema_decay else '') + f', init {self.model.init}')
-
-
-@dataclasses.dataclass(frozen=True)
-class InferenceConfig:
-  """How trained runs are applied, stated once for `predict`, `gate`, `evaluate` and the Spark job
-  (their flags' defaults): slices per compiled call, and the patient-bootstrap resamples of the
-  intervals with their seed. A training run's own test evaluation reads its `Config`'s
-  `bootstrap_samples` and `seed`, whose defaults are the same."""
-  batch_size: int = 16
-  bootstrap_samples: int = BOOTSTRAP_SAMPLES
-  seed: int = 0
-
-
-INFERENCE = InferenceConfig()
-"""The inference defaults of predict, gate, evaluate and the Spark job."""
 
 
 RETIRED_FLAT_NAMES = ('eval_fraction',)  # written by runs before the train / validation / test split

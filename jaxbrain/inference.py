@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbrain.config import INFERENCE
+from jaxbrain.flags import INFERENCE
 from jaxbrain.data.arrays import segmenter_inputs
 from jaxbrain.data.transforms import Preprocessing, apply_preprocessing, native_logits
 from jaxbrain.models.gradcam import gradcam

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbrain.flags import INFERENCE  # its bootstrap resamples: the intervals' default
+
 __all__ = [
   'DECISION_THRESHOLD',
   'CLASSIFICATION_KEYS',
@@ -24,7 +26,6 @@ __all__ = [
   'classification_metrics',
   'pointing_game',
   'MIN_BOOTSTRAP_PATIENTS',
-  'BOOTSTRAP_SAMPLES',
   'log_loss',
   'bootstrap_by_patient',
   'patient_intervals',
@@ -130,8 +131,6 @@ def pointing_game(heatmaps: np.ndarray, masks: np.ndarray) -> float:
 
 MIN_BOOTSTRAP_PATIENTS = 5
 """Fewer patients give no interval: a resample of 2 patients says nothing."""
-BOOTSTRAP_SAMPLES = 1000
-"""Patient-bootstrap resamples of a 95% interval, unless a caller says otherwise."""
 
 
 def log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -> float:
@@ -145,7 +144,7 @@ def log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -
 
 
 def bootstrap_by_patient(metric: Callable[[np.ndarray, np.ndarray], dict], patients: np.ndarray,
-                         samples: int = BOOTSTRAP_SAMPLES, level: float = 0.95, seed: int = 0) -> dict:
+                         samples: int = INFERENCE.bootstrap_samples, level: float = 0.95, seed: int = 0) -> dict:
   """Percentile confidence intervals for each scalar of `metric`, resampling patients with replacement.
 
   Slices of one patient are correlated, so whole patients are resampled: `metric(rows, groups)`
@@ -184,7 +183,7 @@ def patient_intervals(metric: Callable[[np.ndarray, np.ndarray], dict], patients
 
 
 def paired_difference(metric_a: Callable[[np.ndarray, np.ndarray], dict], metric_b: Callable[[np.ndarray, np.ndarray], dict],
-                      patients: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
+                      patients: np.ndarray, samples: int = INFERENCE.bootstrap_samples, seed: int = 0) -> dict:
   """How much B beats A on the same slices: {'difference': {metric: B - A}, 'confidence_95':
   {metric: [low, high]}} for every scalar both `metric_a(rows, groups)` and `metric_b` give (the
   `bootstrap_by_patient` signature; NaN differences are left out of the intervals).

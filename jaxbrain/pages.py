@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from jaxbrain.folders import PredictionDir, RunDir
+from jaxbrain.text import counted
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:960px;padding:12px;color:#1d1d1f}
@@ -130,7 +131,7 @@ def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals
     slices = patients[name]
     start = max(range(len(slices)), key=lambda i: slices[i]['probability'])  # open on the likeliest tumor
     total = totals[name]
-    facts = f'{total["slices"]} slices, {len(total["slices_with_tumor"])} predicted with tumor'
+    facts = f'{counted(total["slices"], "slice")}, {len(total["slices_with_tumor"])} predicted with tumor'
     if 'volume_voxels' in total:
       facts += f', predicted tumor {total["volume_voxels"]} pixels in all'
     if 'tumor_volume_ml' in total:

@@ -13,7 +13,6 @@ job (`spark-submit --archives runs.zip#runs ... --run runs/exp20/<run>`).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from jaxbrain import configure_cpu
 from jaxbrain.errors import OutputExistsError, run_entry_point
+from jaxbrain.flags import INFERENCE, Parser, add_debug_flag, add_inference_flags
 
 SCHEMA = ('path string, patient string, slice int, probability double, label int, tumor_pixels long, '
           'disagreement double, error string')  # disagreement: an ensemble's members' spread (predict's column)
@@ -89,7 +89,6 @@ def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | N
   files = (spark.read.format('binaryFile').option('recursiveFileLookup', 'true').option('pathGlobFilter', IMAGE_GLOB)
            .load(inputs).select('path', 'content')
            .where(~F.regexp_extract('path', r'([^/]*)$', 1).rlike(r'_mask\.[A-Za-z]+$')))
-  from jaxbrain.config import INFERENCE
 
   batch_size = batch_size or INFERENCE.batch_size
   run_dir = str(Path(run_dir).resolve()) if '://' not in run_dir else run_dir
@@ -102,9 +101,7 @@ def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-  from jaxbrain.config import INFERENCE
-
-  parser = argparse.ArgumentParser(prog='python -m jaxbrain.spark', description=__doc__.splitlines()[0])
+  parser = Parser(prog='python -m jaxbrain.spark', description=__doc__.splitlines()[0])
   parser.add_argument('inputs', nargs='*', help='files, folders or URIs of slice images')
   parser.add_argument('--list', help='a text file with one input path or URI per line')
   parser.add_argument('--run', required=True, help='classification run directory')
@@ -112,16 +109,14 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--out', required=True, help='Parquet output path or URI (must not exist, unless --overwrite)')
   parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
   parser.add_argument('--master', help='Spark master, e.g. local[2]; default: what spark-submit gives')
-  parser.add_argument('--batch-size', type=int, default=INFERENCE.batch_size)
-  parser.add_argument('--debug', action='store_true', help='on an unexpected error, print the traceback')
+  add_inference_flags(parser, batch_size=True)
+  add_debug_flag(parser)
   args = parser.parse_args(argv)
   inputs = list(args.inputs)
   if args.list:
     inputs += [line.strip() for line in Path(args.list).read_text().splitlines() if line.strip()]
   if not inputs:
     parser.error('give INPUT paths or --list FILE')
-  if args.batch_size < 1:
-    parser.error(f'--batch-size must be at least 1; got {args.batch_size}')
   inputs = [str(Path(p).resolve()) if '://' not in p else p for p in inputs]
   configure_cpu()
   return run_entry_point('python -m jaxbrain.spark', lambda: _run(args, inputs), args.debug)

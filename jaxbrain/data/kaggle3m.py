@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jaxbrain.errors import Caution, UserError
+from jaxbrain.text import counted
 
 IMAGE_SIZE = 256
 IMAGE_EXTENSIONS = ('.tif', '.tiff', '.png')
@@ -214,7 +215,7 @@ def warn_notes(notes: Sequence[tuple[str, ...]], where: str | Path) -> dict[str,
   """One warning per kind of note, with the count of slices it concerns; returns the counts."""
   counts = Counter(note for slice_notes in notes for note in slice_notes)
   for note, count in sorted(counts.items()):
-    warnings.warn(f'{where}: {count} slices with {note}' + (' (every non-zero pixel is counted as tumor)'
+    warnings.warn(f'{where}: {counted(count, "slice")} with {note}' + (' (every non-zero pixel is counted as tumor)'
                                                             if note == SOFT_MASK else ''), Caution, stacklevel=2)
   return dict(counts)
 

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxbrain.config import INFERENCE
+from jaxbrain.flags import INFERENCE
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.files import write_csv, write_json
 from jaxbrain.folders import RunDir

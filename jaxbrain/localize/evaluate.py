@@ -18,12 +18,13 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxbrain.config import INFERENCE
+from jaxbrain.flags import INFERENCE
 from jaxbrain.data import kaggle3m
 from jaxbrain.folders import PredictionDir
 from jaxbrain.metrics import (decision_metrics, dice, hausdorff95, iou, segmentation_counts,
                               segmentation_metrics_with_intervals)
 from jaxbrain.runs import RunError
+from jaxbrain.text import counted
 
 WORST_SHOWN = 5
 DETECTION_KEYS = ('accuracy', 'balanced_accuracy', 'roc_auc', 'sensitivity', 'specificity')
@@ -153,7 +154,8 @@ def evaluate(pred_dirs: Sequence[str | Path] | str | Path, truth_dir: str | Path
 
 def format_table(result: dict) -> str:
   """The evaluation as text lines for the terminal."""
-  lines = [f'{result["slices"]} slices of {result["patients"]} patients ({result["tumor_slices"]} with tumor)',
+  lines = [f'{counted(result["slices"], "slice")} of {counted(result["patients"], "patient")} '
+           f'({result["tumor_slices"]} with tumor)',
            'slice detection: ' + ', '.join(f'{k} {v:.3f}' for k, v in result['detection'].items())]
   seg = result.get('segmentation')
   if seg:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxbrain.config import INFERENCE
+from jaxbrain.flags import INFERENCE
 from jaxbrain.data import kaggle3m
 from jaxbrain.files import write_json
 from jaxbrain.inference import Scorer

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from jaxbrain.config import INFERENCE
+from jaxbrain.flags import INFERENCE
 from jaxbrain import __version__
 from jaxbrain.data import dicom, dicom_seg, kaggle3m, nifti
 from jaxbrain.data.kaggle3m import slice_identity

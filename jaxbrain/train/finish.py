@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import shutil
 from typing import Callable
 
 import jax
@@ -17,6 +18,7 @@ from jaxbrain.errors import ConfigError
 from jaxbrain.files import write_json
 from jaxbrain.folders import RunDir
 from jaxbrain.pages import write_run_page
+from jaxbrain.text import counted
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.outputs import RunWriter, plot_curves, read_history
 
@@ -93,12 +95,20 @@ def write_results(run: RunDir, task, config: Config, final: dict, decision: dict
   write_run_page(run.path)
 
 
+def tensorboard_command(run: RunDir) -> str:
+  """The command that shows the run's curves in TensorBoard, installing it first where it is missing
+  (the runs write its files without it)."""
+  command = f'tensorboard --logdir {run.tensorboard}'
+  return command if shutil.which('tensorboard') else f'pip install tensorboard && {command}'
+
+
 POSTPROCESSED_VIEWS = {'native': 'as the model gives them', 'native_postprocessed': 'post-processed as validation chose'}
 
 
-def print_summary(final: dict, run: RunDir, task, config: Config, seconds: float) -> None:
+def print_summary(final: dict, run: RunDir, task, config: Config, seconds: float, resumed: bool = False) -> None:
   """The run's closing lines: the task's test metrics with intervals, the selected epoch, wall
-  time, where the outputs are, and the commands to paste next."""
+  time (of this process: since the resume for a resumed run), where the outputs are, and the
+  commands to paste next."""
   selection = final['selected_checkpoint']
 
   def shown(metrics: dict) -> str:
@@ -107,13 +117,13 @@ def print_summary(final: dict, run: RunDir, task, config: Config, seconds: float
                      for k in task.summary_keys if metrics.get(k) is not None)
 
   side = 'test' if final.get('member') is None else 'the ensemble\'s decision set (the seed\'s validation patients)'
-  print(f'{side} ({final["counts"]["test_patients"]} patients, used for no choice): {shown(final)}'
+  print(f'{side} ({counted(final["counts"]["test_patients"], "patient")}, used for no choice): {shown(final)}'
         + (f'; 95% intervals {final["confidence_95_note"]}' if final.get('confidence_95_note') else ''), flush=True)
   for key, how in POSTPROCESSED_VIEWS.items():
     if key in final:
       print(f'  at 256x256, masks {how}: {shown(final[key])}', flush=True)
-  print(f'selected checkpoint: epoch {selection["epoch"]} by {selection["metric"]}; {seconds / 60:.1f} min in all; '
+  print(f'selected checkpoint: epoch {selection["epoch"]} by {selection["metric"]}; {seconds / 60:.1f} min {"since the resume" if resumed else "in all"}; '
         f'outputs in {run} (open {run.report} in a browser)\nnext:\n'
         f'  jaxbrain predict PATIENT_FOLDER... {task.predict_flag} {run} --out predictions/\n'
-        f'  tensorboard --logdir {run.tensorboard}\n  python -m experiments.report --workdir {config.workdir}',
+        f'  {tensorboard_command(run)}\n  python -m experiments.report --workdir {config.workdir}',
         flush=True)

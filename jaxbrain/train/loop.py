@@ -166,7 +166,9 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
       raise UserError(f'{run.checkpoints("last")}: the newest checkpoint cannot be read ({type(e).__name__}: '
                       f'{str(e).splitlines()[0][:160] if str(e) else "damaged"}); delete that step folder to resume '
                       'from the one before, or start a new run') from e
-    print(f'resumed {run} at epoch {position["epoch"] + 1}, batch {position["batch"]}')
+    at = (f'at epoch {position["epoch"] + 1}, batch {position["batch"]}' if position['epoch'] < config.epochs
+          else f'after its last epoch ({config.epochs}): its test evaluation and files follow')
+    print(f'resumed {run} {at}')
   counts = _counts(data, split, mesh.size)
   writer = None
   if writes:
@@ -198,7 +200,7 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
   if writes:
     write_results(run, task, config, final, decision, test_outputs, split, writer)
     writer.close()
-    print_summary(final, run, task, config, time.perf_counter() - began)
+    print_summary(final, run, task, config, time.perf_counter() - began, resumed=resume)
   return final
 
 

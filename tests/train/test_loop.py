@@ -502,8 +502,9 @@ def test_a_run_stopped_in_its_test_evaluation_says_how_to_finish_and_is_refused_
                                                                                             capsys):
   """Catches a run stopped (SIGTERM) during its test evaluation that dies printing nothing (no
   command to finish it), a `predict` that uses such a run (no decision.json: its decisions would be
-  guesses) instead of refusing it in one line naming the run and that command, and a printed
-  command that does not finish the run."""
+  guesses) instead of refusing it in one line naming the run and that command, a printed command
+  that does not finish the run, and the resume saying "at epoch 2" of a 1-epoch run or "min in all"
+  for the minutes since it resumed."""
   from jaxbrain import cli
   args = ['--data-dir', str(phantom_png), '--workdir', str(tmp_path), '--run-name', 'stopped', '--init', 'scratch',
           '--image-size', '32', '--batch-size', '4', '--epochs', '1', '--bootstrap-samples', '0', '--evals',
@@ -524,5 +525,7 @@ def test_a_run_stopped_in_its_test_evaluation_says_how_to_finish_and_is_refused_
   finished = subprocess.run(command.replace('python ', f'{sys.executable} ', 1), shell=True, cwd=ROOT,
                             capture_output=True, text=True)
   assert finished.returncode == 0, finished.stdout + finished.stderr
+  assert 'after its last epoch (1)' in finished.stdout and 'at epoch 2' not in finished.stdout
+  assert 'min since the resume' in finished.stdout and 'min in all' not in finished.stdout
   assert (run / 'decision.json').is_file()
   assert cli.main(predicting) == 0
