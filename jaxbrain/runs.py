@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 
 from jaxbrain import models
 from jaxbrain.config import Config
+from jaxbrain.data.kaggle3m import fingerprint
 from jaxbrain.data.phantom import INSTITUTIONS
 from jaxbrain.data.transforms import Preprocessing
 from jaxbrain.errors import UserError
@@ -164,6 +165,19 @@ def read_split(run_dir: Path) -> dict:
   if not path.is_file():
     raise RunError(f'{run_dir}: has no split.json (written by an older version?)')
   return read_json(path)
+
+
+def check_data(data_dir: str | Path, *run_dirs: Path) -> None:
+  """Refuses `data_dir` unless it holds the data each run of `run_dirs` (an ensemble's members, a
+  pair) was trained on: that folder or an identical copy, by the content fingerprint in its
+  split.json. Patient names alone do not say it: choices made on other images are wrong."""
+  found = fingerprint(data_dir)
+  for run_dir in run_dirs:
+    expected = read_split(run_dir).get('data_fingerprint')
+    if expected and found != expected:
+      trained_on = read_config(run_dir)[1].get('data', 'another folder')
+      raise RunError(f'{data_dir}: is not the data {run_dir} was trained on ({trained_on}): its content differs '
+                     f'(fingerprint {found}, not {expected}); give that folder or an identical copy')
 
 
 def check_same_split(classifier: LoadedRun, segmenter: LoadedRun) -> dict:

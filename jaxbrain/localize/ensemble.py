@@ -34,7 +34,7 @@ from jaxbrain.inference import Scorer
 from jaxbrain.localize.gate import patients_slices
 from jaxbrain.metrics import DECISION_THRESHOLD, decision_metrics, roc_auc, segmentation_metrics
 from jaxbrain.postprocess import choose_rule
-from jaxbrain.runs import LoadedRun, RunError, load_run, read_config, read_json, read_split
+from jaxbrain.runs import LoadedRun, RunError, check_data, load_run, read_config, read_json, read_split
 
 MEMBER_FILES = ('config', 'split', 'decision')  # what a member keeps besides its selected weights
 SAME_SPLIT = ('kind', 'seed', 'data_fingerprint', 'test', 'seed_test')  # what members of one ensemble share
@@ -125,6 +125,7 @@ def make_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, data_dir:
   task = read_config(Path(run_dirs[0]))[0].task.name
   runs = [load_run(run_dir, task) for run_dir in run_dirs]
   split = check_members(runs)
+  check_data(data_dir, runs[0].directory)
   images, truth, patients = patients_slices(Path(data_dir), split['validation'], 'decision set')
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}-', dir=out_dir.parent))

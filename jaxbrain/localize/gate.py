@@ -29,7 +29,7 @@ from jaxbrain.files import write_json
 from jaxbrain.inference import Scorer
 from jaxbrain.metrics import classification_metrics, decision_metrics, patient_intervals, segmentation_counts
 from jaxbrain.postprocess import Detector, choose_detector, choose_gate, detect, gated_counts, pipeline_metrics
-from jaxbrain.runs import RunError, check_same_split, gate_path
+from jaxbrain.runs import RunError, check_data, check_same_split, gate_path
 
 PIPELINE_METRICS = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate', 'tumor_detection_rate',
             'detection_accuracy')
@@ -75,6 +75,7 @@ def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: s
   and measured (also written to that gate file)."""
   scorer = Scorer(run_dir, seg_run_dir, batch_size)
   split = check_same_split(scorer.classifier, scorer.segmenter)
+  check_data(data_dir, scorer.classifier.directory, scorer.segmenter.directory)
   threshold = scorer.classifier.threshold
   images, truth, patients = patients_slices(Path(data_dir), split['validation'], 'validation')
   probability, segmenter, masks = _score(scorer, images, patients)

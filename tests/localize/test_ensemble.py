@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from jaxbrain import cli
 from jaxbrain.data import kaggle3m
@@ -56,10 +57,13 @@ def test_a_segmenter_ensemble_averages_pixel_probabilities_before_its_rule(membe
   np.testing.assert_allclose(together.mask_disagreement, expected)
 
 
-def test_the_decisions_read_no_test_patient(member_runs, ensembles, phantom_runs_data, tmp_path):
+def test_the_decisions_read_no_test_patient(member_runs, ensembles, phantom_runs_data, tmp_path, monkeypatch):
   """Catches decisions that depend on the seed's test patients: made again from a copy of the data
   without their files, the ensemble's decisions and decision-set figures are the same. And a data
-  folder without the decision set is refused, naming a missing patient."""
+  folder without the decision set is refused, naming a missing patient. (The command refuses data
+  other than the members', `runs.check_data`; the check is lifted here, where the data differs on
+  purpose.)"""
+  monkeypatch.setattr('jaxbrain.localize.ensemble.check_data', lambda *_: None)
   split = json.loads((ensembles[1] / 'split.json').read_text())
   assert split['test'] and not set(split['test']) & set(split['validation'])
   pruned = shutil.copytree(phantom_runs_data, tmp_path / 'kaggle_3m')
@@ -183,3 +187,23 @@ def test_a_nifti_case_gets_probability_and_disagreement_volumes(member_runs, ens
   np.testing.assert_allclose(volumes['ensemble']['probability'].get_fdata(), mean, atol=1e-5)
   spread = volumes['ensemble']['disagreement'].get_fdata()
   assert spread.min() >= 0 and spread.max() <= 0.5 + 1e-6
+
+
+def test_other_data_under_the_same_patient_names_is_refused(member_runs, trained_runs, phantom_runs_data, tmp_path,
+                                                           capsys):
+  """Catches `jaxbrain ensemble` or `jaxbrain gate` choosing decisions on images other than the ones
+  the runs were trained on (one decision-set slice changed, every patient name the same), instead
+  of refusing in one line naming both folders; an identical copy of the data is accepted."""
+  split = json.loads((member_runs['seg'][0] / 'split.json').read_text())
+  other = shutil.copytree(phantom_runs_data, tmp_path / 'other' / 'kaggle_3m')
+  image = next(p for p in sorted(other.glob(f'{split["test"][0]}_*/*.png')) if not p.stem.endswith('_mask'))
+  Image.fromarray(255 - np.asarray(Image.open(image))).save(image)
+  classifier, segmenter = trained_runs
+  for command in (['ensemble', *map(str, member_runs['seg']), '--out', str(tmp_path / 'e')],
+                  ['gate', '--run', str(classifier), '--seg-run', str(segmenter)]):
+    assert cli.main([*command, '--data-dir', str(other)]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and f'{other}: is not the data' in said[0] and str(phantom_runs_data) in said[0]
+  assert not (tmp_path / 'e').exists()
+  copy = shutil.copytree(phantom_runs_data, tmp_path / 'copy' / 'kaggle_3m')
+  make_ensemble(member_runs['seg'], tmp_path / 'from_a_copy', copy, batch_size=8)
