@@ -242,9 +242,7 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
         voxels = int(volume.sum())
         entry.update({'mask': mask_file.name, 'volume_voxels': voxels, 'tumor_volume_ml': voxels * case.voxel_ml})
         if case.flair_series is not None:
-          dicom_seg.write_seg(case.flair_series, volume, out.case_seg(case.name), __version__,
-                              str(scorer.segmenter.directory))
-          entry['dicom_seg'] = out.case_seg(case.name).name
+          entry.update(_write_seg(case, volume, out, str(scorer.segmenter.directory)))
         for field, path, key in (('pixel_probability', out.case_probability(case.name), 'probability_map'),
                                  ('pixel_spread', out.case_disagreement(case.name), 'disagreement_map')):
           if field in pixel_maps:
@@ -256,6 +254,22 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
             if run is not None]
     write_prediction_page(out_dir, viewer, summary, runs, scorer.threshold, scorer.description, notes)
   return summary
+
+
+def _write_seg(case: nifti.Case, volume: np.ndarray, out: PredictionDir, algorithm: str) -> dict:
+  """The case's mask as a DICOM SEG ({'dicom_seg': its file name}); a SEG its series' headers cannot
+  make (highdicom refuses a series without a Frame of Reference UID, say) is skipped with a warning
+  saying why ({'dicom_seg_skipped': why}): the other outputs hold the same answer."""
+  path = out.case_seg(case.name)
+  try:
+    dicom_seg.write_seg(case.flair_series, volume, path, __version__, algorithm)
+  except Exception as e:  # noqa: BLE001 -- highdicom raises many kinds on headers it cannot use
+    path.unlink(missing_ok=True)
+    why = f'{type(e).__name__}: {e}'
+    warnings.warn(f'{case.name}: no DICOM SEG written ({why}); the mask is in {out.case_mask(case.name).name} and '
+                  'the other outputs', Caution, stacklevel=2)
+    return {'dicom_seg_skipped': why}
+  return {'dicom_seg': path.name}
 
 
 def _whole_stacks(patients: list, size: int) -> list[slice]:

@@ -112,3 +112,29 @@ def test_a_real_patient_as_dicom_predicts_as_the_same_volume_as_nifti(real_data,
   volumes = [json.loads((tmp_path / out / 'summary.json').read_text())[name]['tumor_volume_ml']
              for out, name in (('out_dicom', 'study'), ('out_nifti', 'lgg'))]
   assert volumes[0] == pytest.approx(volumes[1], rel=0.01, abs=1e-9)
+
+
+def test_a_study_whose_seg_cannot_be_made_keeps_every_other_output(trained_runs, tmp_path, capsys):
+  """A study whose series carry no Frame of Reference UID (non-conformant; such exports exist):
+  highdicom refuses to make its SEG. Catches that refusal ending the command as an unexpected error
+  after the masks were written and before predictions.csv, summary.json and the page were (the
+  user gets no answer), and a skipped SEG not said on the console, in the summary and on the page."""
+  import html
+  import pydicom
+  _, segmenter = trained_runs
+  files, _ = write_nifti_phantom(tmp_path / 'nifti', n_slices=8, seed=7, axcodes='LPS', spacing=(0.9, 0.9, 2.5))
+  study = tmp_path / 'study'
+  nifti_case_as_dicom(files, study)
+  for path in study.rglob('*.dcm'):
+    header = pydicom.dcmread(path)
+    del header.FrameOfReferenceUID
+    header.save_as(path)
+  out = tmp_path / 'out'
+  with pytest.warns(UserWarning, match='study: no DICOM SEG written .*Frame Of Reference'):
+    assert _predict([study], segmenter, out) == 0
+  assert 'unexpected error' not in capsys.readouterr().err
+  entry = json.loads((out / 'summary.json').read_text())['study']
+  assert 'Frame Of Reference' in entry['dicom_seg_skipped'] and 'dicom_seg' not in entry
+  assert (out / 'predictions.csv').is_file() and (out / 'study_mask.nii.gz').is_file()
+  assert not (out / 'study_seg.dcm').exists()
+  assert 'study: no DICOM SEG written' in html.unescape((out / 'report.html').read_text())
