@@ -3,7 +3,9 @@ and masks written back as a volume in the input's own frame. The volumes come fr
 (here) or DICOM series (`jaxbrain.data.dicom`, read into the same in-memory NIfTI images).
 
 The LGG slices' channels are pre-contrast T1, FLAIR and post-contrast T1: BraTS's `t1`, `flair`,
-`t1ce` (2021 names) or `t1n`, `t2f`, `t1c` (2023 names). A case is read in four steps:
+`t1ce` (2021 names) or `t1n`, `t2f`, `t1c` (2023 names), as the end of a case's file names
+(`<case>_t1.nii.gz`, `<case>-t1n.nii.gz`) or as the whole name (`t1n.nii.gz`, as BraTS toolkits
+write a preprocessed case). A case is read in four steps:
 1. reoriented to the closest canonical frame (RAS: the axial axis last, inferior to superior);
 2. each axial slice turned for display as the LGG slices are (anterior at the top, the patient's
    right on the image's left, the radiological convention of their DICOM source);
@@ -41,16 +43,23 @@ def is_case_folder(folder: Path) -> bool:
   return folder.is_dir() and any(_stem(p) for p in folder.iterdir())
 
 
+def _named(stem: str, modality: str) -> bool:
+  """Whether a NIfTI file's name (without .nii[.gz]) is `modality`'s by a BraTS name: ending in one
+  of its suffixes, or one of them bare (suffixes match exactly: `_t1` is not `_t1ce`)."""
+  return any(stem.endswith(suffix) or stem == suffix[1:] for suffix in NAMES[modality])
+
+
 def find_case(folder: Path) -> dict[str, Path]:
-  """The three modality files of a case folder, by their BraTS names (suffixes match exactly:
-  `_t1` is not `_t1ce`). One-line errors for a missing or doubled modality."""
+  """The three modality files of a case folder, by their BraTS names (`_named`). One-line errors
+  for a missing or doubled modality."""
   files = [p for p in sorted(folder.iterdir()) if _stem(p)]
   found = {}
   for modality, suffixes in NAMES.items():
-    matches = [p for p in files if _stem(p).endswith(suffixes)]
+    matches = [p for p in files if _named(_stem(p), modality)]
     if not matches:
-      raise DataError(f'{folder}: no {modality} volume (a NIfTI file whose name ends in '
-                      f'{" or ".join(s + ".nii.gz" for s in suffixes)}); a case needs t1, flair and t1ce')
+      names = [s[1:] + '.nii.gz' for s in suffixes] + ['<case>' + s + '.nii.gz' for s in suffixes]
+      raise DataError(f'{folder}: no {modality} volume (a NIfTI file named {", ".join(names)}); a case needs t1, '
+                      'flair and t1ce')
     if len(matches) > 1:
       raise DataError(f'{folder}: several {modality} volumes ({", ".join(p.name for p in matches)}); keep one')
     found[modality] = matches[0]
@@ -58,9 +67,12 @@ def find_case(folder: Path) -> dict[str, Path]:
 
 
 def case_name(flair: Path) -> str:
-  """A case named after its FLAIR file: BraTS-GLI-00000-000-t2f.nii.gz -> BraTS-GLI-00000-000."""
+  """A case named after its FLAIR file (BraTS-GLI-00000-000-t2f.nii.gz -> BraTS-GLI-00000-000), or
+  after its folder when the file bears the sequence's name alone (case7/t2f.nii.gz -> case7)."""
   stem = _stem(flair) or flair.stem
   for suffix in NAMES['flair']:
+    if stem == suffix[1:]:
+      return flair.resolve().parent.name
     if stem.endswith(suffix):
       return stem[:-len(suffix)]
   return stem

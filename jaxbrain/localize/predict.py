@@ -172,6 +172,10 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
                     f'says tumor (p >= {scorer.gate:g}); `jaxbrain gate --run {scorer.classifier.directory} --seg-run '
                     f'{scorer.segmenter.directory} --data-dir DIR` chooses one (often: no gate)', Caution, stacklevel=2)
     read = read_inputs(inputs, case_files, case_name, progress)
+    if read.cases and scorer.segmenter is None:
+      warnings.warn(f'{", ".join(case.name for case, _ in read.cases)}: volume case(s) scored without a segmenter '
+                    '(--seg-run): each slice is labelled, but no mask (<case>_mask.nii.gz) is written', Caution,
+                    stacklevel=2)
     if scorer.segmenter and (scorer.segmenter.config.task.context_slices or scorer.segmenter.config.task.scale_volumes):
       for patient, missing in missing_slices(read.rows).items():
         warnings.warn(f'{patient}: slices {", ".join(map(str, missing))} are not among the inputs; the segmenter '

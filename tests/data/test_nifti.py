@@ -30,6 +30,19 @@ def test_find_case_matches_suffixes_exactly(tmp_path):
   assert nifti.case_name(found['flair']) == 'BraTS-GLI-00000-000'
 
 
+def test_a_preprocessed_case_with_bare_sequence_names_is_named_after_its_folder(tmp_path):
+  """A case folder as BraTS toolkits write a preprocessed case (`t1n.nii.gz`, `t2f.nii.gz`,
+  `t1c.nii.gz`, `t2w.nii.gz`). Catches it refused as having no t1 volume, `t1n` taken for `t1c` (or
+  T2-weighted `t2w` for anything), and the case named after its FLAIR file ("t2f")."""
+  _touch(tmp_path / 'case7', 't1n.nii.gz', 't2f.nii.gz', 't1c.nii.gz', 't2w.nii.gz')
+  found = nifti.find_case(tmp_path / 'case7')
+  assert {m: p.name for m, p in found.items()} == {'t1': 't1n.nii.gz', 'flair': 't2f.nii.gz', 't1ce': 't1c.nii.gz'}
+  assert nifti.case_name(found['flair']) == 'case7'
+  _touch(tmp_path / 'older', 't1.nii.gz', 'flair.nii.gz', 't1ce.nii.gz')
+  assert {m: p.name for m, p in nifti.find_case(tmp_path / 'older').items()} == {
+      't1': 't1.nii.gz', 'flair': 'flair.nii.gz', 't1ce': 't1ce.nii.gz'}
+
+
 def test_clear_errors_name_the_file(tmp_path):
   """Catches a missing modality, a 4D file, a non-NIfTI file, a .nii.gz cut short (its header reads,
   its voxels do not), and volumes of different shapes or affines being accepted (or failing with a

@@ -203,3 +203,17 @@ def test_a_2p5d_segmenter_warns_when_a_patients_slices_have_gaps(trained_runs, p
     warnings.simplefilter('always')
     predict([whole], None, tmp_path / 'out_whole', seg_run_dir=segmenter, progress=False)
   assert not [w for w in caught if 'not among the inputs' in str(w.message)]
+
+
+def test_a_volume_case_without_a_segmenter_says_once_that_no_mask_is_written(trained_runs, tmp_path):
+  """Catches a NIfTI case scored by a classifier alone with no word that no mask volume will come
+  (the user waits for `<case>_mask.nii.gz`), and that word repeated per slice or per chunk."""
+  import warnings
+  classifier, _ = trained_runs
+  write_nifti_phantom(tmp_path / 'case', n_slices=6, in_plane=64)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    predict([tmp_path / 'case'], classifier, tmp_path / 'out', progress=False)
+  said = [str(w.message) for w in caught if 'no mask' in str(w.message)]
+  assert len(said) == 1 and 'phantom000' in said[0] and '--seg-run' in said[0]
+  assert not list((tmp_path / 'out').glob('*.nii.gz'))
