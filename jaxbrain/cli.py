@@ -189,8 +189,8 @@ def _add_predict(commands) -> None:
              '  jaxbrain predict study/ --seg-run checkpoints/seg01/RUN --out pred/   (DICOM series: FLAIR, T1, T1 post)',
       formatter_class=argparse.RawDescriptionHelpFormatter)
   predict.add_argument('inputs', nargs='*', help='.tif/.png slices, kaggle_3m patient folders or trees, NIfTI '
-                       'case folders (BraTS names: *_t1, *_flair, *_t1ce or *-t1n, *-t2f, *-t1c .nii[.gz]) and DICOM '
-                       'study folders (series matched by their Series Description: FLAIR; T1 with post, +c, gd, ce '
+                       'case folders (BraTS names: *_t1, *_flair, *_t1ce, *-t1n, *-t2f, *-t1c, or bare t1n, t2f, '
+                       't1c .nii[.gz]) and DICOM study folders (series matched by their Series Description: FLAIR; T1 with post, +c, gd, ce '
                        'or contrast; other T1)')
   for modality, meaning in (('t1', 'pre-contrast T1'), ('flair', 'FLAIR'), ('t1ce', 'post-contrast T1')):
     predict.add_argument(f'--{modality}', metavar='PATH', help=f'the {meaning} of one case: a NIfTI file or a DICOM '
