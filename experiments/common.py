@@ -17,8 +17,8 @@ from jaxbrain.train.sharding import initialize_distributed
 # With no --data-dir the experiment runs on the embedded phantom data with this demo budget (a few
 # minutes of a small CPU; docs/performance.md has the figures); any of these given on the command line wins.
 PHANTOM_BUDGET = {
-    'classify': {'image_size': 128, 'epochs': 5, 'learning_rate': 0.01, 'init': 'scratch', 'keep_checkpoints': 1},
-    'segment': {'image_size': 128, 'epochs': 5, 'init': 'scratch', 'keep_checkpoints': 1},
+    'classify': {'image_size': 128, 'epochs': 5, 'learning_rate': 0.01, 'init': 'scratch'},
+    'segment': {'image_size': 128, 'epochs': 5, 'init': 'scratch'},
 }
 
 

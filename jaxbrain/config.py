@@ -172,8 +172,8 @@ class Config:
   workdir: str = setting('checkpoints', 'output root')
   run_name: Optional[str] = setting(None, 'run folder name under WORKDIR/EXPERIMENT/ (default: from split, fold, '
                                     'init, size and seed)')
-  keep_checkpoints: int = setting(3, 'how many of the newest checkpoints to keep for --resume, besides the best one',
-                                  at_least=1)
+  keep_checkpoints: int = setting(1, 'how many of the newest checkpoints to keep for --resume, besides the selected '
+                                  '(best) one that predict uses; more only to go back to earlier epochs', at_least=1)
   checkpoint_every_s: float = setting(CHECKPOINT_EVERY_S, 'seconds of training between checkpoint writes (0: every '
                                       'epoch); always one at the end and on SIGTERM / Ctrl-C, each with the best state '
                                       'when it changed since the last write; a kill loses at most this much',

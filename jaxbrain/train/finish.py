@@ -8,6 +8,7 @@ import dataclasses
 import importlib
 import importlib.util
 import shutil
+from pathlib import Path
 from typing import Callable
 
 import jax
@@ -95,6 +96,16 @@ def write_results(run: RunDir, task, config: Config, final: dict, decision: dict
   write_run_page(run.path)
 
 
+def disk_use(run: RunDir, keep: int) -> str:
+  """What the run folder holds on disk, its checkpoints apart, and how to keep more of them."""
+  def megabytes(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob('*') if p.is_file()) / 1e6
+
+  kept = f'the selected one and the newest {keep}' if keep > 1 else 'the selected one and the newest'
+  return (f'disk: {megabytes(run.path):.0f} MB in {run}, {megabytes(run.path / "checkpoints"):.0f} MB of them '
+          f'checkpoints ({kept}; --keep-checkpoints N keeps N newest)')
+
+
 def tensorboard_command(run: RunDir) -> str:
   """The command that shows the run's curves in TensorBoard, installing it first where it is missing
   (the runs write its files without it)."""
@@ -122,6 +133,7 @@ def print_summary(final: dict, run: RunDir, task, config: Config, seconds: float
   for key, how in POSTPROCESSED_VIEWS.items():
     if key in final:
       print(f'  at 256x256, masks {how}: {shown(final[key])}', flush=True)
+  print(disk_use(run, config.keep_checkpoints), flush=True)
   print(f'selected checkpoint: epoch {selection["epoch"]} by {selection["metric"]}; {seconds / 60:.1f} min {"since the resume" if resumed else "in all"}; '
         f'outputs in {run} (open {run.report} in a browser)\nnext:\n'
         f'  jaxbrain predict PATIENT_FOLDER... {task.predict_flag} {run} --out predictions/\n'

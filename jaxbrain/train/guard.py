@@ -55,7 +55,8 @@ def run_lock(run: RunDir, take: bool):
       fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-RESUMABLE_CHANGES = ('epochs', 'data_dir')  # more epochs (recorded in resumes.jsonl); the data is compared by content
+# More epochs (recorded in resumes.jsonl); the data (compared by content); what is kept on disk and how often.
+RESUMABLE_CHANGES = ('epochs', 'data_dir', 'keep_checkpoints', 'checkpoint_every_s')
 
 
 def check_resume(run: RunDir, config: Config, content: str) -> dict | None:

@@ -529,3 +529,13 @@ def test_a_run_stopped_in_its_test_evaluation_says_how_to_finish_and_is_refused_
   assert 'min since the resume' in finished.stdout and 'min in all' not in finished.stdout
   assert (run / 'decision.json').is_file()
   assert cli.main(predicting) == 0
+
+
+def test_a_run_keeps_by_default_what_resume_and_predict_need_and_says_its_size(phantom_png, tmp_path, capsys):
+  """Catches a run keeping several last checkpoints by default (a newcomer's first hour left about
+  730 MB), and a run that ends without saying how much disk it holds and how to keep more."""
+  train_and_evaluate(bare(phantom_png, tmp_path, epochs=3, checkpoint_every_s=0, run_name='r'), progress=False)
+  run = tmp_path / 'test' / 'r'
+  assert [len(list((run / 'checkpoints' / kind).iterdir())) for kind in ('best', 'last')] == [1, 1]
+  said = capsys.readouterr().out
+  assert f'MB in {run}' in said and '--keep-checkpoints N keeps' in said
