@@ -190,6 +190,12 @@ class Scorer:
     return (self.classifier or self.segmenter).threshold
 
   @property
+  def label_threshold(self) -> float:
+    """The probability at or above which a slice is labelled tumor: the pair's chosen detector's cut,
+    else the threshold of the run that gives the probability."""
+    return self.threshold if self.detector is None else self.detector.label_threshold(self.threshold)
+
+  @property
   def description(self) -> str:
     """How labels and masks come about, in a sentence or three (for pages)."""
     both_heads = self.classifier and self.classifier.config.task.score_with_mask_head
@@ -199,7 +205,7 @@ class Scorer:
     context = self.segmenter.config.task.context_slices
     seen = f' (each slice seen with {context} neighbouring slice(s) on either side)' if context else ''
     seen += ' (each patient\'s scan rescaled to one intensity scale)' if self.segmenter.config.task.scale_volumes else ''
-    masks = f'Masks: the segmenter\'s{seen}, post-processed by its stored rule ({self.segmenter.mask_rule}).'
+    masks = f'Masks: the segmenter\'s{seen}, post-processed by the rule chosen on validation ({self.segmenter.mask_rule.in_words()}).'
     if self.classifier is None:
       return f'Label: the mask has a tumor pixel. {masks}'
     gate = 'no gate' if self.gate is None else f'emptied where the classifier\'s probability < {self.gate:g}'
@@ -208,7 +214,7 @@ class Scorer:
                'validation for this pair: jaxbrain gate chooses one)')
     else:
       detector = self.detector
-      cut = detector.label_threshold(self.threshold)
+      cut = self.label_threshold
       label = (f'Probability and label: {DETECTOR_SAID[detector.combination]}'
                + (f', averaged over {detector.smoothing} neighbouring slice(s) on either side' if detector.smoothing else '')
                + (', tumor where its post-processed mask is not empty' if detector.combination == 'segmenter'

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from jaxbrain.folders import PredictionDir, RunDir
+from jaxbrain.postprocess import MaskRule
+from jaxbrain.runs import trained_on_phantom
 from jaxbrain.text import counted
 
 STYLE = """
@@ -32,7 +34,57 @@ background:rgba(0,0,0,.55);color:#fff;font-variant-numeric:tabular-nums}
 svg.plot{width:100%;max-width:512px;height:auto;background:#fafafa;border:1px solid #eee}
 pre{white-space:pre-wrap;font-size:12px;background:#f6f6f6;padding:8px}
 .warnings{background:#fff4e5;border-left:4px solid #e08a00;padding:2px 12px;margin:1em 0}
+.banner{background:#fde8e8;border-left:4px solid #c0392b;padding:6px 12px;margin:1em 0}
+dl.defs dt{font-weight:600;margin-top:.3em}dl.defs dd{margin:0 0 0 1.2em}
 """
+
+# What each figure on a page means, in a line: pages show it beside the figures they hold.
+METRICS_SAID = {
+    'accuracy': 'share of slices labelled right (tumor or not)',
+    'balanced_accuracy': 'mean of sensitivity and specificity: not swayed by how many slices hold a tumor',
+    'roc_auc': 'how well the probability ranks tumor slices above tumor-free ones, over every threshold (1 perfect, '
+               '0.5 chance)',
+    'sensitivity': 'share of tumor slices labelled tumor',
+    'specificity': 'share of tumor-free slices labelled tumor-free',
+    'f1': 'harmonic mean of sensitivity and precision (the share of slices labelled tumor that hold one)',
+    'loss': 'mean cross-entropy of the probabilities (the training objective; lower is better)',
+    'gradcam_pointing_game': 'share of tumor slices whose Grad-CAM peak lies inside the true mask; coarse: Grad-CAM '
+                             'comes from the last block\'s grid, 1/32 of the image (4x4 cells at 128 px), so it '
+                             'points at a region, not a pixel',
+    'dice_per_volume': 'overlap of predicted and true tumor, 2|A∩B| / (|A| + |B|), per patient\'s stack of slices, '
+                       'averaged over patients (1 perfect; a patient with no tumor and no prediction scores 1)',
+    'iou_per_volume': 'the same overlap as intersection over union, |A∩B| / |A∪B|',
+    'dice_tumor_slices': 'Dice of each slice that holds a tumor, averaged over those slices',
+    'false_positive_rate': 'share of tumor-free slices given a tumor mask',
+    'tumor_detection_rate': 'share of tumor slices given a mask with at least one pixel',
+    'volumes': 'patients (stacks of slices) scored',
+}
+
+
+def _definitions(names) -> str:
+  """The one-line meaning of each figure in `names` that has one."""
+  said = [f'<dt>{html.escape(n.replace("_", " "))}</dt><dd>{html.escape(METRICS_SAID[n])}</dd>'
+          for n in dict.fromkeys(names) if n in METRICS_SAID]
+  return f'<h3>What the figures mean</h3><dl class="defs">{"".join(said)}</dl>' if said else ''
+
+
+PHANTOM_BANNER = ('<div class="banner"><strong>Synthetic data.</strong> {what} jaxbrain\'s phantom images, made by a '
+                  'program: its figures show that the code runs and mean nothing for patients.</div>')
+
+
+OVERLAYS_SAID = ('Test slices, the FLAIR channel in gray. Green outline: the true tumor (the dataset\'s mask). Red: the '
+                 'predicted mask, post-processed as validation chose. Red to yellow (Grad-CAM images): where the '
+                 'classifier looked, from a grid 1/32 of the image, so a region, not a pixel.')
+
+
+def _checkpoint_said(checkpoint: str) -> str:
+  """What a checkpoint folder name ('checkpoints/best/76') means to a reader."""
+  kind, _, step = checkpoint.rpartition('/')
+  if kind.endswith('best'):
+    return f'{checkpoint}: the weights after training step {step}, the epoch validation chose'
+  if kind.endswith('last'):
+    return f'{checkpoint}: the last weights (step {step}): validation chose no earlier epoch'
+  return f'{checkpoint}: each member\'s weights as it chose them on validation' if checkpoint == 'members' else checkpoint
 
 VIEWER_SCRIPT = """
 const data = JSON.parse(document.getElementById('slices').textContent);
@@ -93,25 +145,34 @@ def _metrics_table(metrics: dict, intervals: dict) -> str:
 
 
 def _probability_plot(slices: list[dict], threshold: float) -> str:
-  """SVG: tumor probability (and tumor area, scaled to its maximum) against slice order, the
-  decision threshold dashed, and a cursor the viewer moves to the shown slice."""
-  width, height, pad = 300.0, 90.0, 6.0
-  dx = (width - 2 * pad) / max(len(slices) - 1, 1)
-  y = lambda v: height - pad - v * (height - 2 * pad)  # noqa: E731
-  points = ' '.join(f'{pad + i * dx:.1f},{y(s["probability"]):.1f}' for i, s in enumerate(slices))
-  parts = [f'<polyline points="{points}" fill="none" stroke="#c0392b" stroke-width="1.5"/>',
-           f'<line x1="{pad}" x2="{width - pad}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
-           'stroke="#999" stroke-dasharray="3 3"/>']
-  legend = 'red: tumor probability; dashed: decision threshold'
+  """SVG: tumor probability (and tumor area, scaled to its maximum) against slice order, with its
+  axes (probability 0 to 1; the first and last slice numbers), the decision threshold dashed, and a
+  cursor the viewer moves to the shown slice."""
+  width, height, left, bottom, pad = 300.0, 104.0, 18.0, 14.0, 6.0
+  dx = (width - left - pad) / max(len(slices) - 1, 1)
+  y = lambda v: height - bottom - v * (height - bottom - pad)  # noqa: E731
+  points = ' '.join(f'{left + i * dx:.1f},{y(s["probability"]):.1f}' for i, s in enumerate(slices))
+  axis = 'font-size="8" fill="#555"'
+  parts = [f'<line x1="{left}" x2="{left}" y1="{y(1):.1f}" y2="{y(0):.1f}" stroke="#bbb"/>',
+           f'<line x1="{left}" x2="{width - pad}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#bbb"/>',
+           f'<text x="{left - 3}" y="{y(1) + 3:.1f}" text-anchor="end" {axis}>1</text>',
+           f'<text x="{left - 3}" y="{y(0) + 3:.1f}" text-anchor="end" {axis}>0</text>',
+           f'<text x="{left}" y="{height - 3}" {axis}>slice {html.escape(str(slices[0]["slice"]))}</text>',
+           f'<text x="{width - pad}" y="{height - 3}" text-anchor="end" {axis}>'
+           f'slice {html.escape(str(slices[-1]["slice"]))}</text>',
+           f'<polyline points="{points}" fill="none" stroke="#c0392b" stroke-width="1.5"/>',
+           f'<line class="threshold" x1="{left}" x2="{width - pad}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
+           f'stroke="#999" stroke-dasharray="3 3" data-threshold="{threshold:g}"/>']
+  legend = f'red: tumor probability (0 to 1); dashed: the decision threshold, {threshold:g}'
   if 'tumor_pixels' in slices[0]:
     most = max(s['tumor_pixels'] for s in slices) or 1
-    area = ' '.join(f'{pad + i * dx:.1f},{y(s["tumor_pixels"] / most):.1f}' for i, s in enumerate(slices))
+    area = ' '.join(f'{left + i * dx:.1f},{y(s["tumor_pixels"] / most):.1f}' for i, s in enumerate(slices))
     parts.append(f'<polyline points="{area}" fill="none" stroke="#2c7fb8" stroke-width="1.5"/>')
-    legend += f'; blue: tumor area (max {most} px)'
-  parts.append(f'<line class="cursor" data-x0="{pad}" data-dx="{dx:.4f}" x1="{pad}" x2="{pad}" y1="0" '
-               f'y2="{height}" stroke="#333"/>')
+    legend += f'; blue: tumor area (its largest, {most} px, at the top)'
+  parts.append(f'<line class="cursor" data-x0="{left}" data-dx="{dx:.4f}" x1="{left}" x2="{left}" y1="0" '
+               f'y2="{y(0):.1f}" stroke="#333"/>')
   return (f'<svg class="plot" viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{legend}">'
-          + ''.join(parts) + f'</svg><div class="muted">{legend}; x: slices in order</div>')
+          + ''.join(parts) + f'</svg><div class="muted">{legend}; across: the slices in order</div>')
 
 
 def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals: dict[str, dict],
@@ -148,12 +209,16 @@ def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals
         f'aria-label="slice of {html.escape(name)}"></div>{_probability_plot(slices, threshold)}</section>')
   run_rows = ''.join(f'<tr><td>{html.escape(r["role"])}</td><td>{html.escape(str(r["run"]))}</td>'
                      f'<td>{html.escape(str(r.get("experiment", "")))}</td>'
-                     f'<td>{html.escape(str(r.get("checkpoint", "")))}</td></tr>' for r in runs)
+                     f'<td>{html.escape(_checkpoint_said(str(r.get("checkpoint", ""))))}</td></tr>' for r in runs)
+  phantom = [str(r['run']) for r in runs if r.get('phantom_only')]
   warned = ''.join(f'<li>{html.escape(w)}</li>' for w in dict.fromkeys(warnings))
-  body = (f'<h1>jaxbrain predict: {len(names)} patient{"s" * (len(names) != 1)}</h1>'
-          f'<p class="muted">Drag a slider or use the arrow keys on it. Overlays: '
+  body = (f'<h1>jaxbrain predict: {counted(len(names), "patient")}</h1>'
+          + (PHANTOM_BANNER.format(what=html.escape(', '.join(phantom)) + ' learned from') if phantom else '')
+          + f'<p class="muted">Drag a slider or use the arrow keys on it. p(tumor): the model\'s probability that '
+          'the slice holds a tumor; a slice is labelled tumor at or above the decision threshold. Overlays: '
           + ('the predicted mask in red.' if any('tumor_pixels' in s[0] for s in patients.values()) else
-             'Grad-CAM of the classifier (where it looked), red to yellow.')
+             'Grad-CAM of the classifier (where it looked), red to yellow; coarse: it comes from a grid 1/32 of the '
+             'image.')
           + f' {html.escape(how)}</p>'
           f'<table><tr><th>role</th><th>run</th><th>experiment</th><th>checkpoint</th></tr>{run_rows}</table>'
           + (f'<div class="warnings"><h2>Warnings</h2><ul>{warned}</ul></div>' if warned else '')
@@ -192,15 +257,20 @@ def write_run_page(run_dir: RunDir | Path) -> Path:
   native = ''.join(f'<h3>{title}</h3>{_metrics_table(test[key], test[key].get("confidence_95") or {})}'
                    for key, title in (('native', 'at 256x256, masks as the model gives them'),
                                       ('native_postprocessed', 'at 256x256, with the post-processing chosen on '
-                                       f'validation: {html.escape(json.dumps(decision.get("mask_rule")))}'))
+                                       'validation: ' + html.escape(MaskRule.from_json(decision.get('mask_rule'))
+                                                                   .in_words())))
                    if isinstance(test.get(key), dict))
+  shown_metrics = [*test, *final.get('validation', {}), *(k for key in ('native', 'native_postprocessed')
+                                                          for k in test.get(key, {}))]
   figures = ''.join(f'<img src="{name}" alt="{name}"{" class=wide" * (name == "curves.png")}>'
                     for name in RunDir.PLOTS if run.plot(name).is_file())
   shown = [p for folder in (run.overlays, run.gradcam) for p in sorted(folder.glob('*.png'))][:8]
   gallery = ''.join(f'<img src="{p.relative_to(run_dir).as_posix()}" alt="{html.escape(p.stem)}" loading="lazy">'
                     for p in shown)
   body = (f'<h1>{html.escape(final.get("experiment", run_dir.parent.name))}: {html.escape(run_dir.name)}</h1>'
-          f'<p>{html.escape(final.get("model", ""))}<br>init: {html.escape(str(final.get("init", "")))}<br>'
+          + (PHANTOM_BANNER.format(what='This run was trained and tested on') if run.config.is_file()
+             and trained_on_phantom(run_dir, config) else '')
+          + f'<p>{html.escape(final.get("model", ""))}<br>init: {html.escape(str(final.get("init", "")))}<br>'
           f'data: {html.escape(str(final.get("data", "")))}<br>{html.escape(str(final.get("split", "")))} split'
           + (f', fold {final["fold"]}' if final.get('fold') is not None else '')
           + (f', ensemble member {final["member"]}' if final.get('member') is not None else '')
@@ -212,9 +282,12 @@ def write_run_page(run_dir: RunDir | Path) -> Path:
           f'<p class="muted">{html.escape(_intervals_said(test))}</p>' + native +
           f'<h2>Validation patients (chose the checkpoint)</h2>{_metrics_table(final.get("validation", {}), {})}'
           f'<p>Selected checkpoint: epoch {_number(selected.get("epoch", "?"))} by {html.escape(str(selected.get("metric", "")))}'
-          f' ({_number(selected.get("value", float("nan")))}).</p>'
+          f' ({_number(selected.get("value", float("nan")))})'
+          + (f'; {html.escape(_checkpoint_said("checkpoints/" + selected["checkpoint"]))}' if selected.get('checkpoint')
+             else '') + '.</p>' + _definitions(shown_metrics)
           + (f'<h2>Curves and test plots</h2><div class="figures">{figures}</div>' if figures else '')
-          + (f'<h2>Test overlays</h2><div class="gallery">{gallery}</div>' if gallery else '')
+          + (f'<h2>Test overlays</h2><p class="muted">{OVERLAYS_SAID}</p><div class="gallery">{gallery}</div>'
+             if gallery else '')
           + f'<h2>Config</h2><details><summary>config.json</summary><pre>'
           f'{html.escape(json.dumps(config, indent=2))}</pre></details>')
   path = run.report

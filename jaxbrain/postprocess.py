@@ -38,6 +38,14 @@ class MaskRule:
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in (record or {}).items() if k in fields})
 
+  def in_words(self) -> str:
+    """The rule as people read it on a page."""
+    steps = ['each pixel\'s probability averaged with the mirrored slice\'s'] * self.flip_average
+    steps.append(f'a pixel is tumor where its probability is above {self.threshold:g}')
+    steps += [f'tumor patches of fewer than {self.min_pixels} pixels removed'] * (self.min_pixels > 1)
+    steps += ['tumor seen on one slice only removed'] * self.drop_single_slice
+    return '; '.join(steps)
+
 
 def patient_stacks(patients: np.ndarray) -> list[slice]:
   """The runs of equal consecutive entries of `patients` [N]: the stacks of slices the 3D step reads."""

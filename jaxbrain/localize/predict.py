@@ -256,7 +256,7 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
     write_json(out.summary, summary)
     runs = [_run_facts(role, run) for role, run in (('classifier', scorer.classifier), ('segmenter', scorer.segmenter))
             if run is not None]
-    write_prediction_page(out_dir, viewer, summary, runs, scorer.threshold, scorer.description, notes)
+    write_prediction_page(out_dir, viewer, summary, runs, scorer.label_threshold, scorer.description, notes)
   return summary
 
 
@@ -307,4 +307,4 @@ def _caption(row: dict) -> str:
 
 def _run_facts(role: str, run: LoadedRun) -> dict:
   return {'role': role, 'run': str(run.directory), 'experiment': run.config.experiment,
-          'checkpoint': run.checkpoint.relative_to(run.directory).as_posix()}
+          'checkpoint': run.checkpoint.relative_to(run.directory).as_posix(), 'phantom_only': run.phantom_only}

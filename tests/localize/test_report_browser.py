@@ -128,3 +128,45 @@ def test_run_report_opens_with_its_figures(trained_runs):
     assert await _no_horizontal_scroll(page)
 
   assert _in_browser(check) == []
+
+
+def test_pages_say_what_they_show_without_the_docs(trained_runs, phantom_png, tmp_path):
+  """Catches, as a reader sees the pages: a phantom-trained run's pages without the banner that its
+  figures mean nothing for patients; a figure without its one-line meaning (ROC AUC, sensitivity,
+  specificity, per-volume Dice, the pointing game and why it is coarse); test overlays without a
+  legend; a probability plot without axes; a mask rule shown as `MaskRule(...)` and a checkpoint
+  as a bare `checkpoints/best/N`; and a plot whose dashed line stands at the classifier's 0.5
+  while the pair's detector labels at another threshold."""
+  import json
+  from tests.localize.helpers import store_gate
+  classifier, segmenter = trained_runs
+  pair = [shutil.copytree(run, tmp_path / run.name) for run in (classifier, segmenter)]
+  store_gate(*pair, None)
+  gate_file, = (pair[1] / 'gates').iterdir()
+  gate_file.write_text(json.dumps({'gate': None, 'detector': {'combination': 'mean', 'smoothing': 1, 'threshold': 0.45}}))
+  out = tmp_path / 'out'
+  assert cli.main(['predict', str(phantom_png), '--run', str(pair[0]), '--seg-run', str(pair[1]), '--out', str(out),
+                   '--no-progress']) == 0
+
+  async def check(page):
+    await page.goto((classifier / 'report.html').as_uri())
+    text = ' '.join((await page.text_content('body')).split())
+    assert await page.locator('.banner').is_visible() and 'mean nothing for patients' in text
+    for meaning in ('roc auc', 'sensitivity', 'specificity', 'gradcam pointing game'):
+      assert await page.locator('dl.defs dt', has_text=meaning).count() == 1, meaning
+    assert '4x4 cells at 128 px' in text and 'the epoch validation chose' in text
+    await page.goto((segmenter / 'report.html').as_uri())
+    text = ' '.join((await page.text_content('body')).split())
+    assert await page.locator('dl.defs dt', has_text='dice per volume').count() == 1
+    assert 'Green outline: the true tumor' in text and 'MaskRule(' not in text and '"threshold"' not in text
+    assert 'a pixel is tumor where its probability is above' in text
+    await page.goto((out / 'report.html').as_uri())
+    text = ' '.join((await page.text_content('body')).split())
+    assert await page.locator('.banner').is_visible() and 'MaskRule(' not in text
+    plot = page.locator('section.patient').first.locator('svg.plot')
+    labels = [t.strip() for t in await plot.locator('text').all_text_contents()]
+    assert labels[:2] == ['1', '0'] and labels[2].startswith('slice ') and labels[3].startswith('slice ')
+    assert await plot.locator('line.threshold').get_attribute('data-threshold') == '0.45'
+    assert 'tumor at >= 0.45' in text and 'the epoch validation chose' in text
+
+  assert _in_browser(check) == []
