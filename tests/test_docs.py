@@ -1,6 +1,7 @@
 """The project's text: a README a user can follow (short; its commands run or exist), a
 documentation site that builds strictly with an API reference of the public names, and no
 reference to the team's internal stretches of work anywhere a reader looks."""
+import html
 import importlib
 import os
 import re
@@ -132,3 +133,33 @@ def test_the_documentation_builds_strictly_with_every_public_name(tmp_path):
     page = (tmp_path / 'site' / 'api' / name / 'index.html').read_text()
     documented = set(re.findall(r'id="jaxbrain\.[\w.]*?\.?(\w+)"', page))
     assert [n for n in module.__all__ if n not in documented] == [], name
+  signatures = [html.unescape(re.sub('<[^>]+>', '', s)) for s in re.findall(
+      r'<div class="doc-signature[^"]*"[^>]*>(.*?)</div>', (tmp_path / 'site' / 'api' / 'localize' / 'index.html')
+      .read_text(), re.S)]
+  assert signatures and max(len(line) for s in signatures for line in s.splitlines()) <= 100, \
+      'API signatures on one long line (behind a scroll bar): the docs extra formats them with ruff'
+
+
+def _bullets(text: str) -> list[tuple[int, int]]:
+  """(first line, number of lines) of each list item of a Markdown text: a line starting with "- "
+  (at any indent) and the lines indented under it that start no item of their own."""
+  items, lines = [], text.splitlines()
+  for number, line in enumerate(lines):
+    stripped = line.lstrip()
+    if stripped.startswith('- '):
+      indent, length = len(line) - len(stripped), 1
+      for following in lines[number + 1:]:
+        if not following.strip() or following.lstrip().startswith('- ') or \
+            len(following) - len(following.lstrip()) <= indent:
+          break
+        length += 1
+      items.append((number + 1, length))
+  return items
+
+
+def test_no_bullet_in_the_docs_is_a_wall_of_text():
+  """Catches a list item grown into a paragraph of more than ten lines (docs/predict.md's
+  `predictions.csv` bullet had fourteen), which readers skip; break it into sub-points."""
+  long = [f'{path.relative_to(ROOT)}:{line} ({length} lines)' for path in sorted((ROOT / 'docs').glob('*.md'))
+          for line, length in _bullets(path.read_text(encoding='utf-8')) if length > 10]
+  assert long == []
