@@ -121,9 +121,10 @@ def torch_case(data_dir: str, workdir: str, size: int, batch: int, epochs: int, 
 
   from jaxbrain.data import builder, make_split
   from jaxbrain.data.kaggle3m import fingerprint
+  from jaxbrain.folders import WorkDir
 
   root = Path(data_dir)
-  data = builder.load_dataset(root, builder.default_data_dir(root, Path(workdir) / 'tfds', fingerprint(root)))
+  data = builder.load_dataset(root, builder.default_data_dir(root, WorkDir(workdir).tfds, fingerprint(root)))
   split = make_split('patient', data.patient, data.label, seed=0)  # the runner's split, so the same files
   began = time.perf_counter()
   mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -206,10 +207,11 @@ def build_case(data_dir: str, workdir: str) -> dict:
   """A fresh TFDS build of `data_dir` where the runner keeps its datasets, then its load."""
   from jaxbrain.data import builder
   from jaxbrain.data.kaggle3m import fingerprint
+  from jaxbrain.folders import WorkDir
 
   root = Path(data_dir)
   began = time.perf_counter()
-  built = builder.build_dataset(root, builder.default_data_dir(root, Path(workdir) / 'tfds', fingerprint(root)))
+  built = builder.build_dataset(root, builder.default_data_dir(root, WorkDir(workdir).tfds, fingerprint(root)))
   built_at = time.perf_counter()
   data = builder.load_arrays(built)
   return {'dataset_build_s': built_at - began, 'dataset_load_s': time.perf_counter() - built_at, 'slices': len(data),

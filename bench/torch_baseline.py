@@ -52,13 +52,14 @@ def main() -> None:
   from jaxbrain.data import builder, make_split
   from jaxbrain.data.kaggle3m import fingerprint
   from jaxbrain.files import write_csv, write_json
+  from jaxbrain.folders import WorkDir
   from jaxbrain.metrics import classification_metrics, patient_intervals
   from tests.models.torch_reference import BasicBlock, ResNet
 
   began = time.perf_counter()
   root = Path(args.data_dir)
   content = fingerprint(root)
-  data = builder.load_dataset(root, builder.default_data_dir(root, Path(args.workdir) / 'tfds', content))
+  data = builder.load_dataset(root, builder.default_data_dir(root, WorkDir(args.workdir).tfds, content))
   split = make_split('patient', data.patient, data.label, fold=args.fold, seed=args.seed)
   torch.manual_seed(args.seed)
   model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=2)

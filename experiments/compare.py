@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxbrain.errors import UserError
 from jaxbrain.files import write_json
-from jaxbrain.folders import PredictionDir
+from jaxbrain.folders import RUN_FILES, PredictionDir, RunDir
 from jaxbrain.flags import INFERENCE
 from jaxbrain.metrics import decision_metrics, paired_difference
 
@@ -35,14 +35,15 @@ class CompareError(UserError, ValueError):
 
 
 def _read_test_predictions(path: Path) -> dict[str, dict]:
-  path = path / 'test_predictions.csv' if path.is_dir() else path
+  name = RUN_FILES['test_predictions']
+  path = RunDir(path).test_predictions if path.is_dir() else path
   if not path.is_file():
-    raise CompareError(f'{path}: not found (a run folder holds test_predictions.csv once its run finished)')
+    raise CompareError(f'{path}: not found (a run folder holds {name} once its run finished)')
   with open(path, newline='') as f:
     rows = list(csv.DictReader(f))
   missing = {'path', 'patient', 'probability', 'label', 'truth'} - set(rows[0] if rows else ())
   if missing:
-    raise CompareError(f'{path}: not a test_predictions.csv (no column {", ".join(sorted(missing))})')
+    raise CompareError(f'{path}: not a {name} (no column {", ".join(sorted(missing))})')
   return {row['path']: {'patient': row['patient'], 'truth': int(row['truth']), 'probability': float(row['probability']),
                         'label': int(row['label'])} for row in rows}
 

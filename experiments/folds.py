@@ -157,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
   def body() -> int:
     if args.parallel < 1:
       raise ConfigError(f'--parallel must be at least 1, got {args.parallel}')
-    per, first, all_of = ('--member', 'member0', 'members') if args.members else ('--fold', 'fold0', 'folds')
+    per = '--member' if args.members else '--fold'
     configs = fold_configs(args.experiment, flags, per)
     run_dirs = [c.run_dir.path for c in configs]
-    out = Path(args.out) if args.out else run_dirs[0].with_name(run_dirs[0].name.replace(first, all_of))
+    out = Path(args.out) if args.out else run_dirs[0].with_name(configs[0].group_name)
     train_folds(args.experiment, flags, run_dirs, out / 'logs', args.parallel, per=per)
     data_dir = Path(configs[0].data.data_dir)
     if args.members:

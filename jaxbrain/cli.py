@@ -116,6 +116,33 @@ def _cache(args) -> int:
   return 0
 
 
+# The commands on trained runs, each described by its module's docstring: (module, the function that
+# runs it, its one-line help, an example, its `InferenceConfig` flags, its own arguments).
+DOCUMENTED_COMMANDS = (
+    ('jaxbrain.localize.evaluate', _evaluate, 'score a `jaxbrain predict` output against the true masks and labels',
+     'example: jaxbrain evaluate predictions/ --truth ../shared/data/lgg/kaggle_3m; the five folds pooled: '
+     'jaxbrain evaluate pred/fold0 pred/fold1 pred/fold2 pred/fold3 pred/fold4 --truth ...',
+     {'bootstrap_samples': True},
+     ((('pred_dir',), {'nargs': '+', 'help': 'folders written by `jaxbrain predict`'}),
+      (('--truth',), {'required': True, 'help': 'the kaggle_3m folder holding the true masks of those slices'}))),
+    ('jaxbrain.localize.gate', _gate, 'detect, then localize: choose on validation the pair\'s detector and its gate',
+     'example: jaxbrain gate --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN '
+     '--data-dir ../shared/data/lgg/kaggle_3m',
+     {'batch_size': True, 'bootstrap_samples': True},
+     ((('--run',), {'required': True, 'help': 'run directory of a classification experiment'}),
+      (('--seg-run',), {'required': True, 'help': 'run directory of a segmentation experiment (same split)'}),
+      (('--data-dir',), {'required': True, 'help': 'the kaggle_3m folder both runs were trained on'}))),
+    ('jaxbrain.localize.ensemble', _ensemble, 'put member runs together; choose its decisions on the decision set',
+     'example: jaxbrain ensemble checkpoints/seg01/patient-member*-scratch-160px-seed0 --out ensembles/seg01 '
+     '--data-dir ../shared/data/lgg/kaggle_3m',
+     {'batch_size': True},
+     ((('runs',), {'nargs': '+', 'help': 'the member runs (--member K runs of one experiment)'}),
+      (('--out',), {'required': True, 'help': 'the ensemble\'s folder: new or empty'}),
+      (('--data-dir',), {'required': True, 'help': 'the kaggle_3m folder holding the decision set (the seed\'s '
+                                                   'validation patients); its test patients are not read'}))),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = Parser(prog='jaxbrain', description=__doc__)
   parser.add_argument('--version', action='version', version=f'jaxbrain {__version__}')
@@ -132,33 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
   phantom.add_argument('--format', choices=('tif', 'png'), default='tif', help='image files (default: tif, as Kaggle)')
   phantom.set_defaults(run_command=_phantom)
   _add_predict(commands)
-  evaluate = _documented_command(
-      commands, 'jaxbrain.localize.evaluate', 'score a `jaxbrain predict` output against the true masks and labels',
-      'example: jaxbrain evaluate predictions/ --truth ../shared/data/lgg/kaggle_3m; the five folds pooled: '
-      'jaxbrain evaluate pred/fold0 pred/fold1 pred/fold2 pred/fold3 pred/fold4 --truth ...')
-  evaluate.add_argument('pred_dir', nargs='+', help='folders written by `jaxbrain predict`')
-  evaluate.add_argument('--truth', required=True, help='the kaggle_3m folder holding the true masks of those slices')
-  add_inference_flags(evaluate, bootstrap_samples=True)
-  evaluate.set_defaults(run_command=_evaluate)
-  gate = _documented_command(
-      commands, 'jaxbrain.localize.gate', 'detect, then localize: choose on validation the pair\'s detector and its gate',
-      'example: jaxbrain gate --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN '
-      '--data-dir ../shared/data/lgg/kaggle_3m')
-  gate.add_argument('--run', required=True, help='run directory of a classification experiment')
-  gate.add_argument('--seg-run', required=True, help='run directory of a segmentation experiment (same split)')
-  gate.add_argument('--data-dir', required=True, help='the kaggle_3m folder both runs were trained on')
-  add_inference_flags(gate, batch_size=True, bootstrap_samples=True)
-  gate.set_defaults(run_command=_gate)
-  ensemble = _documented_command(
-      commands, 'jaxbrain.localize.ensemble', 'put member runs together; choose its decisions on the decision set',
-      'example: jaxbrain ensemble checkpoints/seg01/patient-member*-scratch-160px-seed0 --out ensembles/seg01 '
-      '--data-dir ../shared/data/lgg/kaggle_3m')
-  ensemble.add_argument('runs', nargs='+', help='the member runs (--member K runs of one experiment)')
-  ensemble.add_argument('--out', required=True, help='the ensemble\'s folder: new or empty')
-  ensemble.add_argument('--data-dir', required=True, help='the kaggle_3m folder holding the decision set (the seed\'s '
-                        'validation patients); its test patients are not read')
-  add_inference_flags(ensemble, batch_size=True)
-  ensemble.set_defaults(run_command=_ensemble)
+  for module, run_command, help, epilog, inference_flags, arguments in DOCUMENTED_COMMANDS:
+    command = _documented_command(commands, module, run_command, help, epilog, **inference_flags)
+    for names, settings in arguments:
+      command.add_argument(*names, **settings)
   cache = commands.add_parser('cache', help='show or empty the compiled-program cache of the commands',
                               description=compilation_cache.__doc__.strip().replace('%', '%%'),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -167,12 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _documented_command(commands, module: str, help: str, epilog: str) -> argparse.ArgumentParser:
-  """The subcommand `module` implements (named as its module), described by the module's docstring:
-  what a command does is stated once, there. The docstring is read from the source, not imported."""
-  return commands.add_parser(module.rsplit('.', 1)[-1], help=help, epilog=epilog,
-                             description=_docstring(module).strip().replace('%', '%%'),
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+def _documented_command(commands, module: str, run_command, help: str, epilog: str,
+                        **inference_flags) -> argparse.ArgumentParser:
+  """The subcommand `module` implements (named as its module, run by `run_command`, taking the
+  `InferenceConfig` flags named), described by the module's docstring: what a command does is
+  stated once, there. The docstring is read from the source, not imported."""
+  command = commands.add_parser(module.rsplit('.', 1)[-1], help=help, epilog=epilog,
+                                description=_docstring(module).strip().replace('%', '%%'),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+  command.set_defaults(run_command=run_command)
+  add_inference_flags(command, **inference_flags)
+  return command
 
 
 def _docstring(module: str) -> str:

@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from jaxbrain.folders import WorkDir
+
 MAX_BYTES = 4 * 1024 ** 3  # a few hundred programs of jaxbrain's models; least recently used go first
 MIN_COMPILE_SECONDS = 0.1  # programs faster to compile than this are not worth a file (JAX's default: 1 s)
 OFF = 'off'
@@ -26,7 +28,7 @@ def cache_dir(workdir: str | Path | None = None) -> Path | None:
   if chosen:
     return None if chosen == OFF else Path(chosen)
   if workdir is not None:
-    return Path(workdir) / 'xla-cache'
+    return WorkDir(workdir).xla_cache
   return Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'jaxbrain' / 'xla'
 
 

@@ -31,7 +31,7 @@ __all__ = [
   'OptimizerConfig',
   'ClassifyTask',
   'SegmentTask',
-  'TASKS',
+  'TASK_SECTIONS',
   'SECTIONS',
   'Config',
 ]
@@ -152,7 +152,7 @@ class SegmentTask:
   name = 'segment'
 
 
-TASKS = {'classify': (ClassifyTask, ResNetConfig), 'segment': (SegmentTask, ResUNetConfig)}
+TASK_SECTIONS = {'classify': (ClassifyTask, ResNetConfig), 'segment': (SegmentTask, ResUNetConfig)}
 """Each task by name: its task section and the model section it trains."""
 SECTIONS = ('data', 'model', 'optimizer', 'task')
 """A config's sections, in the order they are printed and stored."""
@@ -225,9 +225,9 @@ class Config:
   @classmethod
   def from_flags(cls, task: str = 'classify', **flat) -> 'Config':
     """A config of `task` from flat names: `Config.from_flags(task='segment', unet_width=8, epochs=2)`."""
-    if task not in TASKS:
-      raise ConfigError(f'task must be one of {", ".join(TASKS)}; got {task!r}')
-    task_cls, model_cls = TASKS[task]
+    if task not in TASK_SECTIONS:
+      raise ConfigError(f'task must be one of {", ".join(TASK_SECTIONS)}; got {task!r}')
+    task_cls, model_cls = TASK_SECTIONS[task]
     return dataclasses.replace(cls(), model=model_cls(), task=task_cls()).with_flags(**flat)
 
   # -- config.json -----------------------------------------------------------------------------
@@ -242,7 +242,7 @@ class Config:
     if stored.get('schema', 1) == 1:
       return cls.from_flags(**_schema1_flags(stored['config']))
     values = dict(stored['config'])
-    task_cls, model_cls = TASKS[stored['task']]
+    task_cls, model_cls = TASK_SECTIONS[stored['task']]
     sections = {'data': DataConfig, 'model': model_cls, 'optimizer': OptimizerConfig, 'task': task_cls}
     for name, section_cls in sections.items():
       values[name] = section_cls(**_fields(section_cls, values[name]))
@@ -252,7 +252,7 @@ class Config:
 
   def problems(self) -> list[str]:
     """What is impossible in this config, each as a one-line message naming the flag."""
-    task_cls, model_cls = TASKS[self.task.name]
+    task_cls, model_cls = TASK_SECTIONS[self.task.name]
     if not isinstance(self.model, model_cls):
       return [f'a {self.task.name} run needs a {model_cls.__name__} model, not a {type(self.model).__name__}']
     problems = []
@@ -332,8 +332,17 @@ class Config:
       return self.run_name
     fold = f'-fold{self.data.fold}' if self.data.fold is not None else ''
     fold += f'-member{self.data.member}' if self.data.member is not None else ''
+    return self._run_name(fold)
+
+  @property
+  def group_name(self) -> str:
+    """The folder beside the five fold (or member) runs that collects what they give together:
+    their name with `folds` (`members`) in place of the fold's (member's) number."""
+    return self._run_name('-members' if self.data.member is not None else '-folds')
+
+  def _run_name(self, part: str) -> str:
     data = '' if self.data.data_dir else '-phantom'
-    return f'{self.data.split}{fold}-{self.model.init}-{self.data.image_size}px-seed{self.seed}{data}'
+    return f'{self.data.split}{part}-{self.model.init}-{self.data.image_size}px-seed{self.seed}{data}'
 
   def describe(self) -> str:
     """One line: model, training and data, for the console and the experiment table."""

@@ -1,5 +1,5 @@
-"""The folders jaxbrain writes, each owned here: a training run's (`RunDir`) and a prediction's
-(`PredictionDir`). Every file name, the checkpoint layout and the run-folder formula are stated
+"""The folders jaxbrain writes, each owned here: the output root of training (`WorkDir`), a
+training run's (`RunDir`) and a prediction's (`PredictionDir`). Every file name, the checkpoint layout and the run-folder formula are stated
 once; the runner, `runs.py`, `checkpoints.py`, `pages.py`, `predict` and `evaluate` ask these
 classes for paths instead of spelling them."""
 from __future__ import annotations
@@ -21,6 +21,25 @@ RUN_FILES = {'config': 'config.json', 'split': 'split.json', 'decision': 'decisi
              'test_predictions': 'test_predictions.csv', 'mask_rules': 'mask_rules.csv', 'tensorboard': 'tensorboard',
              'overlays': 'overlays', 'gradcam': 'gradcam', 'gates': 'gates',
              'ensemble': 'ensemble.json', 'members': 'members', 'decision_set': 'decision_set.json'}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkDir:
+  """The output root of training (`--workdir`, default `checkpoints/`): a folder per experiment
+  holding its runs (`RunDir.at`), and beside them the datasets built from kaggle_3m folders, the
+  embedded phantom data, the compiled-program cache and the locks of the runs being written."""
+  path: Path
+
+  def __post_init__(self):
+    object.__setattr__(self, 'path', Path(self.path))
+
+  tfds = property(lambda self: self.path / 'tfds', doc='TFDS datasets, one per source folder\'s content')
+  xla_cache = property(lambda self: self.path / 'xla-cache', doc='compiled programs of the training runs')
+  locks = property(lambda self: self.path / '.locks', doc='<experiment>/<run>.lock, held while a run is written')
+
+  def phantom(self, patients: int) -> Path:
+    """The embedded phantom dataset of `patients` synthetic patients (seed 0), a kaggle_3m tree."""
+    return self.path / 'phantom' / f'{patients}p-seed0' / 'kaggle_3m'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +87,7 @@ class RunDir:
   @property
   def lock(self) -> Path:
     """WORKDIR/.locks/EXPERIMENT/RUN_NAME.lock: held while a process writes the run."""
-    return self.path.parent.parent / '.locks' / self.path.parent.name / f'{self.path.name}.lock'
+    return WorkDir(self.path.parent.parent).locks / self.path.parent.name / f'{self.path.name}.lock'
 
   def checkpoints(self, kind: str) -> Path:
     """The folder of the `kind` ('best' or 'last') checkpoints, one step folder each."""

@@ -19,11 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbrain.flags import INFERENCE
 from jaxbrain.data.arrays import segmenter_inputs
 from jaxbrain.data.transforms import Preprocessing, apply_preprocessing, native_logits
+from jaxbrain.decisions import Detector, detect
+from jaxbrain.flags import INFERENCE
 from jaxbrain.models.gradcam import gradcam
-from jaxbrain.postprocess import PIXEL_THRESHOLD, Detector, MaskRule, apply_rule, detect
+from jaxbrain.postprocess import PIXEL_THRESHOLD, MaskRule, apply_rule
 from jaxbrain.runs import LoadedRun, RunError, gate_path, load_run, read_gate
 
 DETECTOR_SAID = {'classifier': 'the classifier\'s', 'segmenter': 'the segmenter\'s (its largest pixel probability)',
@@ -165,13 +166,13 @@ class Scorer:
     self.segmenter = load_run(seg_run_dir, 'segment') if seg_run_dir else None
     self.batch_size = batch_size
     self.gate, self.gate_source = None, None  # masks are emptied where the classifier's probability < gate
-    self.detector = None  # how the pair answers "is there a tumor?": postprocess.Detector chosen on validation
+    self.detector = None  # how the pair answers "is there a tumor?": decisions.Detector chosen on validation
     if self.classifier and self.segmenter:
       chosen = read_gate(self.segmenter, self.classifier)
       if chosen is not None and chosen.get('detector'):
         self.detector = Detector.from_json(chosen['detector'])
       if chosen is None:
-        self.gate = self.classifier.threshold
+        self.gate = self.classifier.label_threshold
         self.gate_source = ('the classifier\'s threshold: no gate was chosen on validation for these two runs '
                             '(jaxbrain gate chooses one)')
       else:
@@ -187,7 +188,7 @@ class Scorer:
   @property
   def threshold(self) -> float:
     """The decision threshold of the run that gives the probability."""
-    return (self.classifier or self.segmenter).threshold
+    return (self.classifier or self.segmenter).label_threshold
 
   @property
   def label_threshold(self) -> float:
@@ -283,13 +284,13 @@ class Scorer:
       members = pixels_to_slice_probability(member_pixels.reshape(-1, *member_pixels.shape[2:])).reshape(
           member_pixels.shape[:2])
     probability = members.mean(axis=0) if self.classifier else pixels_to_slice_probability(pixel)
-    decided = slice_decisions(probability, self.classifier.threshold if self.classifier else None, pixel, rule,
+    decided = slice_decisions(probability, self.classifier.label_threshold if self.classifier else None, pixel, rule,
                               stacks)  # masks ungated: a detector reads the segmenter's own labels
     label, mask, parts = decided.label, decided.mask, (None, None)
     if self.classifier and self.segmenter:
       parts = probability, pixels_to_slice_probability(pixel)
       if self.detector is not None:
-        probability, label = detect(self.detector, *parts, mask.any(axis=(1, 2)), stacks, self.classifier.threshold)
+        probability, label = detect(self.detector, *parts, mask.any(axis=(1, 2)), stacks, self.classifier.label_threshold)
       mask = gated_masks(mask, parts[0], self.gate if gated else None)
     disagreement, member_labels = None, None
     if self.segmenter and len(member_pixels) > 1:
@@ -297,7 +298,7 @@ class Scorer:
       disagreement = mask_disagreement(member_masks)
       member_labels = member_masks.any(axis=(2, 3))
     if self.classifier and len(members) > 1:
-      member_labels = members >= self.classifier.threshold
+      member_labels = members >= self.classifier.label_threshold
     disputed = None if member_labels is None else member_labels.any(axis=0) & ~member_labels.all(axis=0)
     pixel_maps = (None, None)
     if maps and self.segmenter:

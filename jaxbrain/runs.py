@@ -20,9 +20,9 @@ from jaxbrain.config import Config
 from jaxbrain.data.kaggle3m import fingerprint
 from jaxbrain.data.phantom import INSTITUTIONS
 from jaxbrain.data.transforms import Preprocessing
+from jaxbrain.decisions import Decision
 from jaxbrain.errors import UserError
 from jaxbrain.folders import RunDir, tested_variables
-from jaxbrain.metrics import DECISION_THRESHOLD
 from jaxbrain.postprocess import MaskRule
 
 
@@ -36,7 +36,7 @@ class LoadedRun:
   model: Any
   variables: dict
   preprocessing: Preprocessing
-  threshold: float
+  label_threshold: float  # a classifier's: tumor at probability >= it; a segmenter's: its mask rule's pixel threshold
   phantom_only: bool  # every training patient was a synthetic phantom
   directory: Path
   checkpoint: Path  # the step folder the variables came from
@@ -66,6 +66,11 @@ def read_config(run_dir: Path) -> tuple[Config, dict]:
     raise RunError(f'{path}: damaged or written by another version ({type(e).__name__}: {e})') from None
 
 
+def read_decision(run_dir: str | Path) -> Decision:
+  """A run's (or an ensemble's) decisions; a damaged decision.json is a `RunError` naming it."""
+  return Decision.from_json(read_json(RunDir.of(run_dir).decision))
+
+
 def finished(run_dir: str | Path) -> bool:
   """Whether a run can be used: its decision.json, written once its test evaluation and decisions
   are done (an ensemble and its members carry one too). A run stopped earlier (in training,
@@ -86,14 +91,14 @@ def resume_command(run_dir: str | Path) -> str:
   return line if not cwd or Path(cwd) == Path.cwd() else f'cd {shlex.quote(cwd)} && {line}'
 
 
-def selected_checkpoint(run_dir: Path, decision: dict) -> Path:
-  """The checkpoint the run measured on test (decision.json), else, for runs written before it, the
-  best (else last) one."""
+def selected_checkpoint(run_dir: Path, decision: Decision) -> Path:
+  """The checkpoint the run measured on test (decision.json), else, for runs written before it was
+  recorded, the best (else last) one."""
   run = RunDir.of(run_dir)
-  if 'checkpoint' in decision:
-    folder = run.checkpoint(decision['checkpoint'])
+  if decision.checkpoint is not None:
+    folder = run.checkpoint(decision.checkpoint)
     if not run.checkpoint_state(folder).is_dir():
-      raise RunError(f'{run_dir}: the selected checkpoint {decision["checkpoint"]} (decision.json) is missing')
+      raise RunError(f'{run_dir}: the selected checkpoint {decision.checkpoint} (decision.json) is missing')
     return folder
   for kind in RunDir.CHECKPOINT_KINDS:
     folder = run.newest_checkpoint(kind)
@@ -125,7 +130,7 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
   if not finished(run_dir):
     raise RunError(f'{run_dir}: unfinished (no decision.json: it stopped before its test evaluation and decisions '
                    f'were written), so it cannot be used; finish it with: {resume_command(run_dir)}')
-  decision = read_json(RunDir(run_dir).decision)
+  decision = read_decision(run_dir)
   folder = selected_checkpoint(run_dir, decision)
   try:
     state = ocp.StandardCheckpointer().restore(RunDir.checkpoint_state(folder).resolve())
@@ -139,8 +144,8 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
                    'it would label every slice alike, so it is refused')
   return LoadedRun(config, models.build(config.model), variables,
                    Preprocessing.from_name(config.data.preprocess, config.data.image_size),
-                   float(decision.get('threshold', DECISION_THRESHOLD)), trained_on_phantom(run_dir, header),
-                   run_dir, folder, MaskRule.from_json(decision.get('mask_rule')))
+                   float(decision.threshold), trained_on_phantom(run_dir, header), run_dir, folder,
+                   decision.mask_rule or MaskRule())
 
 
 def load_ensemble(ensemble_dir: Path, task: str) -> LoadedRun:
@@ -152,11 +157,12 @@ def load_ensemble(ensemble_dir: Path, task: str) -> LoadedRun:
   members = tuple(load_run(folder.path / name, task) for name in record.get('members', []))
   if not members:
     raise RunError(f'{folder.ensemble}: names no members; the ensemble is damaged')
-  decision = read_json(folder.decision) if folder.decision.is_file() else {}
+  # An ensemble being made has no decisions yet: `jaxbrain ensemble` scores it to choose them.
+  decision = read_decision(folder.path) if finished(folder.path) else Decision()
   first = members[0]
   return LoadedRun(first.config, first.model, first.variables, first.preprocessing,
-                   float(decision.get('threshold', DECISION_THRESHOLD)), any(m.phantom_only for m in members),
-                   folder.path, folder.members, MaskRule.from_json(decision.get('mask_rule')), members)
+                   float(decision.threshold), any(m.phantom_only for m in members), folder.path, folder.members,
+                   decision.mask_rule or MaskRule(), members)
 
 
 def read_split(run_dir: Path) -> dict:

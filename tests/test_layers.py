@@ -1,4 +1,4 @@
-"""Imports flow one way: folders, flags, text -> foundations -> data | postprocess -> kernels -> models -> config -> runs -> inference | pages
+"""Imports flow one way: folders, flags, text -> foundations -> data | postprocess -> decisions -> kernels -> models -> config -> runs -> inference | pages
 -> train | localize -> evaluators -> cli | spark (DESIGN.md)."""
 import ast
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import jaxbrain
 
 LAYERS = (('folders', 'flags', 'text'), ('errors', 'files', 'overlay', 'xla_defaults', 'allocator', 'compilation_cache', 'metrics'), ('data', 'postprocess'),
-          ('kernels',), ('models',), ('config',), ('runs',), ('inference', 'pages'), ('train', 'localize'), ('evaluators',), ('cli', 'spark'))
+          ('decisions',), ('kernels',), ('models',), ('config',), ('runs',), ('inference', 'pages'), ('train', 'localize'), ('evaluators',), ('cli', 'spark'))
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 PACKAGE = Path(jaxbrain.__file__).parent
 

@@ -4,10 +4,10 @@ import numpy as np
 from scipy import ndimage
 
 from jaxbrain.metrics import segmentation_counts, segmentation_metrics_from_counts
-from jaxbrain.postprocess import (DETECTION_THRESHOLDS, DETECTORS, SMOOTHING, Detector, MaskRule, apply_rule,
-                                  choose_detector, choose_gate, choose_rule, detect, gated_counts,
-                                  most_accurate_threshold, pipeline_metrics, remove_single_slice_components,
-                                  remove_small_components, smoothed_along_slices)
+from jaxbrain.decisions import (DETECTION_THRESHOLDS, DETECTORS, SMOOTHING, Detector, choose_detector, choose_gate,
+                                choose_rule, detect, gated_counts, most_accurate_threshold, pipeline_metrics,
+                                smoothed_along_slices)
+from jaxbrain.postprocess import MaskRule, apply_rule, remove_single_slice_components, remove_small_components
 
 
 def _stack(n: int, size: int = 16) -> np.ndarray:

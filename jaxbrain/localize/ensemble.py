@@ -11,7 +11,7 @@ marks the ensemble's wrong answers there.
 
 Its decisions are made on the decision set (the members' shared test side: the seed's validation
 patients, which no member trained or selected on) with the ensemble itself: a segmenter ensemble
-chooses its mask rule as a single run does on validation (`postprocess.choose_rule`); a classifier
+chooses its mask rule as a single run does on validation (`decisions.choose_rule`); a classifier
 ensemble keeps the fixed threshold, as a single classifier does. `decision_set.json` holds the
 ensemble's and each member's figures there. Nothing here reads the seed's test patients.
 """
@@ -26,14 +26,14 @@ from typing import Sequence
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxbrain.flags import INFERENCE
+from jaxbrain.decisions import Decision, choose_rule, write_decision
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.files import write_csv, write_json
+from jaxbrain.flags import INFERENCE
 from jaxbrain.folders import RunDir
 from jaxbrain.inference import Scorer
 from jaxbrain.localize.gate import patients_slices
-from jaxbrain.metrics import DECISION_THRESHOLD, decision_metrics, roc_auc, segmentation_metrics
-from jaxbrain.postprocess import choose_rule
+from jaxbrain.metrics import decision_metrics, roc_auc, segmentation_metrics
 from jaxbrain.runs import LoadedRun, RunError, check_data, load_run, read_config, read_json, read_split
 
 MEMBER_FILES = ('config', 'split', 'decision')  # what a member keeps besides its selected weights
@@ -89,8 +89,7 @@ def _copy_member(run: LoadedRun, to: RunDir) -> None:
     if getattr(source, name).is_file():
       shutil.copy2(getattr(source, name), getattr(to, name))
   checkpoint = source.checkpoint_name(run.checkpoint)
-  decision = read_json(to.decision) if to.decision.is_file() else {}
-  write_json(to.decision, {**decision, 'checkpoint': checkpoint})
+  write_decision(to, Decision.from_json(read_json(source.decision)).with_checkpoint(checkpoint))
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(RunDir.checkpoint_state(to.checkpoint(checkpoint)).resolve(), run.variables)
   checkpointer.wait_until_finished()
@@ -137,8 +136,7 @@ def make_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, data_dir:
     write_json(folder.split, split)
     write_json(folder.ensemble, {'task': task, 'members': names, 'sources': [str(Path(d).resolve()) for d in run_dirs],
                                  'averaged': 'probabilities (a segmenter\'s pixel probabilities, before post-processing)'})
-    decision = _decide(folder, task, images, truth, patients, batch_size)
-    write_json(folder.decision, decision)
+    write_decision(folder, _decide(folder, task, images, truth, patients, batch_size))
     figures = {'patients': len(split['validation']), 'slices': len(images),
                'ensemble': _figures(_scorer(folder.path, task, batch_size), images, truth, patients),
                'members': {name: _figures(_scorer(staging / name, task, batch_size), images, truth, patients)
@@ -158,19 +156,17 @@ def _scorer(path: Path, task: str, batch_size: int) -> Scorer:
 
 
 def _decide(folder: RunDir, task: str, images: np.ndarray, truth: np.ndarray, patients: np.ndarray,
-            batch_size: int) -> dict:
-  """The ensemble's decision.json, chosen on the decision set with the ensemble itself."""
+            batch_size: int) -> Decision:
+  """The ensemble's decisions, chosen on the decision set with the ensemble itself."""
   chosen_on = f'the decision set ({len(np.unique(patients))} patients: the seed\'s validation patients)'
   if task == 'classify':
-    return {'threshold': DECISION_THRESHOLD, 'threshold_chosen_on': 'fixed default, as a single classifier\'s'}
+    return Decision(threshold_chosen_on='fixed default, as a single classifier\'s')
   scorer = _scorer(folder.path, task, batch_size)
   probabilities = {flip: scorer.pixel_probability(images, patients, flip) for flip in (False, True)}
   rule, tried = choose_rule(probabilities, truth, patients)
   write_csv(folder.mask_rules, tried)
-  return {'threshold': rule.threshold, 'threshold_chosen_on': 'the mask rule: a slice is labelled tumor when its '
-          'post-processed mask is not empty', 'mask_rule': dataclasses.asdict(rule),
-          'mask_rule_chosen_on': f'{chosen_on}: mean per-volume Dice at 256x256 of the ensemble\'s masks, of the rules '
-                                 'in mask_rules.csv'}
+  return Decision.by_mask_rule(rule, f'{chosen_on}: mean per-volume Dice at 256x256 of the ensemble\'s masks, of the '
+                                     'rules in mask_rules.csv')
 
 
 def format_table(figures: dict) -> str:

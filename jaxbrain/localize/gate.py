@@ -11,7 +11,7 @@ beside the segmenter alone and the classifier alone.
 It also chooses, on the same validation patients, the pair's detector: whose slice probability
 answers "is there a tumor?" (the classifier's, the segmenter's, their mean or their geometric mean,
 each as it is or averaged with its neighbouring slices, a combination labelling at its most
-accurate threshold; `postprocess.choose_detector`: of the detectors at least as good as the better
+accurate threshold; `decisions.choose_detector`: of the detectors at least as good as the better
 model alone in both ROC AUC and accuracy, the highest ROC AUC, replacing a model alone only if it
 gains 0.005), which `predict` then gives as `probability` and `label`; the test patients' detection
 figures of the chosen detector stand beside the classifier alone and the segmenter alone.
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxbrain.flags import INFERENCE
 from jaxbrain.data import kaggle3m
+from jaxbrain.decisions import MARGIN, Detector, choose_detector, choose_gate, detect, gated_counts, pipeline_metrics
 from jaxbrain.files import write_json
+from jaxbrain.flags import INFERENCE
 from jaxbrain.inference import Scorer
 from jaxbrain.metrics import classification_metrics, decision_metrics, patient_intervals, segmentation_counts
-from jaxbrain.postprocess import Detector, choose_detector, choose_gate, detect, gated_counts, pipeline_metrics
 from jaxbrain.runs import RunError, check_data, check_same_split, gate_path
 
 PIPELINE_METRICS = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate', 'tumor_detection_rate',
@@ -76,7 +76,7 @@ def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: s
   scorer = Scorer(run_dir, seg_run_dir, batch_size)
   split = check_same_split(scorer.classifier, scorer.segmenter)
   check_data(data_dir, scorer.classifier.directory, scorer.segmenter.directory)
-  threshold = scorer.classifier.threshold
+  threshold = scorer.classifier.label_threshold
   images, truth, patients = patients_slices(Path(data_dir), split['validation'], 'validation')
   probability, segmenter, masks = _score(scorer, images, patients)
   gate, tried = choose_gate(segmentation_counts(masks, truth), probability, patients)
@@ -100,7 +100,7 @@ def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: s
       'detector': dataclasses.asdict(detector),
       'detector_chosen_on': f'validation patients ({len(split["validation"])}): of the detectors whose slice-detection '
                             'ROC AUC and accuracy are both at least the better model alone\'s, the highest ROC AUC, '
-                            'replacing a model alone only if it gains 0.005 (postprocess.choose_detector)',
+                            f'replacing a model alone only if it gains {MARGIN:g} (decisions.choose_detector)',
       'detector_validation': detectors_tried,
       'test_patients': len(split['test']),
       'test': {'pipeline': _with_intervals(gated_counts(counts, probability, gate), patients, bootstrap_samples, seed),

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from jaxbrain.config import Config
+from jaxbrain.decisions import Decision, write_decision
 from jaxbrain.errors import ConfigError
 from jaxbrain.files import write_json
 from jaxbrain.folders import RunDir
@@ -85,11 +86,11 @@ def evaluate_selected(task, config: Config, split, selected, outputs_of: Callabl
   return validation, test, test_outputs, decision
 
 
-def write_results(run: RunDir, task, config: Config, final: dict, decision: dict, test_outputs: dict, split,
+def write_results(run: RunDir, task, config: Config, final: dict, decision: Decision, test_outputs: dict, split,
                   writer: RunWriter) -> None:
   """metrics.json, decision.json, the curves, the task's test files and the run page."""
   write_json(run.final_metrics, final)
-  write_json(run.decision, {**decision, 'checkpoint': final['selected_checkpoint']['checkpoint']})
+  write_decision(run, decision.with_checkpoint(final['selected_checkpoint']['checkpoint']))
   plot_curves(run, read_history(run), tuple(task.headline[:3]))
   writer.hyperparameters(config.flat(), {f'test/{k}': final[k] for k in task.headline if k in final})
   task.write_outputs(run, final, test_outputs, split.test)

@@ -26,7 +26,7 @@ from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, finger
 from jaxbrain.data.batching import eval_index_batches
 from jaxbrain.errors import UserError
 from jaxbrain.files import write_json
-from jaxbrain.folders import RunDir
+from jaxbrain.folders import RunDir, WorkDir
 from jaxbrain.runs import resume_command
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
@@ -57,16 +57,16 @@ def prepare_data(config: Config, progress: bool = True) -> tuple[SliceArrays, st
 
 def _load(config: Config, progress: bool) -> tuple[SliceArrays, str, str]:
   from jaxbrain.data import builder  # tensorflow_datasets only for runs that load data (jaxbrain.data)
-  cache_root, patients = Path(config.workdir) / 'tfds', config.data.phantom_patients
+  workdir, patients = WorkDir(config.workdir), config.data.phantom_patients
   if config.data.data_dir:
     root = Path(config.data.data_dir)
     source = f'kaggle_3m at {root.resolve()}'
   else:
-    root = Path(config.workdir) / 'phantom' / f'{patients}p-seed0' / 'kaggle_3m'
+    root = workdir.phantom(patients)
     write_phantom(root, n_patients=patients, seed=0, exist_ok=True)
     source = f'phantom (synthetic, {patients} patients) at {root.resolve()}'
   content = fingerprint(root)
-  return builder.load_dataset(root, builder.default_data_dir(root, cache_root, content), progress), source, content
+  return builder.load_dataset(root, builder.default_data_dir(root, workdir.tfds, content), progress), source, content
 
 
 def _counts(data: SliceArrays, split, devices: int) -> dict:

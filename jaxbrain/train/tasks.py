@@ -7,7 +7,6 @@ overlays: `jaxbrain/evaluators`) add to the test metrics and files.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -30,7 +29,8 @@ from jaxbrain.metrics import (CLASSIFICATION_KEYS, DECISION_THRESHOLD, SEGMENTAT
 from jaxbrain.files import write_csv
 from jaxbrain.folders import RunDir
 from jaxbrain.inference import model_resolution_masks, pixels_to_slice_probability, slice_decisions, slice_heatmaps
-from jaxbrain.postprocess import MaskRule, choose_rule
+from jaxbrain.decisions import Decision, choose_rule
+from jaxbrain.postprocess import MaskRule
 from jaxbrain.train.outputs import plot_classification
 from jaxbrain.train.steps import (make_eval_step, make_head_eval_step, make_head_train_step,
                                   make_native_probability_step, make_segmentation_eval_step,
@@ -82,8 +82,8 @@ class Task(Protocol):
     """uint8 slices [n, 256, 256, 3] -> Grad-CAM heatmaps [n, h, w] with `variables`, jitted; None
     for a model without them. What the evaluators may ask of the model."""
 
-  def decide(self, outputs_of: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
-    """(what decision.json stores besides the checkpoint, test metrics it adds, test outputs it
+  def decide(self, outputs_of: Callable, split: Split, run: RunDir | None) -> tuple[Decision, dict, dict]:
+    """(the `Decision` decision.json stores, less the checkpoint; test metrics it adds; test outputs it
     replaces: per-slice arrays in `split.test` order), chosen on the validation patients of the
     selected checkpoint; `outputs_of(step_name, indices)` runs one of `decision_steps` over dataset
     `indices`. Files it leaves go to `run` (None: none)."""
@@ -234,10 +234,10 @@ class Classification(_SliceTask):
   def heatmaps(self, variables: dict) -> Callable:
     return jax.jit(functools.partial(slice_heatmaps, self.model, variables, self.preprocessing))
 
-  def decide(self, outputs_of: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
+  def decide(self, outputs_of: Callable, split: Split, run: RunDir | None) -> tuple[Decision, dict, dict]:
     """The fixed default threshold, recorded as such: a classifier's label is probability >=
     `DECISION_THRESHOLD`; nothing is chosen on validation, so test gains nothing from it."""
-    return {'threshold': DECISION_THRESHOLD, 'threshold_chosen_on': 'fixed default'}, {}, {}
+    return Decision(), {}, {}
 
 
 class Segmentation(_SliceTask):
@@ -294,7 +294,7 @@ class Segmentation(_SliceTask):
     """The order of `indices` by patient, then slice: the stacks the post-processing reads."""
     return np.lexsort((self.data.slice[indices], self.data.patient[indices]))
 
-  def decide(self, outputs_of: Callable, split: Split, run: RunDir | None) -> tuple[dict, dict, dict]:
+  def decide(self, outputs_of: Callable, split: Split, run: RunDir | None) -> tuple[Decision, dict, dict]:
     """The mask post-processing (`postprocess.MaskRule`) with the highest mean per-volume Dice on
     validation at the slices' native 256x256; the test metrics there with and without it (with
     patient-bootstrap intervals); and the test slices' probability, tumor pixels, label and mask as
@@ -308,11 +308,9 @@ class Segmentation(_SliceTask):
     if run is not None:
       write_csv(run.mask_rules, tried)
     score = lambda wanted: next(r['dice_per_volume'] for r in tried if MaskRule.from_json(r) == wanted)  # noqa: E731
-    decision = {'threshold': rule.threshold, 'threshold_chosen_on': 'the mask rule: a slice is labelled tumor when its '
-                'post-processed mask is not empty', 'mask_rule': dataclasses.asdict(rule),
-                'mask_rule_chosen_on': f'validation patients ({len(np.unique(self.data.patient[validation]))}): '
-                                       'mean per-volume Dice at 256x256, of the rules in mask_rules.csv',
-                'validation_dice_per_volume_native': {'default_rule': score(MaskRule()), 'chosen_rule': score(rule)}}
+    decision = Decision.by_mask_rule(
+        rule, f'validation patients ({len(np.unique(self.data.patient[validation]))}): mean per-volume Dice at '
+              '256x256, of the rules in mask_rules.csv', {'default_rule': score(MaskRule()), 'chosen_rule': score(rule)})
     order = self._stack_order(split.test)
     test = split.test[order]
     truth, patients = self.data.mask[test] > 0, self.data.patient[test]

@@ -10,7 +10,7 @@ from PIL import Image
 from jaxbrain import cli
 from jaxbrain.localize.gate import choose_and_measure
 from jaxbrain.localize.predict import predict
-from jaxbrain.postprocess import GATE_THRESHOLDS, MARGIN
+from jaxbrain.decisions import GATE_THRESHOLDS, MARGIN
 from jaxbrain.runs import RunError
 from tests.localize.helpers import store_gate
 

@@ -3,7 +3,8 @@ import csv
 import dataclasses
 import json
 
-from jaxbrain.postprocess import MARGIN, MaskRule
+from jaxbrain.decisions import MARGIN
+from jaxbrain.postprocess import MaskRule
 
 
 def test_segmentation_run_stores_the_best_mask_rule_of_its_validation_table(trained_runs):

@@ -1,0 +1,42 @@
+"""A run's decisions (`jaxbrain/decisions.py`): decision.json read and written by one owner. The
+choosing functions are tested in tests/test_postprocess.py, beside the masks they choose for."""
+import json
+
+from jaxbrain.decisions import Decision, write_decision
+from jaxbrain.folders import RunDir
+from jaxbrain.postprocess import MaskRule
+
+# decision.json as jaxbrain 0.1.0 wrote it before `Decision` existed (written by hand in train/tasks.py
+# and localize/ensemble.py): a segmentation run, a classification run, an ensemble member's copy.
+WRITTEN_BEFORE = [
+    {'threshold': 0.4, 'threshold_chosen_on': 'the mask rule: a slice is labelled tumor when its post-processed mask '
+     'is not empty', 'mask_rule': {'threshold': 0.4, 'min_pixels': 64, 'drop_single_slice': True, 'flip_average': False},
+     'mask_rule_chosen_on': 'validation patients (12): mean per-volume Dice at 256x256, of the rules in mask_rules.csv',
+     'validation_dice_per_volume_native': {'default_rule': 0.71, 'chosen_rule': 0.74}, 'checkpoint': 'best/7880'},
+    {'threshold': 0.5, 'threshold_chosen_on': 'fixed default', 'checkpoint': 'best/76'},
+    {'threshold': 0.5, 'threshold_chosen_on': 'fixed default, as a single classifier\'s', 'checkpoint': 'members/0'},
+]
+
+
+def test_decision_files_written_before_read_and_write_back_unchanged(tmp_path):
+  """Catches a run folder of the earlier code that no longer loads (a renamed or dropped key), a
+  segmenter's pixel threshold read as anything but its rule's, and a writer whose file differs from
+  what the earlier code wrote for the same decisions (key order included)."""
+  for k, record in enumerate(WRITTEN_BEFORE):
+    decision = Decision.from_json(record)
+    assert decision.to_json() == record and list(decision.to_json()) == list(record)
+    run = RunDir(tmp_path / str(k))
+    run.path.mkdir()
+    write_decision(run, decision)
+    assert run.decision.read_text() == json.dumps(record, indent=2) + '\n'
+  segmenter = Decision.from_json(WRITTEN_BEFORE[0])
+  assert segmenter.mask_rule == MaskRule(0.4, 64, True, False) and segmenter.threshold == segmenter.mask_rule.threshold
+
+
+def test_a_segmenters_decision_states_its_labelling_once():
+  """Catches the sentence that says how a segmenter labels a slice written out in two places (a
+  run's and an ensemble's decisions drifting apart)."""
+  rule = MaskRule(0.3, 16)
+  assert Decision.by_mask_rule(rule, 'A').threshold_chosen_on == Decision.by_mask_rule(rule, 'B').threshold_chosen_on
+  assert Decision.by_mask_rule(rule, 'A').to_json()['mask_rule'] == {'threshold': 0.3, 'min_pixels': 16,
+                                                                      'drop_single_slice': False, 'flip_average': False}
