@@ -11,7 +11,7 @@ from jaxbrain.data import kaggle3m
 from jaxbrain.data.arrays import head_percentiles
 from jaxbrain.data.kaggle3m import CHANNELS
 from jaxbrain.data.kaggle3m import slice_identity
-from jaxbrain.localize.predict import collect_inputs
+from jaxbrain.data.inputs import collect_inputs
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,8 @@ from scipy import ndimage
 from jaxbrain.files import write_json
 from jaxbrain.folders import RunDir
 from jaxbrain.metrics import DECISION_THRESHOLD, decision_metrics, segmentation_metrics_from_counts
-from jaxbrain.postprocess import IN_PLANE, MaskRule, patient_stacks
+from jaxbrain.data.arrays import patient_stacks
+from jaxbrain.postprocess import IN_PLANE, MaskRule
 
 
 LABELLED_BY_MASK = 'the mask rule: a slice is labelled tumor when its post-processed mask is not empty'

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import sys
 
 
@@ -42,6 +43,10 @@ class Parser(argparse.ArgumentParser):
   """argparse's parser, except that a mistyped flag is named with the nearest real one before
   anything else is said (argparse first complains that a required flag is missing, often the very
   one that was mistyped: `--ouput` gave "the following arguments are required: --out")."""
+
+  def error(self, message: str):
+    """argparse's one-line error, the flag first: "--batch-size must be at least 1; got 0"."""
+    super().error(re.sub(r'^argument (--[\w-]+)(?:/\S+)?: ', r'\1 ', message))
 
   def parse_known_args(self, args=None, namespace=None):
     args = list(sys.argv[1:] if args is None else args)

@@ -23,7 +23,7 @@ STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:960px;padding:12px;color:#1d1d1f}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 10px 2px 0;text-align:left;overflow-wrap:anywhere}
-th{font-weight:600}.num{font-variant-numeric:tabular-nums}.muted{color:#666}
+th,td:first-child{white-space:nowrap}th{font-weight:600}.num{font-variant-numeric:tabular-nums}.muted{color:#666}
 img{max-width:100%;height:auto}.figures img{max-width:min(100%,460px);margin:4px;vertical-align:top}
 .figures img.wide{max-width:100%}
 .gallery img{width:min(46%,220px);margin:3px}

@@ -13,6 +13,8 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
+from jaxbrain.data.arrays import patient_stacks
+
 IN_PLANE = np.array([np.zeros((3, 3)), np.ones((3, 3)), np.zeros((3, 3))], bool)  # 8-connected, never across slices
 ACROSS_SLICES = np.ones((3, 3, 3), bool)  # 26-connected: a tumor touching the next slice diagonally continues there
 
@@ -41,13 +43,6 @@ class MaskRule:
     steps += [f'tumor patches of fewer than {self.min_pixels} pixels removed'] * (self.min_pixels > 1)
     steps += ['tumor seen on one slice only removed'] * self.drop_single_slice
     return '; '.join(steps)
-
-
-def patient_stacks(patients: np.ndarray) -> list[slice]:
-  """The runs of equal consecutive entries of `patients` [N]: the stacks of slices the 3D step reads."""
-  patients = np.asarray(patients)
-  starts = np.flatnonzero(np.r_[True, patients[1:] != patients[:-1]])
-  return [slice(a, b) for a, b in zip(starts, np.r_[starts[1:], len(patients)])]
 
 
 def remove_small_components(masks: np.ndarray, min_pixels: int) -> np.ndarray:

@@ -306,8 +306,8 @@ def test_bent_data_is_named_in_warnings(tmp_path, capsys):
     assert cli.main(['data', str(tree)]) == 0
   said = ' | '.join(str(w.message) for w in caught)
   assert 'does not match TCGA_<inst>_<id>_<date>' in said and second.name[:-1] + 'X' in said
-  assert '1 slices with mask values other than 0 and 255' in said
-  assert '1 slices with .png file holding JPEG (lossy) data' in said
+  assert '1 slice with mask values other than 0 and 255' in said
+  assert '1 slice with .png file holding JPEG (lossy) data' in said
 
 
 def test_only_jaxbrains_own_warnings_are_kept_for_the_page():

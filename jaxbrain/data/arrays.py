@@ -25,6 +25,13 @@ class SliceArrays:
     return len(self.label)
 
 
+def patient_stacks(patients: np.ndarray) -> list[slice]:
+  """The runs of equal consecutive entries of `patients` [N]: the stacks of slices the 3D step reads."""
+  patients = np.asarray(patients)
+  starts = np.flatnonzero(np.r_[True, patients[1:] != patients[:-1]])
+  return [slice(a, b) for a, b in zip(starts, np.r_[starts[1:], len(patients)])]
+
+
 def with_neighbours(images: np.ndarray, stacks, count: int) -> np.ndarray:
   """Slices [N, H, W, C] in slice order -> [N, H, W, (2 * count + 1) * C]: each slice with `count`
   neighbours on either side as extra channels (2.5D input), ordered from the slice `count` below

@@ -34,18 +34,23 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_a_dicom_study_predicts_as_its_nifti_case(trained_runs, tmp_path):
   """An axial phantom case as NIfTI and as DICOM studies (single-frame, enhanced multi-frame, RLE):
-  each DICOM prediction's mask agrees with the NIfTI one (per-volume Dice >= 0.99, tumor volume
-  within 1%), a SEG of the same volume stands beside it, each row names its FLAIR slice's file,
-  and no patient name or ID reaches predictions.csv, summary.json or report.html. Catches a DICOM
-  case scored in another slice order or orientation than its NIfTI twin, a SEG out of step with
-  the NIfTI mask, rows naming the folder, and identifiers copied from the headers."""
+  each DICOM prediction's mask agrees with the NIfTI one (per-volume Dice >= 0.99; the same voxel
+  size, so a tumor volume within the 2% that Dice allows: the DICOM copy's voxels are rounded to
+  int16, which moves a few boundary pixels of the tiny phantom segmenter, by how many depends on the
+  CPU the suite trains it on), a SEG of the same volume stands beside it, each row names its FLAIR
+  slice's file, and no patient name or ID reaches predictions.csv, summary.json or report.html.
+  Catches a DICOM case scored in another slice order or orientation than its NIfTI twin, a voxel
+  size read otherwise, a SEG out of step with the NIfTI mask, rows naming the folder, and
+  identifiers copied from the headers."""
   _, segmenter = trained_runs
   files, _ = write_nifti_phantom(tmp_path / 'nifti', n_slices=12, seed=7, axcodes='LPS', spacing=(0.9, 0.9, 2.5))
   study = tmp_path / 'study'
   nifti_case_as_dicom(files, study)
   assert _predict([tmp_path / 'nifti'], segmenter, tmp_path / 'out_nifti') == 0
   reference = _mask(tmp_path / 'out_nifti', 'phantom007')
-  reference_ml = json.loads((tmp_path / 'out_nifti' / 'summary.json').read_text())['phantom007']['tumor_volume_ml']
+  reference_entry = json.loads((tmp_path / 'out_nifti' / 'summary.json').read_text())['phantom007']
+  reference_ml = reference_entry['tumor_volume_ml']
+  voxel_ml = reference_ml / reference_entry['volume_voxels']
   assert reference.sum() > 0
   variants = {'study': study, 'enhanced': as_enhanced(study, tmp_path / 'enhanced'),
               'rle': as_rle(study, tmp_path / 'rle')}
@@ -54,7 +59,8 @@ def test_a_dicom_study_predicts_as_its_nifti_case(trained_runs, tmp_path):
     assert _predict([folder], segmenter, out) == 0
     assert _dice(_mask(out, name), reference) >= 0.99, name
     entry = json.loads((out / 'summary.json').read_text())[name]
-    assert entry['tumor_volume_ml'] == pytest.approx(reference_ml, rel=0.01), name
+    assert entry['tumor_volume_ml'] / entry['volume_voxels'] == pytest.approx(voxel_ml, rel=1e-9), name
+    assert entry['tumor_volume_ml'] == pytest.approx(reference_ml, rel=0.02), name
     seg = hd.seg.segread(out / entry['dicom_seg'])
     assert int(np.asarray(seg.pixel_array).sum()) == entry['volume_voxels'], name
     for written in ('predictions.csv', 'summary.json', 'report.html'):
