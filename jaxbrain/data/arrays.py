@@ -1,7 +1,8 @@
-"""The dataset as NumPy arrays in host memory: what batching, splits and training take."""
+"""The dataset as NumPy arrays in host memory: what batching, splits, training and the evaluators take."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
@@ -23,6 +24,22 @@ class SliceArrays:
 
   def __len__(self) -> int:
     return len(self.label)
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSlices:
+  """What an evaluator is handed (as big_vision hands its evaluators a narrow predict function): the
+  test slices as the data holds them, the selected checkpoint's outputs on them (`mask`: the masks
+  the run's chosen rule makes, for a segmenter), and `heatmaps` (uint8 slices -> Grad-CAM [n, h, w];
+  None for a model without them), called in batches of `batch_size`."""
+  images: np.ndarray  # [N, 256, 256, 3] uint8
+  true_masks: np.ndarray  # [N, 256, 256] bool
+  labels: np.ndarray  # [N] 1 = tumor
+  patients: np.ndarray  # [N]
+  slices: np.ndarray  # [N] slice numbers
+  outputs: dict
+  heatmaps: Callable | None
+  batch_size: int
 
 
 def patient_stacks(patients: np.ndarray) -> list[slice]:

@@ -3,7 +3,7 @@
 `config.task.evals` lists module names of this package (big_vision's `config.evals`); the runner
 imports each by name (it never imports this package itself: evaluators sit above it) after it has
 evaluated the selected checkpoint on test, and calls its `evaluate(test, run) -> metrics`: `test`
-is a `train.finish.TestSlices` (the test slices, the outputs on them, a narrow heatmap function),
+is a `data.arrays.TestSlices` (the test slices, the outputs on them, a narrow heatmap function),
 `run` the run's `folders.RunDir` (None on processes that write nothing). A new evaluator is a new
 module here with that function.
 """

@@ -13,7 +13,7 @@ from jaxbrain.evaluators import evenly
 from jaxbrain.folders import RunDir
 from jaxbrain.metrics import pointing_game
 from jaxbrain.overlay import heatmap_overlay
-from jaxbrain.train.finish import TestSlices
+from jaxbrain.data.arrays import TestSlices
 
 SHOWN = 8
 

@@ -9,7 +9,7 @@ from PIL import Image
 from jaxbrain.evaluators import evenly
 from jaxbrain.folders import RunDir
 from jaxbrain.overlay import mask_overlay
-from jaxbrain.train.finish import TestSlices
+from jaxbrain.data.arrays import TestSlices
 
 TUMOR_SHOWN, EMPTY_SHOWN = 8, 4
 

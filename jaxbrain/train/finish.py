@@ -4,7 +4,6 @@ plots, the task's test files, the run page and the closing lines. Evaluators are
 (`config.task.evals`, as big_vision's `config.evals`), so the runner never imports them."""
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.util
 import shutil
@@ -15,6 +14,7 @@ import jax
 import numpy as np
 
 from jaxbrain.config import Config
+from jaxbrain.data.arrays import TestSlices
 from jaxbrain.decisions import Decision, write_decision
 from jaxbrain.errors import ConfigError
 from jaxbrain.files import write_json
@@ -25,22 +25,6 @@ from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.outputs import RunWriter, plot_curves, read_history
 
 EVALUATORS = 'jaxbrain.evaluators'  # the package evaluators named in the config come from, imported by name
-
-
-@dataclasses.dataclass(frozen=True)
-class TestSlices:
-  """What an evaluator is handed (as big_vision hands its evaluators a narrow predict function): the
-  test slices as the data holds them, the selected checkpoint's outputs on them (`mask`: the masks
-  the run's chosen rule makes, for a segmenter), and `heatmaps` (uint8 slices -> Grad-CAM [n, h, w];
-  None for a model without them), called in batches of `batch_size`."""
-  images: np.ndarray  # [N, 256, 256, 3] uint8
-  true_masks: np.ndarray  # [N, 256, 256] bool
-  labels: np.ndarray  # [N] 1 = tumor
-  patients: np.ndarray  # [N]
-  slices: np.ndarray  # [N] slice numbers
-  outputs: dict
-  heatmaps: Callable | None
-  batch_size: int
 
 
 def check_evaluators(names) -> None:

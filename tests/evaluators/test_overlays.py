@@ -4,7 +4,7 @@ from PIL import Image
 
 from jaxbrain.evaluators import overlays
 from jaxbrain.folders import RunDir
-from jaxbrain.train.finish import TestSlices
+from jaxbrain.data.arrays import TestSlices
 
 
 def test_overlays_show_the_chosen_rules_mask_not_the_raw_probabilities(tmp_path):
