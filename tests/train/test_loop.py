@@ -539,3 +539,15 @@ def test_a_run_keeps_by_default_what_resume_and_predict_need_and_says_its_size(p
   assert [len(list((run / 'checkpoints' / kind).iterdir())) for kind in ('best', 'last')] == [1, 1]
   said = capsys.readouterr().out
   assert f'MB in {run}' in said and '--keep-checkpoints N keeps' in said
+
+
+def test_the_tensorboard_hint_says_how_to_get_it_where_it_is_missing(tmp_path, monkeypatch):
+  """Catches the run's closing "next:" lines naming a `tensorboard` command that is not installed
+  (it is no dependency: the runs write its files without it) without saying how to get it."""
+  from jaxbrain.folders import RunDir
+  from jaxbrain.train import finish
+  run = RunDir(tmp_path / 'run')
+  monkeypatch.setattr(finish.shutil, 'which', lambda name: None)
+  assert finish.tensorboard_command(run) == f'pip install tensorboard && tensorboard --logdir {run.tensorboard}'
+  monkeypatch.setattr(finish.shutil, 'which', lambda name: f'/usr/bin/{name}')
+  assert finish.tensorboard_command(run) == f'tensorboard --logdir {run.tensorboard}'
