@@ -4,7 +4,8 @@ the one writer and reader of their file.
 - `Decision`: a run's `decision.json`: the selected checkpoint, the label threshold (a
   classifier's; a segmenter's slice is labelled by its mask, and its threshold is its mask rule's
   pixel threshold) and, for a segmenter, its `MaskRule`, each with what it was chosen on.
-  `write_decision` and `read_decision` are its only writer and reader.
+  `write_decision` is its one writer and `Decision.from_json` its one reader (`runs.read_decision`
+  reads a run's file with it).
 - `choose_rule`: a segmenter's mask rule, by mean per-volume Dice at the slices' native 256x256.
 - `choose_gate`: the classifier probability below which a pair's masks are emptied.
 - `Detector`, `detect`, `choose_detector`: how a classifier and a segmenter answer "is there a
@@ -21,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from jaxbrain.data.arrays import patient_stacks
 from jaxbrain.files import write_json
 from jaxbrain.folders import RunDir
 from jaxbrain.metrics import DECISION_THRESHOLD, decision_metrics, segmentation_metrics_from_counts
-from jaxbrain.data.arrays import patient_stacks
 from jaxbrain.postprocess import IN_PLANE, MaskRule
 
 
