@@ -226,12 +226,12 @@ COMPILING = ('predict', 'evaluate', 'gate', 'ensemble')  # the commands that run
 def main(argv: list[str] | None = None) -> int:
   """Runs one command: 0 on success, 2 (one line) for a user's mistake, 1 (one line and a log of
   the traceback) for anything unexpected."""
+  if argv is None:  # the `jaxbrain` command itself: run it with tcmalloc (jaxbrain/allocator.py)
+    restart_with_tcmalloc()
   try:
     args = build_parser().parse_args(argv)
   except SystemExit as e:  # --help, --version (0) or a mistyped or impossible flag (2, said in one line)
     return e.code
-  if argv is None and args.command in COMPILING:  # the `jaxbrain` command itself: with tcmalloc (allocator.py)
-    restart_with_tcmalloc()
   configure_cpu()
   if args.command in COMPILING:
     compilation_cache.enable()

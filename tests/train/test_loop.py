@@ -437,14 +437,15 @@ def test_checkpoints_on_a_time_budget_resume_exactly_after_a_kill_between_writes
   monkeypatch.setattr(tasks.Classification, 'metrics', scripted_metrics)
   runs = tmp_path / 'test'
   monkeypatch.setattr(fit, '_clock', clock())
-  train_and_evaluate(bare(phantom_png, tmp_path, epochs=4, checkpoint_every_s=1.5, run_name='straight'), progress=False)
+  train_and_evaluate(bare(phantom_png, tmp_path, epochs=4, checkpoint_every_s=1.5, keep_checkpoints=3, run_name='straight'),
+                     progress=False)
   written = sorted(int(p.name) for p in (runs / 'straight' / 'checkpoints' / 'last').iterdir() if p.name.isdigit())
   steps_per_epoch = written[-1] // 4
   assert written == [2 * steps_per_epoch, 4 * steps_per_epoch]
 
   monkeypatch.setattr(fit, '_clock', clock())
   now['kill'] = 3
-  killed = bare(phantom_png, tmp_path, epochs=4, checkpoint_every_s=1.5, run_name='killed')
+  killed = bare(phantom_png, tmp_path, epochs=4, checkpoint_every_s=1.5, keep_checkpoints=3, run_name='killed')
   with pytest.raises(Killed):
     train_and_evaluate(killed, progress=False)
   assert not list((runs / 'killed' / 'checkpoints' / 'best').glob(str(2 * steps_per_epoch)))  # epoch 2's best unwritten
