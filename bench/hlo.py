@@ -24,9 +24,10 @@ def program_text(fn, *args) -> str:
 
 def cases():
   """(name, step, state, batch) of the ResNet18 fine-tune train and eval steps at batch 8 (128 px)
-  and 32 (64 px, chunked weight gradients), and the seg01 ResUNet's train step, eval step and
-  native-resolution probability steps (with and without flip averaging): the training programs
-  and the inference programs `predict` and a run's decisions use."""
+  and 32 (64 px, chunked weight gradients), the seg01 ResUNet's train step, eval step and
+  native-resolution probability steps (with and without flip averaging), and the Scorer's programs
+  (`scorer_cases`): the training programs and the inference programs `predict` and a run's
+  decisions use."""
   import jax
   import jax.numpy as jnp
 
@@ -56,6 +57,36 @@ def cases():
   for flip in (False, True):
     yield (f'resunet-128px-batch8-native-flip{int(flip)}', make_native_probability_step(model, preprocessing, flip),
            state, batch)
+  yield from scorer_cases(model, variables, preprocessing, batch['image'])
+
+
+def scorer_cases(segmenter, segmenter_variables, preprocessing, images):
+  """The programs `inference.Scorer` compiles for `predict`, `gate`, `ensemble` and the Spark job: its
+  own jitted methods, called on stand-in runs that hold only what those methods read (the weights
+  are closed over, as a loaded run's are): a classifier alone (probability and Grad-CAM) and a
+  segmenter's native pixel probabilities with and without flip averaging."""
+  from types import SimpleNamespace
+
+  import jax
+  import jax.numpy as jnp
+
+  from jaxbrain.data import Preprocessing
+  from jaxbrain.inference import Scorer
+  from jaxbrain.models import create_model
+
+  def run(model, variables, preprocessing):
+    task = SimpleNamespace(flip_average=False, score_with_mask_head=False)
+    return SimpleNamespace(model=model, variables=variables, preprocessing=preprocessing,
+                           config=SimpleNamespace(task=task), members=())
+
+  classifier = create_model('resnet18', num_classes=2, head_hidden=(256, 64), dropout_rate=0.25)
+  variables = jax.jit(classifier.init)(jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
+  alone = SimpleNamespace(classifier=run(classifier, variables, Preprocessing(128)), segmenter=None)
+  yield 'scorer-resnet18-128px-batch8-classify', lambda _, images: Scorer._classify_batch(alone, images), None, images
+  segmenting = SimpleNamespace(segmenter=run(segmenter, segmenter_variables, preprocessing))
+  for flip in (False, True):
+    yield (f'scorer-resunet-128px-batch8-segment-flip{int(flip)}',
+           lambda _, images, flip=flip: Scorer._segment_batch(segmenting, images, flip), None, images)
 
 
 def main() -> None:
