@@ -206,7 +206,8 @@ class Scorer:
     context = self.segmenter.config.task.context_slices
     seen = f' (each slice seen with {context} neighbouring slice(s) on either side)' if context else ''
     seen += ' (each patient\'s scan rescaled to one intensity scale)' if self.segmenter.config.task.scale_volumes else ''
-    masks = f'Masks: the segmenter\'s{seen}, post-processed by the rule chosen on validation ({self.segmenter.mask_rule.in_words()}).'
+    masks = (f'Masks: the segmenter\'s{seen}, post-processed by the rule chosen on validation '
+             f'({self.segmenter.mask_rule.in_words()}).')
     if self.classifier is None:
       return f'Label: the mask has a tumor pixel. {masks}'
     gate = 'no gate' if self.gate is None else f'emptied where the classifier\'s probability < {self.gate:g}'

@@ -17,7 +17,6 @@ ensemble's and each member's figures there. Nothing here reads the seed's test p
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,9 +33,9 @@ from jaxbrain.folders import RunDir
 from jaxbrain.inference import Scorer
 from jaxbrain.localize.gate import patients_slices
 from jaxbrain.metrics import decision_metrics, roc_auc, segmentation_metrics
-from jaxbrain.runs import LoadedRun, RunError, check_data, load_run, read_config, read_json, read_split
+from jaxbrain.runs import LoadedRun, RunError, check_data, load_run, read_config, read_decision, read_split
 
-MEMBER_FILES = ('config', 'split', 'decision')  # what a member keeps besides its selected weights
+MEMBER_FILES = ('config', 'split')  # what a member keeps besides its decisions and its selected weights
 SAME_SPLIT = ('kind', 'seed', 'data_fingerprint', 'test', 'seed_test')  # what members of one ensemble share
 
 
@@ -89,7 +88,7 @@ def _copy_member(run: LoadedRun, to: RunDir) -> None:
     if getattr(source, name).is_file():
       shutil.copy2(getattr(source, name), getattr(to, name))
   checkpoint = source.checkpoint_name(run.checkpoint)
-  write_decision(to, Decision.from_json(read_json(source.decision)).with_checkpoint(checkpoint))
+  write_decision(to, read_decision(run.directory).with_checkpoint(checkpoint))
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(RunDir.checkpoint_state(to.checkpoint(checkpoint)).resolve(), run.variables)
   checkpointer.wait_until_finished()

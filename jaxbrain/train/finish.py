@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 import jax
-import numpy as np
 
 from jaxbrain.config import Config
 from jaxbrain.data.arrays import TestSlices
