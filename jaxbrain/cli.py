@@ -1,6 +1,6 @@
 """The `jaxbrain` command line: `jaxbrain data DIR`, `jaxbrain phantom OUT`, `jaxbrain predict INPUT...`,
 `jaxbrain evaluate PRED_DIR --truth DIR`, `jaxbrain gate --run CLS --seg-run SEG --data-dir DIR`, `jaxbrain cache`,
-`jaxbrain ensemble RUN... --out DIR --data-dir DIR`."""
+`jaxbrain ensemble RUN... --out DIR --data-dir DIR`, `jaxbrain export RUN --out DIR`."""
 from __future__ import annotations
 
 import argparse
@@ -53,12 +53,13 @@ def _predict(args) -> int:
     raise ConfigError(f'a case given by its volumes needs --t1, --flair and --t1ce; missing {missing}')
   if args.case and not given:
     raise ConfigError('--case names a case given by --t1 --flair --t1ce; a case folder is named after its files or folder')
-  if not args.run and not args.seg_run:
-    raise ConfigError('give a classification run (--run), a segmentation run (--seg-run), or both')
   if not args.inputs and not given:
     raise ConfigError('nothing to score: give slice images, patient folders, NIfTI case folders or DICOM study '
                       'folders, or --t1 --flair --t1ce')
-  summary = predict(args.inputs, args.run, args.out, seg_run_dir=args.seg_run, batch_size=args.batch_size,
+  from jaxbrain.bundle import runs_to_score
+
+  run, seg_run = runs_to_score(args.run, args.seg_run, args.model)
+  summary = predict(args.inputs, run, args.out, seg_run_dir=seg_run, batch_size=args.batch_size,
                     progress=not args.no_progress, overwrite=args.overwrite, case_files=given or None,
                     case_name=args.case)
   slices = sum(p['slices'] for p in summary.values())
@@ -67,7 +68,7 @@ def _predict(args) -> int:
   print(f'{counted(slices, "slice")} of {counted(len(summary), "patient")}: {tumor} predicted with tumor'
         + (f'; tumor volume {", ".join(volumes)}' if volumes else '')
         + f'; wrote {Path(args.out) / "report.html"} (open it in a browser), predictions.csv, summary.json, overlays/'
-        + (', masks/' if args.seg_run else '') + (', <case>_mask.nii.gz' if volumes else '')
+        + (', masks/' if seg_run else '') + (', <case>_mask.nii.gz' if volumes else '')
         + (', <case>_seg.dcm (DICOM SEG)' if any('dicom_seg' in entry for entry in summary.values()) else ''))
   return 0
 
@@ -84,8 +85,14 @@ def _evaluate(args) -> int:
 
 def _gate(args) -> int:
   from jaxbrain.files import jsonable
-  from jaxbrain.localize.gate import choose_and_measure, format_table
+  from jaxbrain.localize.gate import choose_and_measure, choose_own_detector, format_own_table, format_table
 
+  if args.run is None:
+    result = choose_own_detector(args.seg_run, args.data_dir, args.batch_size, args.bootstrap_samples)
+    print(format_own_table(result))
+    print(f'stored in {result["written_to"]}: `jaxbrain predict --seg-run {args.seg_run}` and `jaxbrain export` apply it')
+    print(json.dumps(jsonable({k: result[k] for k in ('detector', 'test_patients', 'test')})))
+    return 0
   result = choose_and_measure(args.run, args.seg_run, args.data_dir, args.batch_size, args.bootstrap_samples)
   print(format_table(result))
   print(f'stored in {result["written_to"]}: `jaxbrain predict --run {args.run} --seg-run {args.seg_run}` applies it')
@@ -100,6 +107,16 @@ def _ensemble(args) -> int:
   figures = make_ensemble(args.runs, args.out, args.data_dir, args.batch_size)
   print(format_table(figures))
   print(json.dumps(jsonable({'out': args.out, **figures})))
+  return 0
+
+
+def _export(args) -> int:
+  from jaxbrain.localize.export import export
+
+  record = export(args.run, args.out, args.name or Path(args.run).resolve().name, args.model_version)
+  print(f'wrote the bundle {record["name"]} {record["version"]} to {record["out"]} ({len(record["members"])} '
+        f'member(s), sha256 {record["sha256"][:16]}): `jaxbrain predict INPUTS --model {record["out"]} --out DIR` '
+        'uses it; MODEL_CARD.md says what it is for')
   return 0
 
 
@@ -129,9 +146,10 @@ DOCUMENTED_COMMANDS = (
      'example: jaxbrain gate --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN '
      '--data-dir ../shared/data/lgg/kaggle_3m',
      {'batch_size': True, 'bootstrap_samples': True},
-     ((('--run',), {'required': True, 'help': 'run directory of a classification experiment'}),
+     ((('--run',), {'help': 'run directory of a classification experiment; without it, the segmenter\'s own '
+                            'detector is chosen among those that need no classifier'}),
       (('--seg-run',), {'required': True, 'help': 'run directory of a segmentation experiment (same split)'}),
-      (('--data-dir',), {'required': True, 'help': 'the kaggle_3m folder both runs were trained on'}))),
+      (('--data-dir',), {'required': True, 'help': 'the kaggle_3m folder the runs were trained on'}))),
     ('jaxbrain.localize.ensemble', _ensemble, 'put member runs together; choose its decisions on the decision set',
      'example: jaxbrain ensemble checkpoints/seg01/patient-member*-scratch-160px-seed0 --out ensembles/seg01 '
      '--data-dir ../shared/data/lgg/kaggle_3m',
@@ -140,6 +158,13 @@ DOCUMENTED_COMMANDS = (
       (('--out',), {'required': True, 'help': 'the ensemble\'s folder: new or empty'}),
       (('--data-dir',), {'required': True, 'help': 'the kaggle_3m folder holding the decision set (the seed\'s '
                                                    'validation patients); its test patients are not read'}))),
+    ('jaxbrain.localize.export', _export, 'write a model bundle of a run or an ensemble for predict --model',
+     'example: jaxbrain export ensembles/seg01 --out checkpoints/models/lgg-seg01 --name lgg-seg01', {},
+     ((('run',), {'help': 'a finished run or ensemble folder (its own detector goes with it: jaxbrain gate '
+                          '--seg-run RUN alone chooses one)'}),
+      (('--out',), {'required': True, 'help': 'the bundle\'s folder: new or empty'}),
+      (('--name',), {'help': 'the model\'s name (default: the run folder\'s name)'}),
+      (('--model-version',), {'default': '1.0', 'help': 'the model\'s version (default: 1.0)'}))),
 )
 
 
@@ -192,8 +217,9 @@ def _docstring(module: str) -> str:
 def _add_predict(commands) -> None:
   """`jaxbrain predict`'s flags."""
   predict = commands.add_parser(
-      'predict', help='score slices with trained runs; write report.html, masks and overlays',
-      epilog='examples:\n  jaxbrain predict kaggle_3m/TCGA_CS_4941_19960909 --run checkpoints/exp21/RUN --out pred/\n'
+      'predict', help='score slices with a model bundle or trained runs; write report.html, masks and overlays',
+      epilog='examples:\n  jaxbrain predict kaggle_3m/TCGA_CS_4941_19960909 --out pred/   (the shipped model)\n'
+             '  jaxbrain predict kaggle_3m/TCGA_CS_4941_19960909 --run checkpoints/exp21/RUN --out pred/\n'
              '  jaxbrain predict BraTS2021_00495/ --run checkpoints/exp21/RUN --seg-run checkpoints/seg01/RUN --out pred/\n'
              '  jaxbrain predict study/ --seg-run checkpoints/seg01/RUN --out pred/   (DICOM series: FLAIR, T1, T1 post)',
       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,6 +238,8 @@ def _add_predict(commands) -> None:
                        'post-processed as the run chose on validation; with --run, gated by the classifier (the gate '
                        '`jaxbrain gate` chose, else its threshold); alone, also the probability (the slice\'s largest '
                        'pixel probability) and the label (the mask is not empty)')
+  predict.add_argument('--model', metavar='DIR', help='a model bundle (jaxbrain export); with none of --model, --run '
+                       'and --seg-run, the bundle this checkout ships (checkpoints/models/lgg-seg01)')
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')
@@ -220,7 +248,7 @@ def _add_predict(commands) -> None:
   predict.set_defaults(run_command=_predict)
 
 
-COMPILING = ('predict', 'evaluate', 'gate', 'ensemble')  # the commands that run models: they use the cache
+COMPILING = ('predict', 'evaluate', 'gate', 'ensemble', 'export')  # the commands that run models: they use the cache
 
 
 def main(argv: list[str] | None = None) -> int:

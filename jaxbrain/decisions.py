@@ -256,14 +256,21 @@ def smoothed_along_slices(probability: np.ndarray, stacks: np.ndarray, width: in
   return smoothed
 
 
-def detect(detector: Detector, classifier: np.ndarray, segmenter: np.ndarray, segmenter_label: np.ndarray,
+def detect(detector: Detector, classifier: np.ndarray | None, segmenter: np.ndarray, segmenter_label: np.ndarray,
            stacks: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
   """(probability [N], label [N]) of slices by `detector`, from the classifier's and the segmenter's
   slice probabilities, the segmenter's own labels (its mask is not empty) and the classifier's
-  `threshold` (the label threshold of a detector without its own)."""
-  classifier, segmenter = np.asarray(classifier, np.float64), np.asarray(segmenter, np.float64)
-  combined = {'classifier': classifier, 'segmenter': segmenter, 'mean': (classifier + segmenter) / 2,
-              'geometric': np.sqrt(classifier * segmenter)}[detector.combination]
+  `threshold` (the label threshold of a detector without its own). `classifier` is None for a
+  segmenter alone, whose detectors are the 'segmenter' ones."""
+  segmenter = np.asarray(segmenter, np.float64)
+  if detector.combination == 'segmenter':
+    combined = segmenter
+  elif classifier is None:
+    raise ValueError(f'the {detector.combination} detector needs a classifier\'s probabilities')
+  else:
+    classifier = np.asarray(classifier, np.float64)
+    combined = {'classifier': classifier, 'mean': (classifier + segmenter) / 2,
+                'geometric': np.sqrt(classifier * segmenter)}[detector.combination]
   probability = smoothed_along_slices(combined, stacks, detector.smoothing)
   if detector.combination == 'segmenter' and not detector.smoothing:
     return probability, np.asarray(segmenter_label).astype(int)
@@ -278,11 +285,13 @@ def most_accurate_threshold(labels: np.ndarray, probability: np.ndarray, default
   return max(thresholds, key=lambda t: (np.mean((probability >= t) == labels), -abs(t - default)))
 
 
-def choose_detector(labels: np.ndarray, classifier: np.ndarray, segmenter: np.ndarray, segmenter_label: np.ndarray,
-                    stacks: np.ndarray, threshold: float) -> tuple[Detector, list[dict]]:
+def choose_detector(labels: np.ndarray, classifier: np.ndarray | None, segmenter: np.ndarray,
+                    segmenter_label: np.ndarray, stacks: np.ndarray, threshold: float) -> tuple[Detector, list[dict]]:
   """(the pair's detector, a row per detector tried with its label threshold, ROC AUC, accuracy and
   balanced accuracy), chosen on validation slices with their true `labels` (`threshold`: the
-  classifier's). The rule, stated before the ensembles' runs:
+  classifier's). With `classifier` None, a segmenter's own detector, chosen by the same rule among
+  the detectors that need no classifier (the segmenter's probability, smoothed or not). The rule,
+  stated before the ensembles' runs:
   - the two models alone label as they do alone; every other detector (`DETECTORS` x `SMOOTHING`)
     at its `most_accurate_threshold` on these slices;
   - a detector qualifies when its ROC AUC and its accuracy are both at least the better model
@@ -292,7 +301,7 @@ def choose_detector(labels: np.ndarray, classifier: np.ndarray, segmenter: np.nd
   - when none qualifies (one model ranks better, the other labels better): the model alone with the
     more accurate labels, the classifier on a tie."""
   rows = []
-  for combination, smoothing in itertools.product(DETECTORS, SMOOTHING):
+  for combination, smoothing in itertools.product(DETECTORS if classifier is not None else ('segmenter',), SMOOTHING):
     detector = Detector(combination, smoothing)
     if not detector.is_one_model:
       probability, _ = detect(detector, classifier, segmenter, segmenter_label, stacks, threshold)

@@ -1,6 +1,6 @@
 """The folders jaxbrain writes, each owned here: the output root of training (`WorkDir`), a
-training run's (`RunDir`) and a prediction's (`PredictionDir`). Every file name, the checkpoint layout and the run-folder formula are stated
-once; the runner, `runs.py`, `checkpoints.py`, `pages.py`, `predict` and `evaluate` ask these
+training run's (`RunDir`), a model bundle's (`BundleDir`) and a prediction's (`PredictionDir`).
+Every file name, the checkpoint layout and the run-folder formula are stated once; the runner, `runs.py`, `checkpoints.py`, `pages.py`, `predict` and `evaluate` ask these
 classes for paths instead of spelling them."""
 from __future__ import annotations
 
@@ -119,11 +119,41 @@ class RunDir:
     experiment, run and checkpoint ('best/120'), not its path, so that runs can move together."""
     return self.gates / f'{classifier_experiment}--{classifier_run}--{classifier_checkpoint.replace("/", "-")}.json'
 
+  @property
+  def own_detector(self) -> Path:
+    """Where a segmenter's own detector lives (chosen by `jaxbrain gate --seg-run` without a classifier)."""
+    return self.gates / 'segmenter-alone.json'
+
 
 def tested_variables(saved_state: dict) -> dict:
   """The variables a checkpoint's saved train state was evaluated with: its weight average (`ema`)
   when it holds one, else its params and BatchNorm statistics (`TrainState.inference_variables`)."""
   return saved_state.get('ema') or {'params': saved_state['params'], 'batch_stats': saved_state['batch_stats']}
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleDir:
+  """A model bundle (`jaxbrain export`): everything `predict` needs in one folder that moves as a
+  whole; `jaxbrain predict --model DIR` takes it."""
+  path: Path
+
+  FILES = {'model': 'model.json', 'card': 'MODEL_CARD.md', 'licence': 'LICENSE', 'checksums': 'SHA256SUMS'}
+
+  def __post_init__(self):
+    object.__setattr__(self, 'path', Path(self.path))
+
+  model = property(lambda self: self.path / BundleDir.FILES['model'], doc='what predict needs, and the facts')
+  card = property(lambda self: self.path / BundleDir.FILES['card'], doc='the model card, made from model.json')
+  licence = property(lambda self: self.path / BundleDir.FILES['licence'], doc='the licence of the weights')
+  checksums = property(lambda self: self.path / BundleDir.FILES['checksums'], doc='sha256sum lines of every file')
+  weights = property(lambda self: self.path / 'weights', doc='one safetensors file per member')
+
+  def member_weights(self, member: int) -> Path:
+    return self.weights / f'member{member}.safetensors'
+
+  @classmethod
+  def holds_bundle(cls, path: str | Path) -> bool:
+    return cls(path).model.is_file()
 
 
 @dataclasses.dataclass(frozen=True)

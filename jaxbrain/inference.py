@@ -25,7 +25,8 @@ from jaxbrain.decisions import Detector, detect
 from jaxbrain.flags import INFERENCE
 from jaxbrain.models.gradcam import gradcam
 from jaxbrain.postprocess import PIXEL_THRESHOLD, MaskRule, apply_rule
-from jaxbrain.runs import LoadedRun, RunError, gate_path, load_run, read_gate
+from jaxbrain.bundle import load
+from jaxbrain.runs import LoadedRun, RunError, gate_path, read_gate
 
 DETECTOR_SAID = {'classifier': 'the classifier\'s', 'segmenter': 'the segmenter\'s (its largest pixel probability)',
                  'mean': 'the mean of the classifier\'s and the segmenter\'s probabilities',
@@ -124,7 +125,7 @@ class Scores:
   spread: np.ndarray | None = None  # [N] with an ensemble: the members' standard deviation of `probability`
   mask_disagreement: np.ndarray | None = None  # [N] with a segmenter ensemble: `mask_disagreement`
   label_disputed: np.ndarray | None = None  # [N] bool with an ensemble: its members' own labels differ
-  classifier_probability: np.ndarray | None = None  # [N] with both: each model's own slice probability
+  classifier_probability: np.ndarray | None = None  # [N] with both (or a segmenter's own detector): each model's own
   segmenter_probability: np.ndarray | None = None
   pixel_probability: np.ndarray | None = None  # [N, 256, 256] when asked (`maps`): the segmenter's, before its rule
   pixel_spread: np.ndarray | None = None  # [N, 256, 256] when asked, with a segmenter ensemble: its members' std
@@ -162,11 +163,13 @@ class Scorer:
     if run_dir is None and seg_run_dir is None:
       raise RunError('nothing to score with: give a classification run (--run), a segmentation run (--seg-run), '
                      'or both')
-    self.classifier = load_run(run_dir, 'classify') if run_dir else None
-    self.segmenter = load_run(seg_run_dir, 'segment') if seg_run_dir else None
+    self.classifier = load(run_dir, 'classify') if run_dir else None
+    self.segmenter = load(seg_run_dir, 'segment') if seg_run_dir else None
     self.batch_size = batch_size
     self.gate, self.gate_source = None, None  # masks are emptied where the classifier's probability < gate
-    self.detector = None  # how the pair answers "is there a tumor?": decisions.Detector chosen on validation
+    # How "is there a tumor?" is answered: a pair's decisions.Detector chosen on validation, or a
+    # segmenter's own (chosen among those that need no classifier); None: each model's own labels.
+    self.detector = None if self.classifier else getattr(self.segmenter, 'detector', None)
     if self.classifier and self.segmenter:
       chosen = read_gate(self.segmenter, self.classifier)
       if chosen is not None and chosen.get('detector'):
@@ -209,19 +212,23 @@ class Scorer:
     masks = (f'Masks: the segmenter\'s{seen}, post-processed by the rule chosen on validation '
              f'({self.segmenter.mask_rule.in_words()}).')
     if self.classifier is None:
-      return f'Label: the mask has a tumor pixel. {masks}'
+      label = 'Label: the mask has a tumor pixel' if self.detector is None else self._detector_words()
+      return f'{label}. {masks}'
     gate = 'no gate' if self.gate is None else f'emptied where the classifier\'s probability < {self.gate:g}'
     if self.detector is None:
       label = (f'Probability and label: the classifier\'s{how}, >= {self.threshold:g} (no detector was chosen on '
                'validation for this pair: jaxbrain gate chooses one)')
     else:
-      detector = self.detector
-      cut = self.label_threshold
-      label = (f'Probability and label: {DETECTOR_SAID[detector.combination]}'
-               + (f', averaged over {detector.smoothing} neighbouring slice(s) on either side' if detector.smoothing else '')
-               + (', tumor where its post-processed mask is not empty' if detector.combination == 'segmenter'
-                  and not detector.smoothing else f', tumor at >= {cut:g}') + ' (chosen on validation by jaxbrain gate)')
+      label = self._detector_words()
     return f'{label}. {masks} Gate: {gate} ({self.gate_source}).'
+
+  def _detector_words(self) -> str:
+    detector = self.detector
+    return (f'Probability and label: {DETECTOR_SAID[detector.combination]}'
+            + (f', averaged over {detector.smoothing} neighbouring slice(s) on either side' if detector.smoothing else '')
+            + (', tumor where its post-processed mask is not empty' if detector.combination == 'segmenter'
+               and not detector.smoothing else f', tumor at >= {self.label_threshold:g}')
+            + ' (chosen on validation by jaxbrain gate)')
 
   def _classify_batch(self, batch):
     """Each member's tumor probability [M, B] (a single run is one member) and, for a classifier
@@ -293,6 +300,9 @@ class Scorer:
       if self.detector is not None:
         probability, label = detect(self.detector, *parts, mask.any(axis=(1, 2)), stacks, self.classifier.label_threshold)
       mask = gated_masks(mask, parts[0], self.gate if gated else None)
+    elif self.segmenter and self.detector is not None:  # a segmenter's own detector
+      parts = None, probability
+      probability, label = detect(self.detector, None, probability, label, stacks, self.threshold)
     disagreement, member_labels = None, None
     if self.segmenter and len(member_pixels) > 1:
       member_masks = np.stack([apply_rule(rule, p, stacks) for p in member_pixels])

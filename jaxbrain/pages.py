@@ -84,7 +84,9 @@ def _checkpoint_said(checkpoint: str) -> str:
     return f'{checkpoint}: the weights after training step {step}, the epoch validation chose'
   if kind.endswith('last'):
     return f'{checkpoint}: the last weights (step {step}): validation chose no earlier epoch'
-  return f'{checkpoint}: each member\'s weights as it chose them on validation' if checkpoint == 'members' else checkpoint
+  if checkpoint in ('members', 'weights'):
+    return f'{checkpoint}: each member\'s weights as it chose them on validation'
+  return checkpoint
 
 VIEWER_SCRIPT = """
 const data = JSON.parse(document.getElementById('slices').textContent);
@@ -214,13 +216,14 @@ def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals
   warned = ''.join(f'<li>{html.escape(w)}</li>' for w in dict.fromkeys(warnings))
   body = (f'<h1>jaxbrain predict: {counted(len(names), "patient")}</h1>'
           + (PHANTOM_BANNER.format(what=html.escape(', '.join(phantom)) + ' learned from') if phantom else '')
-          + f'<p class="muted">Drag a slider or use the arrow keys on it. p(tumor): the model\'s probability that '
+          + '<p class="muted">Drag a slider or use the arrow keys on it. p(tumor): the model\'s probability that '
           'the slice holds a tumor; a slice is labelled tumor at or above the decision threshold. Overlays: '
           + ('the predicted mask in red.' if any('tumor_pixels' in s[0] for s in patients.values()) else
              'Grad-CAM of the classifier (where it looked), red to yellow; coarse: it comes from a grid 1/32 of the '
              'image.')
           + f' {html.escape(how)}</p>'
-          f'<table><tr><th>role</th><th>run</th><th>experiment</th><th>checkpoint</th></tr>{run_rows}</table>'
+          + ''.join(f'<p class="model">{html.escape(r["model"])}</p>' for r in runs if r.get('model'))
+          + f'<table><tr><th>role</th><th>run</th><th>experiment</th><th>checkpoint</th></tr>{run_rows}</table>'
           + (f'<div class="warnings"><h2>Warnings</h2><ul>{warned}</ul></div>' if warned else '')
           + ''.join(sections)
           + f'<script type="application/json" id="slices">'

@@ -20,7 +20,7 @@ from jaxbrain.config import Config
 from jaxbrain.data.kaggle3m import fingerprint
 from jaxbrain.data.phantom import INSTITUTIONS
 from jaxbrain.data.transforms import Preprocessing
-from jaxbrain.decisions import Decision
+from jaxbrain.decisions import Decision, Detector
 from jaxbrain.errors import UserError
 from jaxbrain.folders import RunDir, tested_variables
 from jaxbrain.postprocess import MaskRule
@@ -42,6 +42,8 @@ class LoadedRun:
   checkpoint: Path  # the step folder the variables came from
   mask_rule: MaskRule  # a segmentation run's post-processing (the default for runs that stored none)
   members: tuple = ()  # an ensemble's member runs, whose probabilities are averaged; () for a single run
+  detector: Detector | None = None  # a segmenter's own detector (`jaxbrain gate --seg-run` alone; a bundle's)
+  bundle: dict | None = None  # a model bundle's model.json (`bundle.load_bundle`); None for a run
 
 
 def read_json(path: Path) -> dict:
@@ -64,6 +66,14 @@ def read_config(run_dir: Path) -> tuple[Config, dict]:
     return Config.from_json(header), header
   except (UserError, TypeError, KeyError) as e:
     raise RunError(f'{path}: damaged or written by another version ({type(e).__name__}: {e})') from None
+
+
+def task_of(run_dir: str | Path) -> str:
+  """'classify' or 'segment': the task of a run, or of an ensemble's members."""
+  folder = RunDir.of(run_dir)
+  if folder.ensemble.is_file():
+    return str(read_json(folder.ensemble).get('task'))
+  return read_config(folder.path)[0].task.name
 
 
 def read_decision(run_dir: str | Path) -> Decision:
@@ -145,7 +155,13 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
   return LoadedRun(config, models.build(config.model), variables,
                    Preprocessing.from_name(config.data.preprocess, config.data.image_size),
                    float(decision.threshold), trained_on_phantom(run_dir, header), run_dir, folder,
-                   decision.mask_rule or MaskRule())
+                   decision.mask_rule or MaskRule(), detector=own_detector(run_dir))
+
+
+def own_detector(run_dir: Path) -> Detector | None:
+  """A segmenter's own detector (`jaxbrain gate --seg-run` alone), or None when none was chosen."""
+  path = RunDir.of(run_dir).own_detector
+  return Detector.from_json(read_json(path)['detector']) if path.is_file() else None
 
 
 def load_ensemble(ensemble_dir: Path, task: str) -> LoadedRun:
@@ -162,7 +178,7 @@ def load_ensemble(ensemble_dir: Path, task: str) -> LoadedRun:
   first = members[0]
   return LoadedRun(first.config, first.model, first.variables, first.preprocessing,
                    float(decision.threshold), any(m.phantom_only for m in members), folder.path, folder.members,
-                   decision.mask_rule or MaskRule(), members)
+                   decision.mask_rule or MaskRule(), members, own_detector(folder.path))
 
 
 def read_split(run_dir: Path) -> dict:

@@ -1,12 +1,13 @@
 """Batch scoring of scan archives on Apache Spark: one Parquet row per slice.
 
-  python -m jaxbrain.spark INPUT... --run RUN_DIR [--seg-run RUN_DIR] --out scores.parquet [--master local[2]]
+  python -m jaxbrain.spark INPUT... [--model DIR | --run RUN_DIR --seg-run RUN_DIR] --out scores.parquet [--master local[2]]
 
 INPUT: files, folders (searched recursively) or any Hadoop-compatible URI Spark reads (`s3a://`,
 `hdfs://`, `gs://`), or `--list FILE` with one such path per line. Files are read by Spark's
 `binaryFile` source, grouped by patient (a segmenter's post-processing reads a patient's whole
 stack) and scored per patient with `applyInPandas`; each Python worker loads the runs once
-(`jaxbrain.inference.Scorer`) and keeps them for its later patients. An unreadable
+(`jaxbrain.inference.Scorer`) and keeps them for its later patients; with neither a model bundle
+(`--model`) nor runs, the bundle a checkout ships scores, as in `jaxbrain predict`. An unreadable
 file gives a row with its `error` and no scores: one bad file never fails the job. The run
 directories must be readable by the executors: a shared filesystem path, or shipped with the
 job (`spark-submit --archives runs.zip#runs ... --run runs/exp20/<run>`).
@@ -65,7 +66,7 @@ def score_patient(frame, run_dir: str, seg_run_dir: str | None, batch_size: int)
     scores = scorer.score(np.stack(images), [rows[i]['patient'] for i in good])
     for j, i in enumerate(good):
       if not np.isfinite(scores.probability[j]):  # damaged weights: no label rather than a wrong one
-        rows[i]['error'] = f'non-finite tumor probability from {run_dir}: its weights are damaged or diverged'
+        rows[i]['error'] = f'non-finite tumor probability from {run_dir or seg_run_dir}: its weights are damaged or diverged'
         continue
       rows[i].update(probability=float(scores.probability[j]), label=int(scores.label[j]),
                      tumor_pixels=int(scores.mask[j].sum()) if scores.mask is not None else None,
@@ -80,7 +81,7 @@ def _patient_of(uri: str) -> str:
   return slice_identity(Path(_local_path(uri)))[0]
 
 
-def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | None = None, batch_size: int | None = None,
+def score(spark, inputs: list[str], run_dir: str | None, out: str, seg_run_dir: str | None = None, batch_size: int | None = None,
           overwrite: bool = False):
   """Scores every slice image under `inputs` (not `_mask` files) and writes a Parquet table to `out`
   (an existing `out` only with `overwrite`)."""
@@ -91,8 +92,7 @@ def score(spark, inputs: list[str], run_dir: str, out: str, seg_run_dir: str | N
            .where(~F.regexp_extract('path', r'([^/]*)$', 1).rlike(r'_mask\.[A-Za-z]+$')))
 
   batch_size = batch_size or INFERENCE.batch_size
-  run_dir = str(Path(run_dir).resolve()) if '://' not in run_dir else run_dir
-  seg = (str(Path(seg_run_dir).resolve()) if '://' not in seg_run_dir else seg_run_dir) if seg_run_dir else None
+  run_dir, seg = (str(Path(d).resolve()) if d and '://' not in d else d for d in (run_dir, seg_run_dir))
   patient = F.udf(_patient_of, 'string')
   scored = (files.withColumn('patient', patient('path')).groupBy('patient')
             .applyInPandas(lambda frame: score_patient(frame, run_dir, seg, batch_size), schema=SCHEMA))
@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
   parser = Parser(prog='python -m jaxbrain.spark', description=__doc__.splitlines()[0])
   parser.add_argument('inputs', nargs='*', help='files, folders or URIs of slice images')
   parser.add_argument('--list', help='a text file with one input path or URI per line')
-  parser.add_argument('--run', required=True, help='classification run directory')
+  parser.add_argument('--run', help='classification run directory')
   parser.add_argument('--seg-run', help='segmentation run directory (adds tumor_pixels)')
+  parser.add_argument('--model', metavar='DIR', help='a model bundle (jaxbrain export); with none of --model, --run '
+                      'and --seg-run, the bundle this checkout ships')
   parser.add_argument('--out', required=True, help='Parquet output path or URI (must not exist, unless --overwrite)')
   parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
   parser.add_argument('--master', help='Spark master, e.g. local[2]; default: what spark-submit gives')
@@ -123,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, inputs: list[str]) -> int:
+  from jaxbrain.bundle import runs_to_score
   from jaxbrain.inference import Scorer
 
   if '://' not in args.out and Path(args.out).exists() and not args.overwrite:
     raise OutputExistsError(f'{args.out}: already exists; choose a new --out, or pass --overwrite to replace it')
-  Scorer(args.run, args.seg_run, args.batch_size)  # fails here, once, on a damaged or unusable run
+  run, seg_run = runs_to_score(args.run, args.seg_run, args.model)
+  Scorer(run, seg_run, args.batch_size)  # fails here, once, on a damaged or unusable run
   from pyspark.sql import SparkSession
 
   os.environ.setdefault('PYSPARK_PYTHON', sys.executable)  # local workers use this interpreter and its packages
@@ -136,7 +140,7 @@ def _run(args, inputs: list[str]) -> int:
     builder = builder.master(args.master)
   spark = builder.getOrCreate()
   try:
-    table = score(spark, inputs, args.run, args.out, args.seg_run, args.batch_size, overwrite=args.overwrite)
+    table = score(spark, inputs, run, args.out, seg_run, args.batch_size, overwrite=args.overwrite)
     total, failed = table.count(), table.where('error IS NOT NULL').count()
     print(f'scored {total - failed} slices ({failed} unreadable or unscored) into {args.out}')
   finally:

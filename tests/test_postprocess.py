@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from jaxbrain.metrics import segmentation_counts, segmentation_metrics_from_counts
@@ -184,3 +185,21 @@ def test_the_pair_never_answers_worse_than_either_model_on_the_slices_it_was_cho
   detector, rows = choose_detector(labels, classifier, segmenter, segmenter >= 0.5, stacks, 0.5)
   assert not detector.is_one_model and detector.threshold in DETECTION_THRESHOLDS
   assert most_accurate_threshold([0, 1, 1], np.array([0.2, 0.5, 0.9]), 0.1) == 0.25  # 0.25-0.5 all right: nearest 0.1
+
+
+def test_a_segmenters_own_detector_is_chosen_among_those_that_need_no_classifier():
+  """Catches a segmenter alone offered a detector that reads a classifier (which it has not), and a
+  smoothed probability adopted without beating the mask's own labels by the margin: a segmenter
+  whose lone noisy slices smoothing removes gets the smoothed detector, one whose masks are right
+  keeps its own labels."""
+  labels = np.tile([0, 0, 1, 1, 1, 0, 0, 0], 6)
+  stacks = np.repeat([f'P{k}' for k in range(6)], 8)
+  noisy = np.where(labels == 1, 0.8, 0.2)
+  noisy[::8] = 0.95  # a lone false alarm at each patient's first slice: smoothing over neighbours damps it
+  detector, rows = choose_detector(labels, None, noisy, noisy >= 0.5, stacks, 0.5)
+  assert {row['combination'] for row in rows} == {'segmenter'} and len(rows) == len(SMOOTHING)
+  assert detector.combination == 'segmenter' and detector.smoothing == 1
+  sharp = np.where(labels == 1, 0.9, 0.1)
+  assert choose_detector(labels, None, sharp, sharp >= 0.5, stacks, 0.5)[0] == Detector('segmenter')
+  with pytest.raises(ValueError, match='needs a classifier'):
+    detect(Detector('mean'), None, sharp, sharp >= 0.5, stacks, 0.5)

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ def _run(command: list, cwd: Path, env: dict | None = None) -> str:
 def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path):
   """Catches a wheel that lacks a module or file the programs need (a package left out of
   `packages.find`, an untracked file that only the working copy has), entry points that do not install, a version
-  stated twice that disagrees, and `experiments` resolving to anything but the installed package."""
+  stated twice that disagrees, `experiments` resolving to anything but the installed package, and a
+  bundle's weights packed into the wheel."""
   source = tmp_path / 'clone'  # the tracked files only, as a clean clone has them; the build writes there
   tracked = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
   for name in tracked:
@@ -36,6 +38,8 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path):
   _run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(tmp_path / 'dist'), str(source)], tmp_path)
   wheel, = (tmp_path / 'dist').glob('jaxbrain-*.whl')
   assert wheel.name.startswith(f'jaxbrain-{jaxbrain.__version__}-')
+  with zipfile.ZipFile(wheel) as archive:  # the weights of a bundle stay out of the wheel
+    assert not [n for n in archive.namelist() if n.endswith('.safetensors') or n.startswith('checkpoints/')]
   venv.create(tmp_path / 'venv', with_pip=True)
   python = tmp_path / 'venv' / 'bin' / 'python'
   _run([python, '-m', 'pip', 'install', '-q', str(wheel)], tmp_path)

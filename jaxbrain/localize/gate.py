@@ -15,6 +15,11 @@ accurate threshold; `decisions.choose_detector`: of the detectors at least as go
 model alone in both ROC AUC and accuracy, the highest ROC AUC, replacing a model alone only if it
 gains 0.005), which `predict` then gives as `probability` and `label`; the test patients' detection
 figures of the chosen detector stand beside the classifier alone and the segmenter alone.
+
+`jaxbrain gate --seg-run SEG --data-dir DIR` without a classifier chooses the segmenter's own
+detector among those that need none (its largest pixel probability, as it is or averaged with
+its neighbouring slices), stores it in the run (`gates/segmenter-alone.json`, which `predict
+--seg-run SEG` and `jaxbrain export` apply), and measures it on the test patients with intervals.
 """
 from __future__ import annotations
 
@@ -28,8 +33,9 @@ from jaxbrain.decisions import MARGIN, Detector, choose_detector, choose_gate, d
 from jaxbrain.files import write_json
 from jaxbrain.flags import INFERENCE
 from jaxbrain.inference import Scorer
+from jaxbrain.folders import RunDir
 from jaxbrain.metrics import classification_metrics, decision_metrics, patient_intervals, segmentation_counts
-from jaxbrain.runs import RunError, check_data, check_same_split, gate_path
+from jaxbrain.runs import RunError, check_data, check_same_split, gate_path, read_split
 
 PIPELINE_METRICS = ('dice_per_volume', 'iou_per_volume', 'dice_tumor_slices', 'false_positive_rate', 'tumor_detection_rate',
             'detection_accuracy')
@@ -55,11 +61,21 @@ def _score(scorer: Scorer, images: np.ndarray, patients: np.ndarray) -> tuple[np
   return scores.classifier_probability, scores.segmenter_probability, scores.mask
 
 
-def _detection(detector: Detector, classifier: np.ndarray, segmenter: np.ndarray, masks: np.ndarray,
-               labels: np.ndarray, patients: np.ndarray, threshold: float) -> dict:
+DETECTION_METRICS = ('roc_auc', 'accuracy', 'balanced_accuracy', 'sensitivity', 'specificity')
+
+
+def _detection(detector: Detector, classifier: np.ndarray | None, segmenter: np.ndarray, masks: np.ndarray,
+               labels: np.ndarray, patients: np.ndarray, threshold: float, bootstrap_samples: int = 0,
+               seed: int = 0) -> dict:
+  """A detector's slice-detection figures, with patient-bootstrap intervals when samples are asked."""
   probability, label = detect(detector, classifier, segmenter, masks.any(axis=(1, 2)), patients, threshold)
   scores = decision_metrics(labels, label, probability)
-  return {k: scores[k] for k in ('roc_auc', 'accuracy', 'balanced_accuracy', 'sensitivity', 'specificity')}
+  figures = {k: scores[k] for k in DETECTION_METRICS}
+  if not bootstrap_samples:
+    return figures
+  resampled = lambda rows, groups: {k: v for k, v in decision_metrics(labels[rows], label[rows],  # noqa: E731
+                                                                      probability[rows]).items() if k in DETECTION_METRICS}
+  return {**figures, **patient_intervals(resampled, patients, bootstrap_samples, seed)}
 
 
 def _with_intervals(counts: dict, patients: np.ndarray, samples: int, seed: int) -> dict:
@@ -74,6 +90,7 @@ def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: s
   """Chooses the gate on validation, stores it in the segmentation run, and returns what was chosen
   and measured (also written to that gate file)."""
   scorer = Scorer(run_dir, seg_run_dir, batch_size)
+  _refuse_bundles(scorer)
   split = check_same_split(scorer.classifier, scorer.segmenter)
   check_data(data_dir, scorer.classifier.directory, scorer.segmenter.directory)
   threshold = scorer.classifier.label_threshold
@@ -108,10 +125,59 @@ def choose_and_measure(run_dir: str | Path, seg_run_dir: str | Path, data_dir: s
                'classifier_alone': {k: classifier[k] for k in ('accuracy', 'balanced_accuracy', 'roc_auc')},
                'detection': detection},
   }
-  path = gate_path(scorer.segmenter, scorer.classifier)
+  return _stored(gate_path(scorer.segmenter, scorer.classifier), result)
+
+
+def _refuse_bundles(scorer: Scorer) -> None:
+  """A bundle's decisions are fixed (its checksums cover them): choices are made on runs."""
+  for run in scorer.runs:
+    if run.bundle is not None:
+      raise RunError(f'{run.directory}: is a model bundle, whose decisions are fixed; choose on the run or ensemble it '
+                     'was exported from, then export it again')
+
+
+def _stored(path: Path, result: dict) -> dict:
   path.parent.mkdir(exist_ok=True)
   write_json(path, result)
   return {**result, 'written_to': str(path)}
+
+
+def choose_own_detector(seg_run_dir: str | Path, data_dir: str | Path, batch_size: int = INFERENCE.batch_size,
+                        bootstrap_samples: int = INFERENCE.bootstrap_samples, seed: int = INFERENCE.seed) -> dict:
+  """A segmenter's own detector (`jaxbrain gate --seg-run SEG` without --run): chosen on its
+  validation patients among the detectors that need no classifier (`decisions.choose_detector`),
+  stored in the run (`RunDir.own_detector`, which `predict --seg-run SEG` alone applies), and
+  measured on its test patients with patient-bootstrap intervals: the masks by its rule, and the
+  slice detection of the chosen detector beside the segmenter's mask labels."""
+  scorer = Scorer(None, seg_run_dir, batch_size)
+  _refuse_bundles(scorer)
+  scorer.detector = Detector('segmenter')  # a stored one set aside: the segmenter's own probability and labels
+  split = read_split(scorer.segmenter.directory)
+  check_data(data_dir, scorer.segmenter.directory)
+  images, truth, patients = patients_slices(Path(data_dir), split['validation'], 'validation')
+  scores = scorer.score(images, patients)
+  labels = truth.reshape(len(truth), -1).any(1).astype(int)
+  segmenter_label = scores.mask.any(axis=(1, 2))
+  detector, tried = choose_detector(labels, None, scores.segmenter_probability, segmenter_label, patients, 0.5)
+  images, truth, patients = patients_slices(Path(data_dir), split['test'], 'test')
+  scores = scorer.score(images, patients)
+  labels = truth.reshape(len(truth), -1).any(1).astype(int)
+  detection = {name: _detection(chosen, None, scores.segmenter_probability, scores.mask, labels, patients, 0.5,
+                                bootstrap_samples, seed)
+               for name, chosen in (('chosen', detector), ('segmenter_alone', Detector('segmenter')))}
+  result = {
+      'segmenter': str(scorer.segmenter.directory), 'mask_rule': str(scorer.segmenter.mask_rule),
+      'detector': dataclasses.asdict(detector),
+      'detector_chosen_on': f'validation patients ({len(split["validation"])}): of the detectors that need no '
+                            'classifier, those whose slice-detection ROC AUC and accuracy are both at least the '
+                            'segmenter\'s own labels\', the highest ROC AUC, replacing those labels only if it gains '
+                            f'{MARGIN:g} (decisions.choose_detector)',
+      'detector_validation': tried,
+      'test_patients': len(split['test']),
+      'test': {'segmenter': _with_intervals(segmentation_counts(scores.mask, truth), patients, bootstrap_samples, seed),
+               'detection': detection},
+  }
+  return _stored(RunDir.of(scorer.segmenter.directory).own_detector, result)
 
 
 def format_table(result: dict) -> str:
@@ -135,4 +201,20 @@ def format_table(result: dict) -> str:
                'slice detection on the test patients:')
   for name, scores in result['test']['detection'].items():
     lines.append(f'  {name:<18} ' + ', '.join(f'{k} {v:.3f}' for k, v in scores.items()))
+  return '\n'.join(lines)
+
+
+def format_own_table(result: dict) -> str:
+  """A segmenter's own detector and its test figures."""
+  detector, test = result['detector'], result['test']
+  cut = '' if detector.get('threshold') is None else f', label at >= {detector["threshold"]:g}'
+  lines = [f'detector chosen on validation (no classifier): {detector["combination"]}, smoothing '
+           f'{detector["smoothing"]}{cut}',
+           f'test patients ({result["test_patients"]}, used for no choice):',
+           '  masks: ' + ', '.join(f'{k} {test["segmenter"][k]:.3f}' for k in PIPELINE_METRICS)]
+  for name, scores in test['detection'].items():
+    bounds = scores.get('confidence_95') or {}
+    lines.append(f'  {name:<18} ' + ', '.join(f'{k} {scores[k]:.3f}' + (' [{:.3f}, {:.3f}]'.format(*bounds[k])
+                                                                        if k in bounds else '')
+                                              for k in DETECTION_METRICS))
   return '\n'.join(lines)

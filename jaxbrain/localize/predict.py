@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxbrain.bundle import facts, headline
 from jaxbrain.data.inputs import Slices, missing_slices, read_inputs, whole_stacks
 from jaxbrain.errors import Caution, OutputError, OutputExistsError, warnings_kept
 from jaxbrain.flags import INFERENCE
@@ -46,7 +47,11 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
 
 
 def _warn_about_runs(scorer: Scorer) -> None:
-  """Warnings about the runs themselves: trained on phantoms only, a pair with no gate chosen."""
+  """A bundle's name, version, sha256, licence and intended use, first; warnings about the runs
+  themselves: trained on phantoms only, a pair with no gate chosen."""
+  for run in scorer.runs:
+    if run.bundle is not None:
+      print(headline(facts(run)), flush=True)
   for run in scorer.runs:
     if run.phantom_only:
       warnings.warn(f'{run.directory}: was trained on synthetic phantom data only: it has never seen a real scan, and '

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from jaxbrain import __version__
+from jaxbrain.bundle import facts, headline
 from jaxbrain.data import dicom_seg, nifti
 from jaxbrain.data.inputs import Slices
 from jaxbrain.errors import Caution
@@ -58,6 +59,9 @@ class PredictionWriter:
     self._fresh_folder(scored.mask is not None)
     rows, summary, viewer = self.slices(read, scored)
     self.cases(read, scored, summary)
+    models = [facts(run) for run in self.scorer.runs if run.bundle is not None]
+    for entry in summary.values() if models else ():
+      entry['model'] = models[0]
     write_csv(self.out.predictions, rows)
     write_json(self.out.summary, summary)
     runs = [_run_facts(role, run) for role, run in (('classifier', self.scorer.classifier),
@@ -160,4 +164,5 @@ def _caption(row: dict) -> str:
 
 def _run_facts(role: str, run: LoadedRun) -> dict:
   return {'role': role, 'run': str(run.directory), 'experiment': run.config.experiment,
-          'checkpoint': run.checkpoint.relative_to(run.directory).as_posix(), 'phantom_only': run.phantom_only}
+          'checkpoint': run.checkpoint.relative_to(run.directory).as_posix(), 'phantom_only': run.phantom_only,
+          **({'model': headline(facts(run))} if run.bundle is not None else {})}

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import jax
 import numpy as np
 
+from jaxbrain import machine
 from jaxbrain.config import Config
 from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, fingerprint, make_split, patient_split,
                            split_record, write_phantom)
@@ -176,7 +177,7 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
       record_extension(run, extension)
     if not resume:
       write_json(run.config, {**config.to_json(), 'init': task.init_description, 'data': source,
-                              'data_fingerprint': content, 'counts': counts, **task.facts,
+                              'data_fingerprint': content, 'counts': counts, 'machine': machine.describe(), **task.facts,
                               **({'command': command, 'cwd': os.getcwd()} if command else {})})
       seed_test = None if config.data.member is None else patient_split(data.patient, data.label, seed=config.seed).test
       write_json(run.split, split_record(split, config.data.split, config.seed, config.data.fold, content,

@@ -1,0 +1,213 @@
+"""Model bundles (`jaxbrain export`, `bundle.load_bundle`): the ensemble they come from scores the
+same through them, every file is checked before use, and `predict` takes one alone or by default."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from jaxbrain import bundle, cli, safetensors_io
+from jaxbrain.bundle import BundleError, load_bundle, sha256
+from jaxbrain.folders import BundleDir, RunDir
+from jaxbrain.inference import Scorer
+from jaxbrain.localize.ensemble import make_ensemble
+from jaxbrain.localize.export import export
+from jaxbrain.localize.gate import choose_own_detector, patients_slices
+from jaxbrain.runs import RunError, load_run, read_split
+
+
+@pytest.fixture(scope='module')
+def exported(member_runs, phantom_runs_data, tmp_path_factory):
+  """(the segmenter ensemble of the two phantom members with its own detector chosen, its bundle)."""
+  out = tmp_path_factory.mktemp('export')
+  ensemble = out / 'seg'
+  make_ensemble(member_runs['seg'], ensemble, phantom_runs_data, batch_size=8)
+  choose_own_detector(ensemble, phantom_runs_data, batch_size=8, bootstrap_samples=0)
+  export(ensemble, out / 'bundle', 'tiny', '0.1')
+  return ensemble, out / 'bundle'
+
+
+def _decision_set(phantom_runs_data, ensemble):
+  return patients_slices(phantom_runs_data, read_split(ensemble)['validation'], 'decision set')
+
+
+def test_a_bundle_scores_as_the_ensemble_it_came_from(exported, phantom_runs_data):
+  """Catches weights stored in another dtype, order or member, a member dropped, a rule or
+  detector other than the ensemble's (probabilities, labels, masks and the members' spread must be
+  equal, not close)."""
+  ensemble, folder = exported
+  images, _, patients = _decision_set(phantom_runs_data, ensemble)
+  ours, theirs = (Scorer(None, path).score(images, patients) for path in (folder, ensemble))
+  for field in ('probability', 'label', 'mask', 'spread', 'mask_disagreement', 'segmenter_probability'):
+    np.testing.assert_array_equal(getattr(ours, field), getattr(theirs, field))
+  loaded, source = load_bundle(folder, 'segment'), load_run(ensemble, 'segment')
+  assert len(loaded.members) == len(source.members) == 2
+  assert loaded.mask_rule == source.mask_rule and loaded.detector == source.detector is not None
+
+
+def test_the_bundle_records_what_predict_needs_and_the_files_read_with_safetensors(exported):
+  """Catches a model.json missing the decisions, members, split or versions, a card or licence
+  not written, SHA256SUMS not covering every file, and weights the `safetensors` package cannot read."""
+  ensemble, folder = exported
+  record = json.loads((folder / 'model.json').read_text())
+  assert record['decisions']['detector'] == json.loads(RunDir(ensemble).own_detector.read_text())['detector']
+  assert record['decisions']['decision']['mask_rule'] == json.loads(RunDir(ensemble).decision.read_text())['mask_rule']
+  assert record['data']['patients']['test'] == read_split(ensemble)['test']
+  assert {'jaxbrain', 'jax', 'flax'} <= set(record['made_with']) and record['architecture']['parameters'] > 0
+  assert record['data']['phantom_only'] and 'not a medical device' in (folder / 'MODEL_CARD.md').read_text()
+  assert 'CC BY-NC-SA 4.0' in (folder / 'LICENSE').read_text()
+  listed = dict(line.split('  ')[::-1] for line in (folder / 'SHA256SUMS').read_text().splitlines())
+  assert set(listed) == {p.relative_to(folder).as_posix() for p in folder.rglob('*') if p.is_file()} - {'SHA256SUMS'}
+  member = load_run(ensemble, 'segment').members[1]
+  theirs = load_file(folder / 'weights' / 'member1.safetensors')
+  for name, value in safetensors_io.flatten(member.variables).items():
+    np.testing.assert_array_equal(theirs[name], np.asarray(value))
+
+
+def _rehash(folder):
+  files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob('*') if p.is_file() and p.name != 'SHA256SUMS')
+  (folder / 'SHA256SUMS').write_text(''.join(f'{sha256(folder / f)}  {f}\n' for f in files))
+
+
+def _damage(folder, how):
+  """The file the damage `how` must be named by."""
+  weights = folder / 'weights' / 'member1.safetensors'
+  if how == 'byte in weights':
+    raw = bytearray(weights.read_bytes())
+    raw[-3] ^= 1
+    weights.write_bytes(bytes(raw))
+    return weights
+  if how == 'byte in model.json':
+    (folder / 'model.json').write_text((folder / 'model.json').read_text().replace('"tiny"', '"tinY"'))
+    return folder / 'model.json'
+  if how == 'missing weights':
+    weights.unlink()
+    return weights
+  if how == 'missing SHA256SUMS':
+    (folder / 'SHA256SUMS').unlink()
+    return folder / 'SHA256SUMS'
+  if how == 'newer format':
+    record = json.loads((folder / 'model.json').read_text())
+    (folder / 'model.json').write_text(json.dumps({**record, 'format': bundle.FORMAT + 1}))
+  if how == 'other architecture':
+    tensors, _ = safetensors_io.read(weights)
+    tensors = {name: np.zeros((*value.shape[:-1], value.shape[-1] + 1), value.dtype) if value.ndim else value
+               for name, value in tensors.items()}
+    safetensors_io.write(weights, tensors)
+  _rehash(folder)  # the checksums agree: the check that must refuse it is another one
+  return weights if how == 'other architecture' else folder / 'model.json'
+
+
+@pytest.mark.parametrize('how', ['byte in weights', 'byte in model.json', 'missing weights', 'missing SHA256SUMS',
+                                 'newer format', 'other architecture'])
+def test_a_damaged_bundle_is_refused_naming_the_file(exported, phantom_runs_data, tmp_path, capsys, how):
+  """Catches a bundle used although one of its bytes changed, a file is missing, its weights are of
+  another architecture, or its format is newer than this jaxbrain reads; the refusal names the file
+  in one line, from `predict` too."""
+  folder = shutil.copytree(exported[1], tmp_path / 'bundle')
+  named = _damage(folder, how)
+  with pytest.raises(BundleError, match=str(named)):
+    load_bundle(folder, 'segment')
+  patient = next(d for d in sorted(phantom_runs_data.iterdir()) if d.is_dir())
+  assert cli.main(['predict', str(patient), '--model', str(folder), '--out', str(tmp_path / 'pred')]) == 2
+  error = capsys.readouterr().err.strip()
+  assert str(named) in error and len(error.splitlines()) == 1
+
+
+def test_predict_uses_the_shipped_bundle_when_no_model_is_named(exported, phantom_runs_data, tmp_path, capsys,
+                                                                 monkeypatch):
+  """Catches predict without --model, --run or --seg-run doing anything but use the checkout's
+  bundle, its first line not naming the model, its version, sha256 and licence, and summary.json
+  or the page not recording them; the same answers as the ensemble's own."""
+  ensemble, folder = exported
+  monkeypatch.setattr(bundle, 'shipped_bundle', lambda: BundleDir(folder))
+  patient = next(d for d in sorted(phantom_runs_data.iterdir()) if d.is_dir())
+  assert cli.main(['predict', str(patient), '--out', str(tmp_path / 'pred'), '--no-progress']) == 0
+  first = capsys.readouterr().out.splitlines()[0]
+  identity = bundle.identity(BundleDir(folder))
+  assert first.startswith(f'model tiny 0.1 ({folder}, sha256 {identity[:16]}') and 'CC BY-NC-SA 4.0' in first
+  assert 'research only' in first
+  entry = next(iter(json.loads((tmp_path / 'pred' / 'summary.json').read_text()).values()))
+  assert entry['model']['sha256'] == identity and entry['model']['version'] == '0.1'
+  assert f'sha256 {identity[:16]}' in (tmp_path / 'pred' / 'report.html').read_text()
+  assert cli.main(['predict', str(patient), '--seg-run', str(ensemble), '--out', str(tmp_path / 'run'),
+                   '--no-progress']) == 0
+  rows = [list(csv.DictReader(open(tmp_path / name / 'predictions.csv'))) for name in ('pred', 'run')]
+  assert [{k: r[k] for k in ('probability', 'label', 'tumor_pixels')} for r in rows[0]] == \
+         [{k: r[k] for k in ('probability', 'label', 'tumor_pixels')} for r in rows[1]]
+
+
+def test_predict_without_a_model_on_a_checkout_without_a_bundle_says_how_to_get_one(phantom_runs_data, tmp_path,
+                                                                                      capsys, monkeypatch):
+  """Catches a traceback, or a message that leaves the user without a next step (export, train,
+  --model), where no bundle ships (a pip install)."""
+  monkeypatch.setattr(bundle, 'shipped_bundle', lambda: BundleDir(tmp_path / 'none'))
+  patient = next(d for d in sorted(phantom_runs_data.iterdir()) if d.is_dir())
+  assert cli.main(['predict', str(patient), '--out', str(tmp_path / 'pred')]) == 2
+  error = capsys.readouterr().err.strip()
+  assert len(error.splitlines()) == 1 and 'jaxbrain export' in error and '--model' in error and '--seg-run' in error
+
+
+def test_a_bundles_decisions_are_not_chosen_again(exported, phantom_runs_data):
+  """Catches `jaxbrain gate` writing into a bundle (its checksums would then refuse it)."""
+  with pytest.raises(RunError, match='model bundle'):
+    choose_own_detector(exported[1], phantom_runs_data, bootstrap_samples=0)
+
+
+def test_a_segmenters_own_detector_answers_when_it_scores_alone(exported, phantom_runs_data, tmp_path):
+  """Catches a segmenter's stored own detector ignored when it scores alone: the probability must be
+  its slice probability averaged with one neighbour on either side within each patient, the label
+  that against the detector's threshold, and the masks those of its rule as without a detector."""
+  from jaxbrain.decisions import smoothed_along_slices
+
+  ensemble = shutil.copytree(exported[0], tmp_path / 'seg')
+  stored = json.loads(RunDir(ensemble).own_detector.read_text())
+  RunDir(ensemble).own_detector.write_text(json.dumps({**stored, 'detector': {'combination': 'segmenter',
+                                                                             'smoothing': 1, 'threshold': 0.3}}))
+  images, _, patients = _decision_set(phantom_runs_data, ensemble)
+  scores = Scorer(None, ensemble).score(images, patients)
+  plain = Scorer(None, ensemble)
+  plain.detector = None
+  alone = plain.score(images, patients)
+  np.testing.assert_array_equal(scores.mask, alone.mask)
+  np.testing.assert_array_equal(scores.segmenter_probability, alone.probability)
+  expected = smoothed_along_slices(alone.probability, patients, 1)
+  assert not np.allclose(expected, alone.probability)
+  np.testing.assert_allclose(scores.probability, expected)
+  np.testing.assert_array_equal(scores.label, (expected >= 0.3).astype(int))
+
+
+def test_the_spark_jobs_scorer_takes_a_bundle(exported, phantom_runs_data):
+  """Catches the Spark job's per-patient scoring refusing a bundle or scoring it otherwise than
+  `Scorer` does (the bundle's detector and masks)."""
+  import pandas as pd
+
+  from jaxbrain.data import kaggle3m
+  from jaxbrain.spark import score_patient
+  _, folder = exported
+  patient = next(d for d in sorted(phantom_runs_data.iterdir()) if d.is_dir())
+  files = sorted(p for p in patient.glob('*.png') if not p.stem.endswith('_mask'))
+  frame = pd.DataFrame({'path': [f'file:{p}' for p in files], 'content': [p.read_bytes() for p in files]})
+  rows = score_patient(frame, None, str(folder), 8).sort_values('slice')
+  order = np.argsort([kaggle3m.slice_identity(p)[1] for p in files])
+  images = np.stack([kaggle3m.read_image(p) for p in files])[order]
+  expected = Scorer(None, folder).score(images, [patient.name.rsplit('_', 1)[0]] * len(files))
+  np.testing.assert_allclose(rows['probability'].to_numpy(), expected.probability, rtol=1e-6)
+  np.testing.assert_array_equal(rows['label'].to_numpy(), expected.label)
+  np.testing.assert_array_equal(rows['tumor_pixels'].to_numpy(), expected.mask.sum(axis=(1, 2)))
+
+
+def test_run_outputs_stay_out_of_git_while_bundles_are_tracked():
+  """Catches a .gitignore that lets a run's files (or the compiled-program cache) into commits, or
+  one that hides a bundle folder under checkpoints/models/ from git."""
+  import subprocess
+  from pathlib import Path
+
+  root = Path(__file__).resolve().parents[2]
+  paths = ['checkpoints/seg01/run/checkpoints/best/1/state', 'checkpoints/xla-cache/program', 'checkpoints/tfds/x',
+           'checkpoints/models/lgg-seg01/model.json', 'checkpoints/models/lgg-seg01/weights/member0.safetensors',
+           'checkpoints/README.md']
+  done = subprocess.run(['git', 'check-ignore', '--no-index', *paths], cwd=root, capture_output=True, text=True)
+  assert done.stdout.split() == paths[:3]
