@@ -62,8 +62,9 @@ def cases():
 
 def scorer_cases(segmenter, segmenter_variables, preprocessing, images):
   """The programs `inference.Scorer` compiles for `predict`, `gate`, `ensemble` and the Spark job: its
-  own jitted methods, called on stand-in runs that hold only what those methods read (the weights
-  are closed over, as a loaded run's are): a classifier alone (probability and Grad-CAM) and a
+  own jitted methods, called on stand-in runs that hold only what those methods read (a
+  classifier's weights closed over, as a loaded run's are; a segmenter's members' weights stacked
+  and passed as an argument, as `Scorer` passes them): a classifier alone (probability and Grad-CAM) and a
   segmenter's native pixel probabilities with and without flip averaging."""
   from types import SimpleNamespace
 
@@ -84,9 +85,10 @@ def scorer_cases(segmenter, segmenter_variables, preprocessing, images):
   alone = SimpleNamespace(classifier=run(classifier, variables, Preprocessing(128)), segmenter=None)
   yield 'scorer-resnet18-128px-batch8-classify', lambda _, images: Scorer._classify_batch(alone, images), None, images
   segmenting = SimpleNamespace(segmenter=run(segmenter, segmenter_variables, preprocessing))
+  weights = jax.tree.map(lambda leaf: leaf[None], segmenter_variables)  # one member, stacked as Scorer stacks them
   for flip in (False, True):
     yield (f'scorer-resunet-128px-batch8-segment-flip{int(flip)}',
-           lambda _, images, flip=flip: Scorer._segment_batch(segmenting, images, flip), None, images)
+           lambda weights, images, flip=flip: Scorer._segment_batch(segmenting, images, flip, weights), weights, images)
 
 
 def main() -> None:

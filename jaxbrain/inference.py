@@ -183,6 +183,7 @@ class Scorer:
         self.gate_source = f'chosen on validation patients ({gate_path(self.segmenter, self.classifier)})'
     self._classify = jax.jit(self._classify_batch)
     self._segment = jax.jit(self._segment_batch, static_argnums=1)
+    self._segmenter_weights = stacked_weights(self.segmenter) if self.segmenter else None
 
   @property
   def runs(self) -> list[LoadedRun]:
@@ -241,17 +242,21 @@ class Scorer:
     return probability, jnp.mean(jnp.stack([slice_heatmaps(r.model, r.variables, r.preprocessing, batch)
                                             for r in members]), axis=0)
 
-  def _segment_batch(self, batch, flip_average: bool):
-    """Each member's native pixel probabilities [M, B, 256, 256] (flip-averaged when asked)."""
-    return jnp.stack([native_pixel_probability(r.model, r.variables, r.preprocessing, batch, flip_average)
-                      for r in self.segmenter.members or (self.segmenter,)])
+  def _segment_batch(self, batch, flip_average: bool, weights: dict):
+    """Each member's native pixel probabilities [M, B, 256, 256] (flip-averaged when asked), the
+    members' `weights` stacked on a leading axis and run one after another by one traced program
+    (`lax.map`): the same numbers as a program per member, traced and cache-keyed once."""
+    first = (self.segmenter.members or (self.segmenter,))[0]
+    return jax.lax.map(lambda variables: native_pixel_probability(first.model, variables, first.preprocessing, batch,
+                                                                  flip_average), weights)
 
   def _member_pixels(self, images: np.ndarray, stacks: np.ndarray, flip_average: bool) -> np.ndarray:
     """The segmenter's members' native pixel probabilities [M, N, 256, 256] of slices `images`."""
     task = self.segmenter.config.task
     inputs = segmenter_inputs(images, stacks, task.context_slices, task.scale_volumes)
     return np.concatenate([np.asarray(self._segment(padded(inputs[start:start + self.batch_size], self.batch_size),
-                                                    flip_average))[:, :len(inputs[start:start + self.batch_size])]
+                                                    flip_average, self._segmenter_weights))[
+                               :, :len(inputs[start:start + self.batch_size])]
                            for start in range(0, len(inputs), self.batch_size)], axis=1)
 
   def pixel_probability(self, images: np.ndarray, patients: Sequence, flip_average: bool) -> np.ndarray:
@@ -316,6 +321,19 @@ class Scorer:
       pixel_maps = pixel, member_pixels.std(axis=0) if len(member_pixels) > 1 else None
     return Scores(probability, label, np.concatenate(heatmaps) if heatmaps else None, mask,
                   member_spread(members), disagreement, disputed, *parts, *pixel_maps)
+
+
+def stacked_weights(run: LoadedRun) -> dict:
+  """The variables of a run's members (a single run: itself) stacked on a leading axis, on the
+  device; refuses members whose architectures differ, naming the first that does."""
+  members = run.members or (run,)
+  shapes = [jax.tree.map(np.shape, member.variables) for member in members]
+  for member, shape in zip(members, shapes):
+    if member.config.model != members[0].config.model or shape != shapes[0]:
+      raise RunError(f'{member.directory}: is another architecture than {members[0].directory} '
+                     f'({member.config.describe()}); the members of an ensemble are runs of one recipe')
+  return jax.device_put(jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]),
+                                     *[member.variables for member in members]))
 
 
 def padded(chunk: np.ndarray, size: int) -> np.ndarray:
