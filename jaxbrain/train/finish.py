@@ -22,6 +22,7 @@ from jaxbrain.pages import write_run_page
 from jaxbrain.text import counted
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.outputs import RunWriter, plot_curves, read_history
+from jaxbrain.train.progress import Progress
 
 EVALUATORS = 'jaxbrain.evaluators'  # the package evaluators named in the config come from, imported by name
 
@@ -33,17 +34,17 @@ def check_evaluators(names) -> None:
     raise ConfigError(f'--evals {" ".join(missing)}: no such evaluator (modules of {EVALUATORS.replace(".", "/")}/)')
 
 
-def select(checkpoints: Checkpoints, state, position: dict, metric: str, epochs: int):
+def select(checkpoints: Checkpoints, state, at: Progress, metric: str, epochs: int):
   """(state, record) of the checkpoint validation picked: the best one, or the last when every
   validation score was undefined (NaN never wins)."""
-  if position['best'] is None:
+  if at.best is None:
     step = int(jax.device_get(state.step))
     return state, {'epoch': epochs, 'metric': f'validation {metric}', 'value': None, 'checkpoint': f'last/{step}',
                    'note': f'validation {metric} was undefined in every epoch: the last checkpoint is used'}
   selected, _ = checkpoints.restore(state, which='best')
   step = int(jax.device_get(selected.step))
-  return selected, {'epoch': position['best_epoch'], 'metric': f'validation {metric}',
-                    'value': position['best'], 'checkpoint': f'best/{step}'}
+  return selected, {'epoch': at.best_epoch, 'metric': f'validation {metric}', 'value': at.best,
+                    'checkpoint': f'best/{step}'}
 
 
 def evaluate_selected(task, config: Config, split, selected, outputs_of: Callable, decision_steps: dict,

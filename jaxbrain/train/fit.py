@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 import signal
 import time
 from typing import Callable
@@ -25,6 +24,7 @@ from jaxbrain.folders import RunDir
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.outputs import RunWriter, epoch_overlays, overlay_rows
+from jaxbrain.train.progress import Candidate, Progress
 
 FETCH_EVERY = 25  # training steps at least between reads of the metrics (progress bar, non-finite check) ...
 FETCH_SECONDS = 2.0  # ... and seconds at least: short steps are not held up by a read every few milliseconds
@@ -59,11 +59,6 @@ class StopFlag:
       signal.signal(sig, handler)
 
 
-def start_position() -> dict:
-  """The resume record of a run that has not trained: epoch and batch reached, best score so far."""
-  return {'epoch': 0, 'batch': 0, 'best': None, 'best_epoch': None, 'sums': {}}
-
-
 @dataclasses.dataclass
 class PendingValidation:
   """An epoch's validation, dispatched and not yet read: it runs on the device while the next
@@ -76,125 +71,152 @@ class PendingValidation:
   record: dict
 
 
-def fit(task, config: Config, split, mesh, state, train_steps: dict, dispatch_outputs: Callable,
-        checkpoints: Checkpoints, position: dict, run: RunDir, writer: RunWriter | None, timing: dict, began: float,
-        progress: bool):
-  """Trains from `position` to `config.epochs`; returns (the last state, its position record).
-  `train_steps[k]` runs k steps per dispatch on `mesh`; `dispatch_outputs(state, indices)` queues the
-  eval step over `indices` and returns the function that reads its outputs; `writer` (None on
-  processes that write nothing) logs every epoch.
+@dataclasses.dataclass(frozen=True)
+class FitJob:
+  """What the epochs need beside the state: the task and its config and split, the `mesh`, the
+  jitted `train_steps` (`train_steps[k]` runs k steps per dispatch), `dispatch_outputs(state,
+  indices)` (queues the eval step over `indices` and returns the function that reads its outputs),
+  the run's checkpoints and folder, its `writer` (None on processes that write nothing), the
+  `timing` record to fill, when the run `began`, and whether to show progress bars."""
+  task: object
+  config: Config
+  split: object
+  mesh: object
+  train_steps: dict
+  dispatch_outputs: Callable
+  checkpoints: Checkpoints
+  run: RunDir
+  writer: RunWriter | None
+  timing: dict
+  began: float
+  progress: bool
+
+
+def fit(job: FitJob, state, at: Progress) -> tuple[object, Progress]:
+  """Trains from `at` to `job.config.epochs`; returns (the last state, its progress).
 
   An epoch's validation is read after the next epoch's first fetch (at once after the last epoch,
   before any checkpoint of a later state is written, and before stopping on a signal), so the
   device starts the next epoch instead of waiting for the host's metrics. A checkpoint written at
-  an epoch's end whose validation was not read yet says so (`validate`): a resume validates that
-  state first, as the uninterrupted run did."""
-  data, steps_per_epoch = task.data, task.steps_per_epoch
-  per_dispatch = max(train_steps)
-  shown_rows = overlay_rows(data.label[split.validation])  # the validation slices TensorBoard shows each epoch
-  written, best_unwritten = _clock(), None  # when the last checkpoint write came; (state, position) not written yet
-  pending = None
-  if 'validate' in position:  # resumed from an epoch's end before its validation was read
-    pending = _dispatched(state, position['epoch'] - 1, position.pop('validate'), dispatch_outputs, split)
-
-  def settle():
-    """Reads the pending validation: the epoch's line, and the best state when it improved."""
-    nonlocal pending, position, best_unwritten
-    outputs = pending.outputs()
-    metrics = task.metrics(outputs, split.validation)
-    epoch, score, best = pending.epoch, metrics[task.selection], position['best']
-    if not math.isnan(score) and (best is None or score > best):
-      position = {**position, 'best': score, 'best_epoch': epoch + 1}
-      best_unwritten = (pending.state, {'epoch': epoch + 1, 'batch': 0, 'best': score, 'best_epoch': epoch + 1,
-                                        'sums': {}})
-    if writer is not None:
-      record = {'epoch': epoch + 1, 'step': int(jax.device_get(pending.state.step)),
-                **{f'train_{name}': total / max(steps_per_epoch, 1) for name, total in pending.record['sums'].items()},
-                **{f'validation_{k}': metrics[k] for k in task.headline}, 'validation_loss': metrics['loss'],
-                'training_seconds': pending.record['training_seconds'],
-                'elapsed_seconds': pending.record['elapsed_seconds']}
-      writer.epoch(record, keep_epochs_below=epoch + 1)
-      shown_slices = split.validation[shown_rows]
-      writer.images('eval/overlays', epoch_overlays(data.image[shown_slices], data.mask[shown_slices], outputs,
-                                                    shown_rows), epoch + 1)
-      _print_epoch(record, task, config)
-    pending = None
-
+  an epoch's end whose validation was not read yet says so (`Progress.validate`): a resume
+  validates that state first, as the uninterrupted run did."""
+  config = job.config
+  written, best = _clock(), None  # when the last checkpoint write came; the best state not written yet
+  pending = None if at.validate is None else _dispatched(state, at.epoch - 1, at.validate, job)
+  at = dataclasses.replace(at, validate=None)
   with StopFlag() as stop:
-    for epoch in range(position['epoch'], config.epochs):
-      start, epoch_began = position['batch'], time.perf_counter()
-      bar = tqdm(total=steps_per_epoch, initial=start, desc=f'epoch {epoch + 1}/{config.epochs}', unit='batch',
-                 disable=not progress, leave=False)
-      order = epoch_order(split.train, config.seed, epoch, data.label, config.data.tumor_share)
-      plan = dispatch_plan(steps_per_epoch, per_dispatch, start)
-      totals = sharding.replicate(_device_totals(position['sums']), mesh)
-      fetched_upto, fetched_at = start, time.perf_counter()
-      fetch = functools.partial(_fetched_sums, epoch=epoch, run=run, checkpoints=checkpoints, writer=writer,
-                                offset=epoch * steps_per_epoch, learning_rate=task.learning_rate)
-      inputs = contextlib.closing(sharding.prefetched(
-          functools.partial(train_steps[count].put,
-                            task.rows('train', dispatch_rows(order, b, count, config.batch_size)))
-          for b, count in plan))
-      with inputs as placed_inputs:
-        for (b, count), placed_input in zip(plan, placed_inputs):
-          state, metrics = train_steps[count].run(state, placed_input)
-          totals = accumulate(totals, metrics, b)  # on the device: no host round trip per step
-          done = b + count
-          bar.update(count)
-          if timing['seconds_to_first_step'] is None:  # once per process: compile included
-            timing['seconds_to_first_step'] = _seconds_when_ready(metrics, began)
-          room = done + per_dispatch - fetched_upto <= LOSS_SLOTS  # for the next dispatch's losses
-          if stop.signal is None and room and (done - fetched_upto < FETCH_EVERY
-                                               or time.perf_counter() - fetched_at < FETCH_SECONDS):
-            continue
-          sums = fetch(totals, fetched_upto=fetched_upto, batch=done)
-          fetched_upto, fetched_at = done, time.perf_counter()
-          bar.set_postfix({name: f'{total / done:.4f}' for name, total in sums.items()})
-          if pending is not None:
-            settle()
-          if stop.signal is not None:
-            _write(checkpoints, state, {**position, 'epoch': epoch, 'batch': done, 'sums': sums}, best_unwritten)
-            checkpoints.close()
-            raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {done}; '
-                              'checkpoint saved')
-      sums = fetch(totals, fetched_upto=fetched_upto, batch=steps_per_epoch)
-      if pending is not None:  # an epoch shorter than one fetch
-        settle()
-      bar.close()
+    for epoch in range(at.epoch, config.epochs):
+      epoch_began = time.perf_counter()
+      state, sums, pending, at, best = _train_epoch(job, state, at, epoch, pending, best, stop)
       record = {'sums': sums, 'training_seconds': time.perf_counter() - epoch_began,
-                'elapsed_seconds': time.perf_counter() - began}  # the epoch's end: its validation queued
-      pending = _dispatched(state, epoch, record, dispatch_outputs, split)
-      position = {**position, 'epoch': epoch + 1, 'batch': 0, 'sums': {}}
+                'elapsed_seconds': time.perf_counter() - job.began}  # the epoch's end: its validation queued
+      pending = _dispatched(state, epoch, record, job)
+      at = dataclasses.replace(at, epoch=epoch + 1, batch=0, sums={})
       if epoch + 1 == config.epochs:
-        settle()
-      due = (config.checkpoint_every_s <= 0 or epoch + 1 == config.epochs
-             or _clock() - written >= config.checkpoint_every_s)
-      if due:
-        _write(checkpoints, state, {**position, **({'validate': record} if pending else {})}, best_unwritten)
-        written, best_unwritten = _clock(), None
+        pending, at, best = _settled(job, pending, at, best)
+      if (config.checkpoint_every_s <= 0 or epoch + 1 == config.epochs
+          or _clock() - written >= config.checkpoint_every_s):
+        _write(job.checkpoints, state, dataclasses.replace(at, validate=pending.record if pending else None), best)
+        written, best = _clock(), None
   if pending is not None:  # resumed at the end of a run whose last validation was not read
-    settle()
-    _write(checkpoints, state, position, best_unwritten)
-  return state, position
+    pending, at, best = _settled(job, pending, at, best)
+    _write(job.checkpoints, state, at, best)
+  return state, at
 
 
-def _dispatched(state, epoch: int, record: dict, dispatch_outputs: Callable, split) -> PendingValidation:
+def _train_epoch(job: FitJob, state, at: Progress, epoch: int, pending: PendingValidation | None,
+                 best: Candidate | None, stop: StopFlag):
+  """Epoch `epoch` from batch `at.batch`, reading the previous epoch's validation at the first
+  fetch; on a signal, checkpoints and raises `Interrupted`. Returns (state, the epoch's training
+  sums, the validation still pending, progress, the best state not written)."""
+  task, config = job.task, job.config
+  steps_per_epoch, per_dispatch = task.steps_per_epoch, max(job.train_steps)
+  bar = tqdm(total=steps_per_epoch, initial=at.batch, desc=f'epoch {epoch + 1}/{config.epochs}', unit='batch',
+             disable=not job.progress, leave=False)
+  order = epoch_order(job.split.train, config.seed, epoch, task.data.label, config.data.tumor_share)
+  plan = dispatch_plan(steps_per_epoch, per_dispatch, at.batch)
+  totals = sharding.replicate(_device_totals(at.sums), job.mesh)
+  fetched_upto, fetched_at = at.batch, time.perf_counter()
+  fetch = functools.partial(_fetched_sums, epoch=epoch, run=job.run, checkpoints=job.checkpoints, writer=job.writer,
+                            offset=epoch * steps_per_epoch, learning_rate=task.learning_rate)
+  inputs = contextlib.closing(sharding.prefetched(
+      functools.partial(job.train_steps[count].put, task.rows('train', dispatch_rows(order, b, count, config.batch_size)))
+      for b, count in plan))
+  with inputs as placed_inputs:
+    for (b, count), placed_input in zip(plan, placed_inputs):
+      state, metrics = job.train_steps[count].run(state, placed_input)
+      totals = accumulate(totals, metrics, b)  # on the device: no host round trip per step
+      done = b + count
+      bar.update(count)
+      if job.timing['seconds_to_first_step'] is None:  # once per process: compile included
+        job.timing['seconds_to_first_step'] = _seconds_when_ready(metrics, job.began)
+      room = done + per_dispatch - fetched_upto <= LOSS_SLOTS  # for the next dispatch's losses
+      if stop.signal is None and room and (done - fetched_upto < FETCH_EVERY
+                                           or time.perf_counter() - fetched_at < FETCH_SECONDS):
+        continue
+      sums = fetch(totals, fetched_upto=fetched_upto, batch=done)
+      fetched_upto, fetched_at = done, time.perf_counter()
+      bar.set_postfix({name: f'{total / done:.4f}' for name, total in sums.items()})
+      if pending is not None:
+        pending, at, best = _settled(job, pending, at, best)
+      if stop.signal is not None:
+        _write(job.checkpoints, state, dataclasses.replace(at, epoch=epoch, batch=done, sums=sums), best)
+        job.checkpoints.close()
+        raise Interrupted(f'stopped by signal {stop.signal} at epoch {epoch + 1}, batch {done}; checkpoint saved')
+  sums = fetch(totals, fetched_upto=fetched_upto, batch=steps_per_epoch)
+  if pending is not None:  # an epoch shorter than one fetch
+    pending, at, best = _settled(job, pending, at, best)
+  bar.close()
+  return state, sums, pending, at, best
+
+
+def _settled(job: FitJob, pending: PendingValidation, at: Progress, best: Candidate | None):
+  """Reads the pending validation: the epoch's line, and the best state when it improved. Returns
+  (None: nothing pending, progress, the best state not written)."""
+  outputs = pending.outputs()
+  metrics = job.task.metrics(outputs, job.split.validation)
+  score = metrics[job.task.selection]
+  if at.improved_by(score):
+    at = dataclasses.replace(at, best=score, best_epoch=pending.epoch + 1)
+    best = Candidate(pending.state, Progress(pending.epoch + 1, 0, score, pending.epoch + 1))
+  if job.writer is not None:
+    _log_epoch(job, pending, metrics, outputs)
+  return None, at, best
+
+
+def _log_epoch(job: FitJob, pending: PendingValidation, metrics: dict, outputs: dict) -> None:
+  """An epoch's line in metrics.jsonl, TensorBoard (with overlays of a few validation slices) and
+  on the console."""
+  task, epoch, data = job.task, pending.epoch, job.task.data
+  record = {'epoch': epoch + 1, 'step': int(jax.device_get(pending.state.step)),
+            **{f'train_{name}': total / max(task.steps_per_epoch, 1) for name, total in pending.record['sums'].items()},
+            **{f'validation_{k}': metrics[k] for k in task.headline}, 'validation_loss': metrics['loss'],
+            'training_seconds': pending.record['training_seconds'], 'elapsed_seconds': pending.record['elapsed_seconds']}
+  job.writer.epoch(record, keep_epochs_below=epoch + 1)
+  shown_rows = overlay_rows(data.label[job.split.validation])  # the validation slices TensorBoard shows each epoch
+  shown_slices = job.split.validation[shown_rows]
+  job.writer.images('eval/overlays', epoch_overlays(data.image[shown_slices], data.mask[shown_slices], outputs,
+                                                    shown_rows), epoch + 1)
+  _print_epoch(record, task, job.config)
+
+
+def _dispatched(state, epoch: int, record: dict, job: FitJob) -> PendingValidation:
   """The validation of the state an epoch ended with, queued on a copy of that state (the next
   step donates the state's own buffers)."""
   kept = jax.tree.map(jnp.copy, state)
-  return PendingValidation(epoch, kept, dispatch_outputs(kept, split.validation), record)
+  return PendingValidation(epoch, kept, job.dispatch_outputs(kept, job.split.validation), record)
 
 
 _clock = time.monotonic  # when checkpoints are due (a test drives it)
 
 
-def _write(checkpoints: Checkpoints, state, position: dict, best_unwritten: tuple | None) -> None:
+def _write(checkpoints: Checkpoints, state, at: Progress, best: Candidate | None) -> None:
   """The last state, after the best one when that changed since the last write: a kill after any
   write resumes from a last checkpoint whose best record is on disk, so the replayed epochs select
   what an uninterrupted run selects."""
-  if best_unwritten is not None:
-    checkpoints.save_best(*best_unwritten)
-  checkpoints.save(state, position)
+  if best is not None:
+    checkpoints.save_best(best.state, best.progress.to_json())
+  checkpoints.save(state, at.to_json())
 
 
 def _print_epoch(record: dict, task, config: Config) -> None:

@@ -9,6 +9,7 @@ in the run folder (`folders.RunDir`). The runner calls the task only through the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -32,9 +33,10 @@ from jaxbrain.runs import resume_command
 from jaxbrain.train import sharding
 from jaxbrain.train.checkpoints import Checkpoints
 from jaxbrain.train.finish import check_evaluators, evaluate_selected, print_summary, select, write_results
-from jaxbrain.train.fit import Interrupted, fit, start_position
+from jaxbrain.train.fit import FitJob, Interrupted, fit
 from jaxbrain.train.guard import check_resume, check_run_dir, prepare_run_dir, record_extension, run_lock
 from jaxbrain.train.outputs import RunWriter
+from jaxbrain.train.progress import Progress
 from jaxbrain.train.state import create_train_state
 from jaxbrain.train.steps import with_weight_average
 from jaxbrain.train.tasks import build_task
@@ -131,71 +133,31 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
   check_batch_size(config.batch_size, mesh.size)
   averaged = config.optimizer.ema_decay > 0
   state = sharding.replicate(create_train_state(task.variables, task.tx, config.seed, averaged), mesh)
-  train_step = with_weight_average(task.train_step, config.optimizer.ema_decay) if averaged else task.train_step
-  placed = {}  # device copies shared by the steps
-  per_dispatch = config.steps_per_dispatch or (1 if jax.default_backend() == 'cpu' else 8)
-  replicated = (sharding.replicated(mesh),) * 2
-  train_steps = {count: sharding.feed(train_step, mesh, task.arrays('train'), replicated, donate_state=True,
-                                      placed=placed, steps=count) for count in sorted({1, per_dispatch})}
-  fed_eval = lambda step: sharding.feed(step, mesh, task.arrays('eval'), sharding.data_sharding(mesh),  # noqa: E731
-                                       placed=placed)
-  eval_step = fed_eval(task.eval_step)
-  decision_steps = {name: fed_eval(step) for name, step in task.decision_steps.items()}
-
-  def dispatch_outputs(state, indices: np.ndarray, step=eval_step) -> Callable[[], dict[str, np.ndarray]]:
-    """Queues `step` over `indices` (inputs placed ahead on a thread); returns the function that
-    reads the outputs, in the indices' order, once."""
-    batches = list(eval_index_batches(indices, config.batch_size))
-    placed_rows = sharding.prefetched(functools.partial(step.put, task.rows('eval', idx)) for idx, _ in batches)
-    running = [step.run(state, rows) for rows in placed_rows]
-
-    def read() -> dict[str, np.ndarray]:
-      outputs = sharding.to_host(running)
-      return {k: np.concatenate([o[k][valid] for o, (_, valid) in zip(outputs, batches)]) for k in outputs[0]}
-    return read
-
-  def outputs_of(state, indices: np.ndarray, step=eval_step) -> dict[str, np.ndarray]:
-    """`step`'s outputs for `indices`, in their order."""
-    return dispatch_outputs(state, indices, step)()
-
+  steps = CompiledSteps.of(config, task, mesh)
   checkpoints = Checkpoints(run, config.keep_checkpoints)
-  position = start_position()
-  if resume and checkpoints.latest_step() is not None:
-    try:
-      state, position = checkpoints.restore(state)
-    except Exception as e:  # noqa: BLE001 -- orbax raises many kinds on damaged files
-      raise UserError(f'{run.checkpoints("last")}: the newest checkpoint cannot be read ({type(e).__name__}: '
-                      f'{str(e).splitlines()[0][:160] if str(e) else "damaged"}); delete that step folder to resume '
-                      'from the one before, or start a new run') from e
-    at = (f'at epoch {position["epoch"] + 1}, batch {position["batch"]}' if position['epoch'] < config.epochs
-          else f'after its last epoch ({config.epochs}): its test evaluation and files follow')
-    print(f'resumed {run} {at}')
+  state, at = _resumed(checkpoints, state, run, config) if resume else (state, Progress())
   counts = _counts(data, split, mesh.size)
   writer = None
   if writes:
     if extension:
       record_extension(run, extension)
     if not resume:
-      write_json(run.config, {**config.to_json(), 'init': task.init_description, 'data': source,
-                              'data_fingerprint': content, 'counts': counts, 'machine': machine.describe(), **task.facts,
-                              **({'command': command, 'cwd': os.getcwd()} if command else {})})
-      seed_test = None if config.data.member is None else patient_split(data.patient, data.label, seed=config.seed).test
-      write_json(run.split, split_record(split, config.data.split, config.seed, config.data.fold, content,
-                                         data.patient, data.slice, config.data.member, seed_test))
+      _write_run_facts(run, config, task, data, split, source, content, counts, command)
     writer = RunWriter(run)
-    _print_start(config, task, source, counts, mesh.size, eval_step.resident, run)
+    _print_start(config, task, source, counts, mesh.size, steps.eval.resident, run)
 
-  state, position = fit(task, config, split, mesh, state, train_steps, dispatch_outputs, checkpoints, position, run, writer,
-                        timing, began, progress and writes)
-  selected, selection = select(checkpoints, state, position, task.selection, config.epochs)
-  validation, test, test_outputs, decision = evaluate_selected(task, config, split, selected, outputs_of,
-                                                               decision_steps, run if writes else None)
+  job = FitJob(task, config, split, mesh, steps.train, steps.dispatch_outputs, checkpoints, run, writer, timing, began,
+               progress and writes)
+  state, at = fit(job, state, at)
+  selected, selection = select(checkpoints, state, at, task.selection, config.epochs)
+  validation, test, test_outputs, decision = evaluate_selected(task, config, split, selected, steps.outputs_of,
+                                                               steps.decisions, run if writes else None)
   final = {**test, 'validation': validation, 'test': test, 'selected_checkpoint': selection,
            'task': config.task.name, 'split': config.data.split, 'fold': config.data.fold, 'member': config.data.member,
            'init': task.init_description, 'data': source, 'data_fingerprint': content, 'counts': counts,
            'epochs': config.epochs, 'experiment': config.experiment, 'model': config.describe(), **task.summary,
            'preprocess': config.data.preprocess, 'image_size': config.data.image_size,
-           'data_on_devices': eval_step.resident, 'steps_per_dispatch': per_dispatch,
+           'data_on_devices': steps.eval.resident, 'steps_per_dispatch': max(steps.train),
            'timing': {**timing, 'seconds': time.perf_counter() - began}}
   checkpoints.close()
   if writes:
@@ -203,6 +165,79 @@ def _train_and_evaluate(config: Config, run: RunDir, resume: bool, overwrite: bo
     writer.close()
     print_summary(final, run, task, config, time.perf_counter() - began, resumed=resume)
   return final
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledSteps:
+  """A run's jitted steps fed on the mesh: `train[k]` runs k training steps per dispatch, `eval`
+  the evaluation step, `decisions` the task's decision steps; every step shares the device copies
+  of the data."""
+  config: Config
+  task: object
+  train: dict
+  eval: object
+  decisions: dict
+
+  @classmethod
+  def of(cls, config: Config, task, mesh) -> CompiledSteps:
+    averaged = config.optimizer.ema_decay > 0
+    train_step = with_weight_average(task.train_step, config.optimizer.ema_decay) if averaged else task.train_step
+    placed = {}  # device copies shared by the steps
+    per_dispatch = config.steps_per_dispatch or (1 if jax.default_backend() == 'cpu' else 8)
+    replicated = (sharding.replicated(mesh),) * 2
+    train = {count: sharding.feed(train_step, mesh, task.arrays('train'), replicated, donate_state=True, placed=placed,
+                                  steps=count) for count in sorted({1, per_dispatch})}
+    fed_eval = lambda step: sharding.feed(step, mesh, task.arrays('eval'), sharding.data_sharding(mesh),  # noqa: E731
+                                         placed=placed)
+    return cls(config, task, train, fed_eval(task.eval_step),
+               {name: fed_eval(step) for name, step in task.decision_steps.items()})
+
+  def dispatch_outputs(self, state, indices: np.ndarray, step=None) -> Callable[[], dict[str, np.ndarray]]:
+    """Queues `step` (default: the eval step) over `indices` (inputs placed ahead on a thread);
+    returns the function that reads the outputs, in the indices' order, once."""
+    step = step or self.eval
+    batches = list(eval_index_batches(indices, self.config.batch_size))
+    placed_rows = sharding.prefetched(functools.partial(step.put, self.task.rows('eval', idx)) for idx, _ in batches)
+    running = [step.run(state, rows) for rows in placed_rows]
+
+    def read() -> dict[str, np.ndarray]:
+      outputs = sharding.to_host(running)
+      return {k: np.concatenate([o[k][valid] for o, (_, valid) in zip(outputs, batches)]) for k in outputs[0]}
+    return read
+
+  def outputs_of(self, state, indices: np.ndarray, step=None) -> dict[str, np.ndarray]:
+    """`step`'s (default: the eval step's) outputs for `indices`, in their order."""
+    return self.dispatch_outputs(state, indices, step)()
+
+
+def _resumed(checkpoints: Checkpoints, state, run: RunDir, config: Config):
+  """(state, progress) of the run's newest checkpoint, or the fresh ones when it has none; a
+  checkpoint that cannot be read stops with what to do."""
+  if checkpoints.latest_step() is None:
+    return state, Progress()
+  try:
+    state, record = checkpoints.restore(state)
+  except Exception as e:  # noqa: BLE001 -- orbax raises many kinds on damaged files
+    raise UserError(f'{run.checkpoints("last")}: the newest checkpoint cannot be read ({type(e).__name__}: '
+                    f'{str(e).splitlines()[0][:160] if str(e) else "damaged"}); delete that step folder to resume '
+                    'from the one before, or start a new run') from e
+  at = Progress.from_json(record)
+  where = (f'at epoch {at.epoch + 1}, batch {at.batch}' if at.epoch < config.epochs
+           else f'after its last epoch ({config.epochs}): its test evaluation and files follow')
+  print(f'resumed {run} {where}')
+  return state, at
+
+
+def _write_run_facts(run: RunDir, config: Config, task, data: SliceArrays, split, source: str, content: str,
+                     counts: dict, command: str | None) -> None:
+  """A new run's config.json (with what it was trained on, where, and the command that started
+  it) and split.json."""
+  write_json(run.config, {**config.to_json(), 'init': task.init_description, 'data': source,
+                          'data_fingerprint': content, 'counts': counts, 'machine': machine.describe(), **task.facts,
+                          **({'command': command, 'cwd': os.getcwd()} if command else {})})
+  seed_test = None if config.data.member is None else patient_split(data.patient, data.label, seed=config.seed).test
+  write_json(run.split, split_record(split, config.data.split, config.seed, config.data.fold, content,
+                                     data.patient, data.slice, config.data.member, seed_test))
 
 
 def _print_start(config: Config, task, source: str, counts: dict, devices: int, resident: bool, run: RunDir) -> None:
