@@ -9,7 +9,7 @@ the one writer and reader of their file.
 - `choose_rule`: a segmenter's mask rule, by mean per-volume Dice at the slices' native 256x256.
 - `choose_gate`: the classifier probability below which a pair's masks are emptied.
 - `Detector`, `detect`, `choose_detector`: how a classifier and a segmenter answer "is there a
-  tumor?" together.
+  tumor?" together (or a segmenter alone); `GateChoice` reads what `jaxbrain gate` stored.
 Every choice keeps the plain one unless another gains `MARGIN` on the patients it is made on.
 `postprocess` turns pixels into masks by a rule; the rule is chosen here.
 """
@@ -239,6 +239,20 @@ class Detector:
   @classmethod
   def from_json(cls, record: dict | None) -> Detector:
     return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record}) if record else cls()
+
+
+@dataclasses.dataclass(frozen=True)
+class GateChoice:
+  """What `jaxbrain gate` chose on validation and stored in the segmentation run (`gates/*.json`,
+  whose other fields are the figures it measured): for a pair, the `gate` (the classifier
+  probability below which a slice's mask is emptied; None: no gate) and the `detector`; for a
+  segmenter alone, its own `detector`. Files written before detectors were chosen read with none."""
+  gate: float | None = None
+  detector: Detector | None = None
+
+  @classmethod
+  def from_json(cls, record: dict) -> GateChoice:
+    return cls(record.get('gate'), Detector.from_json(record['detector']) if record.get('detector') else None)
 
 
 def smoothed_along_slices(probability: np.ndarray, stacks: np.ndarray, width: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxbrain.data.arrays import segmenter_inputs
 from jaxbrain.data.transforms import Preprocessing, apply_preprocessing, native_logits
-from jaxbrain.decisions import Detector, detect
+from jaxbrain.decisions import detect
 from jaxbrain.flags import INFERENCE
 from jaxbrain.models.gradcam import gradcam
 from jaxbrain.postprocess import PIXEL_THRESHOLD, MaskRule, apply_rule
@@ -172,14 +172,14 @@ class Scorer:
     self.detector = None if self.classifier else getattr(self.segmenter, 'detector', None)
     if self.classifier and self.segmenter:
       chosen = read_gate(self.segmenter, self.classifier)
-      if chosen is not None and chosen.get('detector'):
-        self.detector = Detector.from_json(chosen['detector'])
+      if chosen is not None:
+        self.detector = chosen.detector
       if chosen is None:
         self.gate = self.classifier.label_threshold
         self.gate_source = ('the classifier\'s threshold: no gate was chosen on validation for these two runs '
                             '(jaxbrain gate chooses one)')
       else:
-        self.gate = chosen['gate']
+        self.gate = chosen.gate
         self.gate_source = f'chosen on validation patients ({gate_path(self.segmenter, self.classifier)})'
     self._classify = jax.jit(self._classify_batch)
     self._segment = jax.jit(self._segment_batch, static_argnums=1)

@@ -20,7 +20,7 @@ from jaxbrain.config import Config
 from jaxbrain.data.kaggle3m import fingerprint
 from jaxbrain.data.phantom import INSTITUTIONS
 from jaxbrain.data.transforms import Preprocessing
-from jaxbrain.decisions import Decision, Detector
+from jaxbrain.decisions import Decision, Detector, GateChoice
 from jaxbrain.errors import UserError
 from jaxbrain.folders import RunDir, tested_variables
 from jaxbrain.postprocess import MaskRule
@@ -161,7 +161,7 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
 def own_detector(run_dir: Path) -> Detector | None:
   """A segmenter's own detector (`jaxbrain gate --seg-run` alone), or None when none was chosen."""
   path = RunDir.of(run_dir).own_detector
-  return Detector.from_json(read_json(path)['detector']) if path.is_file() else None
+  return GateChoice.from_json(read_json(path)).detector if path.is_file() else None
 
 
 def load_ensemble(ensemble_dir: Path, task: str) -> LoadedRun:
@@ -222,8 +222,7 @@ def gate_path(segmenter: LoadedRun, classifier: LoadedRun) -> Path:
   return RunDir(segmenter.directory).gate(classifier.config.experiment, classifier_run.name, checkpoint)
 
 
-def read_gate(segmenter: LoadedRun, classifier: LoadedRun) -> dict | None:
-  """The gate `jaxbrain gate` chose for this pair ({'gate': threshold or None, ...}), or None when
-  none was chosen."""
+def read_gate(segmenter: LoadedRun, classifier: LoadedRun) -> GateChoice | None:
+  """What `jaxbrain gate` chose for this pair (its gate and detector), or None when nothing was chosen."""
   path = gate_path(segmenter, classifier)
-  return read_json(path) if path.is_file() else None
+  return GateChoice.from_json(read_json(path)) if path.is_file() else None

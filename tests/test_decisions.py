@@ -40,3 +40,14 @@ def test_a_segmenters_decision_states_its_labelling_once():
   assert Decision.by_mask_rule(rule, 'A').threshold_chosen_on == Decision.by_mask_rule(rule, 'B').threshold_chosen_on
   assert Decision.by_mask_rule(rule, 'A').to_json()['mask_rule'] == {'threshold': 0.3, 'min_pixels': 16,
                                                                       'drop_single_slice': False, 'flip_average': False}
+
+
+def test_a_gate_file_reads_as_what_was_chosen():
+  """Catches a gate file's choices read as a dict whose fields each reader spells (a missing
+  detector read as a detector, a stored null gate read as the classifier's threshold)."""
+  from jaxbrain.decisions import Detector, GateChoice
+
+  chosen = GateChoice.from_json({'gate': None, 'detector': {'combination': 'mean', 'smoothing': 1, 'threshold': 0.4},
+                                 'test': {}})
+  assert chosen == GateChoice(None, Detector('mean', 1, 0.4))
+  assert GateChoice.from_json({'gate': 0.3}) == GateChoice(0.3, None)
