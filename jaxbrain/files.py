@@ -1,11 +1,15 @@
-"""Files written atomically (a temporary name, then a rename): a crash or a full disk never leaves
-half a file for a reader."""
+"""Files and folders written atomically (a temporary name, then a rename): a crash or a full disk
+never leaves half a file, or half a folder, for a reader."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -42,3 +46,19 @@ def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] = ()) -> No
     tmp.replace(path)
   finally:
     tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: Path) -> Iterator[Path]:
+  """A folder to fill, made under a temporary name beside `out_dir` and renamed to it (an empty
+  `out_dir` is replaced) when the block ends; removed if the block fails or is interrupted."""
+  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}-', dir=out_dir.parent))
+  try:
+    yield staging
+    if out_dir.exists():
+      out_dir.rmdir()
+    staging.rename(out_dir)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise

@@ -18,7 +18,6 @@ ensemble's and each member's figures there. Nothing here reads the seed's test p
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +26,7 @@ import orbax.checkpoint as ocp
 
 from jaxbrain.decisions import Decision, choose_rule, write_decision
 from jaxbrain.errors import OutputExistsError
-from jaxbrain.files import write_csv, write_json
+from jaxbrain.files import staged_folder, write_csv, write_json
 from jaxbrain.flags import INFERENCE
 from jaxbrain.folders import RunDir
 from jaxbrain.inference import Scorer
@@ -125,9 +124,7 @@ def make_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, data_dir:
   split = check_members(runs)
   check_data(data_dir, runs[0].directory)
   images, truth, patients = patients_slices(Path(data_dir), split['validation'], 'decision set')
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}-', dir=out_dir.parent))
-  try:
+  with staged_folder(out_dir) as staging:
     folder = RunDir(staging)
     names = [f'{folder.members.name}/{k}' for k in range(len(runs))]
     for run, name in zip(runs, names):
@@ -141,12 +138,6 @@ def make_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, data_dir:
                'members': {name: _figures(_scorer(staging / name, task, batch_size), images, truth, patients)
                            for name in names}}
     write_json(folder.decision_set, figures)
-    if out_dir.exists():
-      out_dir.rmdir()
-    staging.rename(out_dir)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   return figures
 
 

@@ -12,8 +12,6 @@ leaves nothing half-made.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import flax
@@ -23,7 +21,7 @@ import numpy as np
 from jaxbrain import __version__, safetensors_io
 from jaxbrain.bundle import FORMAT, RESEARCH_ONLY, identity, load_bundle, sha256
 from jaxbrain.errors import OutputExistsError
-from jaxbrain.files import write_json
+from jaxbrain.files import staged_folder, write_json
 from jaxbrain.folders import BundleDir, RunDir
 from jaxbrain.runs import LoadedRun, load_run, read_config, read_json, read_split, task_of
 from jaxbrain.text import counted
@@ -123,9 +121,7 @@ def export(run_dir: str | Path, out_dir: str | Path, name: str, version: str) ->
   task = task_of(run_dir)
   run = load_run(run_dir, task)
   record = model_record(run, name, version)
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}-', dir=out_dir.parent))
-  try:
+  with staged_folder(out_dir) as staging:
     folder = BundleDir(staging)
     folder.weights.mkdir()
     for k, member in enumerate(run.members or (run,)):
@@ -137,12 +133,6 @@ def export(run_dir: str | Path, out_dir: str | Path, name: str, version: str) ->
     files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob('*') if p.is_file())
     folder.checksums.write_text(''.join(f'{sha256(staging / f)}  {f}\n' for f in files), encoding='utf-8')
     load_bundle(staging, task)  # what was written reads back, checked
-    if out_dir.exists():
-      out_dir.rmdir()
-    staging.rename(out_dir)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   return {**record, 'sha256': identity(BundleDir(out_dir)), 'out': str(out_dir)}
 
 
