@@ -16,14 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from jaxbrain.data import clinical
 from jaxbrain.data.kaggle3m import IMAGE_SIZE
 from jaxbrain.errors import OutputExistsError
 
-DATA_CSV_COLUMNS = (
-    'Patient', 'RNASeqCluster', 'MethylationCluster', 'miRNACluster', 'CNCluster', 'RPPACluster',
-    'OncosignCluster', 'COCCluster', 'histological_type', 'neoplasm_histologic_grade',
-    'tumor_tissue_site', 'laterality', 'tumor_location', 'gender', 'age_at_initial_pathologic',
-    'race', 'ethnicity', 'death01')
+DATA_CSV_COLUMNS = (clinical.PATIENT, *clinical.COLUMNS)  # every clinical value empty: phantoms have none
 INSTITUTIONS = ('PH', 'QX')  # codes that no real TCGA institution uses
 
 

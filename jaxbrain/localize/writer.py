@@ -132,7 +132,10 @@ class PredictionWriter:
     warning saying why ({'dicom_seg_skipped': why}): the other outputs hold the same answer."""
     path = self.out.case_seg(case.name)
     try:
-      dicom_seg.write_seg(case.flair_series, volume, path, __version__, str(self.scorer.segmenter.directory))
+      segmenter = self.scorer.segmenter
+      said = facts(segmenter) if segmenter.bundle is not None else None
+      made_by = f'{said["name"]} {said["version"]} (sha256 {said["sha256"]})' if said else str(segmenter.directory)
+      dicom_seg.write_seg(case.flair_series, volume, path, __version__, made_by)
     except Exception as e:  # noqa: BLE001 -- highdicom raises many kinds on headers it cannot use
       path.unlink(missing_ok=True)
       why = f'{type(e).__name__}: {e}'

@@ -211,3 +211,18 @@ def test_run_outputs_stay_out_of_git_while_bundles_are_tracked():
            'checkpoints/README.md']
   done = subprocess.run(['git', 'check-ignore', '--no-index', *paths], cwd=root, capture_output=True, text=True)
   assert done.stdout.split() == paths[:3]
+
+
+def test_a_nifti_case_is_predicted_with_a_bundle(exported, tmp_path):
+  """Catches a bundle that scores slice folders but not volume cases (their mask volume missing or
+  off the input's grid)."""
+  import nibabel as nib
+
+  from jaxbrain.data.phantom import write_nifti_phantom
+  files, _ = write_nifti_phantom(tmp_path / 'case', n_slices=6, in_plane=64, axcodes='PSR')
+  out = tmp_path / 'pred'
+  assert cli.main(['predict', '--t1', str(files['t1']), '--flair', str(files['flair']), '--t1ce', str(files['t1ce']),
+                   '--case', 'c', '--model', str(exported[1]), '--out', str(out), '--no-progress']) == 0
+  mask, reference = nib.load(str(out / 'c_mask.nii.gz')), nib.load(str(files['flair']))
+  assert mask.shape == reference.shape and np.allclose(mask.affine, reference.affine)
+  assert json.loads((out / 'summary.json').read_text())['c']['model']['name'] == 'tiny'
