@@ -113,7 +113,8 @@ def _ensemble(args) -> int:
 def _export(args) -> int:
   from jaxbrain.localize.export import export
 
-  record = export(args.run, args.out, args.name or Path(args.run).resolve().name, args.model_version)
+  record = export(args.run, args.out, args.name or Path(args.run).resolve().name, args.model_version,
+                  'float16' if args.float16 else 'float32')
   print(f'wrote the bundle {record["name"]} {record["version"]} to {record["out"]} ({len(record["members"])} '
         f'member(s), sha256 {record["sha256"][:16]}): `jaxbrain predict INPUTS --model {record["out"]} --out DIR` '
         'uses it; MODEL_CARD.md says what it is for')
@@ -164,7 +165,9 @@ DOCUMENTED_COMMANDS = (
                           '--seg-run RUN alone chooses one)'}),
       (('--out',), {'required': True, 'help': 'the bundle\'s folder: new or empty'}),
       (('--name',), {'help': 'the model\'s name (default: the run folder\'s name)'}),
-      (('--model-version',), {'default': '1.0', 'help': 'the model\'s version (default: 1.0)'}))),
+      (('--model-version',), {'default': '1.0', 'help': 'the model\'s version (default: 1.0)'}),
+      (('--float16',), {'action': 'store_true', 'help': 'store the weights as float16 (half the size; read back as '
+                        'float32): only where the decision set gives the same labels and masks'}))),
 )
 
 

@@ -23,7 +23,7 @@ from jaxbrain.bundle import FORMAT, RESEARCH_ONLY, identity, load_bundle, sha256
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.files import staged_folder, write_json
 from jaxbrain.folders import BundleDir, RunDir
-from jaxbrain.runs import LoadedRun, load_run, read_config, read_json, read_split, task_of
+from jaxbrain.runs import LoadedRun, RunError, load_run, read_config, read_json, read_split, task_of
 from jaxbrain.text import counted
 
 WEIGHTS_LICENCE = {'name': 'CC BY-NC-SA 4.0', 'url': 'https://creativecommons.org/licenses/by-nc-sa/4.0/'}
@@ -44,6 +44,7 @@ OUT_OF_SCOPE = (
     'any clinical decision: it is not a medical device',
 )
 CHANNELS = ('pre-contrast T1', 'FLAIR', 'post-contrast T1')
+WEIGHTS_DTYPES = ('float32', 'float16')
 
 
 def _member_facts(run: LoadedRun, source: str | None) -> dict:
@@ -112,20 +113,24 @@ def model_record(run: LoadedRun, name: str, version: str) -> dict:
   }
 
 
-def export(run_dir: str | Path, out_dir: str | Path, name: str, version: str) -> dict:
+def export(run_dir: str | Path, out_dir: str | Path, name: str, version: str, weights_dtype: str = 'float32') -> dict:
   """Writes the bundle of the finished run or ensemble `run_dir` to `out_dir` (new or empty) and
-  loads it back (`bundle.load_bundle`) before renaming it into place; returns its model.json."""
+  loads it back (`bundle.load_bundle`) before renaming it into place; returns its model.json.
+  `weights_dtype` 'float16' stores the parameters in half the bytes (`stored_weights`; loaded back
+  as float32): ship it only where the decision set shows the same labels and masks as float32."""
+  if weights_dtype not in WEIGHTS_DTYPES:
+    raise ValueError(f'{weights_dtype}: not one of {", ".join(WEIGHTS_DTYPES)}')
   out_dir = Path(out_dir)
   if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
     raise OutputExistsError(f'{out_dir}: exists and is not an empty folder; choose a new --out')
   task = task_of(run_dir)
   run = load_run(run_dir, task)
-  record = model_record(run, name, version)
+  record = {**model_record(run, name, version), 'weights_dtype': weights_dtype}
   with staged_folder(out_dir) as staging:
     folder = BundleDir(staging)
     folder.weights.mkdir()
     for k, member in enumerate(run.members or (run,)):
-      safetensors_io.write(folder.member_weights(k), safetensors_io.flatten(jax.tree.map(np.asarray, member.variables)),
+      safetensors_io.write(folder.member_weights(k), stored_weights(member, weights_dtype),
                            {'format': 'jaxbrain', 'name': name, 'version': version, 'member': str(k)})
     write_json(folder.model, record)
     folder.licence.write_text(licence_text(record), encoding='utf-8')
@@ -134,6 +139,20 @@ def export(run_dir: str | Path, out_dir: str | Path, name: str, version: str) ->
     folder.checksums.write_text(''.join(f'{sha256(staging / f)}  {f}\n' for f in files), encoding='utf-8')
     load_bundle(staging, task)  # what was written reads back, checked
   return {**record, 'sha256': identity(BundleDir(out_dir)), 'out': str(out_dir)}
+
+
+def stored_weights(member: LoadedRun, weights_dtype: str) -> dict:
+  """A member's variables as the bundle stores them, flat: the parameters in `weights_dtype`, the
+  BatchNorm statistics always in float32 (running variances reach beyond float16's 65504). A
+  parameter that float16 cannot hold is refused, naming it."""
+  stored = {}
+  for name, leaf in safetensors_io.flatten(jax.tree.map(np.asarray, member.variables)).items():
+    value = leaf.astype(weights_dtype if name.startswith('params/') else 'float32')
+    if not np.isfinite(value).all():
+      raise RunError(f'{member.directory}: {name} exceeds {weights_dtype}\'s range (largest magnitude '
+                     f'{np.abs(leaf).max():g}); export it as float32')
+    stored[name] = value
+  return stored
 
 
 def licence_text(record: dict) -> str:
@@ -183,7 +202,8 @@ def model_card(record: dict) -> str:
       f'# {record["name"]} {record["version"]}', phantom,
       f'{record["task"]} model made by jaxbrain {record["made_with"]["jaxbrain"]}: {arch["description"]}; '
       f'{counted(len(members), "member")} of {arch["parameters"]:,} parameters and {arch["batch_norm_statistics"]:,} '
-      'BatchNorm statistics each' + (', their probabilities averaged.' if len(members) > 1 else '.'), '',
+      f'BatchNorm statistics each, stored as {record.get("weights_dtype", "float32")}'
+      + (', their probabilities averaged.' if len(members) > 1 else '.'), '',
       '## Intended use', '', f'{RESEARCH_ONLY[0].upper()}{RESEARCH_ONLY[1:]}. Out of scope:', '',
       *[f'- {item}' for item in record['out_of_scope']], '',
       '## Inputs', '',

@@ -226,3 +226,23 @@ def test_a_nifti_case_is_predicted_with_a_bundle(exported, tmp_path):
   mask, reference = nib.load(str(out / 'c_mask.nii.gz')), nib.load(str(files['flair']))
   assert mask.shape == reference.shape and np.allclose(mask.affine, reference.affine)
   assert json.loads((out / 'summary.json').read_text())['c']['model']['name'] == 'tiny'
+
+
+def test_a_float16_bundle_halves_its_weights_and_reads_back_as_float32(exported, phantom_runs_data, tmp_path):
+  """Catches --float16 storing float32 (no saving), BatchNorm running variances cast to float16
+  (these members' reach 270,000: inf), float16 weights computed in float16 at load, or weights
+  rounded beyond float16's own rounding (probabilities then far from the float32 bundle's)."""
+  ensemble, float32 = exported
+  export(ensemble, tmp_path / 'half', 'tiny', '0.1', 'float16')
+  half = tmp_path / 'half'
+  sizes = [(folder / 'weights' / 'member0.safetensors').stat().st_size for folder in (float32, half)]
+  assert sizes[1] < 0.55 * sizes[0]
+  stored = load_file(half / 'weights' / 'member0.safetensors')
+  assert {v.dtype for k, v in stored.items() if k.startswith('params/')} == {np.dtype(np.float16)}
+  assert {v.dtype for k, v in stored.items() if k.startswith('batch_stats/')} == {np.dtype(np.float32)}
+  loaded = load_bundle(half, 'segment')
+  assert {leaf.dtype for leaf in safetensors_io.flatten(loaded.members[0].variables).values()} == {np.dtype(np.float32)}
+  assert json.loads((half / 'model.json').read_text())['weights_dtype'] == 'float16'
+  images, _, patients = _decision_set(phantom_runs_data, ensemble)
+  ours, theirs = (Scorer(None, path).score(images, patients) for path in (half, float32))
+  np.testing.assert_allclose(ours.probability, theirs.probability, atol=2e-2)
