@@ -27,14 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jaxbrain import machine, safetensors_io  # noqa: E402
-from jaxbrain.bundle import FORMAT, sha256  # noqa: E402
+from jaxbrain.bundle import FORMAT, write_checksums  # noqa: E402
 from jaxbrain.folders import BundleDir  # noqa: E402
-
-
-def rehash(folder: BundleDir) -> None:
-  files = sorted(p.relative_to(folder.path).as_posix() for p in folder.path.rglob('*')
-                 if p.is_file() and p != folder.checksums)
-  folder.checksums.write_text(''.join(f'{sha256(folder.path / f)}  {f}\n' for f in files))
 
 
 def first_member_alone(model: Path, out: Path) -> Path:
@@ -45,7 +39,7 @@ def first_member_alone(model: Path, out: Path) -> Path:
   shutil.copy(source.path / record['members'][0]['weights'], folder.member_weights(0))
   record['members'] = record['members'][:1]
   folder.model.write_text(json.dumps(record))
-  rehash(folder)
+  write_checksums(folder)
   return folder.path
 
 
@@ -74,7 +68,7 @@ def stand_in(out: Path, members: int) -> Path:
                     'detector': {'combination': 'segmenter', 'smoothing': 1, 'threshold': 0.45}},
       'members': [{'weights': f'weights/member{k}.safetensors'} for k in range(members)],
       'data': {'phantom_only': True}, 'licence': {'weights': 'none: random weights for timing'}}))
-  rehash(folder)
+  write_checksums(folder)
   return folder.path
 
 

@@ -54,6 +54,13 @@ def identity(folder: BundleDir) -> str:
   return sha256(folder.checksums)
 
 
+def write_checksums(folder: BundleDir) -> None:
+  """SHA256SUMS of every other file of the bundle, in `sha256sum` format (`listed_checksums` reads it)."""
+  files = sorted(p.relative_to(folder.path).as_posix() for p in folder.path.rglob('*')
+                 if p.is_file() and p != folder.checksums)
+  folder.checksums.write_text(''.join(f'{sha256(folder.path / f)}  {f}\n' for f in files), encoding='utf-8')
+
+
 def listed_checksums(folder: BundleDir) -> dict[str, str]:
   """{relative path: sha256} of SHA256SUMS (`sha256sum` lines: '<hex>  <path>')."""
   if not folder.checksums.is_file():

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from jaxbrain import __version__, safetensors_io
-from jaxbrain.bundle import FORMAT, RESEARCH_ONLY, identity, load_bundle, sha256
+from jaxbrain.bundle import FORMAT, RESEARCH_ONLY, identity, load_bundle, write_checksums
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.files import staged_folder, write_json
 from jaxbrain.folders import BundleDir, RunDir
@@ -135,8 +135,7 @@ def export(run_dir: str | Path, out_dir: str | Path, name: str, version: str, we
     write_json(folder.model, record)
     folder.licence.write_text(licence_text(record), encoding='utf-8')
     folder.card.write_text(model_card(record), encoding='utf-8')
-    files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob('*') if p.is_file())
-    folder.checksums.write_text(''.join(f'{sha256(staging / f)}  {f}\n' for f in files), encoding='utf-8')
+    write_checksums(folder)
     load_bundle(staging, task)  # what was written reads back, checked
   return {**record, 'sha256': identity(BundleDir(out_dir)), 'out': str(out_dir)}
 

@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from jaxbrain import bundle, cli, safetensors_io
-from jaxbrain.bundle import BundleError, load_bundle, sha256
+from jaxbrain.bundle import BundleError, load_bundle
 from jaxbrain.folders import BundleDir, RunDir
 from jaxbrain.inference import Scorer
 from jaxbrain.localize.ensemble import make_ensemble
@@ -66,11 +66,6 @@ def test_the_bundle_records_what_predict_needs_and_the_files_read_with_safetenso
     np.testing.assert_array_equal(theirs[name], np.asarray(value))
 
 
-def _rehash(folder):
-  files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob('*') if p.is_file() and p.name != 'SHA256SUMS')
-  (folder / 'SHA256SUMS').write_text(''.join(f'{sha256(folder / f)}  {f}\n' for f in files))
-
-
 def _damage(folder, how):
   """The file the damage `how` must be named by."""
   weights = folder / 'weights' / 'member1.safetensors'
@@ -96,7 +91,7 @@ def _damage(folder, how):
     tensors = {name: np.zeros((*value.shape[:-1], value.shape[-1] + 1), value.dtype) if value.ndim else value
                for name, value in tensors.items()}
     safetensors_io.write(weights, tensors)
-  _rehash(folder)  # the checksums agree: the check that must refuse it is another one
+  bundle.write_checksums(BundleDir(folder))  # the checksums agree: the check that must refuse it is another one
   return weights if how == 'other architecture' else folder / 'model.json'
 
 
