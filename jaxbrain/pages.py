@@ -17,6 +17,7 @@ from typing import Sequence
 from jaxbrain.folders import PredictionDir, RunDir
 from jaxbrain.postprocess import MaskRule
 from jaxbrain.runs import trained_on_phantom
+from jaxbrain.shape import FEATURES
 from jaxbrain.text import counted
 
 STYLE = """
@@ -199,6 +200,9 @@ def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals
       facts += f', predicted tumor {total["volume_voxels"]} pixels in all'
     if 'tumor_volume_ml' in total:
       facts += f' ({total["tumor_volume_ml"]:.2f} ml)'
+    if total.get('shape', {}).get('angular_standard_deviation') is not None:
+      facts += '; shape: ' + ', '.join(f'{name.replace("_", " ")} {total["shape"][name]:.3f}' for name in FEATURES
+                                      if total['shape'][name] is not None)
     if 'max_disagreement' in total:
       disputed = total.get('slices_where_members_disagree', [])
       facts += (f'; the ensemble\'s members disagree on the label of {len(disputed)} slice{"s" * (len(disputed) != 1)}'

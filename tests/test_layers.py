@@ -1,14 +1,14 @@
 """Imports flow one way: folders, flags, text -> foundations -> data -> postprocess -> decisions -> kernels -> models -> config -> runs
--> bundle -> inference | pages -> train | localize -> evaluators -> cli | spark (DESIGN.md)."""
+-> bundle -> inference | pages -> train | localize -> evaluators | radiogenomics -> cli | spark (DESIGN.md)."""
 import ast
 from pathlib import Path
 
 import jaxbrain
 
-LAYERS = (('folders', 'flags', 'text'), ('errors', 'files', 'overlay', 'xla_defaults', 'allocator', 'compilation_cache', 'metrics',
+LAYERS = (('folders', 'flags', 'text'), ('errors', 'files', 'overlay', 'xla_defaults', 'allocator', 'compilation_cache', 'metrics', 'shape',
                                            'safetensors_io', 'machine'), ('data',),
           ('postprocess',), ('decisions',), ('kernels',), ('models',), ('config',), ('runs',), ('bundle',), ('inference', 'pages'),
-          ('train', 'localize'), ('evaluators',), ('cli', 'spark'))
+          ('train', 'localize'), ('evaluators', 'radiogenomics'), ('cli', 'spark'))
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 PACKAGE = Path(jaxbrain.__file__).parent
 

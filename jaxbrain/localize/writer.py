@@ -24,6 +24,7 @@ from jaxbrain.inference import Scorer
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.pages import write_prediction_page
 from jaxbrain.runs import LoadedRun
+from jaxbrain.shape import shape_features
 
 # Columns beside probability and label, where they apply (`inference.Scores` fields): with an
 # ensemble, its members' standard deviation of the probability, the share of the union of their
@@ -59,6 +60,8 @@ class PredictionWriter:
     self._fresh_folder(scored.mask is not None)
     rows, summary, viewer = self.slices(read, scored)
     self.cases(read, scored, summary)
+    if scored.mask is not None:
+      self.shapes(read, scored.mask, summary)
     models = [facts(run) for run in self.scorer.runs if run.bundle is not None]
     for entry in summary.values() if models else ():
       entry['model'] = models[0]
@@ -125,6 +128,18 @@ class PredictionWriter:
         if field in scored.pixel_maps:
           nifti.write_volume(case, scored.pixel_maps[field][span], path)
           entry[key] = path.name
+
+  def shapes(self, read: Slices, masks: np.ndarray, summary: dict) -> None:
+    """Each patient's shape features (`shape.shape_features`: volume, angular standard deviation,
+    margin fluctuation, bounding ellipsoid volume ratio, ...) from its predicted masks in slice order,
+    as `shape` in its summary entry; a volume case's mL is its mask's in the case's own voxels."""
+    order: dict[str, list] = {}
+    for i, identity in enumerate(read.rows):
+      order.setdefault(identity['patient'], []).append((identity['slice'] or 0, i))
+    for patient, slices in order.items():
+      entry = summary[patient]
+      found = shape_features(masks[[i for _, i in sorted(slices)]]).as_dict()
+      entry['shape'] = {**found, 'volume_ml': entry.get('tumor_volume_ml')}
 
   def seg(self, case: nifti.Case, volume: np.ndarray) -> dict:
     """The case's mask as a DICOM SEG ({'dicom_seg': its file name}); a SEG its series' headers

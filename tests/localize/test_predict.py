@@ -3,6 +3,7 @@ import csv
 import html
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,6 +14,7 @@ from jaxbrain.data import kaggle3m
 from jaxbrain.data.phantom import write_nifti_phantom
 from jaxbrain.localize.predict import predict
 from jaxbrain.runs import RunError, load_run
+from jaxbrain.shape import shape_features
 from tests.localize.helpers import LONE_TUMOR_CASE, lone_tumor_patient, with_mask_rule
 
 def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
@@ -41,6 +43,9 @@ def test_predict_writes_every_output(trained_runs, phantom_png, tmp_path):
     assert sorted(entry['slices_with_tumor']) == sorted(int(r['slice']) for r in mine if r['label'] == '1')
     assert entry['volume_voxels'] == sum(int(r['tumor_pixels']) for r in mine)
     assert entry['tumor_area_pixels'] == {r['slice']: int(r['tumor_pixels']) for r in mine}
+    # shape features from the patient's masks in slice order (catches another patient's, or a shuffled stack)
+    stack = np.stack([kaggle3m.read_mask(out / 'masks' / f'{Path(r["path"]).stem}_mask.png') for r in mine])
+    assert entry['shape'] == {**shape_features(stack).as_dict(), 'volume_ml': None}
   stem = records[0].image_path.stem
   mask = kaggle3m.read_mask(out / 'masks' / f'{stem}_mask.png')
   assert mask.sum() == int(rows[0]['tumor_pixels'])
@@ -173,6 +178,8 @@ def test_nifti_case_comes_back_as_a_mask_volume_with_its_tumor(trained_runs, tmp
   assert entry['tumor_volume_ml'] == pytest.approx(predicted.sum() * 0.9 * 0.9 * 2.5 / 1000)
   # against the truth, within the tiny segmenter's own error (it over-segments the phantom: run with -s)
   assert 0.5 < entry['tumor_volume_ml'] / (truth.sum() * 0.9 * 0.9 * 2.5 / 1000) < 2
+  assert entry['shape']['volume_ml'] == entry['tumor_volume_ml'] and entry['shape']['tumour_slices'] > 0
+  assert entry['shape']['voxels'] == sum(int(r['tumor_pixels']) for r in rows)
   assert [int(r['slice']) for r in rows] == list(range(1, 17)) and {r['path'] for r in rows} == {str(files['flair'])}
   # the same case by its files, named explicitly
   assert cli.main(['predict', '--t1', str(files['t1']), '--flair', str(files['flair']), '--t1ce', str(files['t1ce']),

@@ -61,6 +61,9 @@ def test_a_dicom_study_predicts_as_its_nifti_case(trained_runs, tmp_path):
     entry = json.loads((out / 'summary.json').read_text())[name]
     assert entry['tumor_volume_ml'] / entry['volume_voxels'] == pytest.approx(voxel_ml, rel=1e-9), name
     assert entry['tumor_volume_ml'] == pytest.approx(reference_ml, rel=0.02), name
+    assert entry['shape']['volume_ml'] == entry['tumor_volume_ml'], name
+    assert entry['shape']['bounding_ellipsoid_volume_ratio'] == pytest.approx(
+        reference_entry['shape']['bounding_ellipsoid_volume_ratio'], abs=0.05), name
     seg = hd.seg.segread(out / entry['dicom_seg'])
     assert int(np.asarray(seg.pixel_array).sum()) == entry['volume_voxels'], name
     for written in ('predictions.csv', 'summary.json', 'report.html'):
