@@ -1,14 +1,21 @@
-"""Shape features of every patient's tumour and their association with the genomic subtypes, by
-Buda, Saha and Mazurowski 2019's protocol (`jaxbrain.radiogenomics`), beside the paper's p-values.
+"""What kind of tumour: every patient's shape features, their association with the genomic subtypes
+by Buda, Saha and Mazurowski 2019's protocol (`jaxbrain.radiogenomics`), and grade, histological
+type and subtype predicted from them (`jaxbrain.tumour_type`), beside the papers' figures.
 
   python -m experiments.radiogenomics --data-dir ../shared/data/lgg/kaggle_3m [--runs RUN ...] [--out DIR]
+  python -m experiments.radiogenomics --apply-to DIR [--type-model FILE] [--seg-run RUN | --model DIR] [--out DIR]
 
 From the true masks, and with `--runs` (the five `--fold K` runs, or the five ensemble members) also
 from automatic masks, each patient's from a run that never trained on it. Writes to `--out`:
 features.csv (every patient's features, and which masks they came from), associations.csv and
 associations.json (every test: its table, patient count, exact p-value, and whether it passes the
-Bonferroni threshold), features_by_subtype_<masks>.png, and report.html with the table beside the
-paper's and the plots. Prints the table and the time it took.
+Bonferroni threshold), prediction.json (each target's cross-validated ROC AUC, its interval and
+permutation p-value), type_model.json (the models fitted on every patient's true masks),
+features_by_subtype_<masks>.png, and report.html. Prints the tables and the time it took.
+
+`--apply-to DIR` applies a saved type model to the patient folders of DIR (patients it was not
+trained on): their true masks where the folders hold masks, else the masks `jaxbrain predict` makes
+with `--seg-run`, `--model` or the shipped model; writes type_probabilities.csv, saying which.
 """
 from __future__ import annotations
 
@@ -20,9 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxbrain import tumour_type
+from jaxbrain.bundle import runs_to_score
 from jaxbrain.data.clinical import GENOMIC_CLUSTERS, read_clinical
 from jaxbrain.errors import run_entry_point
 from jaxbrain.files import write_csv, write_json
+from jaxbrain.localize.predict import predict
 from jaxbrain.machine import describe
 from jaxbrain.pages import STYLE
 from jaxbrain.radiogenomics import Association, associate, automatic_masks, bonferroni, patient_masks
@@ -72,39 +82,67 @@ def _plot(features: dict, clinical, path: Path, title: str) -> None:
   plt.close(fig)
 
 
-def _page(out: Path, rows: list[dict], threshold: float, facts: str) -> None:
+# Buda et al. 2020 (Radiology: AI), cluster-of-clusters 2 vs rest from MRI by a CNN, patient-level
+# cross-validated ROC AUC: from random initialization, from ImageNet, pretrained on glioblastoma MRI.
+PAPER_2020 = 'CNN: 0.680 [0.538, 0.811] from scratch, 0.640 from ImageNet, 0.730 [0.605, 0.844] glioblastoma-pretrained'
+
+
+def _auc_said(r: dict) -> str:
+  """'0.782 [0.647, 0.900]', or why a target was not scored."""
+  if r['roc_auc'] is None:
+    return r['note']
+  interval = f' [{r["confidence_95"][0]:.3f}, {r["confidence_95"][1]:.3f}]' if r['confidence_95'] else ''
+  return f'{r["roc_auc"]:.3f}{interval}'
+
+
+def _range_said(r: dict) -> str:
+  return f'{r["repeat_range"][0]:.3f}-{r["repeat_range"][1]:.3f}' if r['repeat_range'] else ''
+
+
+def _p_said(r: dict) -> str:
+  return f'{r["permutation_p"]:.3g}' if r['permutation_p'] is not None else ''
+
+
+def _prediction_rows(masks: str, model: dict) -> list[dict]:
+  return [{'masks': masks, 'target': name, 'patients': t['figures']['patients'], 'positives': t['figures']['positives'],
+           **{k: t['figures'].get(k) for k in ('roc_auc', 'confidence_95', 'repeat_range', 'permutation_p', 'note')},
+           'paper': PAPER_2020 if name == tumour_type.TARGETS[0].name else ''} for name, t in model['targets'].items()]
+
+
+def _page(out: Path, rows: list[dict], predicted: list[dict], threshold: float, facts: str) -> None:
   header = ''.join(f'<th>{h}</th>' for h in ('masks', 'feature', 'subtype', 'patients', 'p (exact)', 'Buda et al. 2019',
                                              'table: code: at or below / above the median'))
   body = ''.join(f'<tr{" style=font-weight:600" if r["significant"] else ""}><td>{r["masks"]}</td>'
                  f'<td>{r["feature"].replace("_", " ")}</td><td>{r["subtype"]}</td><td class=num>{r["patients"]}</td>'
                  f'<td class=num>{r["p"]:.2g}</td><td>{html.escape(r["paper"])}</td><td>{r["table"]}</td></tr>'
                  for r in rows)
+  predicted_rows = ''.join(
+      f'<tr><td>{r["masks"]}</td><td>{html.escape(r["target"])}</td><td class=num>{r["positives"]} / {r["patients"]}</td>'
+      f'<td class=num>{html.escape(_auc_said(r))}</td><td class=num>{_range_said(r)}</td><td class=num>{_p_said(r)}</td>'
+      f'<td>{html.escape(r["paper"])}</td></tr>' for r in predicted)
   plots = ''.join(f'<h2>Features by subtype: {html.escape(SAID[m])}</h2><img class=wide src="features_by_subtype_{m}.png" '
                   f'alt="each feature by each subtype, {m} masks">' for m in dict.fromkeys(r['masks'] for r in rows))
   page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
           f'content="width=device-width, initial-scale=1"><title>jaxbrain radiogenomics</title><style>{STYLE}</style>'
-          f'</head><body><h1>Tumour shape and genomic subtype</h1><p>{html.escape(facts)}</p><p class=muted>Research '
-          'use only. 80 patients: most tests cannot reach significance, and a subtype is decided by sequencing, not by a '
-          f'scan. Bold: p below the Bonferroni threshold {threshold:.2g} (0.05 over the {len(rows) // max(1, len({r["masks"] for r in rows}))} '
-          'hypotheses of each set of masks). The subtype codes are data.csv\'s; the dataset gives no legend. '
-          f'{html.escape(PAPER_ALSO)}</p>'
-          f'<table><tr>{header}</tr>{body}</table>{plots}</body></html>\n')
+          f'</head><body><h1>Tumour shape and tumour type</h1><p>{html.escape(facts)}</p><p class=muted>Research '
+          'use only. 80 patients: wide intervals, and most tests cannot reach significance; grade and type are decided '
+          'by pathology, a subtype by sequencing, not by a scan. The codes are data.csv\'s; the dataset gives no '
+          'legend.</p><h2>Predicted from shape</h2><p class=muted>' + html.escape(tumour_type.__doc__.split('\n\n')[1])
+          + '</p><table><tr><th>masks</th><th>target</th><th>positives / patients</th><th>ROC AUC [95% CI]</th>'
+          f'<th>over repeats</th><th>permutation p</th><th>Buda et al. 2020</th></tr>{predicted_rows}</table>'
+          f'<h2>Shape against subtype</h2><p class=muted>Bold: p below the Bonferroni threshold {threshold:.2g}. '
+          f'{html.escape(PAPER_ALSO)}</p><table><tr>{header}</tr>{body}</table>{plots}</body></html>\n')
   (out / 'report.html').write_text(page, encoding='utf-8')
 
 
-def run(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--data-dir', required=True, help='the kaggle_3m folder (patient folders and data.csv)')
-  parser.add_argument('--runs', nargs='*', default=[], help='segmentation runs for the automatic masks')
-  parser.add_argument('--out', default='checkpoints/radiogenomics', help='where the table, plots and page go')
-  args = parser.parse_args(argv)
-  started, out = time.perf_counter(), Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
+def _analyse(args, out: Path) -> tuple[list[dict], list[dict], float, dict, int]:
+  """Features, associations and the type models from each set of masks: (association rows,
+  prediction rows, the Bonferroni threshold, the type model of the true masks, patients)."""
   clinical = read_clinical(args.data_dir)
   sources = {TRUE: (patient_masks(args.data_dir), {})}
   if args.runs:
     sources[AUTOMATIC] = automatic_masks(args.runs, args.data_dir, out / 'automatic')
-  rows, feature_rows = [], []
+  rows, predicted, feature_rows, models = [], [], [], {}
   for masks, (volumes, made_by) in sources.items():
     features = {patient: shape_features(volume) for patient, volume in sorted(volumes.items())}
     found = associate(features, clinical, FEATURES, GENOMIC_CLUSTERS)
@@ -112,19 +150,73 @@ def run(argv: list[str] | None = None) -> int:
     feature_rows += [{'patient': p, 'masks': masks, 'made_by': str(made_by.get(p, 'data.csv\'s folder')),
                       **f.as_dict()} for p, f in features.items()]
     _plot(features, clinical, out / f'features_by_subtype_{masks}.png', SAID[masks])
-  threshold = bonferroni(found)
+    models[masks] = tumour_type.train(features, clinical, SAID[masks], args.repeats, args.permutations)
+    predicted += _prediction_rows(masks, models[masks])
   write_csv(out / 'features.csv', feature_rows)
   write_csv(out / 'associations.csv', rows)
-  minutes = (time.perf_counter() - started) / 60
-  facts = (f'{args.data_dir}: {len(sources[TRUE][0])} patients; {minutes:.1f} min on {describe()}; '
-           f'python -m experiments.radiogenomics --data-dir {args.data_dir}' + (' --runs ...' if args.runs else ''))
-  write_json(out / 'associations.json', {'threshold': threshold, 'facts': facts, 'tests': rows})
-  _page(out, rows, threshold, facts)
+  return rows, predicted, bonferroni(found), models[TRUE], len(sources[TRUE][0])
+
+
+def _print_tables(rows: list[dict], predicted: list[dict], threshold: float) -> None:
+  print('| masks | target | positives / patients | ROC AUC [95% CI] | over repeats | permutation p |\n|---|---|---|---|---|---|')
+  for r in predicted:
+    print(f'| {r["masks"]} | {r["target"]} | {r["positives"]} / {r["patients"]} | {_auc_said(r)} | {_range_said(r)} '
+          f'| {_p_said(r)} |')
+  print(f'Buda et al. 2020, cluster-of-clusters 2 vs rest: {PAPER_2020}\n')
   print('| masks | feature | subtype | patients | p | Buda 2019 |\n|---|---|---|---|---|---|')
   for r in rows:
     mark = '**' if r['significant'] else ''
     print(f'| {r["masks"]} | {r["feature"]} | {r["subtype"]} | {r["patients"]} | {mark}{r["p"]:.2g}{mark} | {r["paper"]} |')
-  print(f'Bonferroni threshold {threshold:.2g}. {PAPER_ALSO}\n{facts}; written to {out}')
+  print(f'Bonferroni threshold {threshold:.2g}. {PAPER_ALSO}')
+
+
+def _apply(args, out: Path) -> None:
+  """type_probabilities.csv for the patient folders of `--apply-to`."""
+  model = tumour_type.load(args.type_model or out / 'type_model.json')
+  folder = Path(args.apply_to)
+  if any(folder.glob('*/*_mask.*')):
+    shapes = {p: shape_features(v) for p, v in patient_masks(folder).items()}
+    found, masks = tumour_type.apply(model, shapes), 'the folders\' true masks'
+  else:
+    run, seg_run = runs_to_score(None, args.seg_run, args.model)
+    summary = predict([folder], run, out / 'apply_masks', seg_run_dir=seg_run, overwrite=True,
+                      type_model=args.type_model or out / 'type_model.json')
+    found = {p: {k: v for k, v in e['type_probabilities'].items() if k in model['targets']} for p, e in summary.items()}
+    masks = f'predicted by {seg_run} (jaxbrain predict, in {out / "apply_masks"})'
+  write_csv(out / 'type_probabilities.csv', [{'patient': p, 'masks': masks, **probabilities}
+                                             for p, probabilities in sorted(found.items())])
+  print(f'{len(found)} patients, masks: {masks}; wrote {out / "type_probabilities.csv"} ({tumour_type.RESEARCH_ONLY})')
+
+
+def run(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--data-dir', help='the kaggle_3m folder (patient folders and data.csv)')
+  parser.add_argument('--runs', nargs='*', default=[], help='segmentation runs for the automatic masks')
+  parser.add_argument('--out', default='checkpoints/radiogenomics', help='where the tables, models, plots and page go')
+  parser.add_argument('--repeats', type=int, default=tumour_type.REPEATS, help='repeats of the five-fold cross-validation')
+  parser.add_argument('--permutations', type=int, default=tumour_type.PERMUTATIONS, help='label permutations per target')
+  parser.add_argument('--apply-to', metavar='DIR', help='patient folders to apply a saved type model to')
+  parser.add_argument('--type-model', metavar='FILE', help='with --apply-to: the model (default: OUT/type_model.json)')
+  parser.add_argument('--seg-run', help='with --apply-to, for folders without masks: the segmenter')
+  parser.add_argument('--model', metavar='DIR', help='with --apply-to, for folders without masks: a model bundle')
+  args = parser.parse_args(argv)
+  started, out = time.perf_counter(), Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  if args.apply_to:
+    _apply(args, out)
+    return 0
+  if not args.data_dir:
+    parser.error('--data-dir is needed (or --apply-to)')
+  rows, predicted, threshold, model, patients = _analyse(args, out)
+  tumour_type.save(model, out / 'type_model.json')
+  minutes = (time.perf_counter() - started) / 60
+  facts = (f'{args.data_dir}: {patients} patients; {minutes:.1f} min on {describe()}; '
+           f'python -m experiments.radiogenomics --data-dir {args.data_dir}' + (' --runs ...' if args.runs else ''))
+  write_json(out / 'associations.json', {'threshold': threshold, 'facts': facts, 'tests': rows})
+  write_json(out / 'prediction.json', {'facts': facts, 'recipe': tumour_type.__doc__, 'targets': predicted})
+  _page(out, rows, predicted, threshold, facts)
+  _print_tables(rows, predicted, threshold)
+  print(f'{facts}; written to {out}')
   return 0
 
 

@@ -59,9 +59,12 @@ def _predict(args) -> int:
   from jaxbrain.bundle import runs_to_score
 
   run, seg_run = runs_to_score(args.run, args.seg_run, args.model)
+  if args.type_model and seg_run is None:
+    raise ConfigError('--type-model reads the shape of each patient\'s predicted masks: give a segmenter (--seg-run or '
+                      '--model)')
   summary = predict(args.inputs, run, args.out, seg_run_dir=seg_run, batch_size=args.batch_size,
                     progress=not args.no_progress, overwrite=args.overwrite, case_files=given or None,
-                    case_name=args.case)
+                    case_name=args.case, type_model=args.type_model)
   slices = sum(p['slices'] for p in summary.values())
   tumor = sum(len(p['slices_with_tumor']) for p in summary.values())
   volumes = [f'{name} {entry["tumor_volume_ml"]:.2f} ml' for name, entry in summary.items() if 'tumor_volume_ml' in entry]
@@ -243,6 +246,9 @@ def _add_predict(commands) -> None:
                        'pixel probability) and the label (the mask is not empty)')
   predict.add_argument('--model', metavar='DIR', help='a model bundle (jaxbrain export); with none of --model, --run '
                        'and --seg-run, the bundle this checkout ships (checkpoints/models/lgg-seg01)')
+  predict.add_argument('--type-model', metavar='FILE', help='a type model (type_model.json of python -m '
+                       'experiments.radiogenomics): each patient\'s probabilities of grade, histological type and '
+                       'genomic subtype from the shape of its predicted masks, in summary.json (research use only)')
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')

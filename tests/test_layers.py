@@ -7,7 +7,7 @@ import jaxbrain
 
 LAYERS = (('folders', 'flags', 'text'), ('errors', 'files', 'overlay', 'xla_defaults', 'allocator', 'compilation_cache', 'metrics', 'shape',
                                            'safetensors_io', 'machine'), ('data',),
-          ('postprocess',), ('decisions',), ('kernels',), ('models',), ('config',), ('runs',), ('bundle',), ('inference', 'pages'),
+          ('postprocess', 'tumour_type'), ('decisions',), ('kernels',), ('models',), ('config',), ('runs',), ('bundle',), ('inference', 'pages'),
           ('train', 'localize'), ('evaluators', 'radiogenomics'), ('cli', 'spark'))
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 PACKAGE = Path(jaxbrain.__file__).parent

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxbrain import tumour_type
 from jaxbrain.bundle import facts, headline
 from jaxbrain.data.inputs import Slices, missing_slices, read_inputs, whole_stacks
 from jaxbrain.errors import Caution, OutputError, OutputExistsError, warnings_kept
@@ -26,10 +27,12 @@ from jaxbrain.runs import RunError, read_gate
 
 def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: str | Path,
             seg_run_dir: str | Path | None = None, batch_size: int = INFERENCE.batch_size, progress: bool = True,
-            overwrite: bool = False, case_files: dict | None = None, case_name: str | None = None) -> dict:
+            overwrite: bool = False, case_files: dict | None = None, case_name: str | None = None,
+            type_model: str | Path | None = None) -> dict:
   """Scores every input slice; writes predictions.csv, summary.json, report.html, masks/ and overlays/
   under out_dir, and `<case>_mask.nii.gz` per volume case (and `<case>_seg.dcm`, a DICOM SEG, per
-  DICOM case) when a segmenter is given.
+  DICOM case) when a segmenter is given; with `type_model` (`tumour_type.load`), each patient's
+  type probabilities from the shape of its masks in summary.json.
 
   Every input is read and scored before anything is written; a non-finite probability (damaged
   weights) stops it with an error instead of becoming a label. The warnings printed on the way
@@ -37,13 +40,14 @@ def predict(inputs: Sequence[str | Path], run_dir: str | Path | None, out_dir: s
   """
   with warnings_kept() as notes:  # the page repeats what the console said
     scorer = Scorer(run_dir, seg_run_dir, batch_size)
+    types = tumour_type.load(type_model) if type_model is not None else None
     out_dir = Path(out_dir)
     check_output_dir(out_dir, [*inputs, *(case_files or {}).values()], overwrite)
     _warn_about_runs(scorer)
     read = read_inputs(inputs, case_files, case_name, progress)
     _warn_about_inputs(scorer, read)
     scored = score(scorer, read, batch_size, progress)
-    return PredictionWriter(PredictionDir(out_dir), scorer).write(read, scored, notes)
+    return PredictionWriter(PredictionDir(out_dir), scorer, types).write(read, scored, notes)
 
 
 def _warn_about_runs(scorer: Scorer) -> None:

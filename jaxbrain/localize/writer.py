@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jaxbrain import __version__
+from jaxbrain import __version__, tumour_type
 from jaxbrain.bundle import facts, headline
 from jaxbrain.data import dicom_seg, nifti
 from jaxbrain.data.inputs import Slices
@@ -51,8 +51,8 @@ class Scored:
 class PredictionWriter:
   """Writes a prediction folder from the slices read and their scores (`write`)."""
 
-  def __init__(self, out: PredictionDir, scorer: Scorer):
-    self.out, self.scorer = out, scorer
+  def __init__(self, out: PredictionDir, scorer: Scorer, type_model: dict | None = None):
+    self.out, self.scorer, self.type_model = out, scorer, type_model
 
   def write(self, read: Slices, scored: Scored, notes: list[str]) -> dict:
     """Every output, the summary (returned) last but the page: a fresh folder holding the slice
@@ -132,14 +132,18 @@ class PredictionWriter:
   def shapes(self, read: Slices, masks: np.ndarray, summary: dict) -> None:
     """Each patient's shape features (`shape.shape_features`: volume, angular standard deviation,
     margin fluctuation, bounding ellipsoid volume ratio, ...) from its predicted masks in slice order,
-    as `shape` in its summary entry; a volume case's mL is its mask's in the case's own voxels."""
+    as `shape` in its summary entry; a volume case's mL is its mask's in the case's own voxels. With
+    a type model, the probabilities it gives from those features, as `type_probabilities`."""
     order: dict[str, list] = {}
     for i, identity in enumerate(read.rows):
       order.setdefault(identity['patient'], []).append((identity['slice'] or 0, i))
-    for patient, slices in order.items():
-      entry = summary[patient]
-      found = shape_features(masks[[i for _, i in sorted(slices)]]).as_dict()
-      entry['shape'] = {**found, 'volume_ml': entry.get('tumor_volume_ml')}
+    shapes = {patient: shape_features(masks[[i for _, i in sorted(slices)]]) for patient, slices in order.items()}
+    for patient, found in shapes.items():
+      summary[patient]['shape'] = {**found.as_dict(), 'volume_ml': summary[patient].get('tumor_volume_ml')}
+    if self.type_model is not None:
+      for patient, probabilities in tumour_type.apply(self.type_model, shapes).items():
+        summary[patient]['type_probabilities'] = {**probabilities, 'masks_the_model_learned_from': self.type_model['masks'],
+                                                  'note': tumour_type.RESEARCH_ONLY}
 
   def seg(self, case: nifti.Case, volume: np.ndarray) -> dict:
     """The case's mask as a DICOM SEG ({'dicom_seg': its file name}); a SEG its series' headers

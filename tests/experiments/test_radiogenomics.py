@@ -4,11 +4,18 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
+from jaxbrain import cli, tumour_type
 from jaxbrain.data.clinical import COLUMNS, GENOMIC_CLUSTERS, PATIENT
-from jaxbrain.shape import FEATURES
+from jaxbrain.radiogenomics import patient_masks
+from jaxbrain.shape import FEATURES, shape_features
 
 from experiments import radiogenomics
+
+
+FAST = ['--repeats', '1', '--permutations', '5']
+CODED = (*GENOMIC_CLUSTERS, 'histological_type', 'neoplasm_histologic_grade')
 
 
 def _with_random_subtypes(phantom, folder):
@@ -21,7 +28,7 @@ def _with_random_subtypes(phantom, folder):
     writer = csv.writer(f)
     writer.writerow([PATIENT, *COLUMNS])
     for patient in patients:
-      writer.writerow([patient] + [int(rng.integers(1, 3)) if c in GENOMIC_CLUSTERS else '' for c in COLUMNS])
+      writer.writerow([patient] + [int(rng.integers(1, 3)) if c in CODED else '' for c in COLUMNS])
   return data, patients
 
 
@@ -31,7 +38,7 @@ def test_the_experiment_writes_its_table_features_plots_and_page(phantom_tif, tm
   Catches a hypothesis left out or counted twice (a wrong threshold), a patient missing."""
   data, patients = _with_random_subtypes(phantom_tif, tmp_path / 'kaggle_3m')
   out = tmp_path / 'out'
-  assert radiogenomics.main(['--data-dir', str(data), '--out', str(out)]) == 0
+  assert radiogenomics.main(['--data-dir', str(data), '--out', str(out), *FAST]) == 0
   tests = json.loads((out / 'associations.json').read_text())
   assert {(t['feature'], t['subtype']) for t in tests['tests']} == {(f, s) for f in FEATURES for s in GENOMIC_CLUSTERS}
   assert tests['threshold'] == 0.05 / (len(FEATURES) * len(GENOMIC_CLUSTERS))
@@ -42,3 +49,53 @@ def test_the_experiment_writes_its_table_features_plots_and_page(phantom_tif, tm
   page = (out / 'report.html').read_text()
   assert 'Buda et al. 2019' in page and 'Research use only' in page
   assert 'Bonferroni threshold' in capsys.readouterr().out
+  predicted = json.loads((out / 'prediction.json').read_text())['targets']
+  # codes 1-2 only: the targets of codes 3 and 4 have no positive patient, so no model
+  assert [t['target'] for t in predicted] == [t.name for t in tumour_type.TARGETS if t.positive <= 2]
+
+
+def test_a_saved_type_model_applied_to_other_folders_gives_its_probabilities(phantom_tif, tmp_path):
+  """--apply-to a folder with masks: type_probabilities.csv holds, per patient, what the saved
+  model gives from the shapes of those masks, and says they are the true masks. Catches a model
+  refitted on the new folder, or probabilities written for the wrong patient."""
+  data, _ = _with_random_subtypes(phantom_tif, tmp_path / 'kaggle_3m')
+  out = tmp_path / 'out'
+  assert radiogenomics.main(['--data-dir', str(data), '--out', str(out), *FAST]) == 0
+  assert radiogenomics.main(['--apply-to', str(phantom_tif), '--out', str(out)]) == 0
+  model = tumour_type.load(out / 'type_model.json')
+  shapes = {p: shape_features(v) for p, v in patient_masks(phantom_tif).items()}
+  expected = tumour_type.apply(model, shapes)
+  with open(out / 'type_probabilities.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert {r['patient'] for r in rows} == set(expected) and all('true masks' in r['masks'] for r in rows)
+  for row in rows:
+    for name, p in expected[row['patient']].items():
+      assert float(row[name]) == pytest.approx(p, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_apply_to_folders_without_masks_uses_the_segmenter_and_matches_predict(trained_runs, phantom_tif, tmp_path):
+  """Folders holding only images: the masks come from --seg-run through `jaxbrain predict`, the CSV
+  names that segmenter, and its probabilities are those `predict --type-model` puts in summary.json.
+  Catches a type model applied to no masks, or to masks other than predict's."""
+  data, _ = _with_random_subtypes(phantom_tif, tmp_path / 'kaggle_3m')
+  out = tmp_path / 'out'
+  assert radiogenomics.main(['--data-dir', str(data), '--out', str(out), *FAST]) == 0
+  images = tmp_path / 'images'
+  for folder in sorted(p for p in phantom_tif.iterdir() if p.is_dir())[:2]:
+    (images / folder.name).mkdir(parents=True)
+    for image in folder.glob('*.tif'):
+      if not image.stem.endswith('_mask'):
+        shutil.copy(image, images / folder.name / image.name)
+  seg = trained_runs[1]
+  assert radiogenomics.main(['--apply-to', str(images), '--seg-run', str(seg), '--out', str(out)]) == 0
+  with open(out / 'type_probabilities.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 2 and all(str(seg) in r['masks'] for r in rows)
+  assert cli.main(['predict', str(images), '--seg-run', str(seg), '--type-model', str(out / 'type_model.json'),
+                   '--out', str(tmp_path / 'pred'), '--no-progress']) == 0
+  summary = json.loads((tmp_path / 'pred' / 'summary.json').read_text())
+  targets = tumour_type.load(out / 'type_model.json')['targets']
+  for row in rows:
+    for name in targets:
+      assert float(row[name]) == pytest.approx(summary[row['patient']]['type_probabilities'][name])

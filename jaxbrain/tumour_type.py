@@ -1,0 +1,212 @@
+"""What kind of tumour, predicted from its shape: patient-level models of grade, histological type and
+genomic subtype (after Buda, AlBadawy, Saha, Mazurowski, Radiology: AI 2020, who predicted
+cluster-of-clusters 2 against the rest from the images with a CNN) from the shape features of
+`jaxbrain.shape`, scored by patient-level cross-validation.
+
+The recipe, stated once before any run and not tuned (so no nested cross-validation): the features
+of `FEATURE_NAMES` (sizes on a log scale); a feature a patient lacks (no tumour, a flat one) takes the
+training patients' median; each feature standardized by the training patients' mean and standard
+deviation; an L2-regularized logistic regression (`L2` on the weights, not the intercept) fitted by
+Newton's method. Each target is one binary question (`TARGETS`: a code against the rest of its
+column; a column of several codes is asked once per code); a patient whose code is missing is left
+out of that target. The codes are data.csv's, which gives no legend.
+
+Scored by stratified five-fold cross-validation over patients, repeated `REPEATS` times: each
+patient's probability comes only from models that did not train on it (`cross_validated`
+checks it). Reported: the ROC AUC of the repeats' mean out-of-fold probability, the range over the
+repeats, its 95% bootstrap interval over patients, and a permutation p-value (the whole
+cross-validation rerun on shuffled labels).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jaxbrain.data.clinical import ClinicalTable
+from jaxbrain.errors import UserError
+from jaxbrain.files import write_json
+from jaxbrain.metrics import bootstrap_by_patient, roc_auc
+from jaxbrain.shape import ShapeFeatures
+
+FEATURE_NAMES = ('log_voxels', 'log_largest_slice_area', 'tumour_slices', 'pieces', 'angular_standard_deviation',
+                 'margin_fluctuation', 'bounding_ellipsoid_volume_ratio')
+L2 = 1.0
+FOLDS, REPEATS, PERMUTATIONS, BOOTSTRAP = 5, 10, 1000, 1000
+FORMAT = 1
+RESEARCH_ONLY = ('research use only: grade, histological type and genomic subtype are decided by pathology and '
+                 'sequencing, not by a scan; cross-validated figures on 80 patients: docs/radiogenomics.md')
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """One question: is `column`'s code `positive` (against every other code)?"""
+  name: str
+  column: str
+  positive: int
+
+  def labels(self, clinical: ClinicalTable, patients: Sequence[str]) -> np.ndarray:
+    """1 / 0 per patient, NaN where the code is missing."""
+    codes = clinical.column(self.column, patients)
+    return np.where(np.isnan(codes), np.nan, (codes == self.positive).astype(float))
+
+
+TARGETS = (Target('cluster-of-clusters 2 vs rest', 'COCCluster', 2),
+           Target('grade code 2 vs 1', 'neoplasm_histologic_grade', 2),
+           *(Target(f'histological type {k} vs rest', 'histological_type', k) for k in (1, 2, 3)),
+           *(Target(f'RNASeq cluster {k} vs rest', 'RNASeqCluster', k) for k in (1, 2, 3, 4)))
+
+
+def feature_vector(found: ShapeFeatures) -> np.ndarray:
+  """`FEATURE_NAMES` of one patient, NaN for a feature it lacks."""
+  log = lambda v: np.log(v) if v else np.nan
+  values = {'log_voxels': log(found.voxels), 'log_largest_slice_area': log(found.largest_slice_area),
+            'tumour_slices': found.tumour_slices, 'pieces': found.pieces,
+            **{name: getattr(found, name) for name in FEATURE_NAMES[4:]}}
+  return np.array([np.nan if values[n] is None else values[n] for n in FEATURE_NAMES], float)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogisticModel:
+  """A fitted model: the medians that fill missing features, the standardization, the weights."""
+  median: np.ndarray
+  mean: np.ndarray
+  scale: np.ndarray
+  weights: np.ndarray
+  intercept: float
+
+  def probability(self, features: np.ndarray) -> np.ndarray:
+    filled = np.where(np.isnan(features), self.median, features)
+    return 1 / (1 + np.exp(-(((filled - self.mean) / self.scale) @ self.weights + self.intercept)))
+
+  def as_dict(self) -> dict:
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in dataclasses.asdict(self).items()}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> 'LogisticModel':
+    return cls(*(np.asarray(d[k], float) for k in ('median', 'mean', 'scale', 'weights')), float(d['intercept']))
+
+
+def fit(features: np.ndarray, labels: np.ndarray, l2: float = L2) -> LogisticModel:
+  """The recipe of the module docstring on features [N, F] and 0 / 1 labels [N]."""
+  median = np.nanmedian(features, axis=0)
+  median = np.where(np.isnan(median), 0.0, median)
+  filled = np.where(np.isnan(features), median, features)
+  mean, scale = filled.mean(0), filled.std(0)
+  scale = np.where(scale > 0, scale, 1.0)
+  x = np.concatenate([(filled - mean) / scale, np.ones((len(filled), 1))], axis=1)
+  penalty = np.diag([l2] * features.shape[1] + [0.0])
+  w = np.zeros(x.shape[1])
+  for _ in range(100):  # Newton's method on the penalized log-likelihood (convex: it converges)
+    p = 1 / (1 + np.exp(-x @ w))
+    gradient = x.T @ (p - labels) + penalty @ w
+    step = np.linalg.solve(x.T @ (x * (p * (1 - p))[:, None]) + penalty, gradient)
+    w -= step
+    if np.abs(step).max() < 1e-10:
+      break
+  return LogisticModel(median, mean, scale, w[:-1], float(w[-1]))
+
+
+def stratified_folds(labels: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+  """Each patient's fold, 0..folds-1, with each class dealt round the folds in a random order."""
+  assignment = np.empty(len(labels), int)
+  for value in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == value))
+    assignment[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+  return assignment
+
+
+def cross_validated(features: np.ndarray, labels: np.ndarray, repeats: int = REPEATS, folds: int = FOLDS,
+                    seed: int = 0) -> np.ndarray:
+  """Out-of-fold probabilities [repeats, N]: in each repeat every patient's probability comes from
+  the model fitted on the other folds, never on the patient."""
+  rng = np.random.default_rng(seed)
+  found = np.full((repeats, len(labels)), np.nan)
+  for r in range(repeats):
+    assignment = stratified_folds(labels, folds, rng)
+    for k in range(folds):
+      held = assignment == k
+      found[r, held] = fit(features[~held], labels[~held]).probability(features[held])
+  return found
+
+
+def score(features: np.ndarray, labels: np.ndarray, repeats: int = REPEATS, permutations: int = PERMUTATIONS,
+          bootstrap: int = BOOTSTRAP, seed: int = 0) -> dict:
+  """A target's cross-validated figures: 'roc_auc' of the repeats' mean out-of-fold probability,
+  'repeat_range' of the repeats' own AUCs, 'confidence_95' (patient bootstrap), 'permutation_p'
+  ((1 + permuted AUCs at least as high) / (1 + permutations)), counts. A target with fewer than
+  `FOLDS` patients on either side cannot put one of each in every fold: its figures are None, with
+  a note saying why."""
+  counts = {'patients': int(len(labels)), 'positives': int(labels.sum())}
+  if min(labels.sum(), len(labels) - labels.sum()) < FOLDS:
+    return {'roc_auc': None, 'repeat_range': None, 'confidence_95': None, 'permutation_p': None, **counts,
+            'note': f'not scored: {counts["positives"]} of {counts["patients"]} patients positive; five-fold '
+                    f'cross-validation needs at least {FOLDS} on each side'}
+  oof = cross_validated(features, labels, repeats, seed=seed)
+  mean = oof.mean(0)
+  observed = roc_auc(labels, mean)
+  rng = np.random.default_rng(seed + 1)
+  permuted = [roc_auc(shuffled, cross_validated(features, shuffled, repeats, seed=seed + 2 + i).mean(0))
+              for i, shuffled in enumerate(rng.permutation(labels) for _ in range(permutations))]
+  interval = bootstrap_by_patient(lambda rows, _: {'roc_auc': roc_auc(labels[rows], mean[rows])},
+                                  np.arange(len(labels)), bootstrap, seed=seed).get('roc_auc')
+  per_repeat = [roc_auc(labels, row) for row in oof]
+  return {'roc_auc': observed, 'repeat_range': [min(per_repeat), max(per_repeat)], 'confidence_95': interval,
+          'permutation_p': (1 + sum(a >= observed for a in permuted)) / (1 + permutations), **counts,
+          'out_of_fold': mean.tolist()}
+
+
+def patient_matrix(shapes: Mapping[str, ShapeFeatures]) -> tuple[list[str], np.ndarray]:
+  patients = sorted(shapes)
+  return patients, np.stack([feature_vector(shapes[p]) for p in patients])
+
+
+def train(shapes: Mapping[str, ShapeFeatures], clinical: ClinicalTable, masks: str, repeats: int = REPEATS,
+          permutations: int = PERMUTATIONS, seed: int = 0) -> dict:
+  """Every target scored by cross-validation and fitted once on all its patients: the type model
+  (`save` writes it; `apply` uses it) with each target's figures. A target whose patients are all
+  on one side has no model."""
+  patients, features = patient_matrix(shapes)
+  targets = {}
+  for target in TARGETS:
+    labels = target.labels(clinical, patients)
+    use = ~np.isnan(labels)
+    if len(np.unique(labels[use])) < 2:
+      continue
+    figures = score(features[use], labels[use], repeats, permutations, seed=seed)
+    figures['patient_ids'] = [p for p, u in zip(patients, use) if u]
+    targets[target.name] = {'column': target.column, 'positive': target.positive, 'figures': figures,
+                            'model': fit(features[use], labels[use]).as_dict()}
+  return {'format': FORMAT, 'features': list(FEATURE_NAMES), 'masks': masks, 'l2': L2, 'folds': FOLDS,
+          'repeats': repeats, 'permutations': permutations, 'targets': targets}
+
+
+def save(model: dict, path: Path) -> None:
+  write_json(path, model)
+
+
+def load(path: str | Path) -> dict:
+  """A saved type model; one of another format or other features is refused, naming the file."""
+  path = Path(path)
+  try:
+    model = json.loads(path.read_text(encoding='utf-8'))
+  except (OSError, ValueError) as e:
+    raise UserError(f'{path}: not a readable type model ({type(e).__name__}); '
+                    'python -m experiments.radiogenomics writes one as type_model.json') from None
+  if model.get('format') != FORMAT or model.get('features') != list(FEATURE_NAMES):
+    raise UserError(f'{path}: a type model of another format or feature set than this jaxbrain reads; train it again '
+                    'with python -m experiments.radiogenomics')
+  return model
+
+
+def apply(model: dict, shapes: Mapping[str, ShapeFeatures]) -> dict[str, dict[str, float]]:
+  """{patient: {target: probability}} from a saved type model."""
+  patients, features = patient_matrix(shapes)
+  found = {p: {} for p in patients}
+  for name, target in model['targets'].items():
+    for patient, p in zip(patients, LogisticModel.from_dict(target['model']).probability(features)):
+      found[patient][name] = float(p)
+  return found
