@@ -95,6 +95,7 @@ def test_apply_to_folders_without_masks_uses_the_segmenter_and_matches_predict(t
   assert cli.main(['predict', str(images), '--seg-run', str(seg), '--type-model', str(out / 'type_model.json'),
                    '--out', str(tmp_path / 'pred'), '--no-progress']) == 0
   summary = json.loads((tmp_path / 'pred' / 'summary.json').read_text())
+  assert 'from its shape (research use only): p(cluster-of-clusters 2 vs rest)' in (tmp_path / 'pred' / 'report.html').read_text()
   targets = tumour_type.load(out / 'type_model.json')['targets']
   for row in rows:
     for name in targets:
