@@ -51,6 +51,11 @@ DETECTION = {
     'exp22': SCRATCH.with_flags(experiment='exp22', image_size=224, epochs=30),
 }
 EXPERIMENTS = {**GRID, **FINAL, **DETECTION, **SEGMENTATION}
+# The image model of tumour type (`python -m experiments.radiogenomics --image-model`), stated before
+# its first run and not tuned: exp21's recipe without the mask head (the label is the patient's type,
+# not where the tumour is), on the tumour-bearing slices; experiment `type01-<target key>`, one run
+# per fold. Not in EXPERIMENTS: it needs --type-target and is scored per patient by that command.
+TYPE_IMAGE = SCRATCH.with_flags(experiment='type01', image_size=128, epochs=12, mask_head=False, evals=())
 
 STUDY_FIGURES = {'exp19': '96% accuracy', 'exp20': '97% accuracy'}  # on its 85/15 random slice split
 _PREPROCESS = {'resize': 'resize 224', 'resize_normalize': 'resize 224 + normalize', 'resize_flip': 'resize 224 + flip',

@@ -20,6 +20,7 @@ with `--seg-run`, `--model` or the shipped model; writes type_probabilities.csv,
 from __future__ import annotations
 
 import argparse
+import csv
 import html
 import sys
 import time
@@ -30,13 +31,18 @@ import numpy as np
 from jaxbrain import tumour_type
 from jaxbrain.bundle import runs_to_score
 from jaxbrain.data.clinical import GENOMIC_CLUSTERS, read_clinical
-from jaxbrain.errors import run_entry_point
+from jaxbrain.data.splits import NUM_FOLDS
+from jaxbrain.errors import UserError, run_entry_point
 from jaxbrain.files import write_csv, write_json
 from jaxbrain.localize.predict import predict
 from jaxbrain.machine import describe
 from jaxbrain.pages import STYLE
 from jaxbrain.radiogenomics import Association, associate, automatic_masks, bonferroni, patient_masks
+from jaxbrain.runs import finished, read_split
 from jaxbrain.shape import FEATURES, shape_features
+from jaxbrain.train import train_and_evaluate
+
+from experiments.configs import TYPE_IMAGE
 
 # Buda et al. 2019 (abstract): their p-values, Bonferroni over their 10 hypotheses (p < 0.005
 # significant). Their bounding ellipsoid volume ratio is associated "with all tested molecular
@@ -135,6 +141,31 @@ def _page(out: Path, rows: list[dict], predicted: list[dict], threshold: float, 
   (out / 'report.html').write_text(page, encoding='utf-8')
 
 
+def image_model(data_dir: str, key: str, workdir: str, clinical, **flags) -> dict:
+  """The image model of `key` (`experiments.configs.TYPE_IMAGE`): its five `--fold K` runs (each
+  skipped when finished, resumed when started), every patient's probability the mean of its test
+  slices' in the one fold that tested it, and their figures (`tumour_type.out_of_fold_figures`).
+  A patient tested by two folds, or trained on by the fold that tests it, is refused."""
+  probability: dict[str, float] = {}
+  for fold in range(NUM_FOLDS):
+    config = TYPE_IMAGE.with_flags(experiment=f'{TYPE_IMAGE.experiment}-{key}', type_target=key, data_dir=data_dir,
+                                   fold=fold, workdir=workdir, **flags)
+    run = config.run_dir
+    if not finished(run.path):
+      train_and_evaluate(config, resume=run.config.is_file(), progress=False)
+    trained = set(read_split(run.path)['train'])
+    with open(run.test_predictions, newline='') as f:
+      slices = list(csv.DictReader(f))
+    for patient in dict.fromkeys(row['patient'] for row in slices):
+      if patient in probability or patient in trained:
+        raise UserError(f'{run}: tests {patient}, which another fold tested or this one trained on')
+      probability[patient] = float(np.mean([float(r['probability']) for r in slices if r['patient'] == patient]))
+  patients = sorted(probability)
+  labels = tumour_type.target(key).labels(clinical, patients)
+  figures = tumour_type.out_of_fold_figures(labels, np.array([probability[p] for p in patients]))
+  return {**figures, 'patient_ids': patients, 'runs': f'{workdir}/{TYPE_IMAGE.experiment}-{key}'}
+
+
 def _analyse(args, out: Path) -> tuple[list[dict], list[dict], float, dict, int]:
   """Features, associations and the type models from each set of masks: (association rows,
   prediction rows, the Bonferroni threshold, the type model of the true masks, patients)."""
@@ -152,6 +183,10 @@ def _analyse(args, out: Path) -> tuple[list[dict], list[dict], float, dict, int]
     _plot(features, clinical, out / f'features_by_subtype_{masks}.png', SAID[masks])
     models[masks] = tumour_type.train(features, clinical, SAID[masks], args.repeats, args.permutations)
     predicted += _prediction_rows(masks, models[masks])
+  for key in args.image_model or ():
+    figures = image_model(args.data_dir, key, args.workdir, clinical)
+    target = tumour_type.target(key)
+    predicted += _prediction_rows(f'images ({figures["runs"]})', {'targets': {target.name: {'figures': figures}}})
   write_csv(out / 'features.csv', feature_rows)
   write_csv(out / 'associations.csv', rows)
   return rows, predicted, bonferroni(found), models[TRUE], len(sources[TRUE][0])
@@ -195,11 +230,17 @@ def run(argv: list[str] | None = None) -> int:
   parser.add_argument('--out', default='checkpoints/radiogenomics', help='where the tables, models, plots and page go')
   parser.add_argument('--repeats', type=int, default=tumour_type.REPEATS, help='repeats of the five-fold cross-validation')
   parser.add_argument('--permutations', type=int, default=tumour_type.PERMUTATIONS, help='label permutations per target')
+  parser.add_argument('--image-model', nargs='*', metavar='TARGET', choices=tumour_type.TARGET_KEYS,
+                      help='also train and score the image model (five folds of experiments.configs.TYPE_IMAGE) for '
+                           'these targets (none named: coc2); hours on a CPU')
+  parser.add_argument('--workdir', default='checkpoints', help='where the image model\'s fold runs go')
   parser.add_argument('--apply-to', metavar='DIR', help='patient folders to apply a saved type model to')
   parser.add_argument('--type-model', metavar='FILE', help='with --apply-to: the model (default: OUT/type_model.json)')
   parser.add_argument('--seg-run', help='with --apply-to, for folders without masks: the segmenter')
   parser.add_argument('--model', metavar='DIR', help='with --apply-to, for folders without masks: a model bundle')
   args = parser.parse_args(argv)
+  if args.image_model == []:
+    args.image_model = ['coc2']
   started, out = time.perf_counter(), Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   if args.apply_to:

@@ -22,6 +22,7 @@ from jaxbrain.flags import INFERENCE
 from jaxbrain.models.heads import REPORT_HEAD_DROPOUT, REPORT_HEAD_HIDDEN
 from jaxbrain.models.resnet import ARCHITECTURES, FROZEN_BN
 from jaxbrain.models.resunet import ENCODERS
+from jaxbrain.tumour_type import TARGET_KEYS
 
 __all__ = [
   'setting',
@@ -71,6 +72,10 @@ class DataConfig:
                                'tumor-free ones drawn afresh each epoch to make up the rest (0: every training slice '
                                'once, at their natural share)', at_least=0)
   phantom_patients: int = setting(16, 'patients of the embedded phantom dataset (without --data-dir)', at_least=3)
+  type_target: Optional[str] = setting(None, 'a tumour-type model instead of a tumour detector: the tumour-bearing '
+                                       'slices only, each labelled with its patient\'s answer to this question of '
+                                       f'data.csv: {", ".join(TARGET_KEYS)} (jaxbrain.tumour_type; research use '
+                                       'only)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,36 +282,47 @@ class Config:
       problems.append(f'--fold must be 0-{NUM_FOLDS - 1} (a {NUM_FOLDS}-fold patient split); got {self.data.fold}')
     if self.data.member is not None and not 0 <= self.data.member < NUM_FOLDS:
       problems.append(f'--member must be 0-{NUM_FOLDS - 1} (a {NUM_FOLDS}-member ensemble); got {self.data.member}')
-    if self.data.member is not None and (self.data.fold is not None or self.data.split != 'patient'):
-      problems.append('--member trains on the seed\'s patient split: drop --fold and --split slice')
-    if self.run_name is not None and not SAFE_NAME.fullmatch(self.run_name):
-      problems.append(f'--run-name {self.run_name!r}: use letters, digits, ".", "_" and "-" only, not starting with '
-                      '"." (a folder name inside the workdir, nothing that leaves it)')
-    if not SAFE_NAME.fullmatch(self.experiment):
-      problems.append(f'experiment name {self.experiment!r}: use letters, digits, ".", "_" and "-" only')
-    if isinstance(self.model, ResUNetConfig) and self.model.encoder == 'residual' and self.model.init == 'imagenet':
-      problems.append('--init imagenet: the ResUNet residual encoder has no ImageNet weights: pass --init scratch, '
-                      'or --encoder resnet18/resnet50 for a ResNet encoder')
-    if isinstance(self.task, ClassifyTask) and self.task.flip_average and self.task.strategy == 'feature_extractor' \
-        and self.task.feature_cache:
-      problems.append('--flip-average scores mirrored slices, which the feature cache does not hold: pass '
-                      '--no-feature-cache')
-    if isinstance(self.model, ResNetConfig) and self.model.mask_head:
-      if self.task.strategy != 'finetune':
-        problems.append('--mask-head trains the backbone: use it with --strategy finetune')
-      if self.data.image_size % 32:
-        problems.append(f'--mask-head: --image-size {self.data.image_size} must be a multiple of 32 (the mask head '
-                        'joins feature maps of strides 8, 16 and 32)')
-    if isinstance(self.task, ClassifyTask) and self.task.score_with_mask_head and not self.model.mask_head:
-      problems.append('--score-with-mask-head needs the mask head: pass --mask-head too, or turn the score off '
-                      '(--no-score-with-mask-head where it is the default, as in exp21)')
-    if isinstance(self.task, SegmentTask) and self.task.context_slices and self.model.init == 'imagenet':
-      problems.append('--context-slices: ImageNet weights take 3 channels, not a slice\'s neighbours as well: pass '
-                      '--init scratch')
+    problems += self._combination_problems()
     multiple, why = self.image_size_rule()
     if self.data.image_size < 32 or self.data.image_size % multiple:
       problems.append(f'--image-size {self.data.image_size}: {why}')
     return problems
+
+  def _combination_problems(self) -> list[str]:
+    """What is impossible in how the flags combine, each as a one-line message naming the flags."""
+    found = []
+    if self.data.member is not None and (self.data.fold is not None or self.data.split != 'patient'):
+      found.append('--member trains on the seed\'s patient split: drop --fold and --split slice')
+    if self.run_name is not None and not SAFE_NAME.fullmatch(self.run_name):
+      found.append(f'--run-name {self.run_name!r}: use letters, digits, ".", "_" and "-" only, not starting with '
+                      '"." (a folder name inside the workdir, nothing that leaves it)')
+    if not SAFE_NAME.fullmatch(self.experiment):
+      found.append(f'experiment name {self.experiment!r}: use letters, digits, ".", "_" and "-" only')
+    if isinstance(self.model, ResUNetConfig) and self.model.encoder == 'residual' and self.model.init == 'imagenet':
+      found.append('--init imagenet: the ResUNet residual encoder has no ImageNet weights: pass --init scratch, '
+                      'or --encoder resnet18/resnet50 for a ResNet encoder')
+    if isinstance(self.task, ClassifyTask) and self.task.flip_average and self.task.strategy == 'feature_extractor' \
+        and self.task.feature_cache:
+      found.append('--flip-average scores mirrored slices, which the feature cache does not hold: pass '
+                      '--no-feature-cache')
+    if isinstance(self.model, ResNetConfig) and self.model.mask_head:
+      if self.task.strategy != 'finetune':
+        found.append('--mask-head trains the backbone: use it with --strategy finetune')
+      if self.data.image_size % 32:
+        found.append(f'--mask-head: --image-size {self.data.image_size} must be a multiple of 32 (the mask head '
+                        'joins feature maps of strides 8, 16 and 32)')
+    if isinstance(self.task, ClassifyTask) and self.task.score_with_mask_head and not self.model.mask_head:
+      found.append('--score-with-mask-head needs the mask head: pass --mask-head too, or turn the score off '
+                      '(--no-score-with-mask-head where it is the default, as in exp21)')
+    if isinstance(self.task, SegmentTask) and self.task.context_slices and self.model.init == 'imagenet':
+      found.append('--context-slices: ImageNet weights take 3 channels, not a slice\'s neighbours as well: pass '
+                      '--init scratch')
+    if self.data.type_target is not None and self.data.type_target not in TARGET_KEYS:
+      found.append(f'--type-target must be one of {", ".join(TARGET_KEYS)}; got {self.data.type_target!r}')
+    if self.data.type_target is not None and (not self.data.data_dir or self.task.name != 'classify'):
+      found.append(f'--type-target {self.data.type_target}: a tumour-type model reads data.csv\'s codes and trains a '
+                   'classifier: give --data-dir and a classification experiment')
+    return found
 
   def image_size_rule(self) -> tuple[int, str]:
     """(the multiple image sizes must be, why): what the model's downsampling can take."""

@@ -137,6 +137,9 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
   if config.task.name != task:
     wanted = {'classify': 'a classification run (--run)', 'segment': 'a segmentation run (--seg-run)'}[task]
     raise RunError(f'{run_dir}: is a {config.task.name} run, but {wanted} is needed here')
+  if config.data.type_target is not None:
+    raise RunError(f'{run_dir}: is a tumour-type model (--type-target {config.data.type_target}: its probability is '
+                   'the patient\'s type, not a tumour\'s presence); python -m experiments.radiogenomics reads it')
   if not finished(run_dir):
     raise RunError(f'{run_dir}: unfinished (no decision.json: it stopped before its test evaluation and decisions '
                    f'were written), so it cannot be used; finish it with: {resume_command(run_dir)}')

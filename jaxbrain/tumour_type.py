@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxbrain.data.arrays import SliceArrays
 from jaxbrain.data.clinical import ClinicalTable
 from jaxbrain.errors import UserError
 from jaxbrain.files import write_json
@@ -43,7 +44,9 @@ RESEARCH_ONLY = ('research use only: grade, histological type and genomic subtyp
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-  """One question: is `column`'s code `positive` (against every other code)?"""
+  """One question: is `column`'s code `positive` (against every other code)? `key` names it on the
+  command line (`--type-target`), `name` in tables."""
+  key: str
   name: str
   column: str
   positive: int
@@ -54,10 +57,30 @@ class Target:
     return np.where(np.isnan(codes), np.nan, (codes == self.positive).astype(float))
 
 
-TARGETS = (Target('cluster-of-clusters 2 vs rest', 'COCCluster', 2),
-           Target('grade code 2 vs 1', 'neoplasm_histologic_grade', 2),
-           *(Target(f'histological type {k} vs rest', 'histological_type', k) for k in (1, 2, 3)),
-           *(Target(f'RNASeq cluster {k} vs rest', 'RNASeqCluster', k) for k in (1, 2, 3, 4)))
+TARGETS = (Target('coc2', 'cluster-of-clusters 2 vs rest', 'COCCluster', 2),
+           Target('grade2', 'grade code 2 vs 1', 'neoplasm_histologic_grade', 2),
+           *(Target(f'histology{k}', f'histological type {k} vs rest', 'histological_type', k) for k in (1, 2, 3)),
+           *(Target(f'rnaseq{k}', f'RNASeq cluster {k} vs rest', 'RNASeqCluster', k) for k in (1, 2, 3, 4)))
+TARGET_KEYS = tuple(t.key for t in TARGETS)
+
+
+def target(key: str) -> Target:
+  return next(t for t in TARGETS if t.key == key)
+
+
+def type_slices(data: SliceArrays, clinical: ClinicalTable, key: str) -> SliceArrays:
+  """What a tumour-type model (`--type-target key`) trains and is scored on: the tumour-bearing
+  slices of the patients whose code is known, each labelled 1 / 0 with its patient's answer. The
+  image model's patient probability is the mean of its slices'."""
+  patients = np.unique(data.patient)
+  answers = dict(zip(patients, target(key).labels(clinical, patients)))
+  labels = np.array([answers[p] for p in data.patient])
+  keep = (data.label == 1) & ~np.isnan(labels)
+  if not keep.any():
+    raise UserError(f'{clinical.path}: no patient with tumour slices has a {target(key).column} code: nothing to train '
+                    f'--type-target {key} on')
+  fields = {f.name: getattr(data, f.name)[keep] for f in dataclasses.fields(data)}
+  return dataclasses.replace(data, **{**fields, 'label': labels[keep].astype(np.int32)})
 
 
 def feature_vector(found: ShapeFeatures) -> np.ndarray:
@@ -157,6 +180,21 @@ def score(features: np.ndarray, labels: np.ndarray, repeats: int = REPEATS, perm
   return {'roc_auc': observed, 'repeat_range': [min(per_repeat), max(per_repeat)], 'confidence_95': interval,
           'permutation_p': (1 + sum(a >= observed for a in permuted)) / (1 + permutations), **counts,
           'out_of_fold': mean.tolist()}
+
+
+def out_of_fold_figures(labels: np.ndarray, probability: np.ndarray, permutations: int = PERMUTATIONS,
+                        bootstrap: int = BOOTSTRAP, seed: int = 0) -> dict:
+  """Figures of out-of-fold probabilities made elsewhere (the image model's five folds): 'roc_auc',
+  'confidence_95' (patient bootstrap) and 'permutation_p', the labels shuffled against the fixed
+  probabilities (a test of the predictions, not of the training: cheaper than `score`'s)."""
+  observed = roc_auc(labels, probability)
+  rng = np.random.default_rng(seed)
+  permuted = [roc_auc(rng.permutation(labels), probability) for _ in range(permutations)]
+  interval = bootstrap_by_patient(lambda rows, _: {'roc_auc': roc_auc(labels[rows], probability[rows])},
+                                  np.arange(len(labels)), bootstrap, seed=seed).get('roc_auc')
+  return {'roc_auc': observed, 'repeat_range': None, 'confidence_95': interval,
+          'permutation_p': (1 + sum(a >= observed for a in permuted)) / (1 + permutations),
+          'patients': int(len(labels)), 'positives': int(labels.sum()), 'out_of_fold': probability.tolist()}
 
 
 def patient_matrix(shapes: Mapping[str, ShapeFeatures]) -> tuple[list[str], np.ndarray]:

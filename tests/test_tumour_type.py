@@ -115,3 +115,39 @@ def test_a_model_of_another_format_is_refused_naming_the_file(tmp_path):
   path.write_text('{"format": 99}')
   with pytest.raises(UserError, match='type_model.json: a type model of another format'):
     tumour_type.load(path)
+
+
+def test_type_slices_keep_the_tumour_slices_labelled_with_their_patients_answer():
+  """Three patients (codes 2, 1, missing), each with tumour and tumour-free slices: only the first
+  two patients' tumour slices stay, labelled 1 and 0. Catches tumour-free slices kept, the slice's
+  tumour label kept, a patient without a code guessed."""
+  from jaxbrain.data.arrays import SliceArrays
+  patient = np.array(['TCGA_XX_0001'] * 3 + ['TCGA_XX_0002'] * 3 + ['TCGA_XX_0003'] * 2)
+  label = np.array([0, 1, 1, 1, 0, 1, 1, 1], np.int32)
+  n = len(patient)
+  data = SliceArrays(np.zeros((n, 4, 4, 3), np.uint8), np.zeros((n, 4, 4), np.uint8), label, patient,
+                     np.array(['XX'] * n), np.arange(n, dtype=np.int32), np.array([f's{i}' for i in range(n)]))
+  rows = {'TCGA_XX_0001': {'COCCluster': 2}, 'TCGA_XX_0002': {'COCCluster': 1}, 'TCGA_XX_0003': {'COCCluster': None}}
+  kept = tumour_type.type_slices(data, ClinicalTable(None, rows), 'coc2')
+  assert kept.path.tolist() == ['s1', 's2', 's3', 's5'] and kept.label.tolist() == [1, 1, 0, 0]
+
+
+def test_out_of_fold_figures_permute_the_labels_against_fixed_probabilities():
+  """Probabilities that rank every positive first: AUC 1 and the permutation p at its floor; the same
+  probabilities against shuffled labels: p not small. Catches a p-value computed on the wrong side."""
+  labels = np.array([1.0] * 10 + [0.0] * 20)
+  probability = np.linspace(1, 0, 30)
+  found = tumour_type.out_of_fold_figures(labels, probability, permutations=200, bootstrap=200)
+  assert found['roc_auc'] == 1.0 and found['permutation_p'] == pytest.approx(1 / 201)
+  shuffled = np.random.default_rng(3).permutation(labels)
+  assert tumour_type.out_of_fold_figures(shuffled, probability, permutations=200, bootstrap=200)['permutation_p'] > 0.05
+
+
+def test_a_type_target_needs_the_real_data_and_a_classifier():
+  """Catches a type model trained on the phantom (no codes) or asked of a segmenter."""
+  from jaxbrain.config import Config
+  from jaxbrain.errors import ConfigError
+  with pytest.raises(ConfigError, match='--type-target coc2: a tumour-type model reads data.csv'):
+    Config.from_flags(experiment='t', type_target='coc2')
+  with pytest.raises(ConfigError, match='--type-target must be one of coc2'):
+    Config.from_flags(experiment='t', type_target='grade', data_dir='/data')

@@ -26,6 +26,7 @@ from jaxbrain.config import Config
 from jaxbrain.data import (SliceArrays, check_batch_size, check_disjoint, fingerprint, make_split, patient_split,
                            split_record, write_phantom)
 from jaxbrain.data.batching import eval_index_batches
+from jaxbrain.data.clinical import read_clinical
 from jaxbrain.errors import UserError
 from jaxbrain.files import write_json
 from jaxbrain.folders import RunDir, WorkDir
@@ -40,6 +41,7 @@ from jaxbrain.train.progress import Progress
 from jaxbrain.train.state import create_train_state
 from jaxbrain.train.steps import with_weight_average
 from jaxbrain.train.tasks import build_task
+from jaxbrain.tumour_type import target, type_slices
 
 
 def _process0_first(fn):
@@ -69,7 +71,11 @@ def _load(config: Config, progress: bool) -> tuple[SliceArrays, str, str]:
     write_phantom(root, n_patients=patients, seed=0, exist_ok=True, image_format='png')  # lossless, a sixth of tif
     source = f'phantom (synthetic, {patients} patients) at {root.resolve()}'
   content = fingerprint(root)
-  return builder.load_dataset(root, builder.default_data_dir(root, workdir.tfds, content), progress), source, content
+  data = builder.load_dataset(root, builder.default_data_dir(root, workdir.tfds, content), progress)
+  if config.data.type_target is not None:
+    data = type_slices(data, read_clinical(root), config.data.type_target)
+    source += f'; tumour slices labelled {target(config.data.type_target).name} (data.csv)'
+  return data, source, content
 
 
 def _counts(data: SliceArrays, split, devices: int) -> dict:

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from jaxbrain import cli, tumour_type
-from jaxbrain.data.clinical import COLUMNS, GENOMIC_CLUSTERS, PATIENT
+from jaxbrain.data.clinical import COLUMNS, GENOMIC_CLUSTERS, PATIENT, read_clinical
+from jaxbrain.data.phantom import write_phantom
+from jaxbrain.errors import UserError
 from jaxbrain.radiogenomics import patient_masks
 from jaxbrain.shape import FEATURES, shape_features
 
@@ -100,3 +102,37 @@ def test_apply_to_folders_without_masks_uses_the_segmenter_and_matches_predict(t
   for row in rows:
     for name in targets:
       assert float(row[name]) == pytest.approx(summary[row['patient']]['type_probabilities'][name])
+
+
+@pytest.mark.slow
+def test_the_image_model_pools_its_five_folds_test_patients(tmp_path):
+  """Five tiny fold runs of the image model on ten phantom patients, seven of them coded
+  cluster-of-clusters 2 (so that every fold's sides hold one, as a split needs): every patient
+  gets one out-of-fold probability, the mean of its test slices' in the fold that tested it; a type
+  run is refused by predict's loader; a fold whose split puts its test patient among its training
+  patients is refused. Catches a patient scored by a model that trained on it."""
+  from jaxbrain.runs import RunError, load_run
+  data = write_phantom(tmp_path / 'kaggle_3m', n_patients=10, slices_per_patient=(8, 10), seed=4, image_format='png')
+  patients = sorted(d.name.rsplit('_', 1)[0] for d in data.iterdir() if d.is_dir())
+  with open(data / 'data.csv', 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow([PATIENT, *COLUMNS])
+    for i, patient in enumerate(patients):
+      writer.writerow([patient] + [(1 if i < 3 else 2) if c == 'COCCluster' else '' for c in COLUMNS])
+  clinical = read_clinical(data)
+  tiny = dict(image_size=32, epochs=1, batch_size=4, bootstrap_samples=0)
+  figures = radiogenomics.image_model(str(data), 'coc2', str(tmp_path / 'runs'), clinical, **tiny)
+  assert sorted(figures['patient_ids']) == sorted(patients) and len(figures['out_of_fold']) == len(patients)
+  fold0 = next((tmp_path / 'runs' / 'type01-coc2').glob('*fold0*'))
+  with open(fold0 / 'test_predictions.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  patient = rows[0]['patient']
+  expected = np.mean([float(r['probability']) for r in rows if r['patient'] == patient])
+  assert figures['out_of_fold'][figures['patient_ids'].index(patient)] == pytest.approx(expected)
+  with pytest.raises(RunError, match='tumour-type model'):
+    load_run(fold0, 'classify')
+  split = json.loads((fold0 / 'split.json').read_text())
+  split['train'].append(patient)
+  (fold0 / 'split.json').write_text(json.dumps(split))
+  with pytest.raises(UserError, match=f'tests {patient}, which another fold tested or this one trained on'):
+    radiogenomics.image_model(str(data), 'coc2', str(tmp_path / 'runs'), clinical, **tiny)
