@@ -241,3 +241,19 @@ def test_a_float16_bundle_halves_its_weights_and_reads_back_as_float32(exported,
   images, _, patients = _decision_set(phantom_runs_data, ensemble)
   ours, theirs = (Scorer(None, path).score(images, patients) for path in (half, float32))
   np.testing.assert_allclose(ours.probability, theirs.probability, atol=2e-2)
+
+
+def test_the_dtype_check_chooses_float16_only_when_nothing_changes(exported, phantom_runs_data, tmp_path):
+  """bench/bundle_dtype.py on the phantom ensemble: its counts are those of the two bundles it
+  wrote, scored here again, and it chooses float16 exactly when no label and no mask pixel differ.
+  Catches a verdict that ignores the masks, or counts taken on other slices than the decision set's."""
+  from bench.bundle_dtype import compare_dtypes
+  ensemble, _ = exported
+  found = compare_dtypes(ensemble, phantom_runs_data, tmp_path)
+  images, _, patients = _decision_set(phantom_runs_data, ensemble)
+  full, half = (Scorer(None, tmp_path / dtype).score(images, patients) for dtype in ('float32', 'float16'))
+  assert found['slices'] == len(images)
+  assert found['labels_differing'] == int(np.sum(full.label != half.label))
+  assert found['mask_pixels_differing'] == int(np.sum(full.mask != half.mask))
+  assert found['chosen'] == ('float16' if found['labels_differing'] == found['mask_pixels_differing'] == 0 else 'float32')
+  assert found['weights_bytes']['float16'] < 0.55 * found['weights_bytes']['float32']
