@@ -66,7 +66,8 @@ def radial_profile(region: np.ndarray, samples: int = RADIAL_SAMPLES) -> np.ndar
   region that is not star-shaped about its centroid, its outermost margin on that ray). Casting rays
   samples the margin uniformly in angle, as the features' definitions over angle need; walking the
   boundary pixels instead would weight each direction by its arc length. A point belongs to the pixel
-  it rounds to, so the margin is the pixels' outer edge: a one-pixel region has radius 0.5 to 0.7."""
+  it rounds to, so the margin is the pixels' outer edge: a one-pixel region has radius 0.5 to 0.7.
+  A ray that meets no tumour (the centroid of a crescent lies outside it) has radius 0."""
   rows, cols = np.nonzero(region)
   centre = np.array([rows.mean(), cols.mean()])
   angles = 2 * np.pi * np.arange(samples) / samples
@@ -78,7 +79,7 @@ def radial_profile(region: np.ndarray, samples: int = RADIAL_SAMPLES) -> np.ndar
   pixel = np.where(inside[..., None], pixel, 0)
   hit = inside & region[pixel[..., 0], pixel[..., 1]].astype(bool)
   last = steps.size - 1 - np.argmax(hit[:, ::-1], axis=1)
-  return steps[last]
+  return np.where(hit.any(axis=1), steps[last], 0.0)
 
 
 def angular_standard_deviation(profile: np.ndarray, bins: int = ANGULAR_BINS) -> float:

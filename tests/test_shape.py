@@ -33,6 +33,15 @@ def test_a_disc_has_its_radius_and_a_regular_margin():
   assert shape.margin_fluctuation(profile) < 0.01
 
 
+def test_a_crescent_whose_centroid_lies_outside_it_gets_radius_zero_where_no_ray_meets_it():
+  """A half ring: the rays into its open side meet nothing and get 0, none gets more than the
+  ring's outer radius. Catches a ray without tumour reported at the end of the image."""
+  r, theta = _polar()
+  crescent = (r >= 40) & (r <= 50) & (np.sin(theta) > 0.2)
+  profile = shape.radial_profile(crescent)
+  assert profile.max() < 60 and (profile == 0).sum() > shape.RADIAL_SAMPLES // 4
+
+
 @pytest.mark.parametrize('amplitude', [0.1, 0.2])
 def test_a_star_margin_gives_its_amplitude_over_root_two(amplitude):
   """r = R(1 + a cos(20 theta)): 20 lobes put two whole periods in each 36-degree sector and in the
