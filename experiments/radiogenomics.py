@@ -11,7 +11,8 @@ features.csv (every patient's features, and which masks they came from), associa
 associations.json (every test: its table, patient count, exact p-value, and whether it passes the
 Bonferroni threshold), prediction.json (each target's cross-validated ROC AUC, its interval and
 permutation p-value), type_model.json (the models fitted on every patient's true masks),
-features_by_subtype_<masks>.png, and report.html. Prints the tables and the time it took.
+features_by_subtype_<masks>.png, with automatic masks agreement.csv (each feature's medians and
+correlation between the two sets of masks), and report.html. Prints the tables and the time it took.
 
 `--apply-to DIR` applies a saved type model to the patient folders of DIR (patients it was not
 trained on): their true masks where the folders hold masks, else the masks `jaxbrain predict` makes
@@ -37,7 +38,8 @@ from jaxbrain.files import write_csv, write_json
 from jaxbrain.localize.predict import predict
 from jaxbrain.machine import describe
 from jaxbrain.pages import STYLE
-from jaxbrain.radiogenomics import Association, associate, automatic_masks, bonferroni, patient_masks
+from jaxbrain.radiogenomics import (Association, associate, automatic_masks, bonferroni, feature_agreement,
+                                    patient_masks)
 from jaxbrain.runs import finished, read_split
 from jaxbrain.shape import FEATURES, shape_features
 from jaxbrain.train import train_and_evaluate
@@ -173,9 +175,9 @@ def _analyse(args, out: Path) -> tuple[list[dict], list[dict], float, dict, int]
   sources = {TRUE: (patient_masks(args.data_dir), {})}
   if args.runs:
     sources[AUTOMATIC] = automatic_masks(args.runs, args.data_dir, out / 'automatic')
-  rows, predicted, feature_rows, models = [], [], [], {}
+  rows, predicted, feature_rows, models, described = [], [], [], {}, {}
   for masks, (volumes, made_by) in sources.items():
-    features = {patient: shape_features(volume) for patient, volume in sorted(volumes.items())}
+    features = described[masks] = {patient: shape_features(volume) for patient, volume in sorted(volumes.items())}
     found = associate(features, clinical, FEATURES, GENOMIC_CLUSTERS)
     rows += _rows(masks, found, bonferroni(found))
     feature_rows += [{'patient': p, 'masks': masks, 'made_by': str(made_by.get(p, 'data.csv\'s folder')),
@@ -189,7 +191,20 @@ def _analyse(args, out: Path) -> tuple[list[dict], list[dict], float, dict, int]
     predicted += _prediction_rows(f'images ({figures["runs"]})', {'targets': {target.name: {'figures': figures}}})
   write_csv(out / 'features.csv', feature_rows)
   write_csv(out / 'associations.csv', rows)
+  if AUTOMATIC in described:
+    agreement = feature_agreement(described[TRUE], described[AUTOMATIC], FEATURES)
+    write_csv(out / 'agreement.csv', agreement)
+    print(agreement_table(agreement))
   return rows, predicted, bonferroni(found), models[TRUE], len(sources[TRUE][0])
+
+
+def agreement_table(agreement: list[dict]) -> str:
+  """`feature_agreement`'s rows as Markdown (n/a where a feature has fewer than two patients)."""
+  said = lambda a, key, digits: f'{a[key]:.{digits}f}' if key in a else 'n/a'
+  return ('| feature | patients | median, true masks | median, automatic | correlation | same side of the median |\n'
+          '|---|---|---|---|---|---|\n' + '\n'.join(
+              f'| {a["feature"]} | {a["patients"]} | {said(a, "median_true", 3)} | {said(a, "median_automatic", 3)} | '
+              f'{said(a, "correlation", 2)} | {said(a, "same_side_of_median", 2)} |' for a in agreement))
 
 
 def _print_tables(rows: list[dict], predicted: list[dict], threshold: float) -> None:

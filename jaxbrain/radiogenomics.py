@@ -136,3 +136,23 @@ def automatic_masks(run_dirs: Sequence[str | Path], data_dir: str | Path, out: P
     outputs.append(output)
   scored = score_slices(outputs, data_dir)
   return {patient: scored.masks[rows] for patient, rows in scored.volumes.items()}, chosen
+
+
+def feature_agreement(true: Mapping[str, ShapeFeatures], automatic: Mapping[str, ShapeFeatures],
+                      feature_names: Sequence[str]) -> list[dict]:
+  """How automatic masks' features compare with the true masks', per feature over the patients
+  that have it from both: medians, Pearson's correlation, and the share of patients on the same
+  side of each set's own median (the split the association tests use)."""
+  patients = sorted(set(true) & set(automatic))
+  rows = []
+  for name in feature_names:
+    pairs = np.array([(getattr(true[p], name), getattr(automatic[p], name)) for p in patients
+                      if getattr(true[p], name) is not None and getattr(automatic[p], name) is not None], float)
+    if len(pairs) < 2:
+      rows.append({'feature': name, 'patients': len(pairs)})
+      continue
+    same_side = np.mean(above_median(pairs[:, 0]) == above_median(pairs[:, 1]))
+    rows.append({'feature': name, 'patients': len(pairs), 'median_true': float(np.median(pairs[:, 0])),
+                 'median_automatic': float(np.median(pairs[:, 1])),
+                 'correlation': float(np.corrcoef(pairs.T)[0, 1]), 'same_side_of_median': float(same_side)})
+  return rows

@@ -109,3 +109,15 @@ def test_automatic_masks_come_from_the_runs_predictions(trained_runs, phantom_ru
   shutil.copytree(trained, data / trained.name)
   with pytest.raises(radiogenomics.RadiogenomicsError, match='every run given trained on it'):
     radiogenomics.automatic_masks([seg], data, tmp_path / 'auto2')
+
+
+def test_feature_agreement_compares_the_patients_both_sets_describe():
+  """Automatic features twice the true ones (a perfect correlation, every patient on the same side
+  of its median) and one patient without an automatic shape: left out. Catches patients paired out
+  of order or a missing shape counted as 0."""
+  values = {f'P{i}': 0.1 * i for i in range(1, 7)}
+  true = _features(values)
+  automatic = _features({p: (2 * v if p != 'P3' else None) for p, v in values.items()})
+  [row] = radiogenomics.feature_agreement(true, automatic, ['margin_fluctuation'])
+  assert row['patients'] == 5 and row['correlation'] == pytest.approx(1.0)
+  assert row['same_side_of_median'] == 1.0 and row['median_automatic'] == pytest.approx(2 * row['median_true'])

@@ -136,3 +136,12 @@ def test_the_image_model_pools_its_five_folds_test_patients(tmp_path):
   (fold0 / 'split.json').write_text(json.dumps(split))
   with pytest.raises(UserError, match=f'tests {patient}, which another fold tested or this one trained on'):
     radiogenomics.image_model(str(data), 'coc2', str(tmp_path / 'runs'), clinical, **tiny)
+
+
+def test_the_agreement_table_says_na_where_a_feature_has_too_few_patients():
+  """Catches a crash at the end of a long run when one feature has no pairs."""
+  table = radiogenomics.agreement_table([{'feature': 'margin_fluctuation', 'patients': 1},
+                                         {'feature': 'pieces', 'patients': 3, 'median_true': 1.0,
+                                          'median_automatic': 2.0, 'correlation': 0.5, 'same_side_of_median': 1.0}])
+  assert '| margin_fluctuation | 1 | n/a | n/a | n/a | n/a |' in table
+  assert '| pieces | 3 | 1.000 | 2.000 | 0.50 | 1.00 |' in table
