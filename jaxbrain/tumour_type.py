@@ -12,8 +12,8 @@ column; a column of several codes is asked once per code); a patient whose code 
 out of that target. The codes are data.csv's, which gives no legend.
 
 Scored by stratified five-fold cross-validation over patients, repeated `REPEATS` times: each
-patient's probability comes only from models that did not train on it (`cross_validated`
-checks it). Reported: the ROC AUC of the repeats' mean out-of-fold probability, the range over the
+patient's probability comes only from models that did not train on it (`cross_validated`;
+tests/test_tumour_type.py fails if one did). Reported: the ROC AUC of the repeats' mean out-of-fold probability, the range over the
 repeats, its 95% bootstrap interval over patients, and a permutation p-value (the whole
 cross-validation rerun on shuffled labels).
 """
