@@ -54,6 +54,9 @@ PAPER = {('bounding_ellipsoid_volume_ratio', 'RNASeqCluster'): 'p < 0.0002',
          ('angular_standard_deviation', 'RNASeqCluster'): 'p < 0.02'}
 PAPER_ALSO = ('Buda et al. 2019 also report the bounding ellipsoid volume ratio associated with every subtype they '
               'tested at p < 0.02; the text read here does not name those subtypes, so no row claims one.')
+# Buda et al. 2020 (Radiology: AI), cluster-of-clusters 2 vs rest from MRI by a CNN, patient-level
+# cross-validated ROC AUC: from random initialization, from ImageNet, pretrained on glioblastoma MRI.
+PAPER_2020 = 'CNN: 0.680 [0.538, 0.811] from scratch, 0.640 from ImageNet, 0.730 [0.605, 0.844] glioblastoma-pretrained'
 TRUE, AUTOMATIC = 'true', 'automatic'
 SAID = {TRUE: 'the true masks (the dataset\'s)', AUTOMATIC: 'automatic masks, each patient\'s from a run that '
         'never trained on it'}
@@ -88,11 +91,6 @@ def _plot(features: dict, clinical, path: Path, title: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
-
-
-# Buda et al. 2020 (Radiology: AI), cluster-of-clusters 2 vs rest from MRI by a CNN, patient-level
-# cross-validated ROC AUC: from random initialization, from ImageNet, pretrained on glioblastoma MRI.
-PAPER_2020 = 'CNN: 0.680 [0.538, 0.811] from scratch, 0.640 from ImageNet, 0.730 [0.605, 0.844] glioblastoma-pretrained'
 
 
 def _auc_said(r: dict) -> str:
