@@ -37,7 +37,7 @@ from jaxbrain.errors import UserError, run_entry_point
 from jaxbrain.files import write_csv, write_json
 from jaxbrain.localize.predict import predict
 from jaxbrain.machine import describe
-from jaxbrain.pages import STYLE
+from jaxbrain.pages import html_page
 from jaxbrain.radiogenomics import (Association, associate, automatic_masks, bonferroni, feature_agreement,
                                     patient_masks)
 from jaxbrain.runs import finished, read_split
@@ -118,7 +118,7 @@ def _prediction_rows(masks: str, model: dict) -> list[dict]:
 def _page(out: Path, rows: list[dict], predicted: list[dict], threshold: float, facts: str) -> None:
   header = ''.join(f'<th>{h}</th>' for h in ('masks', 'feature', 'subtype', 'patients', 'p (exact)', 'Buda et al. 2019',
                                              'table: code: at or below / above the median'))
-  body = ''.join(f'<tr{" style=font-weight:600" if r["significant"] else ""}><td>{r["masks"]}</td>'
+  association_rows = ''.join(f'<tr{" style=font-weight:600" if r["significant"] else ""}><td>{r["masks"]}</td>'
                  f'<td>{r["feature"].replace("_", " ")}</td><td>{r["subtype"]}</td><td class=num>{r["patients"]}</td>'
                  f'<td class=num>{r["p"]:.2g}</td><td>{html.escape(r["paper"])}</td><td>{r["table"]}</td></tr>'
                  for r in rows)
@@ -128,17 +128,15 @@ def _page(out: Path, rows: list[dict], predicted: list[dict], threshold: float, 
       f'<td>{html.escape(r["paper"])}</td></tr>' for r in predicted)
   plots = ''.join(f'<h2>Features by subtype: {html.escape(SAID[m])}</h2><img class=wide src="features_by_subtype_{m}.png" '
                   f'alt="each feature by each subtype, {m} masks">' for m in dict.fromkeys(r['masks'] for r in rows))
-  page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-          f'content="width=device-width, initial-scale=1"><title>jaxbrain radiogenomics</title><style>{STYLE}</style>'
-          f'</head><body><h1>Tumour shape and tumour type</h1><p>{html.escape(facts)}</p><p class=muted>Research '
+  body = (f'<h1>Tumour shape and tumour type</h1><p>{html.escape(facts)}</p><p class=muted>Research '
           'use only. 80 patients: wide intervals, and most tests cannot reach significance; grade and type are decided '
           'by pathology, a subtype by sequencing, not by a scan. The codes are data.csv\'s; the dataset gives no '
           'legend.</p><h2>Predicted from shape</h2><p class=muted>' + html.escape(tumour_type.__doc__.split('\n\n')[1])
           + '</p><table><tr><th>masks</th><th>target</th><th>positives / patients</th><th>ROC AUC [95% CI]</th>'
           f'<th>over repeats</th><th>permutation p</th><th>Buda et al. 2020</th></tr>{predicted_rows}</table>'
           f'<h2>Shape against subtype</h2><p class=muted>Bold: p below the Bonferroni threshold {threshold:.2g}. '
-          f'{html.escape(PAPER_ALSO)}</p><table><tr>{header}</tr>{body}</table>{plots}</body></html>\n')
-  (out / 'report.html').write_text(page, encoding='utf-8')
+          f'{html.escape(PAPER_ALSO)}</p><table><tr>{header}</tr>{association_rows}</table>{plots}')
+  (out / 'report.html').write_text(html_page('jaxbrain radiogenomics', body), encoding='utf-8')
 
 
 def image_model(data_dir: str, key: str, workdir: str, clinical, **flags) -> dict:

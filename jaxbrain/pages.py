@@ -117,7 +117,8 @@ for (const section of document.querySelectorAll('section.patient')) {
 """
 
 
-def _page(title: str, body: str, script: str = '') -> str:
+def html_page(title: str, body: str, script: str = '') -> str:
+  """A whole self-contained page: the house style, `body`, and `script` if any."""
   return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
           f'<meta name="viewport" content="width=device-width, initial-scale=1">'
           f'<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n{body}\n'
@@ -236,7 +237,7 @@ def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals
           + f'<script type="application/json" id="slices">'
           f'{_inline_json({"patients": [{"name": n, "slices": patients[n]} for n in names]})}</script>')
   path = PredictionDir(out_dir).report
-  path.write_text(_page('jaxbrain predict', body, VIEWER_SCRIPT), encoding='utf-8')
+  path.write_text(html_page('jaxbrain predict', body, VIEWER_SCRIPT), encoding='utf-8')
   return path
 
 
@@ -301,5 +302,5 @@ def write_run_page(run_dir: RunDir | Path) -> Path:
           + f'<h2>Config</h2><details><summary>config.json</summary><pre>'
           f'{html.escape(json.dumps(config, indent=2))}</pre></details>')
   path = run.report
-  path.write_text(_page(f'jaxbrain {run_dir.name}', body), encoding='utf-8')
+  path.write_text(html_page(f'jaxbrain {run_dir.name}', body), encoding='utf-8')
   return path

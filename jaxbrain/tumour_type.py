@@ -169,17 +169,23 @@ def score(features: np.ndarray, labels: np.ndarray, repeats: int = REPEATS, perm
             'note': f'not scored: {counts["positives"]} of {counts["patients"]} patients positive; five-fold '
                     f'cross-validation needs at least {FOLDS} on each side'}
   oof = cross_validated(features, labels, repeats, seed=seed)
-  mean = oof.mean(0)
-  observed = roc_auc(labels, mean)
   rng = np.random.default_rng(seed + 1)
   permuted = [roc_auc(shuffled, cross_validated(features, shuffled, repeats, seed=seed + 2 + i).mean(0))
               for i, shuffled in enumerate(rng.permutation(labels) for _ in range(permutations))]
-  interval = bootstrap_by_patient(lambda rows, _: {'roc_auc': roc_auc(labels[rows], mean[rows])},
-                                  np.arange(len(labels)), bootstrap, seed=seed).get('roc_auc')
   per_repeat = [roc_auc(labels, row) for row in oof]
-  return {'roc_auc': observed, 'repeat_range': [min(per_repeat), max(per_repeat)], 'confidence_95': interval,
-          'permutation_p': (1 + sum(a >= observed for a in permuted)) / (1 + permutations), **counts,
-          'out_of_fold': mean.tolist()}
+  return {**_figures(labels, oof.mean(0), permuted, bootstrap, seed),
+          'repeat_range': [min(per_repeat), max(per_repeat)]}
+
+
+def _figures(labels: np.ndarray, probability: np.ndarray, permuted: list[float], bootstrap: int, seed: int) -> dict:
+  """ROC AUC of out-of-fold `probability`, its patient-bootstrap interval, the permutation p-value
+  against the AUCs of `permuted` labelings, the counts and the probabilities."""
+  observed = roc_auc(labels, probability)
+  interval = bootstrap_by_patient(lambda rows, _: {'roc_auc': roc_auc(labels[rows], probability[rows])},
+                                  np.arange(len(labels)), bootstrap, seed=seed).get('roc_auc')
+  return {'roc_auc': observed, 'repeat_range': None, 'confidence_95': interval,
+          'permutation_p': (1 + sum(a >= observed for a in permuted)) / (1 + len(permuted)),
+          'patients': int(len(labels)), 'positives': int(labels.sum()), 'out_of_fold': probability.tolist()}
 
 
 def out_of_fold_figures(labels: np.ndarray, probability: np.ndarray, permutations: int = PERMUTATIONS,
@@ -187,14 +193,9 @@ def out_of_fold_figures(labels: np.ndarray, probability: np.ndarray, permutation
   """Figures of out-of-fold probabilities made elsewhere (the image model's five folds): 'roc_auc',
   'confidence_95' (patient bootstrap) and 'permutation_p', the labels shuffled against the fixed
   probabilities (a test of the predictions, not of the training: cheaper than `score`'s)."""
-  observed = roc_auc(labels, probability)
   rng = np.random.default_rng(seed)
   permuted = [roc_auc(rng.permutation(labels), probability) for _ in range(permutations)]
-  interval = bootstrap_by_patient(lambda rows, _: {'roc_auc': roc_auc(labels[rows], probability[rows])},
-                                  np.arange(len(labels)), bootstrap, seed=seed).get('roc_auc')
-  return {'roc_auc': observed, 'repeat_range': None, 'confidence_95': interval,
-          'permutation_p': (1 + sum(a >= observed for a in permuted)) / (1 + permutations),
-          'patients': int(len(labels)), 'positives': int(labels.sum()), 'out_of_fold': probability.tolist()}
+  return _figures(labels, probability, permuted, bootstrap, seed)
 
 
 def patient_matrix(shapes: Mapping[str, ShapeFeatures]) -> tuple[list[str], np.ndarray]:
