@@ -38,6 +38,7 @@ def test_the_exact_test_on_k_by_two_tables_sums_every_table_no_more_probable(tab
 
 
 def test_a_table_that_is_not_k_by_two_is_refused():
+  """Catches a 2 x 3 table read as three rows of two (a p-value of another question)."""
   with pytest.raises(ValueError, match='k x 2'):
     radiogenomics.exact_test([[1, 2, 3], [4, 5, 6]])
 

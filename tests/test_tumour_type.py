@@ -111,6 +111,7 @@ def test_a_saved_model_applied_gives_the_probabilities_it_was_fitted_with(tmp_pa
 
 
 def test_a_model_of_another_format_is_refused_naming_the_file(tmp_path):
+  """Catches a model of another feature set applied with its weights to the wrong features."""
   path = tmp_path / 'type_model.json'
   path.write_text('{"format": 99}')
   with pytest.raises(UserError, match='type_model.json: a type model of another format'):
