@@ -117,7 +117,7 @@ def _export(args) -> int:
   from jaxbrain.localize.export import export
 
   record = export(args.run, args.out, args.name or Path(args.run).resolve().name, args.model_version,
-                  'float16' if args.float16 else 'float32')
+                  'float16' if args.float16 else 'float32', args.recipe)
   print(f'wrote the bundle {record["name"]} {record["version"]} to {record["out"]} ({len(record["members"])} '
         f'member(s), sha256 {record["sha256"][:16]}): `jaxbrain predict INPUTS --model {record["out"]} --out DIR` '
         'uses it; MODEL_CARD.md says what it is for')
@@ -170,7 +170,9 @@ DOCUMENTED_COMMANDS = (
       (('--name',), {'help': 'the model\'s name (default: the run folder\'s name)'}),
       (('--model-version',), {'default': '1.0', 'help': 'the model\'s version (default: 1.0)'}),
       (('--float16',), {'action': 'store_true', 'help': 'store the weights as float16 (half the size; read back as '
-                        'float32): only where the decision set gives the same labels and masks'}))),
+                        'float32): only where the decision set gives the same labels and masks'}),
+      (('--recipe',), {'metavar': 'COMMAND', 'help': 'the command that trained the members, stated in model.json '
+                       'and the model card where their runs did not record it'}))),
 )
 
 

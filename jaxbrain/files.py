@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,9 +52,14 @@ def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] = ()) -> No
 @contextlib.contextmanager
 def staged_folder(out_dir: Path) -> Iterator[Path]:
   """A folder to fill, made under a temporary name beside `out_dir` and renamed to it (an empty
-  `out_dir` is replaced) when the block ends; removed if the block fails or is interrupted."""
+  `out_dir` is replaced) when the block ends; removed if the block fails or is interrupted. It gets
+  the permissions of a folder made with mkdir (mkdtemp's are owner-only: a shared model bundle
+  would be unreadable to the other users)."""
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}-', dir=out_dir.parent))
+  umask = os.umask(0)
+  os.umask(umask)
+  staging.chmod(0o777 & ~umask)
   try:
     yield staging
     if out_dir.exists():

@@ -78,8 +78,19 @@ def _test_figures(run_dir: Path) -> dict | None:
   return None
 
 
-def model_record(run: LoadedRun, name: str, version: str) -> dict:
-  """model.json of `run` (a run or an ensemble), its members' weights named weights/member<k>."""
+def _recipe(facts: list[dict], stated: str | None) -> dict:
+  """How the members were trained: the commands their runs recorded, else what the exporter
+  states (`--recipe`), said which; never left blank without saying so."""
+  if all(f['command'] for f in facts):
+    return {'command': '; '.join(sorted({f['command'] for f in facts})), 'source': 'recorded by the runs'}
+  if stated:
+    return {'command': stated, 'source': 'stated at export (the runs did not record their command)'}
+  return {'command': None, 'source': 'not recorded by the runs (jaxbrain export --recipe states it)'}
+
+
+def model_record(run: LoadedRun, name: str, version: str, recipe: str | None = None) -> dict:
+  """model.json of `run` (a run or an ensemble), its members' weights named weights/member<k>;
+  `recipe`: the command that trained the members, where their runs did not record it."""
   members = run.members or (run,)
   header = read_config(members[0].directory)[1]
   split = read_split(run.directory)
@@ -105,6 +116,7 @@ def model_record(run: LoadedRun, name: str, version: str) -> dict:
       'data': {'name': header.get('data'), 'fingerprint': split.get('data_fingerprint'), 'phantom_only': run.phantom_only,
                'split': {k: split.get(k) for k in ('kind', 'seed', 'fold', 'note') if k in split},
                'patients': {side: split.get(side, []) for side in ('train', 'validation', 'test')}},
+      'recipe': _recipe(facts, recipe),
       'test': _test_figures(run.directory),
       'made_with': {'jaxbrain': __version__, 'jax': jax.__version__, 'flax': flax.__version__, 'numpy': np.__version__},
       'config': header,
@@ -113,11 +125,13 @@ def model_record(run: LoadedRun, name: str, version: str) -> dict:
   }
 
 
-def export(run_dir: str | Path, out_dir: str | Path, name: str, version: str, weights_dtype: str = 'float32') -> dict:
+def export(run_dir: str | Path, out_dir: str | Path, name: str, version: str, weights_dtype: str = 'float32',
+           recipe: str | None = None) -> dict:
   """Writes the bundle of the finished run or ensemble `run_dir` to `out_dir` (new or empty) and
   loads it back (`bundle.load_bundle`) before renaming it into place; returns its model.json.
   `weights_dtype` 'float16' stores the parameters in half the bytes (`stored_weights`; loaded back
-  as float32): ship it only where the decision set shows the same labels and masks as float32."""
+  as float32): ship it only where the decision set shows the same labels and masks as float32.
+  `recipe` states the training command where the runs did not record it (`model_record`)."""
   if weights_dtype not in WEIGHTS_DTYPES:
     raise ValueError(f'{weights_dtype}: not one of {", ".join(WEIGHTS_DTYPES)}')
   out_dir = Path(out_dir)
@@ -125,7 +139,7 @@ def export(run_dir: str | Path, out_dir: str | Path, name: str, version: str, we
     raise OutputExistsError(f'{out_dir}: exists and is not an empty folder; choose a new --out')
   task = task_of(run_dir)
   run = load_run(run_dir, task)
-  record = {**model_record(run, name, version), 'weights_dtype': weights_dtype}
+  record = {**model_record(run, name, version, recipe), 'weights_dtype': weights_dtype}
   with staged_folder(out_dir) as staging:
     folder = BundleDir(staging)
     folder.weights.mkdir()
@@ -224,7 +238,8 @@ def model_card(record: dict) -> str:
       f'{data["split"].get("seed")}; '
       f'{len(data["patients"]["train"])} training, {len(data["patients"]["validation"])} validation (decision set), '
       f'{len(data["patients"]["test"])} test patients (listed in model.json). Recipe: '
-      + '; '.join(sorted({str(m['command']) for m in members})) + '.',
+      + (f'`{record["recipe"]["command"]}` ({record["recipe"]["source"]}).' if record['recipe']['command']
+         else f'{record["recipe"]["source"]}.'),
       'Wall time per member: ' + ', '.join(f'{m["wall_time_s"] / 60:.0f} min' if m['wall_time_s'] else 'not recorded'
                                            for m in members)
       + f'; machine: {"; ".join(sorted({m["machine"] for m in members}))}.', '',

@@ -13,7 +13,7 @@ from jaxbrain.bundle import BundleError, load_bundle
 from jaxbrain.folders import BundleDir, RunDir
 from jaxbrain.inference import Scorer
 from jaxbrain.localize.ensemble import make_ensemble
-from jaxbrain.localize.export import export
+from jaxbrain.localize.export import export, model_card, model_record
 from jaxbrain.localize.gate import choose_own_detector, patients_slices
 from jaxbrain.runs import RunError, load_run, read_split
 
@@ -64,6 +64,19 @@ def test_the_bundle_records_what_predict_needs_and_the_files_read_with_safetenso
   theirs = load_file(folder / 'weights' / 'member1.safetensors')
   for name, value in safetensors_io.flatten(member.variables).items():
     np.testing.assert_array_equal(theirs[name], np.asarray(value))
+
+
+def test_a_recipe_the_runs_did_not_record_is_stated_at_export_and_said_so(exported):
+  """Catches a card reading "Recipe: None" for members whose runs recorded no command (runs made
+  from Python), and a recipe stated at export passed off as one the runs recorded."""
+  ensemble, folder = exported
+  record = json.loads((folder / 'model.json').read_text())
+  assert record['recipe']['command'] is None and record['recipe']['source'].startswith('not recorded by the runs')
+  assert 'Recipe: None' not in (folder / 'MODEL_CARD.md').read_text()
+  command = 'python -m experiments.folds seg --members --data-dir DIR'
+  stated = {**model_record(load_run(ensemble, 'segment'), 'tiny', '0.1', command), 'weights_dtype': 'float32'}
+  assert stated['recipe'] == {'command': command, 'source': 'stated at export (the runs did not record their command)'}
+  assert f'Recipe: `{command}` (stated at export' in model_card(stated)
 
 
 def _damage(folder, how):
