@@ -202,6 +202,17 @@ def _metric_lines(title: str, metrics: dict) -> list[str]:
   return [f'- {title}: ' + ', '.join(cells)]
 
 
+def _detector_said(detector: dict) -> str:
+  """A detector record (`decisions.Detector`) in words; threshold None: the models' own labels (a
+  segmenter's: its mask is not empty)."""
+  if detector['threshold'] is None and detector['combination'] == 'segmenter':
+    return 'the segmenter\'s own labels: a slice is tumour when its mask is not empty'
+  if detector['threshold'] is None:
+    return f'the {detector["combination"]}\'s own labels, at its own threshold'
+  return (f'{detector["combination"]} probability, averaged over {detector["smoothing"]} neighbouring slice(s) on '
+          f'either side, tumour at >= {detector["threshold"]}')
+
+
 def model_card(record: dict) -> str:
   """MODEL_CARD.md, made from model.json alone."""
   arch, inputs, data = record['architecture'], record['inputs'], record['data']
@@ -230,15 +241,14 @@ def model_card(record: dict) -> str:
       + (', single-slice components dropped' if rule.get('drop_single_slice') else '')
       + (', flip-averaged' if rule.get('flip_average') else '') + f' (chosen on {decisions["decision"].get("mask_rule_chosen_on")}).'
       if rule else f'- Label threshold {decisions["decision"]["threshold"]} ({decisions["decision"]["threshold_chosen_on"]}).',
-      *([f'- Is there a tumour: {detector["combination"]} probability, averaged over {detector["smoothing"]} '
-         f'neighbouring slice(s) on either side, tumour at >= {detector["threshold"]} (chosen on '
-         f'{decisions["detector_chosen_on"]}).'] if detector else []), '',
+      *([f'- Is there a tumour: {_detector_said(detector)} (chosen on {decisions["detector_chosen_on"]}).']
+        if detector else []), '',
       '## Training data', '',
       f'{data["name"]} (content fingerprint {data["fingerprint"]}); {data["split"].get("kind")} split, seed '
       f'{data["split"].get("seed")}; '
       f'{len(data["patients"]["train"])} training, {len(data["patients"]["validation"])} validation (decision set), '
       f'{len(data["patients"]["test"])} test patients (listed in model.json). Recipe: '
-      + (f'`{record["recipe"]["command"]}` ({record["recipe"]["source"]}).' if record['recipe']['command']
+      + (f'`{record["recipe"]["command"]}`; {record["recipe"]["source"]}.' if record['recipe']['command']
          else f'{record["recipe"]["source"]}.'),
       'Wall time per member: ' + ', '.join(f'{m["wall_time_s"] / 60:.0f} min' if m['wall_time_s'] else 'not recorded'
                                            for m in members)

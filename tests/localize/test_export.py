@@ -76,7 +76,17 @@ def test_a_recipe_the_runs_did_not_record_is_stated_at_export_and_said_so(export
   command = 'python -m experiments.folds seg --members --data-dir DIR'
   stated = {**model_record(load_run(ensemble, 'segment'), 'tiny', '0.1', command), 'weights_dtype': 'float32'}
   assert stated['recipe'] == {'command': command, 'source': 'stated at export (the runs did not record their command)'}
-  assert f'Recipe: `{command}` (stated at export' in model_card(stated)
+  assert f'Recipe: `{command}`; stated at export' in model_card(stated)
+
+
+def test_the_card_says_a_detector_of_the_masks_own_labels_in_words(exported):
+  """Catches the card printing a masks'-own-labels detector as a probability "averaged over 0
+  neighbouring slice(s), tumour at >= None"."""
+  record = json.loads((exported[1] / 'model.json').read_text())
+  own = {'combination': 'segmenter', 'smoothing': 0, 'threshold': None}
+  card = model_card({**record, 'decisions': {**record['decisions'], 'detector': own}})
+  line = next(line for line in card.splitlines() if line.startswith('- Is there a tumour'))
+  assert 'when its mask is not empty' in line and 'None' not in line.split(' (chosen on')[0]
 
 
 def _damage(folder, how):
