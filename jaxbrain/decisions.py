@@ -213,6 +213,10 @@ def choose_gate(counts: dict, probability: np.ndarray, patients: np.ndarray,
 # classifier: the classifier's probability; segmenter: its largest pixel probability;
 # mean / geometric: the two probabilities' arithmetic / geometric mean.
 DETECTORS = ('classifier', 'segmenter', 'mean', 'geometric')
+DETECTOR_SAID = {'classifier': 'the classifier\'s probability',
+                 'segmenter': 'the segmenter\'s probability (its largest pixel probability)',
+                 'mean': 'the mean of the classifier\'s and the segmenter\'s probabilities',
+                 'geometric': 'the geometric mean of the classifier\'s and the segmenter\'s probabilities'}
 SMOOTHING = (0, 1)  # neighbouring slices on either side a probability is averaged with, within its patient
 DETECTION_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # a combined detector's label thresholds tried
 
@@ -235,6 +239,17 @@ class Detector:
   def label_threshold(self, classifier_threshold: float) -> float:
     """The probability at which a slice is labelled tumor: its own, else the classifier's."""
     return classifier_threshold if self.threshold is None else self.threshold
+
+  def in_words(self, classifier_threshold: float | None = None) -> str:
+    """How this detector labels a slice, in the one wording pages and model cards show
+    (`classifier_threshold`: the classifier's own, where one labels at it)."""
+    if self.is_one_model and self.combination == 'segmenter':
+      return 'the segmenter\'s own labels: a slice is tumour when its mask is not empty'
+    if self.is_one_model:
+      cut = 'its own threshold' if classifier_threshold is None else f'{classifier_threshold:g}'
+      return f'the classifier\'s own labels: a slice is tumour at probability >= {cut}'
+    averaged = f', averaged over {self.smoothing} neighbouring slice(s) on either side' if self.smoothing else ''
+    return f'{DETECTOR_SAID[self.combination]}{averaged}, tumour at >= {self.threshold:g}'
 
   @classmethod
   def from_json(cls, record: dict | None) -> Detector:

@@ -21,16 +21,13 @@ import numpy as np
 
 from jaxbrain.data.arrays import segmenter_inputs
 from jaxbrain.data.transforms import Preprocessing, apply_preprocessing, native_logits
-from jaxbrain.decisions import detect
+from jaxbrain.decisions import Detector, detect
 from jaxbrain.flags import INFERENCE
 from jaxbrain.models.gradcam import gradcam
 from jaxbrain.postprocess import PIXEL_THRESHOLD, MaskRule, apply_rule
 from jaxbrain.bundle import load
 from jaxbrain.runs import LoadedRun, RunError, gate_path, read_gate
 
-DETECTOR_SAID = {'classifier': 'the classifier\'s', 'segmenter': 'the segmenter\'s (its largest pixel probability)',
-                 'mean': 'the mean of the classifier\'s and the segmenter\'s probabilities',
-                 'geometric': 'the geometric mean of the classifier\'s and the segmenter\'s probabilities'}
 PIXEL_LOGIT = float(np.log(PIXEL_THRESHOLD / (1 - PIXEL_THRESHOLD)))  # a logit above this is a tumor pixel
 
 
@@ -213,8 +210,7 @@ class Scorer:
     masks = (f'Masks: the segmenter\'s{seen}, post-processed by the rule chosen on validation '
              f'({self.segmenter.mask_rule.in_words()}).')
     if self.classifier is None:
-      label = 'Label: the mask has a tumor pixel' if self.detector is None else self._detector_words()
-      return f'{label}. {masks}'
+      return f'{self._detector_words()}. {masks}'
     gate = 'no gate' if self.gate is None else f'emptied where the classifier\'s probability < {self.gate:g}'
     if self.detector is None:
       label = (f'Probability and label: the classifier\'s{how}, >= {self.threshold:g} (no detector was chosen on '
@@ -224,12 +220,10 @@ class Scorer:
     return f'{label}. {masks} Gate: {gate} ({self.gate_source}).'
 
   def _detector_words(self) -> str:
-    detector = self.detector
-    return (f'Probability and label: {DETECTOR_SAID[detector.combination]}'
-            + (f', averaged over {detector.smoothing} neighbouring slice(s) on either side' if detector.smoothing else '')
-            + (', tumor where its post-processed mask is not empty' if detector.combination == 'segmenter'
-               and not detector.smoothing else f', tumor at >= {self.label_threshold:g}')
-            + ' (chosen on validation by jaxbrain gate)')
+    """The label's source (`Detector.in_words`); a segmenter alone with none chosen: its own labels."""
+    detector = self.detector or Detector('segmenter')
+    chosen = ' (chosen on validation by jaxbrain gate)' if self.detector else ''
+    return f'Label: {detector.in_words(self.threshold if self.classifier else None)}{chosen}'
 
   def _classify_batch(self, batch):
     """Each member's tumor probability [M, B] (a single run is one member) and, for a classifier

@@ -51,3 +51,18 @@ def test_a_gate_file_reads_as_what_was_chosen():
                                  'test': {}})
   assert chosen == GateChoice(None, Detector('mean', 1, 0.4))
   assert GateChoice.from_json({'gate': 0.3}) == GateChoice(0.3, None)
+
+
+def test_a_detector_reads_in_one_wording_without_missing_values():
+  """Catches a detector put into words by pages and model cards separately (the two drifting
+  apart), or printed with its empty parts ("averaged over 0 neighbouring slices", "at >= None")."""
+  from jaxbrain.decisions import Detector
+
+  assert Detector('segmenter').in_words() == 'the segmenter\'s own labels: a slice is tumour when its mask is not empty'
+  assert Detector('classifier').in_words(0.35).endswith('>= 0.35')
+  assert 'its own threshold' in Detector('classifier').in_words()
+  combined = Detector('mean', 1, 0.45).in_words(0.35)
+  assert 'averaged over 1 neighbouring slice(s)' in combined and combined.endswith('>= 0.45')
+  assert 'averaged' not in Detector('geometric', 0, 0.3).in_words()
+  for words in (Detector('segmenter').in_words(), Detector('mean', 0, 0.5).in_words()):
+    assert 'None' not in words and 'over 0' not in words

@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxbrain import __version__, safetensors_io
 from jaxbrain.bundle import FORMAT, RESEARCH_ONLY, identity, load_bundle, write_checksums
+from jaxbrain.decisions import Detector
 from jaxbrain.errors import OutputExistsError
 from jaxbrain.files import staged_folder, write_json
 from jaxbrain.folders import BundleDir, RunDir
@@ -202,17 +203,6 @@ def _metric_lines(title: str, metrics: dict) -> list[str]:
   return [f'- {title}: ' + ', '.join(cells)]
 
 
-def _detector_said(detector: dict) -> str:
-  """A detector record (`decisions.Detector`) in words; threshold None: the models' own labels (a
-  segmenter's: its mask is not empty)."""
-  if detector['threshold'] is None and detector['combination'] == 'segmenter':
-    return 'the segmenter\'s own labels: a slice is tumour when its mask is not empty'
-  if detector['threshold'] is None:
-    return f'the {detector["combination"]}\'s own labels, at its own threshold'
-  return (f'{detector["combination"]} probability, averaged over {detector["smoothing"]} neighbouring slice(s) on '
-          f'either side, tumour at >= {detector["threshold"]}')
-
-
 def model_card(record: dict) -> str:
   """MODEL_CARD.md, made from model.json alone."""
   arch, inputs, data = record['architecture'], record['inputs'], record['data']
@@ -241,7 +231,7 @@ def model_card(record: dict) -> str:
       + (', single-slice components dropped' if rule.get('drop_single_slice') else '')
       + (', flip-averaged' if rule.get('flip_average') else '') + f' (chosen on {decisions["decision"].get("mask_rule_chosen_on")}).'
       if rule else f'- Label threshold {decisions["decision"]["threshold"]} ({decisions["decision"]["threshold_chosen_on"]}).',
-      *([f'- Is there a tumour: {_detector_said(detector)} (chosen on {decisions["detector_chosen_on"]}).']
+      *([f'- Is there a tumour: {Detector.from_json(detector).in_words()} (chosen on {decisions["detector_chosen_on"]}).']
         if detector else []), '',
       '## Training data', '',
       f'{data["name"]} (content fingerprint {data["fingerprint"]}); {data["split"].get("kind")} split, seed '

@@ -89,6 +89,15 @@ def test_the_card_says_a_detector_of_the_masks_own_labels_in_words(exported):
   assert 'when its mask is not empty' in line and 'None' not in line.split(' (chosen on')[0]
 
 
+
+def test_the_shipped_card_is_what_its_model_json_writes():
+  """Catches the card's wording changed in `model_card` without a bundle to show it: the shipped
+  bundle's MODEL_CARD.md (added once, never rewritten) must be what an export writes today."""
+  shipped = bundle.shipped_bundle()
+  if not shipped.model.is_file():
+    pytest.skip(f'no shipped bundle in {shipped.path}')
+  assert model_card(json.loads(shipped.model.read_text())) == shipped.card.read_text()
+
 def _damage(folder, how):
   """The file the damage `how` must be named by."""
   weights = folder / 'weights' / 'member1.safetensors'
