@@ -183,8 +183,12 @@ def _analyse(args, out: Path) -> tuple[list[dict], list[dict], float, dict, int]
     predicted += _prediction_rows(masks, models[masks])
   for key in args.image_model or ():
     figures = image_model(args.data_dir, key, args.workdir, clinical)
-    target = tumour_type.target(key)
-    predicted += _prediction_rows(f'images ({figures["runs"]})', {'targets': {target.name: {'figures': figures}}})
+    name = tumour_type.target(key).name
+    predicted += _prediction_rows(f'images ({figures["runs"]})', {'targets': {name: {'figures': figures}}})
+    for masks, model in models.items():
+      if name in model['targets']:
+        both = tumour_type.together(clinical, key, figures, model['targets'][name]['figures'])
+        predicted += _prediction_rows(f'images and shape ({masks} masks)', {'targets': {name: {'figures': both}}})
   write_csv(out / 'features.csv', feature_rows)
   write_csv(out / 'associations.csv', rows)
   if AUTOMATIC in described:

@@ -198,6 +198,21 @@ def out_of_fold_figures(labels: np.ndarray, probability: np.ndarray, permutation
   return _figures(labels, probability, permuted, bootstrap, seed)
 
 
+
+def together(clinical: ClinicalTable, key: str, *parts: dict, permutations: int = PERMUTATIONS,
+             bootstrap: int = BOOTSTRAP) -> dict:
+  """Models of target `key` together (the image model and the shape model): each patient's mean of
+  their out-of-fold probabilities (each part's 'patient_ids' and 'out_of_fold'), over the patients
+  every part scored, with `out_of_fold_figures`. The recipe, stated before any image model's figures
+  were seen and not tuned: the plain mean, no weights, no calibration."""
+  probability = [dict(zip(part['patient_ids'], part['out_of_fold'])) for part in parts]
+  patients = sorted(set.intersection(*(set(p) for p in probability)))
+  labels = target(key).labels(clinical, patients)
+  known = ~np.isnan(labels)
+  mean = np.array([np.mean([p[patient] for p in probability]) for patient in patients])
+  return {**out_of_fold_figures(labels[known], mean[known], permutations, bootstrap),
+          'patient_ids': [p for p, k in zip(patients, known) if k]}
+
 def patient_matrix(shapes: Mapping[str, ShapeFeatures]) -> tuple[list[str], np.ndarray]:
   patients = sorted(shapes)
   return patients, np.stack([feature_vector(shapes[p]) for p in patients])

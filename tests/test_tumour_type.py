@@ -144,6 +144,22 @@ def test_out_of_fold_figures_permute_the_labels_against_fixed_probabilities():
   assert tumour_type.out_of_fold_figures(shuffled, probability, permutations=200, bootstrap=200)['permutation_p'] > 0.05
 
 
+
+def test_models_together_average_each_patients_own_probabilities():
+  """Two parts that list their patients in different orders, one with a patient the other lacks and
+  one patient without a code: the mean is taken patient by patient over the patients both scored,
+  the uncoded one left out. Catches probabilities averaged by position, or a patient one part never
+  scored kept."""
+  rows = {f'TCGA_XX_000{k}': {'COCCluster': code} for k, code in enumerate((2, 1, 2, 1, None, 1))}
+  image = {'patient_ids': ['TCGA_XX_0000', 'TCGA_XX_0001', 'TCGA_XX_0002', 'TCGA_XX_0003', 'TCGA_XX_0004'],
+           'out_of_fold': [0.9, 0.2, 0.3, 0.4, 0.5]}
+  shape = {'patient_ids': ['TCGA_XX_0003', 'TCGA_XX_0002', 'TCGA_XX_0001', 'TCGA_XX_0000', 'TCGA_XX_0004',
+                           'TCGA_XX_0005'], 'out_of_fold': [0.0, 0.9, 0.4, 0.7, 0.5, 0.6]}
+  found = tumour_type.together(ClinicalTable(None, rows), 'coc2', image, shape, permutations=10, bootstrap=10)
+  assert found['patient_ids'] == ['TCGA_XX_0000', 'TCGA_XX_0001', 'TCGA_XX_0002', 'TCGA_XX_0003']
+  assert found['out_of_fold'] == pytest.approx([0.8, 0.3, 0.6, 0.2]) and found['positives'] == 2
+  assert found['roc_auc'] == 1.0
+
 def test_a_type_target_needs_the_real_data_and_a_classifier():
   """Catches a type model trained on the phantom (no codes) or asked of a segmenter."""
   from jaxbrain.config import Config
