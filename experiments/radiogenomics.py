@@ -247,7 +247,7 @@ def run(argv: list[str] | None = None) -> int:
   parser.add_argument('--permutations', type=int, default=tumour_type.PERMUTATIONS, help='label permutations per target')
   parser.add_argument('--image-model', nargs='*', metavar='TARGET', choices=tumour_type.TARGET_KEYS,
                       help='also train and score the image model (five folds of experiments.configs.TYPE_IMAGE) for '
-                           'these targets (none named: coc2); hours on a CPU')
+                           'these targets (none named: coc2); about 40 min a target on a 2-core CPU')
   parser.add_argument('--workdir', default='checkpoints', help='where the image model\'s fold runs go')
   parser.add_argument('--apply-to', metavar='DIR', help='patient folders to apply a saved type model to')
   parser.add_argument('--type-model', metavar='FILE', help='with --apply-to: the model (default: OUT/type_model.json)')
