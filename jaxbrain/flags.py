@@ -17,7 +17,7 @@ class InferenceConfig:
   Spark job (their flags' defaults): slices per compiled call, and the patient-bootstrap resamples
   of the intervals with their seed. A training run's own test evaluation reads its `Config`'s
   `bootstrap_samples` and `seed`, whose defaults are these."""
-  batch_size: int = 16
+  batch_size: int = 8
   bootstrap_samples: int = 1000
   seed: int = 0
 

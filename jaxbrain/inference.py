@@ -330,6 +330,10 @@ def stacked_weights(run: LoadedRun) -> dict:
                                      *[member.variables for member in members]))
 
 
-def padded(chunk: np.ndarray, size: int) -> np.ndarray:
-  """`chunk` with its first row repeated up to `size` rows: one shape for the jitted steps."""
+def padded(chunk: np.ndarray, batch_size: int) -> np.ndarray:
+  """`chunk` with its first row repeated up to `batch_size` rows, or up to half of it where it fits
+  there: at most two shapes for the jitted steps, and a short last chunk (a single patient's
+  remainder) does not pay for a whole batch."""
+  half = max(batch_size // 2, 1)
+  size = half if len(chunk) <= half else batch_size
   return np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk), 0)])

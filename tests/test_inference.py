@@ -73,3 +73,18 @@ def test_slice_decisions_by_rule_threshold_and_gate():
   assert paired.label.tolist() == [1, 1, 0] and paired.mask.any(axis=(1, 2)).tolist() == [True, True, False]
   with pytest.raises(ValueError):
     slice_decisions(probability)
+
+
+def test_a_short_last_chunk_is_padded_to_half_a_batch_and_keeps_its_rows():
+  """Catches a patient's short remainder padded to a whole batch (a 23-slice patient computing 32
+  slices instead of 24), more than two compiled shapes per batch size, or the chunk's own rows
+  changed or reordered by the padding."""
+  from jaxbrain.inference import padded
+
+  rows = np.arange(23)[:, None] * np.ones((1, 2))
+  assert [len(padded(rows[:n], 16)) for n in (1, 7, 8, 9, 16)] == [8, 8, 8, 16, 16]
+  assert {len(padded(rows[:n], 16)) for n in range(1, 17)} == {8, 16}
+  assert [len(padded(rows[:n], 1)) for n in (1,)] == [1] and len(padded(rows[:1], 2)) == 1
+  chunk = padded(rows[16:23], 16)
+  np.testing.assert_array_equal(chunk[:7], rows[16:23])
+  np.testing.assert_array_equal(chunk[7:], np.repeat(rows[16:17], 1, 0))
