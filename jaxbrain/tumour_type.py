@@ -198,7 +198,6 @@ def out_of_fold_figures(labels: np.ndarray, probability: np.ndarray, permutation
   return _figures(labels, probability, permuted, bootstrap, seed)
 
 
-
 def together(clinical: ClinicalTable, key: str, *parts: dict, permutations: int = PERMUTATIONS,
              bootstrap: int = BOOTSTRAP) -> dict:
   """Models of target `key` together (the image model and the shape model): each patient's mean of
@@ -212,6 +211,7 @@ def together(clinical: ClinicalTable, key: str, *parts: dict, permutations: int 
   mean = np.array([np.mean([p[patient] for p in probability]) for patient in patients])
   return {**out_of_fold_figures(labels[known], mean[known], permutations, bootstrap),
           'patient_ids': [p for p, k in zip(patients, known) if k]}
+
 
 def patient_matrix(shapes: Mapping[str, ShapeFeatures]) -> tuple[list[str], np.ndarray]:
   patients = sorted(shapes)
