@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxbrain import models
 from jaxbrain.config import Config
@@ -145,6 +144,8 @@ def load_run(run_dir: str | Path, task: str) -> LoadedRun:
                    f'were written), so it cannot be used; finish it with: {resume_command(run_dir)}')
   decision = read_decision(run_dir)
   folder = selected_checkpoint(run_dir, decision)
+  import orbax.checkpoint as ocp  # here, where a run's checkpoint is read: a bundle's loading needs none
+
   try:
     state = ocp.StandardCheckpointer().restore(RunDir.checkpoint_state(folder).resolve())
   except Exception as e:  # noqa: BLE001 -- orbax raises many kinds on damaged files

@@ -90,6 +90,20 @@ def test_the_card_says_a_detector_of_the_masks_own_labels_in_words(exported):
 
 
 
+
+def test_a_bundle_loads_and_scores_without_orbax_or_torch(exported):
+  """Catches a bundle's loading that imports orbax (the reader of a run's checkpoints) or torch: in
+  a process where neither can be imported, the bundle still loads and scores."""
+  import subprocess
+  import sys
+
+  code = ("import sys; sys.modules.update({'orbax': None, 'orbax.checkpoint': None, 'torch': None}); "
+          "import numpy as np; from jaxbrain.inference import Scorer; "
+          f"scores = Scorer(None, {str(exported[1])!r}).score(np.zeros((2, 256, 256, 3), np.uint8)); "
+          "print(scores.label.tolist())")
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-1500:]
+
 def test_the_shipped_card_is_what_its_model_json_writes():
   """Catches the card's wording changed in `model_card` without a bundle to show it: the shipped
   bundle's MODEL_CARD.md (added once, never rewritten) must be what an export writes today."""
