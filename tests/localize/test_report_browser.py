@@ -167,6 +167,6 @@ def test_pages_say_what_they_show_without_the_docs(trained_runs, phantom_png, tm
     labels = [t.strip() for t in await plot.locator('text').all_text_contents()]
     assert labels[:2] == ['1', '0'] and labels[2].startswith('slice ') and labels[3].startswith('slice ')
     assert await plot.locator('line.threshold').get_attribute('data-threshold') == '0.45'
-    assert 'tumor at >= 0.45' in text and 'the epoch validation chose' in text
+    assert 'tumour at >= 0.45' in text and 'the epoch validation chose' in text
 
   assert _in_browser(check) == []
