@@ -48,12 +48,7 @@ def child(model: str, slices: int, repeats: int) -> dict:
                                                                           batch, flip), static_argnums=2)
   cost = step.lower(member.variables, inputs, False).compile().cost_analysis()
   flops = (cost[0] if isinstance(cost, list) else cost)['flops'] / slices
-  step(member.variables, inputs, flip).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    started = time.perf_counter()
-    output = step(member.variables, inputs, flip).block_until_ready()
-    times.append(time.perf_counter() - started)
+  output, times = warm_times(lambda: step(member.variables, inputs, flip), repeats)
   passes = slices * (2 if flip else 1)
   return {'matmul_gflop_per_s': matmul_rate(repeats), 'gflop_per_pass': flops / 1e9, 'passes': passes, 'warm_s': times,
           'ms_per_pass': 1000 * min(times) / passes, 'gflop_per_s': passes * flops / 1e9 / min(times),
@@ -67,13 +62,18 @@ def matmul_rate(repeats: int, n: int = 2048) -> float:
 
   a = jax.random.normal(jax.random.key(0), (n, n))
   product = jax.jit(jnp.matmul)
-  product(a, a).block_until_ready()
+  return 2 * n ** 3 / 1e9 / min(warm_times(lambda: product(a, a), repeats)[1])
+
+
+def warm_times(call, repeats: int) -> tuple:
+  """(the last output, the seconds of each of `repeats` calls of `call`) after one untimed call."""
+  output = call().block_until_ready()
   times = []
   for _ in range(repeats):
     started = time.perf_counter()
-    product(a, a).block_until_ready()
+    output = call().block_until_ready()
     times.append(time.perf_counter() - started)
-  return 2 * n ** 3 / 1e9 / min(times)
+  return output, times
 
 
 def main() -> None:
