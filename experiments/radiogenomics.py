@@ -7,10 +7,11 @@ type and subtype predicted from them (`jaxbrain.tumour_type`), beside the papers
 
 From the true masks, and with `--runs` (the five `--fold K` runs, or the five ensemble members) also
 from automatic masks, each patient's from a run that never trained on it. Writes to `--out`:
-features.csv (every patient's features, and which masks they came from), associations.csv and
+features.csv (every patient's shape and intensity features, and which masks they came from), associations.csv and
 associations.json (every test: its table, patient count, exact p-value, and whether it passes the
 Bonferroni threshold), prediction.json (each target's cross-validated ROC AUC, its interval and
-permutation p-value), type_model.json (the models fitted on every patient's true masks),
+permutation p-value, for each of `tumour_type.FEATURE_SETS`), type_model.json (the shape models
+fitted on every patient's true masks),
 features_by_subtype_<masks>.png, with automatic masks agreement.csv (each feature's medians and
 correlation between the two sets of masks), and report.html. Prints the tables and the time it took.
 
@@ -35,11 +36,12 @@ from jaxbrain.data.clinical import GENOMIC_CLUSTERS, read_clinical
 from jaxbrain.data.splits import NUM_FOLDS
 from jaxbrain.errors import UserError, run_entry_point
 from jaxbrain.files import write_csv, write_json
+from jaxbrain.intensity import intensity_features
 from jaxbrain.localize.predict import predict
 from jaxbrain.machine import describe
 from jaxbrain.pages import html_page
 from jaxbrain.radiogenomics import (Association, associate, automatic_masks, bonferroni, feature_agreement,
-                                    patient_masks)
+                                    patient_images, patient_masks)
 from jaxbrain.runs import finished, read_split
 from jaxbrain.shape import FEATURES, shape_features
 from jaxbrain.train import train_and_evaluate
@@ -168,19 +170,23 @@ def _analyse(args, out: Path) -> tuple[list[dict], list[dict], float, dict, int]
   """Features, associations and the type models from each set of masks: (association rows,
   prediction rows, the Bonferroni threshold, the type model of the true masks, patients)."""
   clinical = read_clinical(args.data_dir)
-  sources = {TRUE: (patient_masks(args.data_dir), {})}
+  sources, images = {TRUE: (patient_masks(args.data_dir), {})}, patient_images(args.data_dir)
   if args.runs:
     sources[AUTOMATIC] = automatic_masks(args.runs, args.data_dir, out / 'automatic')
   rows, predicted, feature_rows, models, described = [], [], [], {}, {}
   for masks, (volumes, made_by) in sources.items():
     features = described[masks] = {patient: shape_features(volume) for patient, volume in sorted(volumes.items())}
+    intensities = {patient: intensity_features(images[patient], volume) for patient, volume in volumes.items()}
     found = associate(features, clinical, FEATURES, GENOMIC_CLUSTERS)
     rows += _rows(masks, found, bonferroni(found))
     feature_rows += [{'patient': p, 'masks': masks, 'made_by': str(made_by.get(p, 'data.csv\'s folder')),
-                      **f.as_dict()} for p, f in features.items()]
+                      **f.as_dict(), **intensities[p]} for p, f in features.items()]
     _plot(features, clinical, out / f'features_by_subtype_{masks}.png', SAID[masks])
-    models[masks] = tumour_type.train(features, clinical, SAID[masks], args.repeats, args.permutations)
-    predicted += _prediction_rows(masks, models[masks])
+    for name, names in tumour_type.FEATURE_SETS.items():
+      model = tumour_type.train(features, clinical, SAID[masks], args.repeats, args.permutations,
+                                intensities=intensities, names=names)
+      models.setdefault(masks, model)  # the shape model: the one saved and applied
+      predicted += _prediction_rows(masks if name == 'shape' else f'{name} ({masks} masks)', model)
   for key in args.image_model or ():
     figures = image_model(args.data_dir, key, args.workdir, clinical)
     name = tumour_type.target(key).name

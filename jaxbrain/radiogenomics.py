@@ -30,11 +30,19 @@ RELATIVE_TIE = 1e-7  # tables as probable as the observed one within this count 
 
 def patient_masks(data_dir) -> dict[str, np.ndarray]:
   """Each patient's true mask volume uint8 [Z, 256, 256], slices in order, from a kaggle_3m folder."""
+  return _patient_volumes(data_dir, lambda record: kaggle3m.read_mask(record.mask_path), 'reading masks')
+
+
+def patient_images(data_dir) -> dict[str, np.ndarray]:
+  """Each patient's slices uint8 [Z, 256, 256, 3], in the order of `patient_masks`."""
+  return _patient_volumes(data_dir, lambda record: kaggle3m.read_image(record.image_path), 'reading images')
+
+
+def _patient_volumes(data_dir, read, progress: str) -> dict[str, np.ndarray]:
   records = kaggle3m.scan(data_dir)
-  masks = kaggle3m.map_slices(lambda record: kaggle3m.read_mask(record.mask_path), records, progress='reading masks')
   volumes: dict[str, list] = {}
-  for record, mask in zip(records, masks):
-    volumes.setdefault(record.patient, []).append(mask)
+  for record, array in zip(records, kaggle3m.map_slices(read, records, progress=progress)):
+    volumes.setdefault(record.patient, []).append(array)
   return {patient: np.stack(slices) for patient, slices in volumes.items()}
 
 

@@ -1,10 +1,12 @@
-"""What kind of tumour, predicted from its shape: patient-level models of grade, histological type and
-genomic subtype (after Buda, AlBadawy, Saha, Mazurowski, Radiology: AI 2020, who predicted
-cluster-of-clusters 2 against the rest from the images with a CNN) from the shape features of
-`jaxbrain.shape`, scored by patient-level cross-validation.
+"""What kind of tumour, predicted from its shape and intensity: patient-level models of grade,
+histological type and genomic subtype (after Buda, AlBadawy, Saha, Mazurowski, Radiology: AI 2020,
+who predicted cluster-of-clusters 2 against the rest from the images with a CNN) from the shape
+features of `jaxbrain.shape` and the intensity features of `jaxbrain.intensity`, scored by
+patient-level cross-validation.
 
 The recipe, stated once before any run and not tuned (so no nested cross-validation): the features
-of `FEATURE_NAMES` (sizes on a log scale); a feature a patient lacks (no tumour, a flat one) takes the
+of one of `FEATURE_SETS` (shape: `FEATURE_NAMES`, sizes on a log scale; intensity; or both in one
+model, the intensity recipe stated before its figures); a feature a patient lacks (no tumour, a flat one) takes the
 training patients' median; each feature standardized by the training patients' mean and standard
 deviation; an L2-regularized logistic regression (`L2` on the weights, not the intercept) fitted by
 Newton's method. Each target is one binary question (`TARGETS`: a code against the rest of its
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxbrain import intensity
 from jaxbrain.data.arrays import SliceArrays
 from jaxbrain.data.clinical import ClinicalTable
 from jaxbrain.errors import UserError
@@ -35,6 +38,8 @@ from jaxbrain.shape import ShapeFeatures
 
 FEATURE_NAMES = ('log_voxels', 'log_largest_slice_area', 'tumour_slices', 'pieces', 'angular_standard_deviation',
                  'margin_fluctuation', 'bounding_ellipsoid_volume_ratio')
+FEATURE_SETS = {'shape': FEATURE_NAMES, 'intensity': intensity.FEATURE_NAMES,
+                'shape and intensity': FEATURE_NAMES + intensity.FEATURE_NAMES}
 L2 = 1.0
 FOLDS, REPEATS, PERMUTATIONS, BOOTSTRAP = 5, 10, 1000, 1000
 FORMAT = 1
@@ -83,13 +88,17 @@ def type_slices(data: SliceArrays, clinical: ClinicalTable, key: str) -> SliceAr
   return dataclasses.replace(data, **{**fields, 'label': labels[keep].astype(np.int32)})
 
 
-def feature_vector(found: ShapeFeatures) -> np.ndarray:
-  """`FEATURE_NAMES` of one patient, NaN for a feature it lacks."""
+def feature_vector(found: ShapeFeatures, intensities: Mapping[str, float | None] | None = None,
+                   names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
+  """`names` (shape features, and `intensity_features`' where given) of one patient, NaN for a
+  feature it lacks. Intensity features asked for without `intensities` are refused, not filled."""
   log = lambda v: np.log(v) if v else np.nan
   values = {'log_voxels': log(found.voxels), 'log_largest_slice_area': log(found.largest_slice_area),
             'tumour_slices': found.tumour_slices, 'pieces': found.pieces,
-            **{name: getattr(found, name) for name in FEATURE_NAMES[4:]}}
-  return np.array([np.nan if values[n] is None else values[n] for n in FEATURE_NAMES], float)
+            **{name: getattr(found, name) for name in FEATURE_NAMES[4:]}, **(intensities or {})}
+  if missing := [n for n in names if n not in values]:
+    raise ValueError(f'features {missing} need the patient\'s intensity features')
+  return np.array([np.nan if values[n] is None else values[n] for n in names], float)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,17 +222,20 @@ def together(clinical: ClinicalTable, key: str, *parts: dict, permutations: int 
           'patient_ids': [p for p, k in zip(patients, known) if k]}
 
 
-def patient_matrix(shapes: Mapping[str, ShapeFeatures]) -> tuple[list[str], np.ndarray]:
+def patient_matrix(shapes: Mapping[str, ShapeFeatures], intensities: Mapping[str, Mapping] | None = None,
+                   names: Sequence[str] = FEATURE_NAMES) -> tuple[list[str], np.ndarray]:
   patients = sorted(shapes)
-  return patients, np.stack([feature_vector(shapes[p]) for p in patients])
+  return patients, np.stack([feature_vector(shapes[p], intensities[p] if intensities else None, names)
+                             for p in patients])
 
 
 def train(shapes: Mapping[str, ShapeFeatures], clinical: ClinicalTable, masks: str, repeats: int = REPEATS,
-          permutations: int = PERMUTATIONS, seed: int = 0) -> dict:
-  """Every target scored by cross-validation and fitted once on all its patients: the type model
-  (`save` writes it; `apply` uses it) with each target's figures. A target whose patients are all
-  on one side has no model."""
-  patients, features = patient_matrix(shapes)
+          permutations: int = PERMUTATIONS, seed: int = 0, intensities: Mapping[str, Mapping] | None = None,
+          names: Sequence[str] = FEATURE_NAMES) -> dict:
+  """Every target scored by cross-validation and fitted once on all its patients on the features
+  `names` (one of `FEATURE_SETS`): the type model (`save` writes it; `apply` uses it) with each
+  target's figures. A target whose patients are all on one side has no model."""
+  patients, features = patient_matrix(shapes, intensities, names)
   targets = {}
   for target in TARGETS:
     labels = target.labels(clinical, patients)
@@ -234,7 +246,7 @@ def train(shapes: Mapping[str, ShapeFeatures], clinical: ClinicalTable, masks: s
     figures['patient_ids'] = [p for p, u in zip(patients, use) if u]
     targets[target.name] = {'column': target.column, 'positive': target.positive, 'figures': figures,
                             'model': fit(features[use], labels[use]).as_dict()}
-  return {'format': FORMAT, 'features': list(FEATURE_NAMES), 'masks': masks, 'l2': L2, 'folds': FOLDS,
+  return {'format': FORMAT, 'features': list(names), 'masks': masks, 'l2': L2, 'folds': FOLDS,
           'repeats': repeats, 'permutations': permutations, 'targets': targets}
 
 
@@ -250,15 +262,20 @@ def load(path: str | Path) -> dict:
   except (OSError, ValueError) as e:
     raise UserError(f'{path}: not a readable type model ({type(e).__name__}); '
                     'python -m experiments.radiogenomics writes one as type_model.json') from None
-  if model.get('format') != FORMAT or model.get('features') != list(FEATURE_NAMES):
+  if model.get('format') != FORMAT or model.get('features') not in [list(f) for f in FEATURE_SETS.values()]:
     raise UserError(f'{path}: a type model of another format or feature set than this jaxbrain reads; train it again '
                     'with python -m experiments.radiogenomics')
   return model
 
 
-def apply(model: dict, shapes: Mapping[str, ShapeFeatures]) -> dict[str, dict[str, float]]:
-  """{patient: {target: probability}} from a saved type model."""
-  patients, features = patient_matrix(shapes)
+def needs_intensity(model: dict) -> bool:
+  return any(name in intensity.FEATURE_NAMES for name in model['features'])
+
+
+def apply(model: dict, shapes: Mapping[str, ShapeFeatures],
+          intensities: Mapping[str, Mapping] | None = None) -> dict[str, dict[str, float]]:
+  """{patient: {target: probability}} from a saved type model (`intensities` where it needs them)."""
+  patients, features = patient_matrix(shapes, intensities, model['features'])
   found = {p: {} for p in patients}
   for name, target in model['targets'].items():
     for patient, p in zip(patients, LogisticModel.from_dict(target['model']).probability(features)):

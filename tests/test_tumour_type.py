@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from jaxbrain import tumour_type
+from jaxbrain import intensity, tumour_type
 from jaxbrain.data.clinical import ClinicalTable
 from jaxbrain.errors import UserError
 from jaxbrain.shape import ShapeFeatures
@@ -94,16 +94,27 @@ def test_a_real_signal_is_found():
   assert figures['roc_auc'] > 0.9 and figures['permutation_p'] == pytest.approx(1 / 51)
 
 
-def test_a_saved_model_applied_gives_the_probabilities_it_was_fitted_with(tmp_path):
+def _intensities(shapes, seed=1):
+  rng = np.random.default_rng(seed)
+  return {p: {name: (None if rng.uniform() < 0.1 else float(rng.uniform(0.5, 2))) for name in intensity.FEATURE_NAMES}
+          for p in shapes}
+
+
+@pytest.mark.parametrize('feature_set', list(tumour_type.FEATURE_SETS))
+def test_a_saved_model_applied_gives_the_probabilities_it_was_fitted_with(tmp_path, feature_set):
   """train -> save -> load -> apply equals the fitted models' own probabilities on the same
-  patients. Catches a model saved without its standardization or medians, or features reordered."""
-  shapes = _shapes(30)
+  patients, for each feature set. Catches a model saved without its standardization or medians,
+  features reordered, or a model applied to another feature set than it was fitted on."""
+  shapes, names = _shapes(30), tumour_type.FEATURE_SETS[feature_set]
+  intensities = _intensities(shapes)
   rows = {p: {'COCCluster': 1 + (i % 3 == 0), 'neoplasm_histologic_grade': 1 + (i % 2), 'histological_type': 1 + i % 3,
               'RNASeqCluster': 1 + i % 4} for i, p in enumerate(sorted(shapes))}
-  model = tumour_type.train(shapes, ClinicalTable(None, rows), 'true masks', repeats=1, permutations=2)
+  model = tumour_type.train(shapes, ClinicalTable(None, rows), 'true masks', repeats=1, permutations=2,
+                            intensities=intensities, names=names)
   tumour_type.save(model, tmp_path / 'type_model.json')
-  applied = tumour_type.apply(tumour_type.load(tmp_path / 'type_model.json'), shapes)
-  patients, x = tumour_type.patient_matrix(shapes)
+  applied = tumour_type.apply(tumour_type.load(tmp_path / 'type_model.json'), shapes, intensities)
+  patients, x = tumour_type.patient_matrix(shapes, intensities, names)
+  assert x.shape[1] == len(names)
   for target in tumour_type.TARGETS:
     y = target.labels(ClinicalTable(None, rows), patients)
     expected = tumour_type.fit(x, y).probability(x)
@@ -168,3 +179,11 @@ def test_a_type_target_needs_the_real_data_and_a_classifier():
     Config.from_flags(experiment='t', type_target='coc2')
   with pytest.raises(ConfigError, match='--type-target must be one of coc2'):
     Config.from_flags(experiment='t', type_target='grade', data_dir='/data')
+
+
+def test_intensity_features_are_never_filled_in_for_a_patient_without_them():
+  """A model of intensity features applied without the patients' intensities is refused. Catches
+  every intensity feature silently taking the training median (the same probability for everyone)."""
+  shapes = _shapes(3)
+  with pytest.raises(ValueError, match='intensity features'):
+    tumour_type.patient_matrix(shapes, None, tumour_type.FEATURE_SETS['shape and intensity'])

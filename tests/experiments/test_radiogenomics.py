@@ -53,7 +53,12 @@ def test_the_experiment_writes_its_table_features_plots_and_page(phantom_tif, tm
   assert 'Bonferroni threshold' in capsys.readouterr().out
   predicted = json.loads((out / 'prediction.json').read_text())['targets']
   # codes 1-2 only: the targets of codes 3 and 4 have no positive patient, so no model
-  assert [t['target'] for t in predicted] == [t.name for t in tumour_type.TARGETS if t.positive <= 2]
+  coded = [t.name for t in tumour_type.TARGETS if t.positive <= 2]
+  assert [(t['masks'], t['target']) for t in predicted] == [
+      ('true' if name == 'shape' else f'{name} (true masks)', target)
+      for name in tumour_type.FEATURE_SETS for target in coded]
+  with open(out / 'features.csv', newline='') as f:
+    assert all(row['flair_median'] for row in csv.DictReader(f) if int(row['voxels']))
 
 
 def test_a_saved_type_model_applied_to_other_folders_gives_its_probabilities(phantom_tif, tmp_path):
