@@ -5,7 +5,7 @@ from pathlib import Path
 
 import jaxbrain
 
-LAYERS = (('folders', 'flags', 'text'), ('errors', 'files', 'overlay', 'xla_defaults', 'allocator', 'compilation_cache', 'metrics', 'shape',
+LAYERS = (('folders', 'flags', 'text'), ('errors', 'files', 'overlay', 'xla_defaults', 'allocator', 'compilation_cache', 'metrics', 'shape', 'intensity',
                                            'safetensors_io', 'machine'), ('data',),
           ('postprocess', 'tumour_type'), ('decisions',), ('kernels',), ('models',), ('config',), ('runs',), ('bundle',), ('inference', 'pages'),
           ('train', 'localize'), ('evaluators', 'radiogenomics'), ('cli', 'spark'))
