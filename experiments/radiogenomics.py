@@ -11,7 +11,8 @@ features.csv (every patient's shape and intensity features, and which masks they
 associations.json (every test: its table, patient count, exact p-value, and whether it passes the
 Bonferroni threshold), prediction.json (each target's cross-validated ROC AUC, its interval and
 permutation p-value, for each of `tumour_type.FEATURE_SETS`), type_model.json (the shape models
-fitted on every patient's true masks),
+fitted on every patient's true masks; type_model_intensity.json and
+type_model_shape_and_intensity.json the others),
 features_by_subtype_<masks>.png, with automatic masks agreement.csv (each feature's medians and
 correlation between the two sets of masks), and report.html. Prints the tables and the time it took.
 
@@ -185,14 +186,14 @@ def _analyse(args, out: Path) -> tuple[list[dict], list[dict], float, dict, int]
     for name, names in tumour_type.FEATURE_SETS.items():
       model = tumour_type.train(features, clinical, SAID[masks], args.repeats, args.permutations,
                                 intensities=intensities, names=names)
-      models.setdefault(masks, model)  # the shape model: the one saved and applied
+      models.setdefault(masks, {})[name] = model
       predicted += _prediction_rows(masks if name == 'shape' else f'{name} ({masks} masks)', model)
   for key in args.image_model or ():
     figures = image_model(args.data_dir, key, args.workdir, clinical)
     name = tumour_type.target(key).name
     predicted += _prediction_rows(f'images ({figures["runs"]})', {'targets': {name: {'figures': figures}}})
-    for masks, model in models.items():
-      if name in model['targets']:
+    for masks, by_features in models.items():
+      if name in (model := by_features['shape'])['targets']:
         both = tumour_type.together(clinical, key, figures, model['targets'][name]['figures'])
         predicted += _prediction_rows(f'images and shape ({masks} masks)', {'targets': {name: {'figures': both}}})
   write_csv(out / 'features.csv', feature_rows)
@@ -231,8 +232,11 @@ def _apply(args, out: Path) -> None:
   model = tumour_type.load(args.type_model or out / 'type_model.json')
   folder = Path(args.apply_to)
   if any(folder.glob('*/*_mask.*')):
-    shapes = {p: shape_features(v) for p, v in patient_masks(folder).items()}
-    found, masks = tumour_type.apply(model, shapes), 'the folders\' true masks'
+    volumes = patient_masks(folder)
+    shapes = {p: shape_features(v) for p, v in volumes.items()}
+    intensities = ({p: intensity_features(images, volumes[p]) for p, images in patient_images(folder).items()}
+                   if tumour_type.needs_intensity(model) else None)
+    found, masks = tumour_type.apply(model, shapes, intensities), 'the folders\' true masks'
   else:
     run, seg_run = runs_to_score(None, args.seg_run, args.model)
     summary = predict([folder], run, out / 'apply_masks', seg_run_dir=seg_run, overwrite=True,
@@ -270,7 +274,8 @@ def run(argv: list[str] | None = None) -> int:
   if not args.data_dir:
     parser.error('--data-dir is needed (or --apply-to)')
   rows, predicted, threshold, model, patients = _analyse(args, out)
-  tumour_type.save(model, out / 'type_model.json')
+  for name, fitted in model.items():
+    tumour_type.save(fitted, out / tumour_type.model_file(name))
   minutes = (time.perf_counter() - started) / 60
   facts = (f'{args.data_dir}: {patients} patients; {minutes:.1f} min on {describe()}; '
            f'python -m experiments.radiogenomics --data-dir {args.data_dir}' + (' --runs ...' if args.runs else ''))

@@ -250,6 +250,12 @@ def train(shapes: Mapping[str, ShapeFeatures], clinical: ClinicalTable, masks: s
           'repeats': repeats, 'permutations': permutations, 'targets': targets}
 
 
+def model_file(feature_set: str) -> str:
+  """Where a type model of `FEATURE_SETS[feature_set]` is saved: type_model.json for shape (the one
+  `--apply-to` and `predict --type-model` are pointed at by default), else type_model_<set>.json."""
+  return 'type_model.json' if feature_set == 'shape' else f'type_model_{feature_set.replace(" ", "_")}.json'
+
+
 def save(model: dict, path: Path) -> None:
   write_json(path, model)
 

@@ -24,6 +24,7 @@ from jaxbrain.inference import Scorer
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.pages import write_prediction_page
 from jaxbrain.runs import LoadedRun
+from jaxbrain.intensity import intensity_features
 from jaxbrain.shape import shape_features
 
 # Columns beside probability and label, where they apply (`inference.Scores` fields): with an
@@ -133,15 +134,19 @@ class PredictionWriter:
     """Each patient's shape features (`shape.shape_features`: volume, angular standard deviation,
     margin fluctuation, bounding ellipsoid volume ratio, ...) from its predicted masks in slice order,
     as `shape` in its summary entry; a volume case's mL is its mask's in the case's own voxels. With
-    a type model, the probabilities it gives from those features, as `type_probabilities`."""
+    a type model, the probabilities it gives from those features (and from the slices' intensity
+    features where it was fitted on them), as `type_probabilities`."""
     order: dict[str, list] = {}
     for i, identity in enumerate(read.rows):
       order.setdefault(identity['patient'], []).append((identity['slice'] or 0, i))
-    shapes = {patient: shape_features(masks[[i for _, i in sorted(slices)]]) for patient, slices in order.items()}
+    rows = {patient: [i for _, i in sorted(slices)] for patient, slices in order.items()}
+    shapes = {patient: shape_features(masks[i]) for patient, i in rows.items()}
     for patient, found in shapes.items():
       summary[patient]['shape'] = {**found.as_dict(), 'volume_ml': summary[patient].get('tumor_volume_ml')}
     if self.type_model is not None:
-      for patient, probabilities in tumour_type.apply(self.type_model, shapes).items():
+      intensities = ({patient: intensity_features(read.images[i], masks[i]) for patient, i in rows.items()}
+                     if tumour_type.needs_intensity(self.type_model) else None)
+      for patient, probabilities in tumour_type.apply(self.type_model, shapes, intensities).items():
         summary[patient]['type_probabilities'] = {**probabilities, 'masks_the_model_learned_from': self.type_model['masks'],
                                                   'note': tumour_type.RESEARCH_ONLY}
 

@@ -2,15 +2,18 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jaxbrain import cli, tumour_type
 from jaxbrain.data.clinical import COLUMNS, GENOMIC_CLUSTERS, PATIENT, read_clinical
+from jaxbrain.data.kaggle3m import read_image, read_mask
 from jaxbrain.data.phantom import write_phantom
 from jaxbrain.errors import UserError
-from jaxbrain.radiogenomics import patient_masks
+from jaxbrain.intensity import intensity_features
+from jaxbrain.radiogenomics import patient_images, patient_masks
 from jaxbrain.shape import FEATURES, shape_features
 
 from experiments import radiogenomics
@@ -61,17 +64,22 @@ def test_the_experiment_writes_its_table_features_plots_and_page(phantom_tif, tm
     assert all(row['flair_median'] for row in csv.DictReader(f) if int(row['voxels']))
 
 
-def test_a_saved_type_model_applied_to_other_folders_gives_its_probabilities(phantom_tif, tmp_path):
+@pytest.mark.parametrize('feature_set', ['shape', 'shape and intensity'])
+def test_a_saved_type_model_applied_to_other_folders_gives_its_probabilities(phantom_tif, tmp_path, feature_set):
   """--apply-to a folder with masks: type_probabilities.csv holds, per patient, what the saved
-  model gives from the shapes of those masks, and says they are the true masks. Catches a model
-  refitted on the new folder, or probabilities written for the wrong patient."""
+  model gives from the shapes (and intensities) of those masks, and says they are the true masks.
+  Catches a model refitted on the new folder, probabilities written for the wrong patient, or
+  intensity features read from other slices than the masks'."""
   data, _ = _with_random_subtypes(phantom_tif, tmp_path / 'kaggle_3m')
   out = tmp_path / 'out'
   assert radiogenomics.main(['--data-dir', str(data), '--out', str(out), *FAST]) == 0
-  assert radiogenomics.main(['--apply-to', str(phantom_tif), '--out', str(out)]) == 0
-  model = tumour_type.load(out / 'type_model.json')
-  shapes = {p: shape_features(v) for p, v in patient_masks(phantom_tif).items()}
-  expected = tumour_type.apply(model, shapes)
+  saved = out / tumour_type.model_file(feature_set)
+  assert radiogenomics.main(['--apply-to', str(phantom_tif), '--out', str(out), '--type-model', str(saved)]) == 0
+  model = tumour_type.load(saved)
+  volumes = patient_masks(phantom_tif)
+  shapes = {p: shape_features(v) for p, v in volumes.items()}
+  intensities = {p: intensity_features(images, volumes[p]) for p, images in patient_images(phantom_tif).items()}
+  expected = tumour_type.apply(model, shapes, intensities)
   with open(out / 'type_probabilities.csv', newline='') as f:
     rows = list(csv.DictReader(f))
   assert {r['patient'] for r in rows} == set(expected) and all('true masks' in r['masks'] for r in rows)
@@ -107,6 +115,24 @@ def test_apply_to_folders_without_masks_uses_the_segmenter_and_matches_predict(t
   for row in rows:
     for name in targets:
       assert float(row[name]) == pytest.approx(summary[row['patient']]['type_probabilities'][name])
+  # a model of shape and intensity: its probabilities from predict's own masks and the input slices
+  both = out / tumour_type.model_file('shape and intensity')
+  assert cli.main(['predict', str(images), '--seg-run', str(seg), '--type-model', str(both),
+                   '--out', str(tmp_path / 'pred2'), '--no-progress']) == 0
+  summary = json.loads((tmp_path / 'pred2' / 'summary.json').read_text())
+  with open(tmp_path / 'pred2' / 'predictions.csv', newline='') as f:
+    predicted = sorted(csv.DictReader(f), key=lambda r: (r['patient'], int(r['slice'])))
+  slices = {}
+  for r in predicted:
+    mask = read_mask(tmp_path / 'pred2' / 'masks' / f'{Path(r["path"]).stem}_mask.png')
+    slices.setdefault(r['patient'], []).append((read_image(r['path']), mask))
+  expected = tumour_type.apply(tumour_type.load(both), {p: shape_features(np.stack([m for _, m in s]))
+                                                         for p, s in slices.items()},
+                               {p: intensity_features(np.stack([i for i, _ in s]), np.stack([m for _, m in s]))
+                                for p, s in slices.items()})
+  for patient, probabilities in expected.items():
+    for name, p in probabilities.items():
+      assert summary[patient]['type_probabilities'][name] == pytest.approx(p, rel=1e-9)
 
 
 @pytest.mark.slow
