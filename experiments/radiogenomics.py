@@ -134,7 +134,7 @@ def _page(out: Path, rows: list[dict], predicted: list[dict], threshold: float, 
   body = (f'<h1>Tumour shape and tumour type</h1><p>{html.escape(facts)}</p><p class=muted>Research '
           'use only. 80 patients: wide intervals, and most tests cannot reach significance; grade and type are decided '
           'by pathology, a subtype by sequencing, not by a scan. The codes are data.csv\'s; the dataset gives no '
-          'legend.</p><h2>Predicted from shape</h2><p class=muted>' + html.escape(tumour_type.__doc__.split('\n\n')[1])
+          'legend.</p><h2>Predicted from shape and intensity</h2><p class=muted>' + html.escape(tumour_type.__doc__.split('\n\n')[1])
           + '</p><table><tr><th>masks</th><th>target</th><th>positives / patients</th><th>ROC AUC [95% CI]</th>'
           f'<th>over repeats</th><th>permutation p</th><th>Buda et al. 2020</th></tr>{predicted_rows}</table>'
           f'<h2>Shape against subtype</h2><p class=muted>Bold: p below the Bonferroni threshold {threshold:.2g}. '

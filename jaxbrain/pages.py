@@ -206,7 +206,8 @@ def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals
                                       if total['shape'][name] is not None)
     if 'type_probabilities' in total:
       said = {k: v for k, v in total['type_probabilities'].items() if isinstance(v, float)}
-      facts += ('; from its shape (research use only): ' + ', '.join(f'p({name}) {p:.2f}' for name, p in said.items()))
+      facts += (f'; from its {total["type_probabilities"]["features"]} (research use only): '
+                + ', '.join(f'p({name}) {p:.2f}' for name, p in said.items()))
     if 'max_disagreement' in total:
       disputed = total.get('slices_where_members_disagree', [])
       facts += (f'; the ensemble\'s members disagree on the label of {len(disputed)} slice{"s" * (len(disputed) != 1)}'

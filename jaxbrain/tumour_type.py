@@ -278,6 +278,11 @@ def needs_intensity(model: dict) -> bool:
   return any(name in intensity.FEATURE_NAMES for name in model['features'])
 
 
+def feature_set(model: dict) -> str:
+  """The name in `FEATURE_SETS` of a loaded model's features ('shape', 'intensity', ...)."""
+  return next(name for name, names in FEATURE_SETS.items() if list(names) == model['features'])
+
+
 def apply(model: dict, shapes: Mapping[str, ShapeFeatures],
           intensities: Mapping[str, Mapping] | None = None) -> dict[str, dict[str, float]]:
   """{patient: {target: probability}} from a saved type model (`intensities` where it needs them)."""

@@ -147,7 +147,8 @@ class PredictionWriter:
       intensities = ({patient: intensity_features(read.images[i], masks[i]) for patient, i in rows.items()}
                      if tumour_type.needs_intensity(self.type_model) else None)
       for patient, probabilities in tumour_type.apply(self.type_model, shapes, intensities).items():
-        summary[patient]['type_probabilities'] = {**probabilities, 'masks_the_model_learned_from': self.type_model['masks'],
+        summary[patient]['type_probabilities'] = {**probabilities, 'features': tumour_type.feature_set(self.type_model),
+                                                  'masks_the_model_learned_from': self.type_model['masks'],
                                                   'note': tumour_type.RESEARCH_ONLY}
 
   def seg(self, case: nifti.Case, volume: np.ndarray) -> dict:

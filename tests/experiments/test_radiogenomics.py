@@ -120,6 +120,7 @@ def test_apply_to_folders_without_masks_uses_the_segmenter_and_matches_predict(t
   assert cli.main(['predict', str(images), '--seg-run', str(seg), '--type-model', str(both),
                    '--out', str(tmp_path / 'pred2'), '--no-progress']) == 0
   summary = json.loads((tmp_path / 'pred2' / 'summary.json').read_text())
+  assert 'from its shape and intensity (research use only)' in (tmp_path / 'pred2' / 'report.html').read_text()
   with open(tmp_path / 'pred2' / 'predictions.csv', newline='') as f:
     predicted = sorted(csv.DictReader(f), key=lambda r: (r['patient'], int(r['slice'])))
   slices = {}
