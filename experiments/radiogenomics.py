@@ -10,9 +10,9 @@ from automatic masks, each patient's from a run that never trained on it. Writes
 features.csv (every patient's shape and intensity features, and which masks they came from), associations.csv and
 associations.json (every test: its table, patient count, exact p-value, and whether it passes the
 Bonferroni threshold), prediction.json (each target's cross-validated ROC AUC, its interval and
-permutation p-value, for each of `tumour_type.FEATURE_SETS`), type_model.json (the shape models
-fitted on every patient's true masks; type_model_intensity.json and
-type_model_shape_and_intensity.json the others),
+permutation p-value, for each of `tumour_type.FEATURE_SETS`), type_model.json (the shape and
+intensity models fitted on every patient's true masks; type_model_shape.json and
+type_model_intensity.json the others),
 features_by_subtype_<masks>.png, with automatic masks agreement.csv (each feature's medians and
 correlation between the two sets of masks), and report.html. Prints the tables and the time it took.
 

@@ -250,7 +250,8 @@ def _add_predict(commands) -> None:
                        'and --seg-run, the bundle this checkout ships (checkpoints/models/lgg-seg01)')
   predict.add_argument('--type-model', metavar='FILE', help='a type model (type_model.json of python -m '
                        'experiments.radiogenomics): each patient\'s probabilities of grade, histological type and '
-                       'genomic subtype from the shape of its predicted masks, in summary.json (research use only)')
+                       'genomic subtype from the shape (and intensity) of its predicted masks, in summary.json '
+                       '(research use only)')
   predict.add_argument('--out', required=True, help='output folder: new or empty, outside the inputs')
   predict.add_argument('--overwrite', action='store_true',
                        help='replace --out if it holds an earlier `jaxbrain predict` output (never another folder)')

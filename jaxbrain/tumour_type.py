@@ -40,6 +40,7 @@ FEATURE_NAMES = ('log_voxels', 'log_largest_slice_area', 'tumour_slices', 'piece
                  'margin_fluctuation', 'bounding_ellipsoid_volume_ratio')
 FEATURE_SETS = {'shape': FEATURE_NAMES, 'intensity': intensity.FEATURE_NAMES,
                 'shape and intensity': FEATURE_NAMES + intensity.FEATURE_NAMES}
+APPLIED = 'shape and intensity'  # the best cross-validated set, from true and automatic masks: docs/radiogenomics.md
 L2 = 1.0
 FOLDS, REPEATS, PERMUTATIONS, BOOTSTRAP = 5, 10, 1000, 1000
 FORMAT = 1
@@ -251,9 +252,9 @@ def train(shapes: Mapping[str, ShapeFeatures], clinical: ClinicalTable, masks: s
 
 
 def model_file(feature_set: str) -> str:
-  """Where a type model of `FEATURE_SETS[feature_set]` is saved: type_model.json for shape (the one
-  `--apply-to` and `predict --type-model` are pointed at by default), else type_model_<set>.json."""
-  return 'type_model.json' if feature_set == 'shape' else f'type_model_{feature_set.replace(" ", "_")}.json'
+  """Where a type model of `FEATURE_SETS[feature_set]` is saved: type_model.json for `APPLIED` (the
+  one `--apply-to` applies unless told otherwise), else type_model_<set>.json."""
+  return 'type_model.json' if feature_set == APPLIED else f'type_model_{feature_set.replace(" ", "_")}.json'
 
 
 def save(model: dict, path: Path) -> None:

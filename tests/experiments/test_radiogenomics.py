@@ -91,8 +91,9 @@ def test_a_saved_type_model_applied_to_other_folders_gives_its_probabilities(pha
 @pytest.mark.slow
 def test_apply_to_folders_without_masks_uses_the_segmenter_and_matches_predict(trained_runs, phantom_tif, tmp_path):
   """Folders holding only images: the masks come from --seg-run through `jaxbrain predict`, the CSV
-  names that segmenter, and its probabilities are those `predict --type-model` puts in summary.json.
-  Catches a type model applied to no masks, or to masks other than predict's."""
+  names that segmenter, and its probabilities are those `predict --type-model` puts in summary.json,
+  which are the saved model's on the shape and intensity of predict's own mask files. Catches a type
+  model applied to no masks, to masks other than predict's, or to other slices' intensities."""
   data, _ = _with_random_subtypes(phantom_tif, tmp_path / 'kaggle_3m')
   out = tmp_path / 'out'
   assert radiogenomics.main(['--data-dir', str(data), '--out', str(out), *FAST]) == 0
@@ -110,24 +111,20 @@ def test_apply_to_folders_without_masks_uses_the_segmenter_and_matches_predict(t
   assert cli.main(['predict', str(images), '--seg-run', str(seg), '--type-model', str(out / 'type_model.json'),
                    '--out', str(tmp_path / 'pred'), '--no-progress']) == 0
   summary = json.loads((tmp_path / 'pred' / 'summary.json').read_text())
-  assert 'from its shape (research use only): p(cluster-of-clusters 2 vs rest)' in (tmp_path / 'pred' / 'report.html').read_text()
+  assert ('from its shape and intensity (research use only): p(cluster-of-clusters 2 vs rest)'
+          in (tmp_path / 'pred' / 'report.html').read_text())
   targets = tumour_type.load(out / 'type_model.json')['targets']
   for row in rows:
     for name in targets:
       assert float(row[name]) == pytest.approx(summary[row['patient']]['type_probabilities'][name])
-  # a model of shape and intensity: its probabilities from predict's own masks and the input slices
-  both = out / tumour_type.model_file('shape and intensity')
-  assert cli.main(['predict', str(images), '--seg-run', str(seg), '--type-model', str(both),
-                   '--out', str(tmp_path / 'pred2'), '--no-progress']) == 0
-  summary = json.loads((tmp_path / 'pred2' / 'summary.json').read_text())
-  assert 'from its shape and intensity (research use only)' in (tmp_path / 'pred2' / 'report.html').read_text()
-  with open(tmp_path / 'pred2' / 'predictions.csv', newline='') as f:
+  # the same probabilities recomputed from predict's own mask files and the input slices
+  with open(tmp_path / 'pred' / 'predictions.csv', newline='') as f:
     predicted = sorted(csv.DictReader(f), key=lambda r: (r['patient'], int(r['slice'])))
   slices = {}
   for r in predicted:
-    mask = read_mask(tmp_path / 'pred2' / 'masks' / f'{Path(r["path"]).stem}_mask.png')
+    mask = read_mask(tmp_path / 'pred' / 'masks' / f'{Path(r["path"]).stem}_mask.png')
     slices.setdefault(r['patient'], []).append((read_image(r['path']), mask))
-  expected = tumour_type.apply(tumour_type.load(both), {p: shape_features(np.stack([m for _, m in s]))
+  expected = tumour_type.apply(tumour_type.load(out / 'type_model.json'), {p: shape_features(np.stack([m for _, m in s]))
                                                          for p, s in slices.items()},
                                {p: intensity_features(np.stack([i for i, _ in s]), np.stack([m for _, m in s]))
                                 for p, s in slices.items()})
