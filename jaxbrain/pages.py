@@ -179,6 +179,28 @@ def _probability_plot(slices: list[dict], threshold: float) -> str:
           + ''.join(parts) + f'</svg><div class="muted">{legend}; across: the slices in order</div>')
 
 
+def _patient_facts(total: dict) -> str:
+  """A patient's line on the page from its summary.json entry: slices, tumour, shape, type, disagreement."""
+  facts = f'{counted(total["slices"], "slice")}, {len(total["slices_with_tumor"])} predicted with tumor'
+  if 'volume_voxels' in total:
+    facts += f', predicted tumor {total["volume_voxels"]} pixels in all'
+  if 'tumor_volume_ml' in total:
+    facts += f' ({total["tumor_volume_ml"]:.2f} ml)'
+  if total.get('shape', {}).get('angular_standard_deviation') is not None:
+    facts += '; shape: ' + ', '.join(f'{name.replace("_", " ")} {total["shape"][name]:.3f}' for name in FEATURES
+                                    if total['shape'][name] is not None)
+  if 'type_probabilities' in total:
+    said = {k: v for k, v in total['type_probabilities'].items() if isinstance(v, float)}
+    facts += (f'; from its {total["type_probabilities"]["features"]} (research use only): '
+              + ', '.join(f'p({name}) {p:.2f}' for name, p in said.items()))
+  if 'max_disagreement' in total:
+    disputed = total.get('slices_where_members_disagree', [])
+    facts += (f'; the ensemble\'s members disagree on the label of {len(disputed)} slice{"s" * (len(disputed) != 1)}'
+              + (f' ({", ".join(map(str, disputed))})' if disputed else '')
+              + f', largest spread of their probabilities {total["max_disagreement"]:.2f}')
+  return facts
+
+
 def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals: dict[str, dict],
                             runs: list[dict], threshold: float, how: str, warnings: Sequence[str] = ()) -> Path:
   """`out_dir/report.html`: one section per patient with a slice viewer (slider or arrow keys; the
@@ -195,24 +217,7 @@ def write_prediction_page(out_dir: Path, patients: dict[str, list[dict]], totals
   for index, name in enumerate(names):
     slices = patients[name]
     start = max(range(len(slices)), key=lambda i: slices[i]['probability'])  # open on the likeliest tumor
-    total = totals[name]
-    facts = f'{counted(total["slices"], "slice")}, {len(total["slices_with_tumor"])} predicted with tumor'
-    if 'volume_voxels' in total:
-      facts += f', predicted tumor {total["volume_voxels"]} pixels in all'
-    if 'tumor_volume_ml' in total:
-      facts += f' ({total["tumor_volume_ml"]:.2f} ml)'
-    if total.get('shape', {}).get('angular_standard_deviation') is not None:
-      facts += '; shape: ' + ', '.join(f'{name.replace("_", " ")} {total["shape"][name]:.3f}' for name in FEATURES
-                                      if total['shape'][name] is not None)
-    if 'type_probabilities' in total:
-      said = {k: v for k, v in total['type_probabilities'].items() if isinstance(v, float)}
-      facts += (f'; from its {total["type_probabilities"]["features"]} (research use only): '
-                + ', '.join(f'p({name}) {p:.2f}' for name, p in said.items()))
-    if 'max_disagreement' in total:
-      disputed = total.get('slices_where_members_disagree', [])
-      facts += (f'; the ensemble\'s members disagree on the label of {len(disputed)} slice{"s" * (len(disputed) != 1)}'
-                + (f' ({", ".join(map(str, disputed))})' if disputed else '')
-                + f', largest spread of their probabilities {total["max_disagreement"]:.2f}')
+    facts = _patient_facts(totals[name])
     sections.append(
         f'<section class="patient" data-patient="{index}"><h2>{html.escape(name)}</h2><p>{facts}</p>'
         f'<div class="viewer"><div class="frame"><img alt=""><div class="caption"></div></div>'
