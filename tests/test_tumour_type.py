@@ -1,4 +1,4 @@
-"""Tumour type from shape (`jaxbrain.tumour_type`): the fit, the folds, the figures, the saved model."""
+"""Tumour type from shape and intensity (`jaxbrain.tumour_type`): the fit, the folds, the figures, the saved model."""
 import numpy as np
 import pytest
 
@@ -14,6 +14,12 @@ def _shapes(n, seed=0):
                                             int(rng.integers(20, 900)), int(rng.integers(1, 4)),
                                             float(rng.uniform(0.03, 0.2)), float(rng.uniform(0.02, 0.15)),
                                             float(rng.uniform(0.2, 0.7))) for i in range(n)}
+
+
+def _intensities(shapes, seed=1):
+  rng = np.random.default_rng(seed)
+  return {p: {name: (None if rng.uniform() < 0.1 else float(rng.uniform(0.5, 2))) for name in intensity.FEATURE_NAMES}
+          for p in shapes}
 
 
 def test_the_fit_is_the_penalized_likelihoods_optimum():
@@ -73,11 +79,13 @@ def test_the_folds_keep_each_class_spread_over_them():
   assert [int(labels[folds == k].sum()) for k in range(5)] == [2] * 5
 
 
-def test_labels_drawn_independently_of_the_shapes_give_no_signal():
-  """Labels drawn at random beside random shapes: the permutation p-value is not small and the
-  interval covers 0.5. Catches figures that leak the labels (AUC far above 0.5 on noise) and a
-  permutation test that compares against the wrong statistic."""
-  patients, x = tumour_type.patient_matrix(_shapes(60))
+@pytest.mark.parametrize('feature_set', list(tumour_type.FEATURE_SETS))
+def test_labels_drawn_independently_of_the_features_give_no_signal(feature_set):
+  """Labels drawn at random beside random shapes and intensities: the permutation p-value is not
+  small and the interval covers 0.5, for each feature set. Catches figures that leak the labels
+  (AUC far above 0.5 on noise) and a permutation test that compares against the wrong statistic."""
+  shapes = _shapes(60)
+  patients, x = tumour_type.patient_matrix(shapes, _intensities(shapes), tumour_type.FEATURE_SETS[feature_set])
   y = (np.random.default_rng(5).uniform(size=60) < 0.35).astype(float)
   figures = tumour_type.score(x, y, repeats=3, permutations=100, bootstrap=300)
   assert figures['permutation_p'] > 0.05
@@ -92,12 +100,6 @@ def test_a_real_signal_is_found():
   y = (x[:, tumour_type.FEATURE_NAMES.index('margin_fluctuation')] > 0.08).astype(float)
   figures = tumour_type.score(x, y, repeats=2, permutations=50, bootstrap=200)
   assert figures['roc_auc'] > 0.9 and figures['permutation_p'] == pytest.approx(1 / 51)
-
-
-def _intensities(shapes, seed=1):
-  rng = np.random.default_rng(seed)
-  return {p: {name: (None if rng.uniform() < 0.1 else float(rng.uniform(0.5, 2))) for name in intensity.FEATURE_NAMES}
-          for p in shapes}
 
 
 @pytest.mark.parametrize('feature_set', list(tumour_type.FEATURE_SETS))
