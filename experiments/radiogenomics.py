@@ -45,6 +45,7 @@ from jaxbrain.radiogenomics import (Association, associate, automatic_masks, bon
                                     patient_images, patient_masks)
 from jaxbrain.runs import finished, read_split
 from jaxbrain.shape import FEATURES, shape_features
+from jaxbrain.text import counted
 from jaxbrain.train import train_and_evaluate
 
 from experiments.configs import TYPE_IMAGE
@@ -245,7 +246,8 @@ def _apply(args, out: Path) -> None:
     masks = f'predicted by {seg_run} (jaxbrain predict, in {out / "apply_masks"})'
   write_csv(out / 'type_probabilities.csv', [{'patient': p, 'masks': masks, **probabilities}
                                              for p, probabilities in sorted(found.items())])
-  print(f'{len(found)} patients, masks: {masks}; wrote {out / "type_probabilities.csv"} ({tumour_type.RESEARCH_ONLY})')
+  print(f'{counted(len(found), "patient")}, masks: {masks}; wrote {out / "type_probabilities.csv"} '
+        f'({tumour_type.RESEARCH_ONLY})')
 
 
 def run(argv: list[str] | None = None) -> int:
