@@ -7,9 +7,9 @@ type and subtype predicted from them (`jaxbrain.tumour_type`), beside the papers
 
 From the true masks, and with `--runs` (the five `--fold K` runs, or the five ensemble members) also
 from automatic masks, each patient's from a run that never trained on it. Writes to `--out`:
-features.csv (every patient's shape and intensity features, and which masks they came from), associations.csv and
-associations.json (every test: its table, patient count, exact p-value, and whether it passes the
-Bonferroni threshold), prediction.json (each target's cross-validated ROC AUC, its interval and
+features.csv (every patient's shape and intensity features, and which masks they came from),
+associations.csv and associations.json (every test: its table, patient count, exact p-value, and
+whether it passes the Bonferroni threshold), prediction.json (each target's cross-validated ROC AUC, its interval and
 permutation p-value, for each of `tumour_type.FEATURE_SETS`), type_model.json (the shape and
 intensity models fitted on every patient's true masks; type_model_shape.json and
 type_model_intensity.json the others),
@@ -135,8 +135,9 @@ def _page(out: Path, rows: list[dict], predicted: list[dict], threshold: float, 
   body = (f'<h1>Tumour shape and tumour type</h1><p>{html.escape(facts)}</p><p class=muted>Research '
           'use only. 80 patients: wide intervals, and most tests cannot reach significance; grade and type are decided '
           'by pathology, a subtype by sequencing, not by a scan. The codes are data.csv\'s; the dataset gives no '
-          'legend.</p><h2>Predicted from shape and intensity</h2><p class=muted>' + html.escape(tumour_type.__doc__.split('\n\n')[1])
-          + '</p><table><tr><th>masks</th><th>target</th><th>positives / patients</th><th>ROC AUC [95% CI]</th>'
+          'legend.</p><h2>Predicted from shape and intensity</h2><p class=muted>'
+          + html.escape(tumour_type.__doc__.split('\n\n')[1]) + '</p><table><tr><th>masks</th><th>target</th>'
+          '<th>positives / patients</th><th>ROC AUC [95% CI]</th>'
           f'<th>over repeats</th><th>permutation p</th><th>Buda et al. 2020</th></tr>{predicted_rows}</table>'
           f'<h2>Shape against subtype</h2><p class=muted>Bold: p below the Bonferroni threshold {threshold:.2g}. '
           f'{html.escape(PAPER_ALSO)}</p><table><tr>{header}</tr>{association_rows}</table>{plots}')
@@ -170,7 +171,7 @@ def image_model(data_dir: str, key: str, workdir: str, clinical, **flags) -> dic
 
 def _analyse(args, out: Path) -> tuple[list[dict], list[dict], float, dict, int]:
   """Features, associations and the type models from each set of masks: (association rows,
-  prediction rows, the Bonferroni threshold, the type model of the true masks, patients)."""
+  prediction rows, the Bonferroni threshold, the true masks' type models by feature set, patients)."""
   clinical = read_clinical(args.data_dir)
   sources, images = {TRUE: (patient_masks(args.data_dir), {})}, patient_images(args.data_dir)
   if args.runs:
@@ -275,9 +276,9 @@ def run(argv: list[str] | None = None) -> int:
     return 0
   if not args.data_dir:
     parser.error('--data-dir is needed (or --apply-to)')
-  rows, predicted, threshold, model, patients = _analyse(args, out)
-  for name, fitted in model.items():
-    tumour_type.save(fitted, out / tumour_type.model_file(name))
+  rows, predicted, threshold, models, patients = _analyse(args, out)
+  for name, model in models.items():
+    tumour_type.save(model, out / tumour_type.model_file(name))
   minutes = (time.perf_counter() - started) / 60
   facts = (f'{args.data_dir}: {patients} patients; {minutes:.1f} min on {describe()}; '
            f'python -m experiments.radiogenomics --data-dir {args.data_dir}' + (' --runs ...' if args.runs else ''))

@@ -21,10 +21,10 @@ from jaxbrain.errors import Caution
 from jaxbrain.files import write_csv, write_json
 from jaxbrain.folders import PredictionDir
 from jaxbrain.inference import Scorer
+from jaxbrain.intensity import intensity_features
 from jaxbrain.overlay import captioned, heatmap_overlay, mask_overlay
 from jaxbrain.pages import write_prediction_page
 from jaxbrain.runs import LoadedRun
-from jaxbrain.intensity import intensity_features
 from jaxbrain.shape import shape_features
 
 # Columns beside probability and label, where they apply (`inference.Scores` fields): with an
