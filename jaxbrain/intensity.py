@@ -11,14 +11,17 @@ The recipe, stated before any figure of it was seen and not tuned. For one patie
   voxels' relative intensities; `enhancement`, the median over tumour voxels of post-contrast's
   relative intensity minus pre-contrast's.
 A channel the dataset filled with a copy of FLAIR (equal to FLAIR in every slice: a sequence the
-patient lacks, `kaggle3m.channels_present`) gives None for its features, and for `enhancement`; a
-mask without tumour gives None for all (JSON null: an intensity of nothing is not defined).
+patient lacks, as `kaggle3m.channels_present` tells) gives None for its features, and for
+`enhancement`; a mask without tumour gives None for all (JSON null: an intensity of nothing is not
+defined).
 """
 from __future__ import annotations
 
 import numpy as np
 
-SEQUENCES = ('pre_contrast', 'flair', 'post_contrast')
+from jaxbrain.data.kaggle3m import CHANNELS, channels_present
+
+SEQUENCES = ('pre_contrast', 'flair', 'post_contrast')  # kaggle3m.CHANNELS, as feature names
 FEATURE_NAMES = (*(f'{s}_{kind}' for s in SEQUENCES for kind in ('median', 'spread')), 'enhancement')
 
 
@@ -31,12 +34,12 @@ def intensity_features(images: np.ndarray, mask: np.ndarray) -> dict[str, float 
   found: dict[str, float | None] = dict.fromkeys(FEATURE_NAMES)
   if not tumour.any():
     return found
-  flair = images[..., 1]
+  present = channels_present(images)
   relative = {}
   for c, sequence in enumerate(SEQUENCES):
     channel = images[..., c]
     head = channel[channel > 0]
-    if (c != 1 and np.array_equal(channel, flair)) or not head.size:
+    if CHANNELS[c] not in present or not head.size:
       continue
     relative[sequence] = channel[tumour] / np.median(head)
     low, middle, high = np.percentile(relative[sequence], (25, 50, 75))

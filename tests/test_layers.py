@@ -1,12 +1,12 @@
-"""Imports flow one way: folders, flags, text -> foundations -> data -> postprocess -> decisions -> kernels -> models -> config -> runs
+"""Imports flow one way: folders, flags, text -> foundations -> data -> intensity -> postprocess | tumour_type -> decisions -> kernels -> models -> config -> runs
 -> bundle -> inference | pages -> train | localize -> evaluators | radiogenomics -> cli | spark (DESIGN.md)."""
 import ast
 from pathlib import Path
 
 import jaxbrain
 
-LAYERS = (('folders', 'flags', 'text'), ('errors', 'files', 'overlay', 'xla_defaults', 'allocator', 'compilation_cache', 'metrics', 'shape', 'intensity',
-                                           'safetensors_io', 'machine'), ('data',),
+LAYERS = (('folders', 'flags', 'text'), ('errors', 'files', 'overlay', 'xla_defaults', 'allocator', 'compilation_cache', 'metrics', 'shape',
+                                           'safetensors_io', 'machine'), ('data',), ('intensity',),
           ('postprocess', 'tumour_type'), ('decisions',), ('kernels',), ('models',), ('config',), ('runs',), ('bundle',), ('inference', 'pages'),
           ('train', 'localize'), ('evaluators', 'radiogenomics'), ('cli', 'spark'))
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
