@@ -89,8 +89,6 @@ def test_the_card_says_a_detector_of_the_masks_own_labels_in_words(exported):
   assert 'when its mask is not empty' in line and 'None' not in line.split(' (chosen on')[0]
 
 
-
-
 def test_a_bundle_loads_and_scores_without_orbax_or_torch(exported):
   """Catches a bundle's loading that imports orbax (the reader of a run's checkpoints) or torch: in
   a process where neither can be imported, the bundle still loads and scores."""
@@ -103,6 +101,7 @@ def test_a_bundle_loads_and_scores_without_orbax_or_torch(exported):
           "print(scores.label.tolist())")
   done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-1500:]
+
 
 def test_the_shipped_card_is_what_its_model_json_writes():
   """Catches the card's wording changed in `model_card` without a bundle to show it: the shipped
