@@ -16,6 +16,7 @@ from jaxbrain.data.dicom import EXTRA, SeriesVolume
 from jaxbrain.data.kaggle3m import DataError
 
 NEOPLASM = ('108369006', 'SCT', 'Neoplasm')
+LONG_STRING = 64  # the most characters of a DICOM Long String (LO) value, such as a device's serial number
 
 
 def _highdicom():
@@ -43,15 +44,17 @@ def source_frames(volume: SeriesVolume, mask: np.ndarray) -> tuple[list, np.ndar
   return [volume.frames[0].dataset], ordered
 
 
-def write_seg(volume: SeriesVolume, mask: np.ndarray, path: Path, version: str, run: str) -> int:
+def write_seg(volume: SeriesVolume, mask: np.ndarray, path: Path, version: str, made_by: str, model_id: str) -> int:
   """Writes `mask` (bool or 0/1, the series' voxel order) as a binary DICOM SEG at `path` naming
-  the algorithm (jaxbrain, its `version`, the `run` that made it); returns its tumor pixel count."""
+  the algorithm (jaxbrain, its `version`, the model or run that `made_by` names, as the algorithm's
+  parameter) and the model by `model_id` (a bundle's sha256, a run folder's name) as the device's
+  serial number, cut to the 64 characters DICOM allows there; returns its tumor pixel count."""
   hd = _highdicom()
   from pydicom.sr.codedict import codes
 
   sources, frames = source_frames(volume, np.asarray(mask, bool))
   algorithm = hd.AlgorithmIdentificationSequence(name='jaxbrain', family=codes.cid7162.ArtificialIntelligence,
-                                                 version=version, parameters={'run': run})
+                                                 version=version, parameters={'model': made_by})
   segment = hd.seg.SegmentDescription(
       segment_number=1, segment_label='tumor', segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
       segmented_property_type=hd.sr.CodedConcept(*NEOPLASM), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
@@ -61,7 +64,7 @@ def write_seg(volume: SeriesVolume, mask: np.ndarray, path: Path, version: str, 
       source_images=sources, pixel_array=frames.astype(np.uint8), segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
       segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=int(source.get('SeriesNumber') or 0) + 1000,
       sop_instance_uid=hd.UID(), instance_number=1, manufacturer='jaxbrain', manufacturer_model_name='jaxbrain',
-      software_versions=version, device_serial_number=Path(run).name, series_description='jaxbrain tumor mask',
+      software_versions=version, device_serial_number=model_id[:LONG_STRING], series_description='jaxbrain tumor mask',
       content_description='tumor mask', content_label='TUMOR', omit_empty_frames=bool(frames.any()))
   seg.save_as(path)
   return int(frames.sum())

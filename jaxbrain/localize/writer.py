@@ -160,7 +160,8 @@ class PredictionWriter:
       segmenter = self.scorer.segmenter
       said = facts(segmenter) if segmenter.bundle is not None else None
       made_by = f'{said["name"]} {said["version"]} (sha256 {said["sha256"]})' if said else str(segmenter.directory)
-      dicom_seg.write_seg(case.flair_series, volume, path, __version__, made_by)
+      dicom_seg.write_seg(case.flair_series, volume, path, __version__, made_by,
+                          said['sha256'] if said else segmenter.directory.name)
     except Exception as e:  # noqa: BLE001 -- highdicom raises many kinds on headers it cannot use
       path.unlink(missing_ok=True)
       why = f'{type(e).__name__}: {e}'

@@ -46,7 +46,7 @@ def test_the_seg_is_valid_and_reads_back_as_the_mask(studies, tmp_path, kind):
   masks = case.slices[..., 1] > 140  # a bright, irregular region: any plane out of place would show
   mask = nifti.to_input_frame(case, masks)
   path = tmp_path / 'seg.dcm'
-  assert dicom_seg.write_seg(case.flair_series, mask, path, '9.9', '/runs/seg01/run-a') == mask.sum() > 0
+  assert dicom_seg.write_seg(case.flair_series, mask, path, '9.9', '/runs/seg01/run-a', 'run-a') == mask.sum() > 0
   seg = hd.seg.segread(path)
   np.testing.assert_array_equal(_read_back(seg, case.flair_series), mask)
   source = case.flair_series.frames[0].dataset
@@ -69,5 +69,23 @@ def test_an_empty_mask_still_makes_a_seg(studies, tmp_path):
   tumor-free scan)."""
   case = dicom.read_folder(studies['single-frame'])
   mask = np.zeros(case.shape, np.uint8)
-  assert dicom_seg.write_seg(case.flair_series, mask, tmp_path / 'seg.dcm', '9.9', 'run') == 0
+  assert dicom_seg.write_seg(case.flair_series, mask, tmp_path / 'seg.dcm', '9.9', 'run', 'run') == 0
   assert not _read_back(hd.seg.segread(tmp_path / 'seg.dcm'), case.flair_series).any()
+
+
+def test_a_long_model_name_still_makes_a_seg(studies, tmp_path):
+  """A model named at length (a bundle: name, version and its 64-character sha256; a run folder of
+  any name) is written whole as the algorithm's parameter and cut to DICOM's 64 characters as the
+  device's serial number. Catches the whole name put where DICOM allows 64 characters: highdicom
+  then refuses the SEG, and predict writes none for every DICOM study scored with a bundle."""
+  case = dicom.read_folder(studies['single-frame'])
+  mask = nifti.to_input_frame(case, case.slices[..., 1] > 140)
+  sha256 = 'f' * 64
+  made_by = f'lgg-seg01 1.0 (sha256 {sha256})'
+  for model_id, serial in ((sha256, sha256), ('r' * 80, 'r' * 64)):
+    path = tmp_path / f'{len(model_id)}.dcm'
+    assert dicom_seg.write_seg(case.flair_series, mask, path, '9.9', made_by, model_id) > 0
+    seg = hd.seg.segread(path)
+    assert seg.DeviceSerialNumber == serial
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert made_by in algorithm.AlgorithmParameters

@@ -268,6 +268,23 @@ def test_a_nifti_case_is_predicted_with_a_bundle(exported, tmp_path):
   assert json.loads((out / 'summary.json').read_text())['c']['model']['name'] == 'tiny'
 
 
+def test_a_dicom_study_is_predicted_with_a_bundle_and_gets_its_seg(exported, tmp_path):
+  """Catches a bundle that scores slice folders and NIfTI cases but writes no DICOM SEG for a DICOM
+  study (the bundle's name, version and sha256 put whole where DICOM allows 64 characters)."""
+  pytest.importorskip('highdicom')
+  pytest.importorskip('SimpleITK')
+  from jaxbrain.data.phantom import write_nifti_phantom
+  from tests.data.dicom_series import nifti_case_as_dicom
+
+  files, _ = write_nifti_phantom(tmp_path / 'nifti', n_slices=6, in_plane=64, seed=7, axcodes='LPS')
+  nifti_case_as_dicom(files, tmp_path / 'study')
+  out = tmp_path / 'pred'
+  assert cli.main(['predict', str(tmp_path / 'study'), '--model', str(exported[1]), '--out', str(out),
+                   '--no-progress']) == 0
+  entry = json.loads((out / 'summary.json').read_text())['study']
+  assert (out / entry['dicom_seg']).is_file() and 'dicom_seg_skipped' not in entry
+
+
 def test_a_float16_bundle_halves_its_weights_and_reads_back_as_float32(exported, phantom_runs_data, tmp_path):
   """Catches --float16 storing float32 (no saving), BatchNorm running variances cast to float16
   (these members' reach 270,000: inf), float16 weights computed in float16 at load, or weights
