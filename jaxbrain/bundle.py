@@ -161,7 +161,8 @@ def load(path: str | Path, task: str) -> LoadedRun:
 
 def runs_to_score(run: str | None, seg_run: str | None, model: str | None) -> tuple[str | None, str | None]:
   """(classifier, segmenter) folders to score with: the runs named, else the bundle `model`, else
-  the shipped one; where there is none, a `BundleError` saying how to get one."""
+  the shipped one; where there is none, or `model` is not a bundle, a `BundleError` saying how to
+  get one."""
   if model and (run or seg_run):
     raise BundleError('--model names a whole model: give it, or --run / --seg-run, not both')
   if run or seg_run:
@@ -173,8 +174,10 @@ def runs_to_score(run: str | None, seg_run: str | None, model: str | None) -> tu
                         f'jaxbrain carries none): give --model with a clone\'s checkpoints/models/{SHIPPED}, export '
                         'your own (jaxbrain export RUN --out DIR), or name trained runs with --run / --seg-run')
     model = str(shipped.path)
-  task = read_json(BundleDir(model).model).get('task') if BundleDir.holds_bundle(model) else None
-  return (model, None) if task == 'classify' else (None, model)
+  if not BundleDir.holds_bundle(model):
+    raise BundleError(f'{BundleDir(model).model}: not found; --model takes a model bundle\'s folder (jaxbrain export '
+                      'writes one); a trained run or ensemble goes with --run / --seg-run')
+  return (model, None) if read_json(BundleDir(model).model).get('task') == 'classify' else (None, model)
 
 
 def facts(run: LoadedRun) -> dict:

@@ -108,9 +108,10 @@ def score(scorer: Scorer, read: Slices, batch_size: int, progress: bool) -> Scor
 
 def check_output_dir(out_dir: Path, inputs: Sequence[str | Path], overwrite: bool) -> None:
   """Refuses an output folder inside (or holding) the inputs, a file, or a non-empty folder that is
-  not an earlier `predict` output (replaced only with `overwrite`)."""
+  not an earlier `predict` output (replaced only with `overwrite`). An input that does not exist
+  is left to the reading, which names it."""
   out = out_dir.resolve()
-  for given in map(lambda p: Path(p).resolve(), inputs):
+  for given in (Path(p).resolve() for p in inputs if Path(p).exists()):
     folder = given if given.is_dir() else given.parent
     if out == folder or folder in out.parents or out in folder.parents:
       raise OutputError(f'{out_dir}: lies inside or holds the inputs ({given}); choose an output folder outside them '

@@ -190,6 +190,17 @@ def test_predict_without_a_model_on_a_checkout_without_a_bundle_says_how_to_get_
   assert len(error.splitlines()) == 1 and 'jaxbrain export' in error and '--model' in error and '--seg-run' in error
 
 
+def test_model_takes_a_bundle_and_names_what_else_to_use(exported, phantom_runs_data, tmp_path, capsys):
+  """Catches --model with a folder that holds no bundle (a run, an ensemble, a typo) refused as
+  "not a jaxbrain run directory", or loaded as a run of whatever task: one line naming the missing
+  model.json and where runs go."""
+  patient = next(d for d in sorted(phantom_runs_data.iterdir()) if d.is_dir())
+  for folder in (exported[0], tmp_path / 'typo'):
+    assert cli.main(['predict', str(patient), '--model', str(folder), '--out', str(tmp_path / 'pred')]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f'{folder / "model.json"}: not found' in error and '--seg-run' in error
+
+
 def test_a_bundles_decisions_are_not_chosen_again(exported, phantom_runs_data):
   """Catches `jaxbrain gate` writing into a bundle (its checksums would then refuse it)."""
   with pytest.raises(RunError, match='model bundle'):

@@ -145,7 +145,9 @@ def test_errors(trained_runs, phantom_png, tmp_path, capsys):
   assert cli.main(['predict', str(bad), '--run', str(classifier), '--out', str(victim.parent), '--no-progress']) == 2
   assert 'inside or holds the inputs' in capsys.readouterr().err
   assert sorted(p.name for p in victim.parent.iterdir()) == before
+  # an input that does not exist is named as such (not as an output folder that would hold it)
   assert cli.main(['predict', str(tmp_path / 'nothing'), '--run', str(classifier), '--out', str(tmp_path / 'o')]) == 2
+  assert capsys.readouterr().err.strip().endswith(f'{tmp_path / "nothing"}: no such file or folder')
 
 
 def test_nifti_case_comes_back_as_a_mask_volume_with_its_tumor(trained_runs, tmp_path, capsys):
