@@ -8,7 +8,10 @@ each of their steps again.
 import fcntl
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import venv
 from pathlib import Path
 from typing import Callable
 
@@ -57,7 +60,34 @@ def _once_per_test_run(tmp_path_factory, name: str, build: Callable[[Path], obje
   return folder
 
 
-REAL_DATA = Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'lgg' / 'kaggle_3m'
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT / '..' / 'shared' / 'data' / 'lgg' / 'kaggle_3m'
+
+
+def _succeeds(command: list, cwd: Path) -> None:
+  done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+  assert done.returncode == 0, f'{" ".join(map(str, command))}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}'
+
+
+@pytest.fixture(scope='session')
+def installed_wheel(tmp_path_factory) -> dict[str, Path]:
+  """{'wheel': jaxbrain's wheel built from the tracked files only (as a clean clone has them), 'python':
+  a fresh virtualenv's interpreter with that wheel installed alone (no extras: a plain install)}.
+  Built once per test run: the wheel's test and the plain install's cache test share it."""
+  def build(folder):
+    source = folder / 'clone'  # the build writes there
+    tracked = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in tracked:
+      (source / name).parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy2(ROOT / name, source / name)
+    _succeeds([sys.executable, '-m', 'build', '--wheel', '--outdir', str(folder / 'dist'), str(source)], folder)
+    venv.create(folder / 'venv', with_pip=True)
+    _succeeds([folder / 'venv' / 'bin' / 'python', '-m', 'pip', 'install', '-q',
+               next((folder / 'dist').glob('jaxbrain-*.whl'))], folder)
+
+  folder = _once_per_test_run(tmp_path_factory, 'installed_wheel', build)
+  wheel, = (folder / 'dist').glob('jaxbrain-*.whl')
+  return {'wheel': wheel, 'python': folder / 'venv' / 'bin' / 'python'}
 
 
 @pytest.fixture(scope='session')

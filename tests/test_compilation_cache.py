@@ -67,15 +67,11 @@ def test_filelock_is_a_dependency():
   assert any(d.split('>')[0].split('=')[0].strip() == 'filelock' for d in declared)
 
 
-PLAIN_PYTHON = os.environ.get('JAXBRAIN_PLAIN_PYTHON')  # a virtualenv with `pip install .` alone (.ci/run makes one)
-
-
-@pytest.mark.skipif(not PLAIN_PYTHON and not os.environ.get('CI'),
-                    reason='JAXBRAIN_PLAIN_PYTHON (a python with `pip install .` alone) not given')
-def test_the_cache_works_on_a_plain_install(tmp_path):
-  """Catches the cache failing on a plain install (no test extras, no PyTorch), where a dependency it
-  needs is missing: the compile warns "Please install the filelock package" and writes no entry."""
-  assert PLAIN_PYTHON, 'CI must give JAXBRAIN_PLAIN_PYTHON (.ci/run)'
+@pytest.mark.slow
+def test_the_cache_works_on_a_plain_install(installed_wheel, tmp_path):
+  """Catches the cache failing on a plain install (the wheel alone, no test extras, no PyTorch), where
+  a dependency it needs is missing: the compile warns "Please install the filelock package" and
+  writes no entry."""
   script = ('import importlib.util, jax, jax.numpy as jnp\n'
             'from jaxbrain import compilation_cache\n'
             'assert importlib.util.find_spec("torch") is None, "not a plain install: torch is there"\n'
@@ -83,7 +79,7 @@ def test_the_cache_works_on_a_plain_install(tmp_path):
             'print(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).sum())\n')
   env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_', 'JAXBRAIN_', 'PYTHONPATH'))}
   env.update(JAXBRAIN_CACHE=str(tmp_path / 'cache'), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
-  done = subprocess.run([PLAIN_PYTHON, '-c', script], env=env, cwd=tmp_path, capture_output=True, text=True)
+  done = subprocess.run([installed_wheel['python'], '-c', script], env=env, cwd=tmp_path, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr
   assert 'warning' not in done.stderr.lower(), done.stderr
   assert _entries(tmp_path / 'cache')

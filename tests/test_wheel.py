@@ -1,11 +1,9 @@
 """The wheel as a user installs it: built with `python -m build`, installed in a fresh virtualenv
-outside the checkout (not `-e`), the demo trained and `jaxbrain predict` run on its output."""
+outside the checkout (not `-e`; the `installed_wheel` fixture), the demo trained and `jaxbrain
+predict` run on its output."""
 import json
 import os
-import shutil
 import subprocess
-import sys
-import venv
 import zipfile
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import pytest
 
 import jaxbrain
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO = ['--epochs', '1', '--image-size', '32', '--batch-size', '4', '--bootstrap-samples', '0', '--no-progress',
         '--evals']
 
@@ -25,24 +22,15 @@ def _run(command: list, cwd: Path, env: dict | None = None) -> str:
 
 
 @pytest.mark.slow
-def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path):
+def test_the_wheel_installs_and_runs_outside_the_checkout(installed_wheel, tmp_path):
   """Catches a wheel that lacks a module or file the programs need (a package left out of
   `packages.find`, an untracked file that only the working copy has), entry points that do not install, a version
   stated twice that disagrees, `experiments` resolving to anything but the installed package, and a
   bundle's weights packed into the wheel."""
-  source = tmp_path / 'clone'  # the tracked files only, as a clean clone has them; the build writes there
-  tracked = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-  for name in tracked:
-    (source / name).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(ROOT / name, source / name)
-  _run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(tmp_path / 'dist'), str(source)], tmp_path)
-  wheel, = (tmp_path / 'dist').glob('jaxbrain-*.whl')
+  wheel, python = installed_wheel['wheel'], installed_wheel['python']
   assert wheel.name.startswith(f'jaxbrain-{jaxbrain.__version__}-')
   with zipfile.ZipFile(wheel) as archive:  # the weights of a bundle stay out of the wheel
     assert not [n for n in archive.namelist() if n.endswith('.safetensors') or n.startswith('checkpoints/')]
-  venv.create(tmp_path / 'venv', with_pip=True)
-  python = tmp_path / 'venv' / 'bin' / 'python'
-  _run([python, '-m', 'pip', 'install', '-q', str(wheel)], tmp_path)
   away = tmp_path / 'elsewhere'  # no checkout on sys.path: the current folder is empty
   away.mkdir()
   env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
@@ -50,12 +38,11 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path):
                                          'print(json.dumps([m.version("jaxbrain"), jaxbrain.__version__, e.__file__]))'],
                           away, env))
   assert where[0] == where[1] == jaxbrain.__version__
-  assert str(tmp_path / 'venv') in where[2]
+  assert str(python.parents[1]) in where[2]
   _run([python, '-m', 'experiments.exp20', '--workdir', str(away / 'checkpoints'), *DEMO], away, env)
   run, = (away / 'checkpoints' / 'exp20').iterdir()
   phantom, = (away / 'checkpoints' / 'phantom').glob('*/kaggle_3m')
   patient = sorted(p for p in phantom.iterdir() if p.is_dir())[0]
-  jaxbrain_program = tmp_path / 'venv' / 'bin' / 'jaxbrain'
-  _run([jaxbrain_program, 'predict', str(patient), '--run', str(run), '--out', str(away / 'pred'), '--no-progress'],
-       away, env)
+  _run([python.parent / 'jaxbrain', 'predict', str(patient), '--run', str(run), '--out', str(away / 'pred'),
+        '--no-progress'], away, env)
   assert (away / 'pred' / 'predictions.csv').is_file() and (away / 'pred' / 'report.html').is_file()
