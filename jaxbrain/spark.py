@@ -93,7 +93,7 @@ def score(spark, inputs: list[str], run_dir: str | None, out: str, seg_run_dir: 
 
   batch_size = batch_size or INFERENCE.batch_size
   run_dir, seg = (str(Path(d).resolve()) if d and '://' not in d else d for d in (run_dir, seg_run_dir))
-  patient = F.udf(_patient_of, 'string')
+  patient = F.udf(_patient_of, 'string', useArrow=False)  # a plain Python UDF: Spark then infers nothing from hints
   scored = (files.withColumn('patient', patient('path')).groupBy('patient')
             .applyInPandas(lambda frame: score_patient(frame, run_dir, seg, batch_size), schema=SCHEMA))
   scored.write.mode('overwrite' if overwrite else 'errorifexists').parquet(out)

@@ -17,11 +17,13 @@ from tests.localize.helpers import lone_tumor_patient, store_gate, with_mask_rul
 
 
 @pytest.mark.slow
-def test_spark_scores_match_predict(trained_runs, phantom_png, tmp_path):
+def test_spark_scores_match_predict(trained_runs, phantom_png, tmp_path, recwarn):
   """Catches: rows that differ from `jaxbrain predict`'s (probability, label, tumor pixels,
-  identity), a bad file that fails the job instead of giving an error row, and masks post-processed
+  identity), a bad file that fails the job instead of giving an error row, masks post-processed
   without the patient's whole stack (the segmenter's rule removes tumors seen on one slice only,
-  which batches of files that split a patient would get wrong)."""
+  which batches of files that split a patient would get wrong), and a warning of Spark's own about
+  how jaxbrain calls it printed to the user as the job's ("Cannot infer the eval type from type
+  hints")."""
   classifier, segmenter = trained_runs
   segmenter = with_mask_rule(segmenter, tmp_path / 'seg', drop_single_slice=True)
   store_gate(classifier, segmenter, None)  # masks ungated: the tiny classifier would empty most of them
@@ -35,6 +37,7 @@ def test_spark_scores_match_predict(trained_runs, phantom_png, tmp_path):
   bad.write_bytes(b'not a png')
   assert jspark.main([str(tree), '--run', str(classifier), '--seg-run', str(segmenter),
                       '--out', str(tmp_path / 'scores.parquet'), '--master', 'local[2]']) == 0
+  assert [str(w.message) for w in recwarn if 'pyspark' in w.filename] == []  # the job prints warnings to its user
   import pandas as pd
   table = pd.read_parquet(tmp_path / 'scores.parquet')
   table['path'] = table['path'].str.replace('file:', '', n=1)
