@@ -7,11 +7,11 @@ patient-level cross-validation.
 The recipe, stated once before any run and not tuned (so no nested cross-validation): the features
 of one of `FEATURE_SETS` (shape: `FEATURE_NAMES`, sizes on a log scale; intensity; or both in one
 model, the intensity recipe stated before its figures); a feature a patient lacks (no tumour, a
-flat one) takes the training patients' median; each feature standardized by the training patients' mean and standard
-deviation; an L2-regularized logistic regression (`L2` on the weights, not the intercept) fitted by
-Newton's method. Each target is one binary question (`TARGETS`: a code against the rest of its
-column; a column of several codes is asked once per code); a patient whose code is missing is left
-out of that target. The codes are data.csv's, which gives no legend.
+flat one) takes the training patients' median; each feature standardized by the training patients'
+mean and standard deviation; an L2-regularized logistic regression (`L2` on the weights, not the
+intercept) fitted by Newton's method. Each target is one binary question (`TARGETS`: a code against
+the rest of its column; a column of several codes is asked once per code); a patient whose code is
+missing is left out of that target. The codes are data.csv's, which gives no legend.
 
 Scored by stratified five-fold cross-validation over patients, repeated `REPEATS` times: each
 patient's probability comes only from models that did not train on it (`cross_validated`;

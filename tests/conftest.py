@@ -20,6 +20,7 @@ import pytest
 
 import jaxbrain
 from jaxbrain.data import write_phantom
+from tests.commands import succeeds
 
 jaxbrain.configure_cpu()
 _CACHE = pytest.StashKey[str]()
@@ -64,11 +65,6 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT / '..' / 'shared' / 'data' / 'lgg' / 'kaggle_3m'
 
 
-def _succeeds(command: list, cwd: Path) -> None:
-  done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-  assert done.returncode == 0, f'{" ".join(map(str, command))}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}'
-
-
 @pytest.fixture(scope='session')
 def installed_wheel(tmp_path_factory) -> dict[str, Path]:
   """{'wheel': jaxbrain's wheel built from the tracked files only (as a clean clone has them), 'python':
@@ -80,10 +76,10 @@ def installed_wheel(tmp_path_factory) -> dict[str, Path]:
     for name in tracked:
       (source / name).parent.mkdir(parents=True, exist_ok=True)
       shutil.copy2(ROOT / name, source / name)
-    _succeeds([sys.executable, '-m', 'build', '--wheel', '--outdir', str(folder / 'dist'), str(source)], folder)
+    succeeds([sys.executable, '-m', 'build', '--wheel', '--outdir', str(folder / 'dist'), str(source)], folder)
     venv.create(folder / 'venv', with_pip=True)
-    _succeeds([folder / 'venv' / 'bin' / 'python', '-m', 'pip', 'install', '-q',
-               next((folder / 'dist').glob('jaxbrain-*.whl'))], folder)
+    succeeds([folder / 'venv' / 'bin' / 'python', '-m', 'pip', 'install', '-q',
+              next((folder / 'dist').glob('jaxbrain-*.whl'))], folder)
 
   folder = _once_per_test_run(tmp_path_factory, 'installed_wheel', build)
   wheel, = (folder / 'dist').glob('jaxbrain-*.whl')

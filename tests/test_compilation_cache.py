@@ -79,7 +79,8 @@ def test_the_cache_works_on_a_plain_install(installed_wheel, tmp_path):
             'print(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).sum())\n')
   env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_', 'JAXBRAIN_', 'PYTHONPATH'))}
   env.update(JAXBRAIN_CACHE=str(tmp_path / 'cache'), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
-  done = subprocess.run([installed_wheel['python'], '-c', script], env=env, cwd=tmp_path, capture_output=True, text=True)
+  done = subprocess.run([installed_wheel['python'], '-c', script], env=env, cwd=tmp_path, capture_output=True,
+                        text=True)
   assert done.returncode == 0, done.stderr
   assert 'warning' not in done.stderr.lower(), done.stderr
   assert _entries(tmp_path / 'cache')

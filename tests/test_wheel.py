@@ -3,22 +3,15 @@ outside the checkout (not `-e`; the `installed_wheel` fixture), the demo trained
 predict` run on its output."""
 import json
 import os
-import subprocess
 import zipfile
-from pathlib import Path
 
 import pytest
 
 import jaxbrain
+from tests.commands import succeeds
 
 DEMO = ['--epochs', '1', '--image-size', '32', '--batch-size', '4', '--bootstrap-samples', '0', '--no-progress',
         '--evals']
-
-
-def _run(command: list, cwd: Path, env: dict | None = None) -> str:
-  done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-  assert done.returncode == 0, f'{" ".join(map(str, command))}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}'
-  return done.stdout
 
 
 @pytest.mark.slow
@@ -34,15 +27,15 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(installed_wheel, tmp_p
   away = tmp_path / 'elsewhere'  # no checkout on sys.path: the current folder is empty
   away.mkdir()
   env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
-  where = json.loads(_run([python, '-c', 'import json, importlib.metadata as m, jaxbrain, experiments.exp20 as e; '
+  where = json.loads(succeeds([python, '-c', 'import json, importlib.metadata as m, jaxbrain, experiments.exp20 as e; '
                                          'print(json.dumps([m.version("jaxbrain"), jaxbrain.__version__, e.__file__]))'],
                           away, env))
   assert where[0] == where[1] == jaxbrain.__version__
   assert str(python.parents[1]) in where[2]
-  _run([python, '-m', 'experiments.exp20', '--workdir', str(away / 'checkpoints'), *DEMO], away, env)
+  succeeds([python, '-m', 'experiments.exp20', '--workdir', str(away / 'checkpoints'), *DEMO], away, env)
   run, = (away / 'checkpoints' / 'exp20').iterdir()
   phantom, = (away / 'checkpoints' / 'phantom').glob('*/kaggle_3m')
   patient = sorted(p for p in phantom.iterdir() if p.is_dir())[0]
-  _run([python.parent / 'jaxbrain', 'predict', str(patient), '--run', str(run), '--out', str(away / 'pred'),
+  succeeds([python.parent / 'jaxbrain', 'predict', str(patient), '--run', str(run), '--out', str(away / 'pred'),
         '--no-progress'], away, env)
   assert (away / 'pred' / 'predictions.csv').is_file() and (away / 'pred' / 'report.html').is_file()

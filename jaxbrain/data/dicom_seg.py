@@ -64,7 +64,8 @@ def write_seg(volume: SeriesVolume, mask: np.ndarray, path: Path, version: str, 
       source_images=sources, pixel_array=frames.astype(np.uint8), segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
       segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=int(source.get('SeriesNumber') or 0) + 1000,
       sop_instance_uid=hd.UID(), instance_number=1, manufacturer='jaxbrain', manufacturer_model_name='jaxbrain',
-      software_versions=version, device_serial_number=model_id[:LONG_STRING], series_description='jaxbrain tumor mask',
-      content_description='tumor mask', content_label='TUMOR', omit_empty_frames=bool(frames.any()))
+      software_versions=version, device_serial_number=model_id[:LONG_STRING],
+      series_description='jaxbrain tumor mask', content_description='tumor mask', content_label='TUMOR',
+      omit_empty_frames=bool(frames.any()))
   seg.save_as(path)
   return int(frames.sum())

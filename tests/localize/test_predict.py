@@ -129,6 +129,9 @@ def test_classifier_alone_gives_gradcam_overlays(trained_runs, phantom_png, tmp_
 
 
 def test_errors(trained_runs, phantom_png, tmp_path, capsys):
+  """Catches a run of another task loaded, a folder that is no run accepted, an unreadable image
+  failing without its name (or after writing outputs), outputs written into the inputs' folder, and
+  a missing input named as an output folder that would hold it."""
   classifier, segmenter = trained_runs
   with pytest.raises(RunError, match='is a segment run, but a classification run'):
     load_run(segmenter, 'classify')
