@@ -124,7 +124,8 @@ def test_the_readme_commands_run_or_exist(tmp_path):
 def test_the_documentation_builds_strictly_with_every_public_name(tmp_path):
   """Catches a broken link or reference in docs/ (`mkdocs build --strict` fails on it) and an API
   page that leaves out a name of its package's `__all__` (a name added to the package without
-  documentation, or a page pointing at the wrong module)."""
+  documentation, or a page pointing at the wrong module), and the build skipped under CI (the only
+  build of the site CI makes) because mkdocs is missing."""
   if importlib.util.find_spec('mkdocs') is None:
     assert not os.environ.get('CI'), 'CI builds the documentation here (.ci/run installs the docs extra)'
     pytest.skip('the docs extra: pip install -e ".[docs]"')
